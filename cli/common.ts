@@ -1,0 +1,91 @@
+import { Command, Option } from 'commander';
+import { MigraceError, messageOf } from '../trace/errors.js';
+import { TraceStore } from '../trace/store.js';
+
+/** Options every command that touches the trace database takes. */
+export interface DbOptions {
+  db: string;
+}
+
+export const DEFAULT_DB = './migrace.db';
+
+export function dbOption(): Option {
+  return new Option('--db <file>', 'trace database').default(DEFAULT_DB);
+}
+
+export function jsonOption(): Option {
+  return new Option('--json', 'print results as JSON on stdout');
+}
+
+export function openStore(opts: DbOptions, mode: { readonly?: boolean } = {}): TraceStore {
+  return TraceStore.open(opts.db, mode);
+}
+
+/** Parse a session id argument: a positive integer. */
+export function sessionId(text: string, what = 'SESSION'): number {
+  if (!/^\d+$/.test(text) || Number(text) <= 0) {
+    throw new MigraceError('USAGE', `${what} must be a session number (see "migrace sessions"), not "${text}"`);
+  }
+  return Number(text);
+}
+
+export function parseIntOption(name: string, min: number, max: number) {
+  return (text: string): number => {
+    if (!/^-?\d+$/.test(text)) throw new MigraceError('USAGE', `${name} must be a whole number, not "${text}"`);
+    const n = Number(text);
+    if (n < min || n > max) throw new MigraceError('USAGE', `${name} must be between ${min} and ${max}, not ${n}`);
+    return n;
+  };
+}
+
+/** Results on stdout; progress on stderr. */
+export function out(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+export function progress(text: string): void {
+  process.stderr.write(`${text}\n`);
+}
+
+export function printJson(value: unknown): void {
+  out(JSON.stringify(value, null, 2));
+}
+
+let debug = false;
+export function setDebug(on: boolean): void {
+  debug = on;
+}
+
+/**
+ * Wrap a command action: a MigraceError becomes one line on stderr and exit
+ * code 1 (2 for usage); anything else is a bug and says so. Stacks only with --debug.
+ */
+export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | void): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await fn(...args);
+    } catch (e) {
+      reportError(e);
+      process.exitCode = e instanceof MigraceError && e.code === 'USAGE' ? 2 : 1;
+    }
+  };
+}
+
+export function reportError(e: unknown): void {
+  if (e instanceof MigraceError) {
+    process.stderr.write(`migrace: ${e.message}\n`);
+  } else {
+    process.stderr.write(`migrace: internal error: ${messageOf(e)} (please report; rerun with --debug for details)\n`);
+  }
+  if (debug && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
+}
+
+/** A fixed-width table for terminals. */
+export function table(headers: string[], rows: Array<Array<string | number | null>>): string {
+  const cells = rows.map((r) => r.map((c) => (c === null ? '-' : String(c))));
+  const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ').trimEnd();
+  return [line(headers), ...cells.map(line)].join('\n');
+}
+
+export type Register = (program: Command) => void;

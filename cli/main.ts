@@ -1,0 +1,28 @@
+import { Command } from 'commander';
+import { setDebug, type Register } from './common.js';
+import { register as sessions } from './sessions.js';
+import { register as events } from './events.js';
+
+/** Every command lives in its own file and registers itself here. */
+const COMMANDS: Register[] = [sessions, events];
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('migrace')
+    .description('record, analyze, replay and report read-then-transition races in QEMU migration status code')
+    .option('--debug', 'print stack traces with errors')
+    .showHelpAfterError()
+    .hook('preAction', (cmd) => setDebug(Boolean(cmd.opts().debug)));
+  for (const register of COMMANDS) register(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  program.exitOverride((err) => {
+    // commander already printed its message; keep its exit code (0 for --help).
+    process.exit(err.exitCode);
+  });
+  await program.parseAsync(argv);
+}
