@@ -2,9 +2,10 @@ import { Command } from 'commander';
 import { setDebug, type Register } from './common.js';
 import { register as sessions } from './sessions.js';
 import { register as events } from './events.js';
+import { register as recordCmd } from './record.js';
 
 /** Every command lives in its own file and registers itself here. */
-const COMMANDS: Register[] = [sessions, events];
+const COMMANDS: Register[] = [recordCmd, sessions, events];
 
 export function buildProgram(): Command {
   const program = new Command();

@@ -1,0 +1,260 @@
+import { writeFileSync } from 'node:fs';
+import { MigraceError, messageOf } from '../trace/errors.js';
+import type { NewEvent, StateValue, TraceEvent } from '../trace/schema.js';
+import type { SessionWriter, TraceStore } from '../trace/store.js';
+import { GdbSession, type StoppedEvent } from './gdb/session.js';
+import type { Probe, Profile } from './probes/profile.js';
+import type { PreparedTarget } from './targets/types.js';
+import { parseAddress, parseStateValue } from './values.js';
+
+/**
+ * A target running under gdb in non-stop mode with a profile's probes
+ * placed. Every hit becomes a trace event (values read in the stopped
+ * thread); a hit handler then decides whether the thread goes on at once
+ * (recording) or is held (replay). Hits are handled one at a time in the
+ * order gdb reported them, which is the seq order of the trace.
+ */
+
+export interface ProbeHit {
+  probe: Probe;
+  tid: number;
+  event: TraceEvent;
+  /** The values as gdb printed them, by the profile's names. */
+  raw: Record<string, string>;
+}
+
+export type HitDecision = 'continue' | 'hold';
+export type HitHandler = (hit: ProbeHit) => Promise<HitDecision> | HitDecision;
+
+export interface LiveOptions {
+  store: TraceStore;
+  sessionId: number;
+  writer: SessionWriter;
+  target: PreparedTarget;
+  profile: Profile;
+  gdbPath?: string;
+  progress?: (msg: string) => void;
+}
+
+export interface ThreadState {
+  tid: number;
+  lwp: number | null;
+  name: string | null;
+  /** The name is read again at the first hit: a new thread carries its parent's name until it renames itself. */
+  confirmed: boolean;
+}
+
+export class LiveTarget {
+  readonly gdb: GdbSession;
+  readonly threads = new Map<number, ThreadState>();
+  private readonly startNs: bigint;
+  private readonly startWall: number;
+  private readonly byBreakpoint = new Map<string, Probe>();
+  private handler: HitHandler = () => 'continue';
+  private queue: Promise<void> = Promise.resolve();
+  private failure: ((e: MigraceError) => void) | null = null;
+  private failed: MigraceError | null = null;
+  private readonly failedPromise: Promise<never>;
+  /** The query in flight, for query-begin events (queries are sequential). */
+  currentQuery: string | null = null;
+  /** The thread that entered qmp_query_migrate for each query. */
+  readonly queryThreads = new Map<string, number>();
+  pid: number | null = null;
+  exited = false;
+  hits = 0;
+  private expectingExit = false;
+
+  private constructor(private readonly opts: LiveOptions, gdb: GdbSession) {
+    this.gdb = gdb;
+    this.startNs = process.hrtime.bigint();
+    this.startWall = Date.now();
+    this.failedPromise = new Promise<never>((_, reject) => {
+      this.failure = reject;
+    });
+    // Nobody may be awaiting failedPromise yet; an unhandled rejection would kill the process.
+    this.failedPromise.catch(() => undefined);
+  }
+
+  static async start(opts: LiveOptions): Promise<LiveTarget> {
+    const gdb = await GdbSession.start({ gdbPath: opts.gdbPath });
+    const live = new LiveTarget(opts, gdb);
+    try {
+      await live.setup();
+    } catch (e) {
+      await live.shutdown();
+      throw e;
+    }
+    return live;
+  }
+
+  /** Rejects when the run cannot go on: gdb died, the target died early, a hit could not be handled. */
+  get failedWith(): Promise<never> {
+    return this.failedPromise;
+  }
+
+  get failure_(): MigraceError | null {
+    return this.failed;
+  }
+
+  fail(e: MigraceError): void {
+    if (this.failed) return;
+    this.failed = e;
+    this.failure?.(e);
+  }
+
+  /** Race a step against the failure of the run. */
+  guard<T>(p: Promise<T>): Promise<T> {
+    return Promise.race([p, this.failedPromise]);
+  }
+
+  setHandler(handler: HitHandler): void {
+    this.handler = handler;
+  }
+
+  /** ns since the session started, from a gdb arrival stamp. */
+  nsSince(at: bigint): number {
+    const d = at - this.startNs;
+    return d < 0n ? 0 : Number(d);
+  }
+
+  wallAt(ns: number): string {
+    return new Date(this.startWall + ns / 1e6).toISOString();
+  }
+
+  now(): number {
+    return this.nsSince(process.hrtime.bigint());
+  }
+
+  push(event: NewEvent): TraceEvent {
+    return this.opts.writer.push(event);
+  }
+
+  private async setup(): Promise<void> {
+    const { target, profile, progress } = this.opts;
+    const gdb = this.gdb;
+    gdb.on('exit', (info) => {
+      if (!this.expectingExit) {
+        this.fail(new MigraceError('GDB_EXITED', `gdb exited unexpectedly (${info.signal ? `signal ${info.signal}` : `code ${info.code}`}); the session keeps what was recorded`));
+      }
+    });
+    gdb.on('thread-created', (t) => {
+      this.noteThread(t.id, t.lwp, t.name, false);
+    });
+    gdb.on('stopped', (stop) => {
+      this.queue = this.queue.then(() => this.onStopped(stop)).catch((e) => {
+        this.fail(e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `handling a probe hit failed: ${messageOf(e)}`));
+      });
+    });
+    gdb.on('thread-group-exited', (g) => {
+      this.exited = true;
+      if (!this.expectingExit) {
+        this.fail(new MigraceError('TARGET_EXITED', `${target.info.kind} exited (code ${g.exitCode ?? '?'}) before the scenario finished; see ${target.logPath}`));
+      }
+    });
+
+    await gdb.setNonStop();
+    await gdb.fileExecAndSymbols(target.binary);
+    await gdb.setInferiorArgs(target.args);
+    for (const [k, v] of Object.entries(target.env)) await gdb.setInferiorEnv(k, v);
+    // gdb opens the inferior's terminal without creating it; the target's own output lands here.
+    writeFileSync(target.logPath, '', { flag: 'a', mode: 0o600 });
+    await gdb.setInferiorTty(target.logPath);
+    for (const probe of profile.probes) {
+      for (const location of probe.locations) {
+        const bp = await gdb.insertBreakpoint(location);
+        this.byBreakpoint.set(String(bp.number), probe);
+        progress?.(`probe ${probe.name} at ${location}: ${bp.locations.length} location(s)`);
+      }
+    }
+    const run = await gdb.run();
+    this.pid = run.pid;
+  }
+
+  private noteThread(tid: number, lwp: number | null, name: string | null, confirmed: boolean): ThreadState {
+    const known = this.threads.get(tid);
+    const t: ThreadState = {
+      tid, lwp: lwp ?? known?.lwp ?? null, name: name ?? known?.name ?? null, confirmed: confirmed || (known?.confirmed ?? false),
+    };
+    this.threads.set(tid, t);
+    this.opts.store.upsertThread(this.opts.sessionId, { tid, gdb_id: tid, lwp: t.lwp, name: t.name });
+    return t;
+  }
+
+  private async confirmThread(tid: number): Promise<void> {
+    const known = this.threads.get(tid);
+    if (known?.confirmed) return;
+    const all = await this.gdb.threadInfo(tid);
+    const info = all.find((t) => t.id === tid);
+    this.noteThread(tid, info?.lwp ?? null, info?.name ?? null, true);
+  }
+
+  private async onStopped(stop: StoppedEvent): Promise<void> {
+    if (stop.reason !== 'breakpoint-hit' || stop.bkptno === null || stop.threadId === null) return;
+    const probe = this.byBreakpoint.get(String(stop.bkptno).split('.')[0]);
+    if (!probe) return;
+    const tid = stop.threadId;
+    this.hits++;
+    const t_ns = this.nsSince(stop.at);
+    // Pipelined: gdb answers in order, so one round trip covers every value.
+    const names = Object.keys(probe.values);
+    const [texts] = await Promise.all([
+      Promise.all(names.map((n) => this.gdb.evaluate(probe.values[n], { thread: tid, frame: 0 }))),
+      this.confirmThread(tid),
+    ]);
+    const raw = Object.fromEntries(names.map((n, i) => [n, texts[i]]));
+    const event = this.push(this.eventFor(probe, tid, t_ns, stop, raw));
+    const decision = await this.handler({ probe, tid, event, raw });
+    if (decision === 'continue') await this.gdb.continueThread(tid);
+  }
+
+  private stateValue(text: string | undefined): StateValue {
+    if (text === undefined) return { value: null, name: null };
+    return parseStateValue(text, this.opts.profile.status_table);
+  }
+
+  private eventFor(probe: Probe, tid: number, t_ns: number, stop: StoppedEvent, raw: Record<string, string>): NewEvent {
+    const base = {
+      t_ns, wall: this.wallAt(t_ns), thread: tid, probe: probe.name,
+      pc: stop.frame?.addr ?? null, func: stop.frame?.func ?? null,
+      file: stop.frame?.file ?? null, line: stop.frame?.line ?? null,
+    };
+    switch (probe.role) {
+      case 'transition':
+        return { ...base, kind: 'transition', data: {
+          addr: raw.addr === undefined ? null : parseAddress(raw.addr),
+          old: raw.old === undefined ? null : this.stateValue(raw.old),
+          new: this.stateValue(raw.new),
+        } };
+      case 'read':
+        return { ...base, kind: 'read', data: { value: this.stateValue(raw.value) } };
+      case 'publish':
+        return { ...base, kind: 'publish', data: { value: this.stateValue(raw.value) } };
+      case 'query': {
+        const query = this.currentQuery ?? `unsolicited-${this.hits}`;
+        this.queryThreads.set(query, tid);
+        return { ...base, kind: 'query-begin', data: { query } };
+      }
+    }
+  }
+
+  /** Let a held thread go. */
+  async release(tid: number): Promise<void> {
+    await this.gdb.continueThread(tid);
+  }
+
+  /** Wait until every hit reported so far has been handled. */
+  async drain(): Promise<void> {
+    await this.queue;
+  }
+
+  /** Stop everything: gdb and the target are gone when this resolves. */
+  async shutdown(): Promise<void> {
+    this.expectingExit = true;
+    await this.gdb.shutdown();
+  }
+
+  /** The next stops will be the target's own exit, not a failure. */
+  expectExit(): void {
+    this.expectingExit = true;
+  }
+}

@@ -1,0 +1,142 @@
+import { MigraceError, messageOf } from '../trace/errors.js';
+import { SessionWriter, type TraceStore } from '../trace/store.js';
+import { LiveTarget } from './live.js';
+import type { Profile } from './probes/profile.js';
+import { QmpClient } from './qmp.js';
+import type { PreparedTarget } from './targets/types.js';
+
+/**
+ * The live recording: start the target under gdb with the probes placed,
+ * migrate, poll query-migrate until the migration ends, and write every
+ * probe hit and every reply as it happens. Whatever stops the run, the
+ * session is closed (complete or aborted with the reason) and gdb, the
+ * target and its helpers are gone.
+ */
+
+export interface RecordOptions {
+  store: TraceStore;
+  target: PreparedTarget;
+  profile: Profile;
+  label: string;
+  pollMs?: number;
+  /** How long the whole migration may take. */
+  timeoutMs?: number;
+  gdbPath?: string;
+  progress?: (msg: string) => void;
+  /** Abort (Ctrl-C): the session ends as aborted with everything kept. */
+  signal?: AbortSignal;
+  meta?: Record<string, unknown>;
+}
+
+export interface RecordResult {
+  sessionId: number;
+  state: 'complete' | 'aborted';
+  error: string | null;
+  events: number;
+  hits: number;
+  queries: number;
+  wallMs: number;
+  lastStatus: string | null;
+}
+
+const FINAL = new Set(['completed', 'failed', 'cancelled']);
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Abort the run when the caller's signal fires. */
+export function failOnAbort(live: LiveTarget, signal: AbortSignal | undefined): void {
+  if (!signal) return;
+  const onAbort = (): void => live.fail(new MigraceError('INTERRUPTED', `interrupted (${String(signal.reason ?? 'SIGINT')}); the session keeps what was recorded`));
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+}
+
+export async function connectQmp(live: LiveTarget, target: PreparedTarget): Promise<QmpClient> {
+  const qmp = await live.guard(QmpClient.connect(target.qmpPath, {
+    timeoutMs: 15_000,
+    isAlive: () => !live.exited,
+  }));
+  for (const cmd of target.setup) await live.guard(qmp.execute(cmd.execute, cmd.arguments));
+  return qmp;
+}
+
+/**
+ * One query-migrate with its events: query-begin (from the probe when the
+ * profile has one, else at send time), query-end and the reply.
+ */
+export async function queryOnce(live: LiveTarget, qmp: QmpClient, queryId: string, hasQueryProbe: boolean, timeoutMs = 10_000): Promise<Record<string, unknown>> {
+  live.currentQuery = queryId;
+  if (!hasQueryProbe) {
+    const t = live.now();
+    live.push({ kind: 'query-begin', t_ns: t, wall: live.wallAt(t), thread: null, probe: null, pc: null, func: null, file: null, line: null, data: { query: queryId } });
+  }
+  const res = await live.guard(qmp.execute('query-migrate', undefined, { timeoutMs }));
+  // The reply can only arrive after the query's probe hits were reported; let them land first.
+  await live.drain();
+  const t = live.nsSince(res.receivedAt);
+  const ret = (res.ret ?? {}) as Record<string, unknown>;
+  const thread = live.queryThreads.get(queryId) ?? null;
+  const base = { t_ns: t, wall: live.wallAt(t), probe: null, pc: null, func: null, file: null, line: null };
+  live.push({ ...base, kind: 'query-end', thread, func: 'qmp_query_migrate', data: { query: queryId } });
+  live.push({ ...base, kind: 'reply', thread: null, data: {
+    query: queryId, command: 'query-migrate',
+    status: typeof ret.status === 'string' ? ret.status : null,
+    has_ram: typeof ret.ram === 'object' && ret.ram !== null,
+    body: res.raw,
+  } });
+  live.currentQuery = null;
+  return ret;
+}
+
+export async function record(opts: RecordOptions): Promise<RecordResult> {
+  const { store, target, profile } = opts;
+  const pollMs = opts.pollMs ?? 20;
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  const began = Date.now();
+  const sessionId = store.createSession({
+    label: opts.label, origin: 'live', target: target.info, profile,
+    meta: { poll_ms: pollMs, args: target.args, ...opts.meta },
+  });
+  const writer = new SessionWriter(store, sessionId);
+  let live: LiveTarget | null = null;
+  let qmp: QmpClient | null = null;
+  let error: MigraceError | null = null;
+  let queries = 0;
+  let lastStatus: string | null = null;
+  try {
+    opts.progress?.(`session ${sessionId}: starting ${target.binary} under gdb`);
+    live = await LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress });
+    failOnAbort(live, opts.signal);
+    qmp = await connectQmp(live, target);
+    opts.progress?.(`migrating to ${target.migrateUri}`);
+    await live.guard(qmp.execute('migrate', { uri: target.migrateUri }));
+    const hasQueryProbe = profile.probes.some((p) => p.role === 'query');
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      queries++;
+      const ret = await queryOnce(live, qmp, `q${queries}`, hasQueryProbe);
+      lastStatus = typeof ret.status === 'string' ? ret.status : null;
+      if (lastStatus && FINAL.has(lastStatus)) break;
+      if (Date.now() > deadline) {
+        throw new MigraceError('QMP_TIMEOUT', `the migration did not finish within ${Math.round(timeoutMs / 1000)} s (last status: ${lastStatus ?? 'none'})`);
+      }
+      await live.guard(sleep(pollMs));
+    }
+    opts.progress?.(`migration ${lastStatus} after ${queries} queries; ${live.hits} probe hits`);
+    live.expectExit();
+    await qmp.execute('quit', undefined, { timeoutMs: 5_000 }).catch(() => undefined);
+  } catch (e) {
+    error = e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `recording failed: ${messageOf(e)}`, { cause: e });
+  } finally {
+    qmp?.close();
+    await live?.drain().catch(() => undefined);
+    await live?.shutdown().catch(() => undefined);
+    await target.dispose().catch(() => undefined);
+    writer.close();
+    store.finishSession(sessionId, error ? 'aborted' : 'complete', error ? error.message : null);
+  }
+  return {
+    sessionId, state: error ? 'aborted' : 'complete', error: error?.message ?? null,
+    events: writer.written, hits: live?.hits ?? 0, queries, wallMs: Date.now() - began, lastStatus,
+  };
+}
