@@ -16,6 +16,7 @@ interface RecordCliOptions extends DbOptions {
   setupMs?: number;
   transferMs?: number;
   gdb?: string;
+  binary?: string;
   json?: boolean;
 }
 
@@ -37,6 +38,7 @@ export function register(program: Command): void {
     .option('--timeout <s>', 'give up when the migration takes longer (seconds)', parseIntOption('--timeout', 1, 86_400), 120)
     .option('--setup-ms <n>', 'minimig: time spent in setup', parseIntOption('--setup-ms', 0, 600_000))
     .option('--transfer-ms <n>', 'minimig: time spent active', parseIntOption('--transfer-ms', 0, 600_000))
+    .option('--binary <path>', 'minimig: a minimig binary other than the bundled build')
     .option('--gdb <path>', 'the gdb to use', 'gdb')
     .addOption(dbOption())
     .addOption(jsonOption())
@@ -44,7 +46,7 @@ export function register(program: Command): void {
       if (opts.target !== 'minimig') {
         throw new MigraceError('USAGE', 'record --target qemu needs --qemu PATH');
       }
-      const target = await prepareMinimig({ patched: opts.patched, setupMs: opts.setupMs, transferMs: opts.transferMs });
+      const target = await prepareMinimig({ binary: opts.binary, patched: opts.patched, setupMs: opts.setupMs, transferMs: opts.transferMs });
       const profile = minimigProfile(minimigDir(), target.binary, Boolean(opts.patched));
       const store = openStore(opts);
       const signals = abortOnSignals();
@@ -55,7 +57,8 @@ export function register(program: Command): void {
           progress: opts.json ? undefined : progress, signal: signals.signal,
         });
         if (opts.json) printJson(result);
-        else out(summarizeRecord(result));
+        else if (result.state === 'complete') out(summarizeRecord(result));
+        else process.stderr.write(`migrace: ${summarizeRecord(result)}\n`);
         if (result.state !== 'complete') process.exitCode = 1;
       } finally {
         signals.dispose();

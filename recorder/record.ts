@@ -26,6 +26,8 @@ export interface RecordOptions {
   /** Abort (Ctrl-C): the session ends as aborted with everything kept. */
   signal?: AbortSignal;
   meta?: Record<string, unknown>;
+  /** How long to wait for the target's QMP socket (default 15 s). */
+  qmpTimeoutMs?: number;
 }
 
 export interface RecordResult {
@@ -51,9 +53,9 @@ export function failOnAbort(live: LiveTarget, signal: AbortSignal | undefined): 
   else signal.addEventListener('abort', onAbort, { once: true });
 }
 
-export async function connectQmp(live: LiveTarget, target: PreparedTarget): Promise<QmpClient> {
+export async function connectQmp(live: LiveTarget, target: PreparedTarget, timeoutMs = 15_000): Promise<QmpClient> {
   const qmp = await live.guard(QmpClient.connect(target.qmpPath, {
-    timeoutMs: 15_000,
+    timeoutMs,
     isAlive: () => !live.exited,
   }));
   for (const cmd of target.setup) await live.guard(qmp.execute(cmd.execute, cmd.arguments));
@@ -88,6 +90,19 @@ export async function queryOnce(live: LiveTarget, qmp: QmpClient, queryId: strin
   return ret;
 }
 
+/**
+ * The error to report for a failed run. When gdb dies, the target dies with
+ * it and the QMP socket closes: whichever pipe is read first, the cause is
+ * gdb's death, so wait briefly for it before naming a secondary symptom.
+ */
+export async function rootCause(live: LiveTarget | null, e: unknown): Promise<MigraceError> {
+  const err = e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `recording failed: ${messageOf(e)}`, { cause: e });
+  if (!live || err.code === 'GDB_EXITED' || err.code === 'INTERRUPTED') return err;
+  for (let i = 0; i < 15 && !live.failure_; i++) await sleep(20);
+  const first = live.failure_;
+  return first && (first.code === 'GDB_EXITED' || first.code === 'INTERRUPTED') ? first : err;
+}
+
 export async function record(opts: RecordOptions): Promise<RecordResult> {
   const { store, target, profile } = opts;
   const pollMs = opts.pollMs ?? 20;
@@ -107,7 +122,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     opts.progress?.(`session ${sessionId}: starting ${target.binary} under gdb`);
     live = await LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress });
     failOnAbort(live, opts.signal);
-    qmp = await connectQmp(live, target);
+    qmp = await connectQmp(live, target, opts.qmpTimeoutMs);
     opts.progress?.(`migrating to ${target.migrateUri}`);
     await live.guard(qmp.execute('migrate', { uri: target.migrateUri }));
     const hasQueryProbe = profile.probes.some((p) => p.role === 'query');
@@ -126,9 +141,9 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     live.expectExit();
     await qmp.execute('quit', undefined, { timeoutMs: 5_000 }).catch(() => undefined);
   } catch (e) {
-    error = e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `recording failed: ${messageOf(e)}`, { cause: e });
+    error = await rootCause(live, e);
   } finally {
-    qmp?.close();
+    await qmp?.close().catch(() => undefined);
     await live?.drain().catch(() => undefined);
     await live?.shutdown().catch(() => undefined);
     await target.dispose().catch(() => undefined);
