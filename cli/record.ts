@@ -1,65 +1,148 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
+import { readlinkSync } from 'node:fs';
 import { MigraceError } from '../trace/errors.js';
+import { discoverProfile, loadProfileFile } from '../recorder/probes/discover.js';
 import { minimigProfile } from '../recorder/probes/minimig.js';
+import type { Profile } from '../recorder/probes/profile.js';
 import { minimigDir, prepareMinimig } from '../recorder/targets/minimig.js';
-import { record, type RecordResult } from '../recorder/record.js';
+import { extractedTreeEnv, prepareQemuPair } from '../recorder/targets/qemu.js';
+import type { PreparedTarget } from '../recorder/targets/types.js';
+import { record, recordAttached, type RecordResult } from '../recorder/record.js';
 import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson, progress, type DbOptions } from './common.js';
 import { abortOnSignals } from './signals.js';
 
-interface RecordCliOptions extends DbOptions {
+export interface TargetCliOptions {
   target: 'minimig' | 'qemu';
   patched?: boolean;
+  binary?: string;
+  qemu?: string;
+  memory?: string;
+  profile?: string;
+  env?: string[];
+  maxBandwidth?: number;
+  setupMs?: number;
+  transferMs?: number;
+  gdb: string;
+  refreshProbes?: boolean;
+}
+
+interface RecordCliOptions extends DbOptions, TargetCliOptions {
   label?: string;
   pollMs: number;
   timeout: number;
-  setupMs?: number;
-  transferMs?: number;
-  gdb?: string;
-  binary?: string;
+  attach?: number;
+  qmp?: string;
   json?: boolean;
 }
 
 export function summarizeRecord(r: RecordResult): string {
-  const head = r.state === 'complete'
+  return r.state === 'complete'
     ? `session ${r.sessionId}: complete, ${r.events} events (${r.hits} probe hits, ${r.queries} queries) in ${(r.wallMs / 1000).toFixed(2)} s; last status ${r.lastStatus}`
     : `session ${r.sessionId}: aborted after ${r.events} events: ${r.error}`;
-  return head;
+}
+
+function parseEnv(list: string[] | undefined): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const item of list ?? []) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(item);
+    if (!m || /[\n\r\0]/.test(m[2])) throw new MigraceError('USAGE', `--env takes NAME=VALUE without newlines, not "${item}"`);
+    env[m[1]] = m[2];
+  }
+  return env;
+}
+
+/** The options every command that starts a target takes (record, replay, demo). */
+export function addTargetOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--target <kind>', 'what to run').choices(['minimig', 'qemu']).default('minimig'))
+    .option('--patched', 'minimig: the build that reads the state once (like QEMU >= 7.1)')
+    .option('--binary <path>', 'minimig: a minimig binary other than the bundled build')
+    .option('--qemu <path>', 'qemu: the QEMU binary (source and destination)')
+    .option('--memory <size>', 'qemu: guest memory (-m)', '128')
+    .option('--profile <file>', 'qemu: a probe profile file instead of discovery')
+    .option('--refresh-probes', 'qemu: ignore the cached profile and discover again')
+    .option('--env <NAME=VALUE...>', 'qemu: extra environment (LD_LIBRARY_PATH is set for an extracted Debian tree)')
+    .option('--max-bandwidth <bytes>', 'qemu: migrate-set-parameters max-bandwidth', parseIntOption('--max-bandwidth', 1, 2 ** 40))
+    .option('--setup-ms <n>', 'minimig: time spent in setup', parseIntOption('--setup-ms', 0, 600_000))
+    .option('--transfer-ms <n>', 'minimig: time spent active', parseIntOption('--transfer-ms', 0, 600_000))
+    .option('--gdb <path>', 'the gdb to use', 'gdb');
+}
+
+export async function profileFor(binary: string, env: Record<string, string>, opts: TargetCliOptions, say?: (m: string) => void): Promise<Profile> {
+  if (opts.profile) return loadProfileFile(opts.profile);
+  const found = await discoverProfile(binary, { env, gdb: opts.gdb, refresh: opts.refreshProbes });
+  say?.(`probes for ${binary}: ${found.profile.kind}, ${found.profile.variant}${found.cached ? ' (cached)' : ''} in ${Math.round(found.ms)} ms`);
+  return found.profile;
+}
+
+/** Prepare the target an option set names, with its profile. */
+export async function prepareTarget(opts: TargetCliOptions, extraArgs: string[], say?: (m: string) => void): Promise<{ target: PreparedTarget; profile: Profile }> {
+  if (opts.target === 'minimig') {
+    if (opts.qemu) throw new MigraceError('USAGE', '--qemu goes with --target qemu');
+    const target = await prepareMinimig({ binary: opts.binary, patched: opts.patched, setupMs: opts.setupMs, transferMs: opts.transferMs });
+    return { target, profile: minimigProfile(minimigDir(), target.binary, Boolean(opts.patched)) };
+  }
+  if (!opts.qemu) throw new MigraceError('USAGE', '--target qemu needs --qemu PATH (Debian: /usr/bin/qemu-system-x86_64)');
+  if (opts.patched) throw new MigraceError('USAGE', '--patched is for minimig; a QEMU build is patched or not, and discovery says which');
+  const env = { ...extractedTreeEnv(opts.qemu), ...parseEnv(opts.env) };
+  const profile = await profileFor(opts.qemu, env, opts, say);
+  const target = await prepareQemuPair({ qemu: opts.qemu, env, memory: opts.memory, extraArgs, profile, maxBandwidth: opts.maxBandwidth });
+  return { target, profile };
+}
+
+function report(result: RecordResult, json: boolean | undefined): void {
+  if (json) printJson(result);
+  else if (result.state === 'complete') out(summarizeRecord(result));
+  else process.stderr.write(`migrace: ${summarizeRecord(result)}\n`);
+  if (result.state !== 'complete') process.exitCode = 1;
 }
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('record')
     .description('record a migration under gdb: every state transition, read and publish, and every query-migrate reply')
-    .addOption(new Option('--target <kind>', 'what to record').choices(['minimig', 'qemu']).default('minimig'))
-    .option('--patched', 'minimig: the build that reads the state once (like QEMU >= 7.1)')
+    .argument('[qemu-args...]', 'qemu: extra arguments for both QEMUs, after --');
+  addTargetOptions(cmd)
+    .option('--attach <pid>', 'record a running QEMU driven by somebody else; detach at the end', parseIntOption('--attach', 1, 2 ** 22))
+    .option('--qmp <path>', 'with --attach: a QMP socket of the running QEMU for migrace to poll')
     .option('--label <text>', 'a label for the session')
     .option('--poll-ms <n>', 'query-migrate every N ms', parseIntOption('--poll-ms', 1, 60_000), 20)
     .option('--timeout <s>', 'give up when the migration takes longer (seconds)', parseIntOption('--timeout', 1, 86_400), 120)
-    .option('--setup-ms <n>', 'minimig: time spent in setup', parseIntOption('--setup-ms', 0, 600_000))
-    .option('--transfer-ms <n>', 'minimig: time spent active', parseIntOption('--transfer-ms', 0, 600_000))
-    .option('--binary <path>', 'minimig: a minimig binary other than the bundled build')
-    .option('--gdb <path>', 'the gdb to use', 'gdb')
     .addOption(dbOption())
     .addOption(jsonOption())
-    .action(action(async (opts: RecordCliOptions) => {
-      if (opts.target !== 'minimig') {
-        throw new MigraceError('USAGE', 'record --target qemu needs --qemu PATH');
+    .action(action(async (extra: string[], opts: RecordCliOptions) => {
+      const say = opts.json ? undefined : progress;
+      if (opts.attach !== undefined) {
+        let exe: string;
+        try {
+          exe = readlinkSync(`/proc/${opts.attach}/exe`);
+        } catch {
+          throw new MigraceError('TARGET_MISSING', `no process ${opts.attach} to attach to (or not allowed to read /proc/${opts.attach}/exe)`);
+        }
+        const profile = await profileFor(exe, { ...extractedTreeEnv(exe), ...parseEnv(opts.env) }, opts, say);
+        const store = openStore(opts);
+        const signals = abortOnSignals();
+        try {
+          report(await recordAttached({
+            store, pid: opts.attach, qmpPath: opts.qmp ?? null, profile, label: opts.label ?? `attach ${opts.attach}`,
+            pollMs: opts.pollMs, gdbPath: opts.gdb, progress: say, signal: signals.signal,
+          }), opts.json);
+        } finally {
+          signals.dispose();
+          store.close();
+        }
+        return;
       }
-      const target = await prepareMinimig({ binary: opts.binary, patched: opts.patched, setupMs: opts.setupMs, transferMs: opts.transferMs });
-      const profile = minimigProfile(minimigDir(), target.binary, Boolean(opts.patched));
+      if (opts.qmp) throw new MigraceError('USAGE', '--qmp goes with --attach');
       const store = openStore(opts);
+      const { target, profile } = await prepareTarget(opts, extra, say);
       const signals = abortOnSignals();
       try {
-        const result = await record({
-          store, target, profile, label: opts.label ?? `${opts.patched ? 'minimig-patched' : 'minimig'} recording`,
-          pollMs: opts.pollMs, timeoutMs: opts.timeout * 1000, gdbPath: opts.gdb,
-          progress: opts.json ? undefined : progress, signal: signals.signal,
-        });
-        if (opts.json) printJson(result);
-        else if (result.state === 'complete') out(summarizeRecord(result));
-        else process.stderr.write(`migrace: ${summarizeRecord(result)}\n`);
-        if (result.state !== 'complete') process.exitCode = 1;
+        report(await record({
+          store, target, profile, label: opts.label ?? (opts.target === 'qemu' ? `qemu ${profile.qemu_version ?? ''} recording`.replace('  ', ' ') : `${opts.patched ? 'minimig-patched' : 'minimig'} recording`),
+          pollMs: opts.pollMs, timeoutMs: opts.timeout * 1000, gdbPath: opts.gdb, progress: say, signal: signals.signal,
+        }), opts.json);
       } finally {
         signals.dispose();
         store.close();

@@ -34,6 +34,8 @@ export interface LiveOptions {
   profile: Profile;
   gdbPath?: string;
   progress?: (msg: string) => void;
+  /** Attach to this running process instead of starting the target; it is detached, never killed, at the end. */
+  attachPid?: number;
 }
 
 export interface ThreadState {
@@ -154,11 +156,13 @@ export class LiveTarget {
 
     await gdb.setNonStop();
     await gdb.fileExecAndSymbols(target.binary);
-    await gdb.setInferiorArgs(target.args);
-    for (const [k, v] of Object.entries(target.env)) await gdb.setInferiorEnv(k, v);
-    // gdb opens the inferior's terminal without creating it; the target's own output lands here.
-    writeFileSync(target.logPath, '', { flag: 'a', mode: 0o600 });
-    await gdb.setInferiorTty(target.logPath);
+    if (this.opts.attachPid === undefined) {
+      await gdb.setInferiorArgs(target.args);
+      for (const [k, v] of Object.entries(target.env)) await gdb.setInferiorEnv(k, v);
+      // gdb opens the inferior's terminal without creating it; the target's own output lands here.
+      writeFileSync(target.logPath, '', { flag: 'a', mode: 0o600 });
+      await gdb.setInferiorTty(target.logPath);
+    }
     for (const probe of profile.probes) {
       for (const location of probe.locations) {
         const bp = await gdb.insertBreakpoint(location);
@@ -166,8 +170,16 @@ export class LiveTarget {
         progress?.(`probe ${probe.name} at ${location}: ${bp.locations.length} location(s)`);
       }
     }
-    const run = await gdb.run();
-    this.pid = run.pid;
+    if (this.opts.attachPid !== undefined) {
+      // Attaching stops every thread; in non-stop mode they must be resumed explicitly.
+      await gdb.attach(this.opts.attachPid, { own: false });
+      this.pid = this.opts.attachPid;
+      for (const t of await gdb.threadInfo()) this.noteThread(t.id, t.lwp, t.name, true);
+      await gdb.continueAll();
+    } else {
+      const run = await gdb.run();
+      this.pid = run.pid;
+    }
   }
 
   private noteThread(tid: number, lwp: number | null, name: string | null, confirmed: boolean): ThreadState {
@@ -247,9 +259,21 @@ export class LiveTarget {
     await this.queue;
   }
 
-  /** Stop everything: gdb and the target are gone when this resolves. */
+  /**
+   * Stop everything: gdb and the target are gone when this resolves. An
+   * attached target is detached instead (gdb removes its breakpoints), and
+   * keeps running.
+   */
   async shutdown(): Promise<void> {
     this.expectingExit = true;
+    if (this.opts.attachPid !== undefined && !this.exited) {
+      try {
+        await this.drain();
+        await this.gdb.detach();
+      } catch (e) {
+        this.opts.progress?.(`detach failed (${messageOf(e)}); gdb exits, which detaches too`);
+      }
+    }
     await this.gdb.shutdown();
   }
 

@@ -155,3 +155,79 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     events: writer.written, hits: live?.hits ?? 0, queries, wallMs: Date.now() - began, lastStatus,
   };
 }
+
+export interface AttachOptions {
+  store: TraceStore;
+  pid: number;
+  /** The QMP socket migrace polls query-migrate on (a monitor of its own: QEMU serves one client per socket). */
+  qmpPath: string | null;
+  profile: Profile;
+  label: string;
+  pollMs?: number;
+  gdbPath?: string;
+  progress?: (msg: string) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * Record a QEMU that is already running and driven by somebody else (the
+ * user, libvirt). migrace only watches: it polls query-migrate on its own
+ * monitor and stops when the migration ends or on Ctrl-C, then detaches,
+ * leaving QEMU running. Ctrl-C is the normal end here, not an abort.
+ */
+export async function recordAttached(opts: AttachOptions): Promise<RecordResult> {
+  const { store, profile } = opts;
+  const began = Date.now();
+  const target: PreparedTarget = {
+    info: { kind: 'attach', binary: profile.binary, build_id: profile.build_id, qemu_version: profile.qemu_version, variant: profile.variant, status_table: profile.status_table },
+    binary: profile.binary ?? `/proc/${opts.pid}/exe`,
+    args: [], env: {}, qmpPath: opts.qmpPath ?? '', migrateUri: '', logPath: '', setup: [],
+    threadNames: { main: 'qemu-system-x86', migration: 'live_migration' },
+    dispose: async () => undefined,
+  };
+  const sessionId = store.createSession({ label: opts.label, origin: 'live', target: target.info, profile, meta: { attached_pid: opts.pid, poll_ms: opts.pollMs ?? 20 } });
+  const writer = new SessionWriter(store, sessionId);
+  let live: LiveTarget | null = null;
+  let qmp: QmpClient | null = null;
+  let error: MigraceError | null = null;
+  let queries = 0;
+  let lastStatus: string | null = null;
+  let ended = 'migration ended';
+  const stopped = new Promise<void>((resolve) => {
+    if (opts.signal?.aborted) resolve();
+    opts.signal?.addEventListener('abort', () => resolve(), { once: true });
+  });
+  let userStopped = false;
+  void stopped.then(() => { userStopped = true; });
+  try {
+    live = await LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress, attachPid: opts.pid });
+    opts.progress?.(`attached to ${opts.pid}; recording until the migration ends or Ctrl-C`);
+    if (opts.qmpPath) qmp = await live.guard(QmpClient.connect(opts.qmpPath, { timeoutMs: 15_000, isAlive: () => !live?.exited }));
+    const hasQueryProbe = profile.probes.some((p) => p.role === 'query');
+    let sawMigration = false;
+    while (!userStopped) {
+      if (qmp) {
+        queries++;
+        const ret = await queryOnce(live, qmp, `q${queries}`, hasQueryProbe);
+        lastStatus = typeof ret.status === 'string' ? ret.status : null;
+        if (lastStatus && !FINAL.has(lastStatus)) sawMigration = true;
+        if (sawMigration && lastStatus && FINAL.has(lastStatus)) break;
+      }
+      await Promise.race([live.guard(sleep(opts.pollMs ?? 20)), stopped]);
+    }
+    if (userStopped) ended = 'stopped by the user';
+    opts.progress?.(`${ended}; detaching from ${opts.pid}`);
+  } catch (e) {
+    error = await rootCause(live, e);
+  } finally {
+    await qmp?.close().catch(() => undefined);
+    await live?.shutdown().catch(() => undefined);
+    writer.close();
+    store.updateSession(sessionId, { meta: { ended } });
+    store.finishSession(sessionId, error ? 'aborted' : 'complete', error ? error.message : null);
+  }
+  return {
+    sessionId, state: error ? 'aborted' : 'complete', error: error?.message ?? null,
+    events: writer.written, hits: live?.hits ?? 0, queries, wallMs: Date.now() - began, lastStatus,
+  };
+}

@@ -7,9 +7,17 @@ import type { StateValue } from '../trace/schema.js';
  * printed text into what the trace stores.
  */
 
-/** The first hex address in a printed pointer, normalised to lower case. */
+/**
+ * The address in a printed pointer, as lower-case hex. A register such as
+ * `$rdi` prints as a plain (possibly negative) decimal integer.
+ */
 export function parseAddress(text: string): string | null {
-  const m = /0x[0-9a-fA-F]+/.exec(text);
+  const t = text.trim();
+  if (/^-?\d+$/.test(t)) {
+    const n = BigInt.asUintN(64, BigInt(t));
+    return n === 0n ? null : `0x${n.toString(16)}`;
+  }
+  const m = /0x[0-9a-fA-F]+/.exec(t);
   return m ? `0x${m[0].slice(2).toLowerCase().replace(/^0+(?=.)/, '')}` : null;
 }
 

@@ -7,6 +7,9 @@ describe('gdb value parsing', () => {
     expect(parseAddress('(int *) 0x55555555c2a8 <current_migration+8>')).toBe('0x55555555c2a8');
     expect(parseAddress('0x7FFD0010')).toBe('0x7ffd0010');
     expect(parseAddress('<optimized out>')).toBeNull();
+    // gdb prints $rdi (type long) in decimal: the shape seen at migrate_set_state's entry on stripped QEMU.
+    expect(parseAddress('93825009839848')).toBe('0x55555661eee8');
+    expect(parseAddress('-1')).toBe('0xffffffffffffffff');
   });
   it('reads integers and states', () => {
     expect(parseInteger('4')).toBe(4);

@@ -1,0 +1,128 @@
+import { spawn } from 'node:child_process';
+import { accessSync, constants, existsSync, openSync, closeSync } from 'node:fs';
+import { dirname, join, resolve as resolvePath } from 'node:path';
+import { MigraceError, messageOf } from '../../trace/errors.js';
+import { isAlive, track, waitGone } from '../reaper.js';
+import type { Profile } from '../probes/profile.js';
+import { QmpClient } from '../qmp.js';
+import { freePort } from './ports.js';
+import { makePrivateDir } from './private-dir.js';
+import type { PreparedTarget } from './types.js';
+
+/**
+ * A QEMU migration pair on loopback: the destination runs on its own
+ * (`-incoming defer`, then `migrate-incoming` over its QMP socket, so we know
+ * it listens before the source migrates), the source is what gdb starts.
+ * Both get a private 0700 folder for their sockets and logs.
+ */
+
+export interface QemuPairOptions {
+  qemu: string;
+  /** Extra environment for both QEMUs (LD_LIBRARY_PATH for the bullseye build). */
+  env?: Record<string, string>;
+  /** -m for both (QEMU's syntax: 128, 128M, 1G). */
+  memory?: string;
+  /** Extra arguments for both sides (after ours). */
+  extraArgs?: string[];
+  profile: Profile;
+  /** Bytes per second: slows the migration down when a scenario needs time. */
+  maxBandwidth?: number;
+}
+
+const MEMORY = /^\d+[KMGT]?$/i;
+
+export function checkQemuBinary(path: string): void {
+  if (!existsSync(path)) throw new MigraceError('TARGET_MISSING', `QEMU binary not found: ${path} (Debian: apt-get install qemu-system-x86)`);
+  try {
+    accessSync(path, constants.X_OK);
+  } catch {
+    throw new MigraceError('TARGET_MISSING', `QEMU binary is not executable: ${path}`);
+  }
+}
+
+function commonArgs(memory: string): string[] {
+  return ['-nodefaults', '-display', 'none', '-S', '-m', memory];
+}
+
+export async function startDestination(opts: QemuPairOptions, dir: string): Promise<{ pid: number; uri: string; stop: () => Promise<void> }> {
+  const memory = opts.memory ?? '128';
+  const qmpPath = join(dir, 'dst-qmp.sock');
+  const log = openSync(join(dir, 'destination.log'), 'a', 0o600);
+  const child = spawn(opts.qemu, [
+    ...commonArgs(memory), '-name', 'destination', '-incoming', 'defer',
+    '-qmp', `unix:${qmpPath},server=on,wait=off`, ...(opts.extraArgs ?? []),
+  ], { env: { ...process.env, ...opts.env }, stdio: ['ignore', log, log], detached: false });
+  closeSync(log);
+  const pid = child.pid;
+  if (!pid) throw new MigraceError('TARGET_EXITED', `cannot start the destination QEMU ${opts.qemu}`);
+  const untrack = track(pid, 'destination qemu');
+  let exited = false;
+  child.on('exit', () => { exited = true; });
+  const stop = async (): Promise<void> => {
+    if (isAlive(pid)) child.kill('SIGTERM');
+    if (!(await waitGone(pid, 2000))) child.kill('SIGKILL');
+    await waitGone(pid, 3000);
+    untrack();
+  };
+  try {
+    const qmp = await QmpClient.connect(qmpPath, { timeoutMs: 15_000, isAlive: () => !exited });
+    try {
+      const port = await freePort();
+      const uri = `tcp:127.0.0.1:${port}`;
+      await qmp.execute('migrate-incoming', { uri });
+      return { pid, uri, stop };
+    } finally {
+      await qmp.close();
+    }
+  } catch (e) {
+    await stop();
+    throw e instanceof MigraceError ? new MigraceError(e.code, `destination QEMU: ${e.message} (see ${join(dir, 'destination.log')})`)
+      : new MigraceError('TARGET_EXITED', `destination QEMU: ${messageOf(e)}`);
+  }
+}
+
+export async function prepareQemuPair(opts: QemuPairOptions): Promise<PreparedTarget> {
+  checkQemuBinary(opts.qemu);
+  const memory = opts.memory ?? '128';
+  if (!MEMORY.test(memory)) throw new MigraceError('USAGE', `--memory must look like 128, 512M or 1G, not "${memory}"`);
+  const dir = makePrivateDir('migrace-qemu');
+  let dest: Awaited<ReturnType<typeof startDestination>>;
+  try {
+    dest = await startDestination(opts, dir.path);
+  } catch (e) {
+    dir.remove();
+    throw e;
+  }
+  const qmpPath = join(dir.path, 'src-qmp.sock');
+  const { profile } = opts;
+  return {
+    info: {
+      kind: 'qemu', binary: opts.qemu, build_id: profile.build_id, qemu_version: profile.qemu_version,
+      variant: profile.variant, status_table: profile.status_table,
+    },
+    binary: opts.qemu,
+    args: [...commonArgs(memory), '-name', 'source,debug-threads=on', '-qmp', `unix:${qmpPath},server=on,wait=off`, ...(opts.extraArgs ?? [])],
+    env: opts.env ?? {},
+    qmpPath,
+    migrateUri: dest.uri,
+    logPath: join(dir.path, 'source.log'),
+    setup: opts.maxBandwidth ? [{ execute: 'migrate-set-parameters', arguments: { 'max-bandwidth': opts.maxBandwidth } }] : [],
+    threadNames: { main: 'qemu-system-x86', migration: 'live_migration' },
+    dispose: async () => {
+      await dest.stop();
+      dir.remove();
+    },
+  };
+}
+
+/**
+ * A QEMU extracted from a Debian package (dpkg-deb -x) lives in
+ * ROOT/usr/bin and needs ROOT/usr/lib/x86_64-linux-gnu on its library path.
+ * The system's own QEMU needs nothing.
+ */
+export function extractedTreeEnv(qemuPath: string): Record<string, string> {
+  const bin = dirname(resolvePath(qemuPath));
+  if (bin === '/usr/bin' || !bin.endsWith('/usr/bin')) return {};
+  const lib = join(bin, '..', 'lib', 'x86_64-linux-gnu');
+  return existsSync(lib) ? { LD_LIBRARY_PATH: resolvePath(lib) } : {};
+}
