@@ -1,0 +1,146 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { discoverProfile } from '../../recorder/probes/discover.js';
+import { QmpClient } from '../../recorder/qmp.js';
+import { record } from '../../recorder/record.js';
+import { isAlive, track, waitGone } from '../../recorder/reaper.js';
+import { makePrivateDir } from '../../recorder/targets/private-dir.js';
+import { prepareQemuPair, startDestination } from '../../recorder/targets/qemu.js';
+import { TraceStore } from '../../trace/store.js';
+import type { TraceEvent } from '../../trace/schema.js';
+import { tempStore } from '../helpers/db.js';
+import { expectNoSurvivors } from '../helpers/processes.js';
+import { bookwormQemu, bullseyeQemu } from '../helpers/qemu-binaries.js';
+
+const CLI = join(process.cwd(), 'bin', 'migrace.js');
+afterEach(() => expectNoSurvivors());
+
+const builds = [
+  { name: 'bookworm 7.2 (patched)', get: bookwormQemu, variant: 'patched', read: '*qmp_query_migrate+133', publishes: ['+332', '+513', '+676'] },
+  { name: 'bullseye 5.2 (unpatched)', get: bullseyeQemu, variant: 'unpatched', read: '*qmp_query_migrate+123', publishes: ['+187', '+457', '+636'] },
+] as const;
+
+function checkRecording(events: TraceEvent[], threads: Array<{ tid: number; name: string | null; lwp: number | null }>): void {
+  const main = threads.find((t) => t.name === 'qemu-system-x86');
+  const mig = threads.find((t) => t.name === 'live_migration');
+  expect(main?.lwp, JSON.stringify(threads)).toBeGreaterThan(0);
+  expect(mig?.lwp).toBeGreaterThan(0);
+  const transitions = events.filter((e) => e.kind === 'transition');
+  expect(transitions.map((e) => [e.thread, e.data.old?.name, e.data.new.name])).toEqual([
+    [main!.tid, 'none', 'setup'],
+    [mig!.tid, 'setup', 'active'],
+    [mig!.tid, 'active', 'completed'],
+  ]);
+  expect(new Set(transitions.map((e) => e.data.addr)).size).toBe(1);
+  expect(transitions[0].data.addr).toMatch(/^0x[0-9a-f]+$/);
+  // Every query while a migration existed has its read and publish on the main thread, and its reply.
+  const begins = events.filter((e) => e.kind === 'query-begin');
+  expect(begins.length).toBeGreaterThanOrEqual(2);
+  for (const b of begins) {
+    if (b.kind !== 'query-begin') continue;
+    const reply = events.find((e) => e.kind === 'reply' && e.data.query === b.data.query);
+    expect(reply, `reply to ${b.data.query}`).toBeDefined();
+    const inWindow = events.filter((e) => e.seq > b.seq && e.seq < reply!.seq && e.thread === main!.tid);
+    expect(inWindow.filter((e) => e.kind === 'read')).toHaveLength(1);
+    expect(inWindow.filter((e) => e.kind === 'publish')).toHaveLength(1);
+    const pub = inWindow.find((e) => e.kind === 'publish');
+    if (reply?.kind === 'reply' && pub?.kind === 'publish') expect(reply.data.status).toBe(pub.data.value.name);
+  }
+  const last = events.filter((e) => e.kind === 'reply').at(-1);
+  expect(last?.kind === 'reply' && last.data.status).toBe('completed');
+}
+
+describe.each(builds)('record real QEMU: $name', (build) => {
+  const bin = build.get();
+  const skip = 'skip' in bin ? bin.skip : null;
+  if (skip) console.warn(`skipping ${build.name}: ${skip}`);
+
+  it.skipIf(skip !== null)('discovers the probes and records a real migration over loopback', async () => {
+    if ('skip' in bin) return;
+    const found = await discoverProfile(bin.path, { env: bin.env });
+    expect(found.profile.variant).toBe(build.variant);
+    const read = found.profile.probes.find((p) => p.role === 'read');
+    expect(read?.locations).toEqual([build.read]);
+    const pubs = found.profile.probes.filter((p) => p.role === 'publish').flatMap((p) => p.locations);
+    expect(pubs.map((l) => l.replace('*qmp_query_migrate', ''))).toEqual(build.publishes);
+
+    const db = tempStore();
+    try {
+      const target = await prepareQemuPair({ qemu: bin.path, env: bin.env, profile: found.profile });
+      const result = await record({ store: db.store, target, profile: found.profile, label: build.name, pollMs: 5 });
+      expect(result.state, result.error ?? '').toBe('complete');
+      const s = db.store.session(result.sessionId);
+      expect(s.target).toMatchObject({ kind: 'qemu', variant: build.variant, build_id: found.profile.build_id });
+      checkRecording(db.store.events(result.sessionId), db.store.threads(result.sessionId));
+    } finally {
+      db.cleanup();
+    }
+  });
+});
+
+describe('record --attach', () => {
+  const bin = bookwormQemu();
+  const skip = 'skip' in bin ? bin.skip : null;
+
+  it.skipIf(skip !== null)('records a running QEMU migrated by someone else, then leaves it running and answering', async () => {
+    if ('skip' in bin) return;
+    const dir = makePrivateDir('migrace-attach-test');
+    const db = tempStore();
+    db.store.close();
+    let qemu: ChildProcess | null = null;
+    let dest: Awaited<ReturnType<typeof startDestination>> | null = null;
+    const found = await discoverProfile(bin.path, { env: bin.env });
+    try {
+      dest = await startDestination({ qemu: bin.path, profile: found.profile }, dir.path);
+      const ours = join(dir.path, 'user.sock');
+      const theirs = join(dir.path, 'migrace.sock');
+      qemu = spawn(bin.path, ['-nodefaults', '-display', 'none', '-S', '-m', '128', '-name', 'guest,debug-threads=on',
+        '-qmp', `unix:${ours},server=on,wait=off`, '-qmp', `unix:${theirs},server=on,wait=off`], { stdio: 'ignore' });
+      const untrack = track(qemu.pid!, 'attach test qemu');
+      const user = await QmpClient.connect(ours, { timeoutMs: 15_000 });
+      // Slow enough that the recorder sees setup and active.
+      await user.execute('migrate-set-parameters', { 'max-bandwidth': 4 * 1024 * 1024 });
+
+      const child = spawn('node', [CLI, 'record', '--attach', String(qemu.pid), '--qmp', theirs, '--db', db.path, '--poll-ms', '10'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      let stdout = '';
+      child.stdout.on('data', (d) => { stdout += String(d); });
+      await new Promise<void>((resolve, reject) => {
+        child.stderr.on('data', (d) => {
+          stderr += String(d);
+          if (stderr.includes('recording until')) resolve();
+        });
+        child.on('exit', () => reject(new Error(`migrace exited early: ${stderr}`)));
+      });
+      await user.execute('migrate', { uri: dest.uri });
+      const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+      expect(code, stderr).toBe(0);
+      expect(stdout).toMatch(/complete, \d+ events/);
+
+      // Detached: QEMU is alive, not traced, and answers.
+      expect(isAlive(qemu.pid!)).toBe(true);
+      const status = await user.execute<{ status: string }>('query-migrate');
+      expect(status.ret.status).toBe('completed');
+      const tracer = (await import('node:fs')).readFileSync(`/proc/${qemu.pid}/status`, 'utf8').match(/TracerPid:\s+(\d+)/)?.[1];
+      expect(tracer).toBe('0');
+
+      const store = TraceStore.open(db.path, { readonly: true });
+      const [s] = store.listSessions();
+      expect(s).toMatchObject({ state: 'complete', origin: 'live' });
+      expect(s.target.kind).toBe('attach');
+      checkRecording(store.events(s.id), store.threads(s.id));
+      store.close();
+
+      await user.execute('quit').catch(() => undefined);
+      await user.close();
+      expect(await waitGone(qemu.pid!, 5000)).toBe(true);
+      untrack();
+    } finally {
+      if (qemu?.pid && isAlive(qemu.pid)) qemu.kill('SIGKILL');
+      await dest?.stop();
+      dir.remove();
+      db.cleanup();
+    }
+  });
+});
