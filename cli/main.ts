@@ -3,9 +3,10 @@ import { setDebug, type Register } from './common.js';
 import { register as sessions } from './sessions.js';
 import { register as events } from './events.js';
 import { register as recordCmd } from './record.js';
+import { register as replayCmd } from './replay.js';
 
 /** Every command lives in its own file and registers itself here. */
-const COMMANDS: Register[] = [recordCmd, sessions, events];
+const COMMANDS: Register[] = [recordCmd, replayCmd, sessions, events];
 
 export function buildProgram(): Command {
   const program = new Command();

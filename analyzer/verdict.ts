@@ -1,0 +1,414 @@
+import type { EventOf } from '../trace/schema.js';
+import { RAM_REQUIRED_BY_OLD_LIBVIRT, normalizeStatusName } from '../trace/status.js';
+import type { Verdict } from './types.js';
+
+/*
+ * What a query-migrate / info migrate reply says, and what libvirt does with it.
+ *
+ * libvirt behaviour, read in libvirt's src/qemu/qemu_monitor_json.c,
+ * qemuMonitorJSONGetMigrationStatsReply():
+ *  - libvirt/libvirt at 001769452b3610f17f223e49c7295c634a69ae98 (current): for
+ *    active, postcopy-active, postcopy-paused, postcopy-recover,
+ *    postcopy-recover-setup, completed, cancelling, pre-switchover and device it
+ *    parses `ram` only `if (ram)`: a missing `ram` is tolerated. A `ram` without
+ *    transferred/remaining/total still fails ("migration was active, but RAM
+ *    'transferred' data was missing").
+ *  - the older form of the same function (virJSONValuePtr era, same file): for
+ *    ACTIVE, POSTCOPY (postcopy-active), COMPLETED and CANCELLING it does
+ *    `if (!ram) { "migration was active, but no RAM info was set"; return -1; }`.
+ *    That is RAM_REQUIRED_BY_OLD_LIBVIRT. Even older releases (the JSON
+ *    GetMigrationStatusReply of libvirt 1.x) checked ACTIVE, CANCELLING and
+ *    COMPLETED only; postcopy-active did not exist then.
+ *  - both: no `status` -> "info migration reply was missing return status";
+ *    a status string libvirt has no enum value for -> "unexpected migration
+ *    status in X"; an `error` reply -> qemuMonitorJSONCheckError's
+ *    "unable to execute QEMU command 'query-migrate': DESC".
+ *  - downtime is taken from `downtime` for completed and from
+ *    `expected-downtime` otherwise: which is why a foreign time field matters.
+ */
+
+export const LIBVIRT_NO_RAM = 'migration was active, but no RAM info was set';
+export const LIBVIRT_NO_STATUS = 'info migration reply was missing return status';
+
+/** Statuses for which current libvirt parses `ram` when it is there. */
+const LIBVIRT_PARSES_RAM: ReadonlySet<string> = new Set([
+  'active', 'postcopy-active', 'postcopy-paused', 'postcopy-recover', 'postcopy-recover-setup',
+  'completed', 'cancelling', 'pre-switchover', 'device',
+]);
+
+/**
+ * Status strings qemuMonitorMigrationStatusTypeFromString knows. QEMU never
+ * sends "none" (it replies `{}`), and libvirt has no "colo".
+ */
+const LIBVIRT_KNOWS: ReadonlySet<string> = new Set([
+  'inactive', 'setup', 'active', 'pre-switchover', 'device', 'postcopy-active', 'postcopy-paused',
+  'postcopy-recover', 'postcopy-recover-setup', 'completed', 'failed', 'cancelling', 'cancelled',
+  'wait-unplug',
+]);
+
+export const TIME_FIELDS = ['total-time', 'setup-time', 'expected-downtime', 'downtime'] as const;
+/** The fields whose presence QEMU decides per status: the reply's shape. */
+export const SHAPE_FIELDS = [...TIME_FIELDS, 'ram'] as const;
+
+const RAM_KEYS = ['transferred', 'remaining', 'total'] as const;
+
+/**
+ * fill_source_migration_info() by status (5.2 to 10.x): the SETUP-like
+ * branches only set has_status; the ACTIVE-like branches and COMPLETED call
+ * populate_time_info() and populate_ram_info(). populate_time_info() itself
+ * re-reads s->state: downtime for COMPLETED, expected-downtime otherwise.
+ * postcopy-recover-setup (9.1) and postcopy-device (10.2) are assumed to sit
+ * with the ACTIVE-like branch, as their siblings do.
+ */
+export const ACTIVE_LIKE: ReadonlySet<string> = new Set([
+  'active', 'cancelling', 'postcopy-active', 'pre-switchover', 'device', 'postcopy-paused',
+  'postcopy-recover', 'postcopy-recover-setup', 'postcopy-device',
+]);
+const STATUS_ONLY: ReadonlySet<string> = new Set(['setup', 'failed', 'cancelled', 'colo', 'wait-unplug']);
+
+/** The shape QEMU gives an undisturbed reply of this status, or null when we do not know. */
+export function qemuShape(status: string | null): string[] | null {
+  if (status === null) return null;
+  const s = norm(status);
+  if (s === 'completed') return ['total-time', 'setup-time', 'downtime', 'ram'];
+  if (ACTIVE_LIKE.has(s)) return ['total-time', 'setup-time', 'expected-downtime', 'ram'];
+  if (STATUS_ONLY.has(s)) return [];
+  return null;
+}
+
+export type ReplyForm = 'qmp' | 'hmp' | 'empty' | 'error' | 'unknown';
+
+export interface ReplyFacts {
+  form: ReplyForm;
+  status: string | null;
+  has_ram: boolean;
+  time_fields: string[];
+  /** SHAPE_FIELDS present, in SHAPE_FIELDS order. */
+  fields: string[];
+  /** transferred/remaining/total absent from a present `ram` (libvirt fails on those). */
+  ram_missing: string[];
+  /** The error text of an error reply. */
+  error: string | null;
+}
+
+/** normalizeStatusName, skipping the regexes for names already in QAPI form (every QMP reply). */
+function norm(name: string): string {
+  return /^[a-z-]+$/.test(name) ? name : normalizeStatusName(name);
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function ordered(present: Set<string>): string[] {
+  return SHAPE_FIELDS.filter((f) => present.has(f));
+}
+
+function qmpFacts(obj: Record<string, unknown>): ReplyFacts {
+  const present = new Set<string>();
+  for (const f of SHAPE_FIELDS) if (obj[f] !== undefined) present.add(f);
+  const ram = obj['ram'];
+  const ramMissing = isObject(ram) ? RAM_KEYS.filter((k) => ram[k] === undefined) : [];
+  const status = typeof obj['status'] === 'string' ? norm(obj['status']) : null;
+  const keys = Object.keys(obj).filter((k) => k !== 'blocked-reasons');
+  const fields = ordered(present);
+  return {
+    form: status === null && keys.length === 0 ? 'empty' : 'qmp',
+    status,
+    has_ram: present.has('ram'),
+    time_fields: fields.filter((f) => f !== 'ram'),
+    fields,
+    ram_missing: ramMissing,
+    error: null,
+  };
+}
+
+/*
+ * HMP `info migrate` text. Two layouts: up to 10.0 one line per field
+ * ("Migration status:", "total time:", "expected downtime:", "downtime:",
+ * "setup:", "transferred ram:" ...); 10.1 regrouped them ("Status:",
+ * "Time (ms): total=.., setup=.., exp_down=.., down=..", "RAM info:").
+ * Old HMP prints "total time" whenever there is a status, even when QMP would
+ * leave total-time out: compare HMP replies with HMP replies only.
+ */
+function hmpFacts(text: string): ReplyFacts {
+  if (/^\s*Error:/m.test(text) && !/^(?:Migration status|Status):/m.test(text)) {
+    return { form: 'error', status: null, has_ram: false, time_fields: [], fields: [], ram_missing: [], error: text.trim() };
+  }
+  const m = /^(?:Migration status|Status):\s*([A-Za-z_-]+)/m.exec(text);
+  const status = m ? normalizeStatusName(m[1]!) : null;
+  const present = new Set<string>();
+  if (/^total time:/m.test(text)) present.add('total-time');
+  if (/^expected downtime:/m.test(text)) present.add('expected-downtime');
+  if (/^downtime:/m.test(text)) present.add('downtime');
+  if (/^setup:\s*\d/m.test(text)) present.add('setup-time');
+  const t = /^Time \(ms\):(.*)$/m.exec(text);
+  if (t) {
+    present.add('total-time');
+    if (/\bsetup=/.test(t[1]!)) present.add('setup-time');
+    if (/\bexp_down=/.test(t[1]!)) present.add('expected-downtime');
+    if (/\bdown=/.test(t[1]!)) present.add('downtime');
+  }
+  let ramMissing: string[] = [];
+  const ramAt = text.search(/^RAM info:/m);
+  if (ramAt >= 0) {
+    present.add('ram');
+    const ramText = text.slice(ramAt);
+    const has = { transferred: /\btransferred=/, remaining: /\bremain=/, total: /\btotal=/ };
+    ramMissing = RAM_KEYS.filter((k) => !has[k].test(ramText));
+  } else if (/^(?:transferred|remaining|total) ram:/m.test(text)) {
+    present.add('ram');
+    const has = { transferred: /^transferred ram:/m, remaining: /^remaining ram:/m, total: /^total ram:/m };
+    ramMissing = RAM_KEYS.filter((k) => !has[k].test(text));
+  }
+  const fields = ordered(present);
+  return {
+    form: status === null && present.size === 0 ? 'empty' : 'hmp',
+    status,
+    has_ram: present.has('ram'),
+    time_fields: fields.filter((f) => f !== 'ram'),
+    fields,
+    ram_missing: ramMissing,
+    error: null,
+  };
+}
+
+/**
+ * Read a reply body: a QMP return object, a whole QMP message
+ * ({"return": ...} / {"error": ...}), its JSON text, or HMP text. When the
+ * body says nothing usable the recorder's own status/has_ram stand in.
+ */
+export function replyFacts(body: unknown, fallback?: { status: string | null; has_ram: boolean }): ReplyFacts {
+  let b = body;
+  if (typeof b === 'string') {
+    const s = b.trim();
+    if (s.startsWith('{')) {
+      try {
+        b = JSON.parse(s) as unknown;
+      } catch {
+        // Not JSON after all: treat as monitor text.
+      }
+    }
+  }
+  if (typeof b === 'string') return hmpFacts(b);
+  if (isObject(b)) {
+    if (isObject(b['error'])) {
+      const e = b['error'];
+      const desc = typeof e['desc'] === 'string' ? e['desc'] : typeof e['class'] === 'string' ? e['class'] : 'error';
+      return { form: 'error', status: null, has_ram: false, time_fields: [], fields: [], ram_missing: [], error: desc };
+    }
+    if ('return' in b) {
+      const r = b['return'];
+      if (typeof r === 'string') return hmpFacts(r);
+      if (isObject(r)) return qmpFacts(r);
+    } else {
+      return qmpFacts(b);
+    }
+  }
+  const status = fallback?.status ? normalizeStatusName(fallback.status) : null;
+  const has_ram = fallback?.has_ram ?? false;
+  return {
+    form: 'unknown', status, has_ram, time_fields: [], fields: has_ram ? ['ram'] : [], ram_missing: [], error: null,
+  };
+}
+
+/** Undisturbed reply shapes of a session, per command and status. */
+export interface ShapeBaseline {
+  /** `kind` is 'qmp' or 'hmp' for parsed replies (see formKey), else the command. */
+  lookup(kind: string, status: string): { fields: string[]; count: number } | null;
+}
+
+function formKey(command: string, form: ReplyForm): string {
+  // HMP and QMP replies differ in what they always print; never mix them.
+  return form === 'hmp' ? 'hmp' : form === 'qmp' ? 'qmp' : command;
+}
+
+/**
+ * The majority shape of each (command, status) among the replies not in
+ * `exclude` (the ones a finding already explains). Majority rather than union:
+ * a race reply that no finding cites must not teach the baseline its fields.
+ */
+export function shapeBaseline(replies: readonly EventOf<'reply'>[], exclude?: ReadonlySet<number>): ShapeBaseline {
+  const entries: { command: string; facts: ReplyFacts }[] = [];
+  for (const r of replies) {
+    if (!exclude?.has(r.seq)) entries.push({ command: r.data.command, facts: replyFacts(r.data.body, r.data) });
+  }
+  return shapeBaselineFrom(entries);
+}
+
+/** shapeBaseline over replies already read (a large session reads each body once). */
+export function shapeBaselineFrom(entries: Iterable<{ command: string; facts: ReplyFacts }>): ShapeBaseline {
+  const acc = new Map<string, { count: number; per: Map<string, number> }>();
+  for (const { command, facts: f } of entries) {
+    if (f.status === null || (f.form !== 'qmp' && f.form !== 'hmp')) continue;
+    const key = `${formKey(command, f.form)}\u0000${f.status}`;
+    let a = acc.get(key);
+    if (!a) acc.set(key, (a = { count: 0, per: new Map() }));
+    a.count++;
+    for (const field of f.fields) a.per.set(field, (a.per.get(field) ?? 0) + 1);
+  }
+  const shapes = new Map<string, { fields: string[]; count: number }>();
+  for (const [key, a] of acc) {
+    const fields = SHAPE_FIELDS.filter((field) => (a.per.get(field) ?? 0) * 2 > a.count);
+    shapes.set(key, { fields, count: a.count });
+  }
+  return {
+    lookup(kind, status) {
+      return shapes.get(`${kind}\u0000${norm(status)}`) ?? null;
+    },
+  };
+}
+
+export interface ShapeCheck {
+  status: string;
+  against: 'session' | 'qemu';
+  /** Undisturbed replies the session reference rests on (0 for the QEMU table). */
+  reference_count: number;
+  reference: string[];
+  missing: string[];
+  foreign: string[];
+}
+
+/** Compare a reply's fields with the session's undisturbed shape, else with QEMU's. */
+export function checkShape(facts: ReplyFacts, command: string, baseline?: ShapeBaseline): ShapeCheck | null {
+  if (facts.status === null || (facts.form !== 'qmp' && facts.form !== 'hmp')) return null;
+  const ref = baseline?.lookup(formKey(command, facts.form), facts.status) ?? null;
+  let reference: string[];
+  let against: ShapeCheck['against'];
+  let present = facts.fields;
+  if (ref) {
+    reference = ref.fields;
+    against = 'session';
+  } else {
+    const q = qemuShape(facts.status);
+    if (q === null) return null;
+    reference = q;
+    against = 'qemu';
+    // Old HMP prints "total time" for every status and 10.1 HMP only when it is
+    // non-zero: neither tells whether QEMU filled it.
+    if (facts.form === 'hmp') {
+      reference = reference.filter((f) => f !== 'total-time');
+      present = present.filter((f) => f !== 'total-time');
+    }
+  }
+  const missing = reference.filter((f) => !present.includes(f));
+  const foreign = present.filter((f) => !reference.includes(f));
+  return { status: facts.status, against, reference_count: ref?.count ?? 0, reference, missing, foreign };
+}
+
+function foreignNote(field: string, status: string): string {
+  if (field === 'downtime' && status !== 'completed') return 'downtime (only completed replies have it)';
+  if (field === 'expected-downtime' && status === 'completed') return 'expected-downtime (completed replies have downtime instead)';
+  return field;
+}
+
+/** "shape differs from ...: missing x; foreign y", or null when the shape is as expected. */
+export function shapeNote(check: ShapeCheck | null): string | null {
+  if (!check || (check.missing.length === 0 && check.foreign.length === 0)) return null;
+  const parts: string[] = [];
+  if (check.missing.length) parts.push(`missing ${check.missing.join(', ')}`);
+  if (check.foreign.length) parts.push(`foreign ${check.foreign.map((f) => foreignNote(f, check.status)).join(', ')}`);
+  const ref = check.against === 'session'
+    ? `the session's ${check.reference_count} undisturbed ${check.status} ${check.reference_count === 1 ? 'reply' : 'replies'}`
+    : `what QEMU fills for ${check.status}`;
+  return `shape differs from ${ref}: ${parts.join('; ')}`;
+}
+
+export interface ReplyJudgement {
+  verdict: Verdict;
+  facts: ReplyFacts;
+  shape: ShapeCheck | null;
+}
+
+export interface ReplyInput {
+  command: string;
+  status: string | null;
+  has_ram: boolean;
+  body: unknown;
+}
+
+/** judgeReply for data that is not (yet) an event: the model's synthetic replies. */
+export function judgeReplyData(data: ReplyInput, seq: number | null, baseline?: ShapeBaseline): ReplyJudgement {
+  return judgeFacts(replyFacts(data.body, data), data.command, seq, baseline);
+}
+
+/** The verdict on a reply already read with replyFacts. */
+export function judgeFacts(facts: ReplyFacts, command: string, seq: number | null, baseline?: ShapeBaseline): ReplyJudgement {
+  const shape = checkShape(facts, command, baseline);
+  let old: Verdict['old_libvirt'] = 'accepts';
+  let cur: Verdict['current_libvirt'] = 'accepts';
+  let oldErr: string | null = null;
+  let curErr: string | null = null;
+  let what: string;
+
+  if (facts.form === 'error') {
+    old = cur = 'fails';
+    oldErr = curErr = `unable to execute QEMU command 'query-migrate': ${facts.error ?? 'error'}`;
+    what = `error reply (${facts.error ?? 'no description'})`;
+  } else if (facts.status === null) {
+    old = cur = 'fails';
+    oldErr = curErr = LIBVIRT_NO_STATUS;
+    // libvirt only polls inside a migration job, when QEMU is past NONE; a {}
+    // reply is what a query before `migrate` gets, not a symptom of the race.
+    what = facts.form === 'empty' ? 'no migration has run (empty reply)' : 'reply without a status';
+  } else if (!LIBVIRT_KNOWS.has(facts.status)) {
+    old = cur = 'fails';
+    oldErr = curErr = `unexpected migration status in ${facts.status}`;
+    what = `${facts.status} (a status libvirt does not know)`;
+  } else {
+    const ramNote = facts.has_ram ? 'with ram' : 'without ram';
+    const times = facts.time_fields.length ? ` (${facts.time_fields.join(', ')})` : '';
+    what = `${facts.status} ${ramNote}${times}`;
+    if (RAM_REQUIRED_BY_OLD_LIBVIRT.has(facts.status) && !facts.has_ram) {
+      old = 'fails';
+      oldErr = LIBVIRT_NO_RAM;
+    }
+    if (facts.has_ram && facts.ram_missing.length > 0) {
+      const msg = `migration was active, but RAM '${facts.ram_missing[0]}' data was missing`;
+      if (RAM_REQUIRED_BY_OLD_LIBVIRT.has(facts.status) && old === 'accepts') {
+        old = 'fails';
+        oldErr = msg;
+      }
+      if (LIBVIRT_PARSES_RAM.has(facts.status)) {
+        cur = 'fails';
+        curErr = msg;
+      }
+    }
+  }
+
+  let libvirt: string;
+  if (old === cur) {
+    libvirt = old === 'accepts' ? 'libvirt accepts it' : `libvirt fails: "${oldErr}"`;
+  } else {
+    libvirt = `old libvirt ${old === 'fails' ? `fails: "${oldErr}"` : 'accepts it'}, current libvirt ${cur === 'fails' ? `fails: "${curErr}"` : 'accepts it'}`;
+  }
+  const note = shapeNote(shape);
+  const summary = `${what}: ${libvirt}${note ? `; ${note}` : ''}`;
+  return {
+    verdict: {
+      reply_seq: seq,
+      status: facts.status,
+      has_ram: facts.has_ram,
+      time_fields: facts.time_fields,
+      old_libvirt: old,
+      current_libvirt: cur,
+      libvirt_error: oldErr ?? curErr,
+      summary,
+    },
+    facts,
+    shape,
+  };
+}
+
+export function judgeReplyDetailed(reply: EventOf<'reply'>, baseline?: ShapeBaseline): ReplyJudgement {
+  return judgeReplyData(reply.data, reply.seq, baseline);
+}
+
+/**
+ * What a reply says and what libvirt does with it. With a baseline (the
+ * session's undisturbed replies, see shapeBaseline) the summary also says
+ * which fields are missing or foreign for that status.
+ */
+export function judgeReply(reply: EventOf<'reply'>, baseline?: ShapeBaseline): Verdict {
+  return judgeReplyDetailed(reply, baseline).verdict;
+}

@@ -1,0 +1,106 @@
+import type { Command } from 'commander';
+import { MigraceError } from '../trace/errors.js';
+import { builtinSchedule, loadScheduleFile, readThenTransition, SCENARIOS, type Schedule } from '../analyzer/schedule.js';
+import { replay, type ReplayResult } from '../analyzer/replay.js';
+import { findInterleavings } from '../analyzer/interleavings.js';
+import type { TraceStore } from '../trace/store.js';
+import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson, progress, sessionId, type DbOptions } from './common.js';
+import { addTargetOptions, prepareTarget, type TargetCliOptions } from './record.js';
+import { abortOnSignals } from './signals.js';
+
+interface ReplayCliOptions extends DbOptions, TargetCliOptions {
+  scenario?: string;
+  schedule?: string;
+  finding?: string;
+  session?: string;
+  repeat: number;
+  label?: string;
+  json?: boolean;
+}
+
+/** A schedule from a finding: hold its writer at the crossing transition, its reader after the read. */
+export function scheduleFromFinding(store: TraceStore, sid: number, findingId: string): Schedule {
+  const session = store.session(sid);
+  const analysis = findInterleavings(session, store.threads(sid), store.events(sid));
+  const f = analysis.findings.find((x) => x.id === findingId);
+  if (!f) {
+    throw new MigraceError('NOT_FOUND', `session ${sid} has no finding ${findingId} (it has ${analysis.findings.map((x) => x.id).join(', ') || 'none'}; see "migrace analyze ${sid}")`);
+  }
+  const t = f.crossing[0];
+  if (!t?.old?.name || !t.new.name) throw new MigraceError('REPLAY', `finding ${findingId} of session ${sid} has no named crossing transition to replay`);
+  return readThenTransition(`session${sid}-${findingId}`, t.old.name, t.new.name, `replay of ${findingId} in session ${sid}: ${f.summary}`);
+}
+
+function pickSchedule(opts: ReplayCliOptions, store: TraceStore): Schedule {
+  const given = [opts.scenario, opts.schedule, opts.finding].filter((x) => x !== undefined).length;
+  if (given !== 1) throw new MigraceError('USAGE', `replay needs exactly one of --scenario (${Object.keys(SCENARIOS).join(', ')}), --schedule FILE or --finding ID`);
+  if (opts.scenario) return builtinSchedule(opts.scenario);
+  if (opts.schedule) return loadScheduleFile(opts.schedule);
+  const m = /^(?:(\d+):)?(F\d+)$/.exec(opts.finding!);
+  if (!m) throw new MigraceError('USAGE', `--finding takes an id such as F1 (with --session N) or 12:F1, not "${opts.finding}"`);
+  const sid = m[1] ? Number(m[1]) : opts.session ? sessionId(opts.session, '--session') : store.latestSession()?.id;
+  if (!sid) throw new MigraceError('NOT_FOUND', 'no session to take the finding from');
+  return scheduleFromFinding(store, sid, m[2]);
+}
+
+/** What must be the same across repeats: the outcome and the reply's shape, not its counters. */
+export function outcomeKey(r: ReplayResult): string {
+  const body = (r.reply ?? {}) as Record<string, unknown>;
+  return JSON.stringify({ outcome: r.outcome, state: r.state, status: body.status ?? null, fields: Object.keys(body).sort(), libvirt: r.verdict?.old_libvirt ?? null });
+}
+
+export function describeReplay(r: ReplayResult): string {
+  if (r.state === 'aborted') return `session ${r.sessionId}: replay aborted: ${r.error}`;
+  if (r.outcome === 'infeasible') return `session ${r.sessionId}: infeasible: ${r.reason}`;
+  const reply = JSON.stringify(r.reply);
+  const libvirt = r.verdict ? `old libvirt ${r.verdict.old_libvirt}${r.verdict.libvirt_error ? ` ("${r.verdict.libvirt_error}")` : ''}, current libvirt ${r.verdict.current_libvirt}` : 'no verdict';
+  return `session ${r.sessionId}: ${r.outcome}; reply ${reply}; ${libvirt}${r.finding ? `\n  ${r.finding.summary}` : ''}`;
+}
+
+export function register(program: Command): void {
+  const cmd = program
+    .command('replay')
+    .description('force an interleaving on a live target, deterministically, and judge the reply')
+    .argument('[qemu-args...]', 'qemu: extra arguments for both QEMUs, after --')
+    .option('--scenario <name>', `a built-in schedule (${Object.keys(SCENARIOS).join(', ')})`)
+    .option('--schedule <file>', 'a schedule file (JSON)')
+    .option('--finding <id>', 'replay a finding: F1 with --session, or SESSION:F1')
+    .option('--session <n>', 'the session --finding refers to (default: the newest)')
+    .option('--repeat <n>', 'run the schedule N times and compare the outcomes', parseIntOption('--repeat', 1, 1000), 1)
+    .option('--label <text>', 'a label for the replay sessions');
+  addTargetOptions(cmd)
+    .addOption(dbOption())
+    .addOption(jsonOption())
+    .action(action(async (extra: string[], opts: ReplayCliOptions) => {
+      const store = openStore(opts);
+      const signals = abortOnSignals();
+      const say = opts.json ? undefined : progress;
+      const results: ReplayResult[] = [];
+      try {
+        const schedule = pickSchedule(opts, store);
+        for (let i = 0; i < opts.repeat && !signals.signal.aborted; i++) {
+          const { target, profile } = await prepareTarget(opts, extra, i === 0 ? say : undefined);
+          const r = await replay({
+            store, target, profile, schedule, gdbPath: opts.gdb, signal: signals.signal, progress: say,
+            label: opts.label ?? `replay ${schedule.name} on ${opts.target === 'qemu' ? `qemu ${profile.qemu_version}` : opts.patched ? 'minimig-patched' : 'minimig'}${opts.repeat > 1 ? ` #${i + 1}` : ''}`,
+            meta: { command: ['migrace', 'replay', ...process.argv.slice(3)] },
+          });
+          results.push(r);
+          if (!opts.json) out(`${opts.repeat > 1 ? `run ${i + 1}: ` : ''}${describeReplay(r)}`);
+        }
+      } finally {
+        signals.dispose();
+        store.close();
+      }
+      const keys = new Map<string, number>();
+      for (const r of results) keys.set(outcomeKey(r), (keys.get(outcomeKey(r)) ?? 0) + 1);
+      const identical = keys.size === 1;
+      if (opts.json) printJson({ runs: results, identical, outcomes: Object.fromEntries(keys) });
+      else if (opts.repeat > 1) {
+        out(identical
+          ? `${results.length}/${opts.repeat} runs identical: ${results[0]?.outcome}, reply status ${JSON.stringify(((results[0]?.reply ?? {}) as Record<string, unknown>).status ?? null)}`
+          : `outcomes differ across ${results.length} runs:\n${[...keys].map(([k, n]) => `  ${n} x ${k}`).join('\n')}`);
+      }
+      if (results.some((r) => r.state === 'aborted') || !identical || results.length < opts.repeat) process.exitCode = 1;
+    }));
+}
