@@ -21,6 +21,12 @@ import { judgeFacts, replyFacts, shapeBaselineFrom, type ReplyJudgement } from '
  * has not happened yet. A transition followed by a hold of its thread (or hit
  * while that thread is held) therefore takes effect at the thread's release,
  * and is placed there.
+ *
+ * The same entry probe matters without a hold: a writer can report its
+ * transition just before a reader's load and do the compare-and-swap just
+ * after it. A read that still shows the old value of the latest transition,
+ * made by another thread, proves that swap landed after the read, so that
+ * transition opens inside the read's window.
  */
 
 type Tid = number | null;
@@ -129,6 +135,18 @@ function describeMoves(crossing: readonly TransitionRef[]): string {
   }
   flush();
   return parts.join(', then ');
+}
+
+/** Where a read's window starts in `trans`: one earlier when the latest transition had not landed yet (see the header). */
+function readWindowStart(trans: readonly (Placed | null)[], read: EventOf<'read'>, reader: Tid, table: StatusTableId): number {
+  let i = trans.length - 1;
+  while (i >= 0 && trans[i] === null) i--;
+  const last = i >= 0 ? trans[i] : null;
+  const old = last?.e.data.old;
+  if (last && old && last.e.thread !== reader && sameState(old, read.data.value, table) && !sameState(last.e.data.new, read.data.value, table)) {
+    return i;
+  }
+  return trans.length;
 }
 
 export function findInterleavings(session: Session, threads: readonly Thread[], events: readonly TraceEvent[]): Analysis {
@@ -278,7 +296,7 @@ export function findInterleavings(session: Session, threads: readonly Thread[], 
         if (q === null) awaitByThread.delete(r);
         else q.sawRead = true;
         const list = openReads.get(r);
-        const o: OpenRead = { read: e, reader: r, query: q, startT: trans.length };
+        const o: OpenRead = { read: e, reader: r, query: q, startT: readWindowStart(trans, e, r, table) };
         if (list) list.push(o);
         else openReads.set(r, [o]);
         break;

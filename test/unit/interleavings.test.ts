@@ -42,6 +42,32 @@ describe('findInterleavings', () => {
     expect(a.replies).toHaveLength(1);
   });
 
+  it('an unheld writer reporting its transition just before the read, whose swap lands after it, crosses', () => {
+    // Seen recording minimig under gdb: the entry probe of migrate_set_state
+    // fires before the reader's load, the compare-and-swap after it.
+    const tr = new Trace();
+    tr.transition(MAIN, 'none', 'setup');
+    tr.queryBegin(MAIN, 'q1');
+    const tx = tr.transition(MIG, 'setup', 'active');
+    const rd = tr.read(MAIN, 'setup');
+    const pb = tr.publish(MAIN, 'active');
+    tr.queryEnd(MAIN, 'q1');
+    tr.reply('q1', BODIES.lp1994002);
+    const a = analyze(tr, 'live');
+    expect(a.findings).toHaveLength(1);
+    expect(a.findings[0]).toMatchObject({ class: 'manifested', read: { seq: rd }, publish: { seq: pb }, crossing: [{ seq: tx }] });
+
+    // A read that already shows the new value: the swap landed before it; nothing crossed.
+    const ok = new Trace();
+    ok.queryBegin(MAIN, 'q1');
+    ok.transition(MIG, 'setup', 'active');
+    ok.read(MAIN, 'active');
+    ok.publish(MAIN, 'active');
+    ok.queryEnd(MAIN, 'q1');
+    ok.reply('q1', BODIES.active);
+    expect(analyze(ok, 'live').findings).toHaveLength(0);
+  });
+
   it('a writer held at migrate_set_state takes effect at its release, not at the probe hit', () => {
     // What a live replay records: the transition probe fires (the CAS has not
     // run yet), the writer is held, the query reads setup, then the writer goes.

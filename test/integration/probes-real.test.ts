@@ -1,0 +1,368 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, describe, expect, it } from 'vitest';
+import { MigraceError } from '../../trace/errors.js';
+import { discoverProfile, type DiscoveryResult } from '../../recorder/probes/discover.js';
+import { readElfInfo } from '../../recorder/probes/elf.js';
+import { ProfileSchema, type Profile } from '../../recorder/probes/profile.js';
+import { probesCommandOutput } from '../../recorder/probes/report.js';
+import { track, untrack, waitGone } from '../../recorder/reaper.js';
+import { bookwormQemu, bullseyeQemu } from '../helpers/qemu-binaries.js';
+import { expectNoSurvivors } from '../helpers/processes.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'migrace-probes-real-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+const BOOKWORM_ID = 'd9541fd67c4ea37f9ca7fca0f5096f32b3b7e7e0';
+const BULLSEYE_ID = 'e75c4e44f088a4a9c5bb4880bed10e7a81dc2606';
+const MINIMIG = resolve('samples/minimig/minimig');
+const MINIMIG_PATCHED = resolve('samples/minimig/minimig-patched');
+
+function probe(profile: Profile, name: string) {
+  const p = profile.probes.find((x) => x.name === name);
+  if (!p) throw new Error(`profile has no probe ${name}`);
+  return p;
+}
+
+/** Cold (fresh cache directory) then cached; prints both timings. */
+async function coldThenCached(label: string, binary: string, env: Record<string, string>): Promise<{ cold: DiscoveryResult; warm: DiscoveryResult }> {
+  const cacheDir = mkdtempSync(join(tmp, 'cache-'));
+  const cold = await discoverProfile(binary, { env, cacheDir });
+  const warm = await discoverProfile(binary, { env, cacheDir });
+  console.log(`[probes] ${label}: cold discovery ${cold.ms.toFixed(0)} ms, cached ${warm.ms.toFixed(1)} ms (build-id ${cold.elf.buildId})`);
+  expect(cold.cached).toBe(false);
+  expect(warm.cached).toBe(true);
+  expect(warm.profile).toEqual(cold.profile);
+  expect(existsSync(cold.cacheFile!)).toBe(true);
+  ProfileSchema.parse(JSON.parse(readFileSync(cold.cacheFile!, 'utf8')));
+  return { cold, warm };
+}
+
+/* ------------------------------------------------------------------ */
+/* A profile checked live: gdb places every probe and prints its values */
+
+function gdbScript(profile: Profile, env: Record<string, string>): string {
+  const lines = ['set pagination off', 'set confirm off', 'set startup-with-shell off', 'set debuginfod enabled off',
+    'handle SIGUSR1 SIGUSR2 SIGPIPE nostop noprint pass'];
+  for (const [k, v] of Object.entries(env)) lines.push(`set environment ${k}=${v}`);
+  for (const p of profile.probes) {
+    if (p.role === 'query') continue;
+    const values = Object.entries(p.values);
+    if (profile.state_addr_expr) values.push(['stateaddr', `(long)(${profile.state_addr_expr})`], ['state', `*(${profile.state_addr_expr})`]);
+    for (const loc of p.locations) {
+      lines.push(`break ${loc}`, 'commands', 'silent');
+      const fmt = values.map(([k]) => `${k}=%ld`).join(' ');
+      const args = values.map(([, v]) => `(long)(${v})`).join(', ');
+      lines.push(`printf "MIGRACE ${p.name} at=${loc} ${fmt}\\n", ${args}`, 'continue', 'end');
+    }
+  }
+  lines.push('run');
+  return `${lines.join('\n')}\n`;
+}
+
+interface Hit { probe: string; at: string; values: Record<string, number> }
+
+function parseHits(stdout: string): Hit[] {
+  return stdout.split('\n').flatMap((l) => {
+    const m = /^MIGRACE (\S+) at=(\S+) (.*)$/.exec(l);
+    if (!m) return [];
+    const values = Object.fromEntries(m[3].split(' ').map((kv) => kv.split('=')).map(([k, v]) => [k, Number(v)]));
+    return [{ probe: m[1], at: m[2], values }];
+  });
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' }).split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
+  } catch {
+    return [];
+  }
+}
+
+type Qmp = (execute: string, args?: unknown) => Promise<Record<string, unknown>>;
+
+/** Minimal QMP over a unix socket: one JSON object a line, events skipped. */
+async function withQmp<T>(path: string, fn: (cmd: Qmp) => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 30_000;
+  while (!existsSync(path)) {
+    if (Date.now() > deadline) throw new Error(`no QMP socket at ${path}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const sock = createConnection(path);
+  // The target closes the socket on quit; that is not an error here.
+  sock.on('error', () => {});
+  let buf = '';
+  const waiting: Array<(v: Record<string, unknown>) => void> = [];
+  sock.on('data', (d) => {
+    buf += d.toString();
+    let nl;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl).trim();
+      buf = buf.slice(nl + 1);
+      if (!line) continue;
+      const msg = JSON.parse(line) as Record<string, unknown>;
+      if ('event' in msg) continue;
+      waiting.shift()?.(msg);
+    }
+  });
+  const next = (): Promise<Record<string, unknown>> => new Promise((res, rej) => {
+    const t = setTimeout(() => rej(new Error('QMP reply timeout')), 20_000);
+    waiting.push((v) => {
+      clearTimeout(t);
+      res(v);
+    });
+  });
+  try {
+    await next(); // greeting
+    const cmd: Qmp = (execute, args) => {
+      const reply = next();
+      sock.write(`${JSON.stringify(args === undefined ? { execute } : { execute, arguments: args })}\n`);
+      return reply;
+    };
+    return await fn(cmd);
+  } finally {
+    sock.destroy();
+  }
+}
+
+async function underGdb<T>(
+  profile: Profile, binary: string, args: string[], env: Record<string, string>, qmpPath: string, drive: (cmd: Qmp) => Promise<T>,
+): Promise<{ hits: Hit[]; result: T; stdout: string }> {
+  const script = join(tmp, `gdb-${Date.now()}-${Math.random().toString(36).slice(2)}.gdb`);
+  writeFileSync(script, gdbScript(profile, env));
+  // Shorter than the test timeout, so the cleanup below always runs.
+  const gdb = execa('gdb', ['-batch', '-nx', '-q', '-x', script, '--args', binary, ...args], { reject: false, stdin: 'ignore', timeout: 40_000, env: { LC_ALL: 'C' } });
+  const gdbPid = gdb.pid!;
+  track(gdbPid, 'gdb (probes-real)');
+  try {
+    const result = await withQmp(qmpPath, drive);
+    const r = await gdb;
+    return { hits: parseHits(String(r.stdout)), result, stdout: String(r.stdout) + String(r.stderr) };
+  } finally {
+    const inferiors = childrenOf(gdbPid);
+    for (const pid of inferiors) track(pid, 'inferior (probes-real)');
+    for (const pid of [...inferiors, gdbPid]) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+      await waitGone(pid, 5000);
+      untrack(pid);
+    }
+    await gdb.catch(() => undefined);
+  }
+}
+
+/* ------------------------------------------------------------------ */
+
+describe('discovery on the installed Debian bookworm QEMU (patched 7.2)', () => {
+  const q = bookwormQemu();
+  it.skipIf('skip' in q)(`finds the read-once probes${'skip' in q ? ` (skipped: ${q.skip})` : ''}`, async () => {
+    if ('skip' in q) return;
+    const { cold } = await coldThenCached('bookworm 7.2', q.path, q.env);
+    const p = cold.profile;
+    expect(p.variant).toBe('patched');
+    expect(p.qemu_version).toMatch(/^7\.2\./);
+    expect(p.status_table).toBe('4.2');
+    expect(probe(p, 'transition').values).toEqual({ addr: '$rdi', old: '$esi', new: '$edx' });
+    if (cold.elf.buildId === BOOKWORM_ID) {
+      expect(p.state_offset).toBe(0x2e8);
+      expect(probe(p, 'read')).toMatchObject({ locations: ['*qmp_query_migrate+133'], values: { value: '$r13d' } });
+      expect(probe(p, 'publish')).toMatchObject({
+        locations: ['*qmp_query_migrate+332', '*qmp_query_migrate+513', '*qmp_query_migrate+676'], values: { value: '$r13d' },
+      });
+    } else {
+      console.log(`[probes] bookworm QEMU has build-id ${cold.elf.buildId}, not ${BOOKWORM_ID}: exact offsets not checked`);
+    }
+  });
+
+  it.skipIf('skip' in q)('the read probe and the state address hold in a live process', async () => {
+    if ('skip' in q) return;
+    const { profile } = await discoverProfile(q.path, { env: q.env, cacheDir: join(tmp, 'live-cache') });
+    const sock = join(tmp, `qmp-72-${process.pid}.sock`);
+    const { hits, result, stdout } = await underGdb(profile, q.path,
+      ['-machine', 'none', '-nodefaults', '-display', 'none', '-S', '-qmp', `unix:${sock},server=on,wait=off`], q.env, sock,
+      async (cmd) => {
+        await cmd('qmp_capabilities');
+        const reply = await cmd('query-migrate');
+        await cmd('quit');
+        return reply;
+      });
+    const reads = hits.filter((h) => h.probe === 'read');
+    expect(reads, stdout).toHaveLength(1);
+    // No migration yet: the state is none (0), and the address expression points at it.
+    expect(reads[0].values).toMatchObject({ value: 0, state: 0 });
+    expect(reads[0].values.stateaddr).toBeGreaterThan(0x1000);
+    expect(result).toEqual({ return: {} });
+    expectNoSurvivors();
+  });
+});
+
+describe('discovery on the fetched Debian bullseye QEMU (unpatched 5.2)', () => {
+  const q = bullseyeQemu();
+  if ('skip' in q) console.log(`[probes] bullseye QEMU 5.2 tests skipped: ${q.skip}`);
+  it.skipIf('skip' in q)(`finds the re-read before each status store${'skip' in q ? ` (skipped: ${q.skip})` : ''}`, async () => {
+    if ('skip' in q) return;
+    const { cold } = await coldThenCached('bullseye 5.2', q.path, q.env);
+    const p = cold.profile;
+    expect(p.variant).toBe('unpatched');
+    expect(p.qemu_version).toBe('5.2.0');
+    if (cold.elf.buildId === BULLSEYE_ID) {
+      expect(p.state_offset).toBe(0x238);
+      expect(probe(p, 'read')).toMatchObject({ locations: ['*qmp_query_migrate+123'], values: { value: '$eax' } });
+      expect(probe(p, 'publish')).toMatchObject({
+        locations: ['*qmp_query_migrate+187', '*qmp_query_migrate+457', '*qmp_query_migrate+636'], values: { value: '$eax' },
+      });
+    } else {
+      console.log(`[probes] bullseye QEMU has build-id ${cold.elf.buildId}, not ${BULLSEYE_ID}: exact offsets not checked`);
+    }
+  });
+
+  it.skipIf('skip' in q)('without its library path: the probes are found, the version failure is reported and nothing is cached', async () => {
+    if ('skip' in q) return;
+    const cacheDir = mkdtempSync(join(tmp, 'nolib-'));
+    const r = await discoverProfile(q.path, { env: { LD_LIBRARY_PATH: '' }, cacheDir });
+    expect(r.profile.qemu_version).toBeNull();
+    expect(r.profile.variant).toBe('unpatched');
+    expect(r.report.join('\n')).toMatch(/-version failed: .*shared libraries.*LD_LIBRARY_PATH/);
+    expect(r.report.join('\n')).toMatch(/not cached/);
+    expect(existsSync(r.cacheFile!)).toBe(false);
+  });
+
+  it.skipIf('skip' in q)('the read probe and the state address hold in a live process (library path in the inferior)', async () => {
+    if ('skip' in q) return;
+    const { profile } = await discoverProfile(q.path, { env: q.env, cacheDir: join(tmp, 'live-cache') });
+    const sock = join(tmp, `qmp-52-${process.pid}.sock`);
+    const { hits, stdout } = await underGdb(profile, q.path,
+      ['-machine', 'none', '-nodefaults', '-display', 'none', '-S', '-qmp', `unix:${sock},server=on,wait=off`], q.env, sock,
+      async (cmd) => {
+        await cmd('qmp_capabilities');
+        await cmd('query-migrate');
+        await cmd('quit');
+      });
+    const reads = hits.filter((h) => h.probe === 'read');
+    expect(reads, stdout).toHaveLength(1);
+    expect(reads[0].values).toMatchObject({ value: 0, state: 0 });
+    expectNoSurvivors();
+  });
+});
+
+describe('minimig (debug info): symbolic transition probe, discovered read and publish', () => {
+  const built = existsSync(MINIMIG) && existsSync(MINIMIG_PATCHED);
+  it.skipIf(!built)('discovers both builds and tells them apart', async () => {
+    const cacheDir = join(tmp, 'minimig-cache');
+    const un = await discoverProfile(MINIMIG, { cacheDir, refresh: true });
+    const pa = await discoverProfile(MINIMIG_PATCHED, { cacheDir, refresh: true });
+    console.log(`[probes] minimig: cold discovery ${un.ms.toFixed(0)} ms`);
+    for (const r of [un, pa]) {
+      expect(r.elf.hasDebugInfo).toBe(true);
+      expect(probe(r.profile, 'transition')).toMatchObject({ locations: ['migrate_set_state'], values: { addr: 'state', old: 'old_state', new: 'new_state' } });
+      expect(probe(r.profile, 'read').locations[0]).toMatch(/^\*fill_source_migration_info\+\d+$/);
+      expect(r.profile.qemu_version).toBeNull();
+      expect(r.profile.state_addr_expr).not.toBeNull();
+    }
+    expect(un.profile.variant).toBe('unpatched');
+    expect(pa.profile.variant).toBe('patched');
+  });
+
+  it.skipIf(!built)('every probe of the discovered profile fires with sensible values under gdb', async () => {
+    const { profile } = await discoverProfile(MINIMIG, { cacheDir: join(tmp, 'minimig-cache') });
+    const sock = join(tmp, `qmp-mm-${process.pid}.sock`);
+    const { hits, result: statuses, stdout } = await underGdb(profile, MINIMIG,
+      ['-qmp', `unix:${sock},server,wait=off`, '--setup-ms', '300', '--transfer-ms', '100'], {}, sock, async (cmd) => {
+        await cmd('qmp_capabilities');
+        await cmd('migrate', { uri: 'tcp:127.0.0.1:0' });
+        const seen: string[] = [];
+        for (let i = 0; i < 200; i++) {
+          const r = (await cmd('query-migrate')) as { return?: { status?: string } };
+          seen.push(r.return?.status ?? '?');
+          if (r.return?.status === 'completed') break;
+          await new Promise((res) => setTimeout(res, 25));
+        }
+        await cmd('quit');
+        return seen;
+      });
+    expect(statuses).toContain('completed');
+    const transitions = hits.filter((h) => h.probe === 'transition');
+    expect(transitions.length, stdout).toBeGreaterThanOrEqual(2);
+    expect(transitions.slice(0, 2).map((t) => [t.values.old, t.values.new])).toEqual([[0, 1], [1, 4]]);
+    // The symbolic `state` parameter and the static state address expression agree.
+    for (const t of transitions) expect(t.values.addr).toBe(t.values.stateaddr);
+    const reads = hits.filter((h) => h.probe === 'read');
+    const publishes = hits.filter((h) => h.probe === 'publish');
+    expect(reads.length).toBeGreaterThanOrEqual(2);
+    expect(publishes.length).toBe(reads.length);
+    for (const r of reads) expect([1, 4, 8]).toContain(r.values.value);
+    expectNoSurvivors();
+  });
+});
+
+describe('what discovery refuses', () => {
+  it('/bin/true: a PROBES error naming the missing symbols', async () => {
+    let err: unknown;
+    try {
+      await discoverProfile('/bin/true', { cacheDir: join(tmp, 'true-cache') });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(MigraceError);
+    expect((err as MigraceError).code).toBe('PROBES');
+    expect((err as MigraceError).message).toMatch(/symbol migrate_set_state and symbol qmp_query_migrate not found/);
+    expect((err as MigraceError).message).toContain('--profile FILE');
+  });
+
+  it('a file that is not ELF: BAD_INPUT', async () => {
+    const f = join(tmp, 'not-elf.txt');
+    writeFileSync(f, 'hello world, certainly not a binary of any kind at all, long enough\n');
+    await expect(discoverProfile(f, { cacheDir: join(tmp, 'x') })).rejects.toMatchObject({ code: 'BAD_INPUT' });
+  });
+
+  it('reads the build-ids of the real binaries like readelf does', async () => {
+    for (const bin of ['/bin/true', '/usr/bin/qemu-system-x86_64']) {
+      if (!existsSync(bin)) continue;
+      const re = /Build ID: ([0-9a-f]+)/.exec(execFileSync('readelf', ['-n', bin], { encoding: 'utf8' }))?.[1] ?? null;
+      expect((await readElfInfo(bin)).buildId).toBe(re);
+    }
+  });
+});
+
+describe('the profile cache', () => {
+  const q = bookwormQemu();
+  it.skipIf('skip' in q)('a corrupt cache file is ignored, reported and rewritten', async () => {
+    if ('skip' in q) return;
+    const cacheDir = mkdtempSync(join(tmp, 'corrupt-'));
+    const first = await discoverProfile(q.path, { env: q.env, cacheDir });
+    const file = first.cacheFile!;
+    const stale = JSON.stringify({ ...first.profile, notes: first.profile.notes.filter((n) => !n.startsWith('discovery revision')) });
+    for (const garbage of ['{"format": "migrace-profile", "version": 1, "probes": [', JSON.stringify({ ...first.profile, probes: [] }), stale]) {
+      writeFileSync(file, garbage);
+      const again = await discoverProfile(q.path, { env: q.env, cacheDir });
+      expect(again.cached).toBe(false);
+      expect(again.report.join('\n')).toMatch(/ignored the cache: cached profile .* (not valid JSON|not a valid migrace profile: probes|made by an older discovery)/);
+      expect(again.profile).toEqual(first.profile);
+      expect(JSON.parse(readFileSync(file, 'utf8'))).toEqual(first.profile);
+      expect((await discoverProfile(q.path, { env: q.env, cacheDir })).cached).toBe(true);
+    }
+  });
+
+  it.skipIf('skip' in q)('probesCommandOutput prints the findings and the same as JSON', async () => {
+    if ('skip' in q) return;
+    const cacheDir = mkdtempSync(join(tmp, 'cmd-'));
+    const { text, json } = await probesCommandOutput(q.path, { env: q.env, cacheDir });
+    expect(text).toContain(`build-id        ${json.build_id}`);
+    expect(text).toMatch(/variant +patched: /);
+    expect(text).toContain(probe(json.profile, 'read').locations[0]);
+    expect(json.source).toBe('discovered');
+    expect((await probesCommandOutput(q.path, { env: q.env, cacheDir })).json.source).toBe('cache');
+    const f = join(tmp, 'hand.json');
+    writeFileSync(f, JSON.stringify(json.profile));
+    const byHand = await probesCommandOutput(q.path, { profile: f });
+    expect(byHand.json.source).toBe('file');
+    expect(byHand.json.probes).toEqual(json.probes);
+  });
+});
