@@ -1,4 +1,5 @@
 import type { Session, Thread, TraceEvent } from '../trace/schema.js';
+import { readThenTransition, type Schedule } from './schedule.js';
 import type { ThreadRef } from './types.js';
 import { stateName, threadLabel, threadRef } from './interleavings.js';
 import { runBoth, sameReply, type ModelOutcome, type ModelStep, type ModelVariant } from './model.js';
@@ -20,14 +21,6 @@ import { shapeNote } from './verdict.js';
  */
 
 export type Placement = 'before-read' | 'inside' | 'inside-before-fill' | 'inside-after-fill' | 'after-publish';
-
-/** Simple JSON for the replay engine; the lead aligns it with the replay schedule schema. */
-export interface ReplaySchedule {
-  scenario_name: string;
-  writer: { transition: { old: string; new: string } };
-  reader: { probe: 'read' | 'fill' };
-  order: string[];
-}
 
 export type HazardKind =
   /** The unpatched double read: the status comes from a later state than the branch, which filled nothing for it (LP#1994002 family). */
@@ -62,7 +55,8 @@ export interface Hazard {
   affects: ModelVariant[];
   unpatched: ModelOutcome;
   patched: ModelOutcome;
-  schedule: ReplaySchedule | null;
+  /** A replay schedule that forces this placement, when the probes can (a hold after the read; no probe sits between the fills and the status re-read). */
+  schedule: Schedule | null;
   summary: string;
 }
 
@@ -102,22 +96,10 @@ function placements(old: string, neu: string): [Placement, ModelStep[]][] {
 
 const PLACEMENT_ORDER: Placement[] = ['before-read', 'inside', 'inside-before-fill', 'inside-after-fill', 'after-publish'];
 
-function scheduleFor(t: RecordedTransition, placement: Placement): ReplaySchedule | null {
-  const probe = placement === 'inside' || placement === 'inside-before-fill' ? 'read' : placement === 'inside-after-fill' ? 'fill' : null;
-  if (probe === null) return null;
-  return {
-    scenario_name: `${t.old}-to-${t.new}-after-${probe}`,
-    writer: { transition: { old: t.old, new: t.new } },
-    reader: { probe },
-    order: [
-      'hold writer at transition',
-      'query',
-      `hold reader after ${probe}`,
-      'release writer',
-      `wait state == ${t.new}`,
-      'release reader',
-    ],
-  };
+function scheduleFor(t: RecordedTransition, placement: Placement): Schedule | null {
+  if (placement !== 'inside' && placement !== 'inside-before-fill') return null;
+  return readThenTransition(`${t.old}-to-${t.new}-after-read`, t.old, t.new,
+    `hold the writer at migrate_set_state(${t.old} -> ${t.new}), hold the reader right after its read of ${t.old}, release the writer until the state is ${t.new}, release the reader`);
 }
 
 function kindOf(u: ModelOutcome, p: ModelOutcome, affects: ModelVariant[]): HazardKind {

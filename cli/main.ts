@@ -4,9 +4,11 @@ import { register as sessions } from './sessions.js';
 import { register as events } from './events.js';
 import { register as recordCmd } from './record.js';
 import { register as replayCmd } from './replay.js';
+import { register as analyzeCmds } from './analyze.js';
+import { register as probesCmd } from './probes.js';
 
 /** Every command lives in its own file and registers itself here. */
-const COMMANDS: Register[] = [recordCmd, replayCmd, sessions, events];
+const COMMANDS: Register[] = [recordCmd, replayCmd, analyzeCmds, probesCmd, sessions, events];
 
 export function buildProgram(): Command {
   const program = new Command();

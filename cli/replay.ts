@@ -3,6 +3,7 @@ import { MigraceError } from '../trace/errors.js';
 import { builtinSchedule, loadScheduleFile, readThenTransition, SCENARIOS, type Schedule } from '../analyzer/schedule.js';
 import { replay, type ReplayResult } from '../analyzer/replay.js';
 import { findInterleavings } from '../analyzer/interleavings.js';
+import { explore } from '../analyzer/explore.js';
 import type { TraceStore } from '../trace/store.js';
 import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson, progress, sessionId, type DbOptions } from './common.js';
 import { addTargetOptions, prepareTarget, type TargetCliOptions } from './record.js';
@@ -31,16 +32,25 @@ export function scheduleFromFinding(store: TraceStore, sid: number, findingId: s
   return readThenTransition(`session${sid}-${findingId}`, t.old.name, t.new.name, `replay of ${findingId} in session ${sid}: ${f.summary}`);
 }
 
+/** A schedule from an explore hazard: what a recording showed could happen. */
+export function scheduleFromHazard(store: TraceStore, sid: number, hazardId: string): Schedule {
+  const x = explore(store.session(sid), store.threads(sid), store.events(sid));
+  const h = x.hazards.find((y) => y.id === hazardId);
+  if (!h) throw new MigraceError('NOT_FOUND', `session ${sid} has no hazard ${hazardId} (it has ${x.hazards.map((y) => y.id).join(', ') || 'none'}; see "migrace explore ${sid}")`);
+  if (!h.schedule) throw new MigraceError('REPLAY', `hazard ${hazardId} of session ${sid} (${h.placement}) cannot be forced with the current probe roles`);
+  return h.schedule;
+}
+
 function pickSchedule(opts: ReplayCliOptions, store: TraceStore): Schedule {
   const given = [opts.scenario, opts.schedule, opts.finding].filter((x) => x !== undefined).length;
   if (given !== 1) throw new MigraceError('USAGE', `replay needs exactly one of --scenario (${Object.keys(SCENARIOS).join(', ')}), --schedule FILE or --finding ID`);
   if (opts.scenario) return builtinSchedule(opts.scenario);
   if (opts.schedule) return loadScheduleFile(opts.schedule);
-  const m = /^(?:(\d+):)?(F\d+)$/.exec(opts.finding!);
-  if (!m) throw new MigraceError('USAGE', `--finding takes an id such as F1 (with --session N) or 12:F1, not "${opts.finding}"`);
+  const m = /^(?:(\d+):)?([FH]\d+)$/.exec(opts.finding!);
+  if (!m) throw new MigraceError('USAGE', `--finding takes a finding or hazard id such as F1 or H2 (with --session N), or 12:F1, not "${opts.finding}"`);
   const sid = m[1] ? Number(m[1]) : opts.session ? sessionId(opts.session, '--session') : store.latestSession()?.id;
   if (!sid) throw new MigraceError('NOT_FOUND', 'no session to take the finding from');
-  return scheduleFromFinding(store, sid, m[2]);
+  return m[2].startsWith('H') ? scheduleFromHazard(store, sid, m[2]) : scheduleFromFinding(store, sid, m[2]);
 }
 
 /** What must be the same across repeats: the outcome and the reply's shape, not its counters. */
@@ -64,7 +74,7 @@ export function register(program: Command): void {
     .argument('[qemu-args...]', 'qemu: extra arguments for both QEMUs, after --')
     .option('--scenario <name>', `a built-in schedule (${Object.keys(SCENARIOS).join(', ')})`)
     .option('--schedule <file>', 'a schedule file (JSON)')
-    .option('--finding <id>', 'replay a finding: F1 with --session, or SESSION:F1')
+    .option('--finding <id>', 'replay a finding (F1) or an explore hazard (H1): with --session, or as SESSION:F1')
     .option('--session <n>', 'the session --finding refers to (default: the newest)')
     .option('--repeat <n>', 'run the schedule N times and compare the outcomes', parseIntOption('--repeat', 1, 1000), 1)
     .option('--label <text>', 'a label for the replay sessions');
