@@ -33,6 +33,13 @@ export interface Verdict {
   current_libvirt: 'fails' | 'accepts';
   /** The error old libvirt raises, e.g. "migration was active, but no RAM info was set". */
   libvirt_error: string | null;
+  /**
+   * Fields missing or foreign for the reply's status, compared with the
+   * session's undisturbed replies of that status (or QEMU's table): how a
+   * race that publishes a consistent status still shows (the 7.2 re-reads).
+   * null when the shape is as expected or cannot be judged.
+   */
+  shape: { against: 'session' | 'qemu'; missing: string[]; foreign: string[] } | null;
   /** One sentence for a human. */
   summary: string;
 }

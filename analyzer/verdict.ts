@@ -393,6 +393,8 @@ export function judgeFacts(facts: ReplyFacts, command: string, seq: number | nul
       old_libvirt: old,
       current_libvirt: cur,
       libvirt_error: oldErr ?? curErr,
+      shape: shape && (shape.missing.length > 0 || shape.foreign.length > 0)
+        ? { against: shape.against, missing: shape.missing, foreign: shape.foreign } : null,
       summary,
     },
     facts,

@@ -56,15 +56,17 @@ function pickSchedule(opts: ReplayCliOptions, store: TraceStore): Schedule {
 /** What must be the same across repeats: the outcome and the reply's shape, not its counters. */
 export function outcomeKey(r: ReplayResult): string {
   const body = (r.reply ?? {}) as Record<string, unknown>;
-  return JSON.stringify({ outcome: r.outcome, state: r.state, status: body.status ?? null, fields: Object.keys(body).sort(), libvirt: r.verdict?.old_libvirt ?? null });
+  return JSON.stringify({ outcome: r.outcome, state: r.state, status: body.status ?? null, fields: Object.keys(body).sort(), libvirt: r.verdict?.old_libvirt ?? null, shape: r.verdict?.shape ?? null });
 }
 
 export function describeReplay(r: ReplayResult): string {
   if (r.state === 'aborted') return `session ${r.sessionId}: replay aborted: ${r.error}`;
   if (r.outcome === 'infeasible') return `session ${r.sessionId}: infeasible: ${r.reason}`;
   const reply = JSON.stringify(r.reply);
+  const shape = r.verdict?.shape;
+  const broken = shape ? `; reply shape broken for ${r.verdict?.status}: ${[shape.missing.length ? `missing ${shape.missing.join(', ')}` : '', shape.foreign.length ? `foreign ${shape.foreign.join(', ')}` : ''].filter(Boolean).join(', ')}` : '';
   const libvirt = r.verdict ? `old libvirt ${r.verdict.old_libvirt}${r.verdict.libvirt_error ? ` ("${r.verdict.libvirt_error}")` : ''}, current libvirt ${r.verdict.current_libvirt}` : 'no verdict';
-  return `session ${r.sessionId}: ${r.outcome}; reply ${reply}; ${libvirt}${r.finding ? `\n  ${r.finding.summary}` : ''}`;
+  return `session ${r.sessionId}: ${r.outcome}${broken}; reply ${reply}; ${libvirt}${r.finding ? `\n  ${r.finding.summary}` : ''}`;
 }
 
 export function register(program: Command): void {

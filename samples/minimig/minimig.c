@@ -400,6 +400,31 @@ static void populate_ram_info(MigrationInfo *info)
  * The publish probe is the line after the status store, so `info->status`
  * there is what the reply will say.
  */
+/*
+ * As in QEMU (4.2 up to at least 10.2), the time fields are chosen by
+ * reading s->state again, not from the value the switch used: a move to
+ * COMPLETED between the switch and here gives an ACTIVE reply with
+ * COMPLETED's fields (downtime, no expected-downtime). Both builds have it;
+ * upstream 552de79b did not touch it.
+ */
+static void populate_time_info(MigrationInfo *info, MigrationState *s)
+{
+    info->has_status = true;
+    info->has_setup_time = true;
+    info->setup_time = qatomic_read(&s->setup_time);
+    if (qatomic_read(&s->state) == MIGRATION_STATUS_COMPLETED) {
+        info->has_total_time = true;
+        info->total_time = qatomic_read(&s->total_time);
+        info->has_downtime = true;
+        info->downtime = qatomic_read(&s->downtime);
+    } else {
+        info->has_total_time = true;
+        info->total_time = now_ms() - s->start_time;
+        info->has_expected_downtime = true;
+        info->expected_downtime = qatomic_read(&s->expected_downtime);
+    }
+}
+
 static __attribute__((noinline)) void fill_source_migration_info(MigrationInfo *info)
 {
     MigrationState *s = migrate_get_current();
@@ -413,26 +438,14 @@ static __attribute__((noinline)) void fill_source_migration_info(MigrationInfo *
         info->has_status = true;
         break;
     case MIGRATION_STATUS_ACTIVE:
-        info->has_status = true;
-        info->has_total_time = true;
-        info->total_time = now_ms() - s->start_time;
-        info->has_setup_time = true;
-        info->setup_time = qatomic_read(&s->setup_time);
-        info->has_expected_downtime = true;
-        info->expected_downtime = qatomic_read(&s->expected_downtime);
+    case MIGRATION_STATUS_CANCELLING:
+        populate_time_info(info, s);
         populate_ram_info(info);
         break;
     case MIGRATION_STATUS_COMPLETED:
-        info->has_status = true;
-        info->has_total_time = true;
-        info->total_time = qatomic_read(&s->total_time);
-        info->has_downtime = true;
-        info->downtime = qatomic_read(&s->downtime);
-        info->has_setup_time = true;
-        info->setup_time = qatomic_read(&s->setup_time);
+        populate_time_info(info, s);
         populate_ram_info(info);
         break;
-    case MIGRATION_STATUS_CANCELLING:
     case MIGRATION_STATUS_CANCELLED:
     case MIGRATION_STATUS_FAILED:
         info->has_status = true;
