@@ -23,6 +23,7 @@ export interface TargetCliOptions {
   maxBandwidth?: number;
   setupMs?: number;
   transferMs?: number;
+  bqlCompletion?: boolean;
   gdb: string;
   refreshProbes?: boolean;
 }
@@ -66,6 +67,7 @@ export function addTargetOptions(cmd: Command): Command {
     .option('--max-bandwidth <bytes>', 'qemu: migrate-set-parameters max-bandwidth', parseIntOption('--max-bandwidth', 1, 2 ** 40))
     .option('--setup-ms <n>', 'minimig: time spent in setup', parseIntOption('--setup-ms', 0, 600_000))
     .option('--transfer-ms <n>', 'minimig: time spent active', parseIntOption('--transfer-ms', 0, 600_000))
+    .option('--bql-completion', 'minimig: hold a big lock around active -> completed, as QEMU 10 does')
     .option('--gdb <path>', 'the gdb to use', 'gdb');
 }
 
@@ -80,7 +82,7 @@ export async function profileFor(binary: string, env: Record<string, string>, op
 export async function prepareTarget(opts: TargetCliOptions, extraArgs: string[], say?: (m: string) => void): Promise<{ target: PreparedTarget; profile: Profile }> {
   if (opts.target === 'minimig') {
     if (opts.qemu) throw new MigraceError('USAGE', '--qemu goes with --target qemu');
-    const target = await prepareMinimig({ binary: opts.binary, patched: opts.patched, setupMs: opts.setupMs, transferMs: opts.transferMs });
+    const target = await prepareMinimig({ binary: opts.binary, patched: opts.patched, setupMs: opts.setupMs, transferMs: opts.transferMs, bqlCompletion: opts.bqlCompletion });
     return { target, profile: minimigProfile(minimigDir(), target.binary, Boolean(opts.patched)) };
   }
   if (!opts.qemu) throw new MigraceError('USAGE', '--target qemu needs --qemu PATH (Debian: /usr/bin/qemu-system-x86_64)');

@@ -25,6 +25,8 @@ export interface MinimigOptions {
   setupMs?: number;
   transferMs?: number;
   ramMb?: number;
+  /** Take a big lock around active -> completed, as QEMU 10 does. */
+  bqlCompletion?: boolean;
 }
 
 export async function prepareMinimig(opts: MinimigOptions = {}): Promise<PreparedTarget> {
@@ -43,6 +45,7 @@ export async function prepareMinimig(opts: MinimigOptions = {}): Promise<Prepare
   if (opts.setupMs !== undefined) args.push('--setup-ms', String(opts.setupMs));
   if (opts.transferMs !== undefined) args.push('--transfer-ms', String(opts.transferMs));
   if (opts.ramMb !== undefined) args.push('--ram-mb', String(opts.ramMb));
+  if (opts.bqlCompletion) args.push('--bql-completion');
   return {
     info: {
       kind: 'minimig', binary, build_id: null, qemu_version: null,

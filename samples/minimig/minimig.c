@@ -18,7 +18,7 @@
  * one JSON request per line.
  *
  * usage: minimig -qmp unix:PATH,server,wait=off [-name NAME[,debug-threads=on]]
- *                [--setup-ms N] [--transfer-ms N] [--ram-mb N]
+ *                [--setup-ms N] [--transfer-ms N] [--ram-mb N] [--bql-completion]
  */
 #define _GNU_SOURCE
 #include <assert.h>
@@ -160,6 +160,31 @@ typedef struct MigrationInfo {
 static long opt_setup_ms = 50;
 static long opt_transfer_ms = 200;
 static long opt_ram_mb = 128;
+/* Take the big lock around ACTIVE -> COMPLETED, as QEMU 10 does (facts.md). */
+static bool opt_bql_completion = false;
+
+/*
+ * QEMU's big lock, used only with --bql-completion: the main thread holds it
+ * while it serves a command, the migration thread around its final step.
+ * A replay that holds the migration thread inside it can never see the main
+ * thread reach the read probe: the schedule is infeasible, and migrace must
+ * say so rather than hang.
+ */
+static pthread_mutex_t bql = PTHREAD_MUTEX_INITIALIZER;
+
+static __attribute__((noinline)) void bql_lock(void)
+{
+    if (opt_bql_completion) {
+        pthread_mutex_lock(&bql);
+    }
+}
+
+static __attribute__((noinline)) void bql_unlock(void)
+{
+    if (opt_bql_completion) {
+        pthread_mutex_unlock(&bql);
+    }
+}
 static const char *opt_qmp_path;
 
 #define PAGE_SIZE 4096
@@ -349,7 +374,9 @@ static void *migration_thread(void *opaque)
         qatomic_set(&ram_counters.dirty_sync_count, 2);
         qatomic_set(&s->downtime, now_ms() - downtime_start);
         qatomic_set(&s->total_time, now_ms() - s->start_time);
+        bql_lock();
         migrate_set_state(&s->state, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_COMPLETED);
+        bql_unlock();
     }
     if (qatomic_read(&s->state) == MIGRATION_STATUS_CANCELLING) {
         migrate_set_state(&s->state, MIGRATION_STATUS_CANCELLING, MIGRATION_STATUS_CANCELLED);
@@ -1362,7 +1389,9 @@ static void handle_line(Client *c, char *line, size_t len)
     if (i == len) {
         return; /* blank lines are not requests */
     }
+    bql_lock();
     handle_request(c, line, len);
+    bql_unlock();
 }
 
 static void client_close(Client *c)
@@ -1480,12 +1509,13 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: minimig -qmp unix:PATH,server,wait=off [-name NAME[,debug-threads=on]]\n"
-            "               [--setup-ms N] [--transfer-ms N] [--ram-mb N]\n"
+            "               [--setup-ms N] [--transfer-ms N] [--ram-mb N] [--bql-completion]\n"
             "  -qmp unix:PATH,server,wait=off  QMP monitor on a unix socket (required)\n"
             "  -name NAME[,debug-threads=on]   accepted and ignored (QEMU compatibility)\n"
             "  --setup-ms N     time spent in SETUP before ACTIVE (default 50)\n"
             "  --transfer-ms N  time spent in ACTIVE before COMPLETED (default 200)\n"
-            "  --ram-mb N       guest RAM size reported in query-migrate (default 128)\n");
+            "  --ram-mb N       guest RAM size reported in query-migrate (default 128)\n"
+            "  --bql-completion hold a big lock around ACTIVE -> COMPLETED, as QEMU 10 does\n");
 }
 
 static void __attribute__((noreturn, format(printf, 1, 2))) usage_error(const char *fmt, ...)
@@ -1564,6 +1594,10 @@ static void parse_args(int argc, char **argv)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             exit(0);
+        }
+        if (!strcmp(a, "--bql-completion")) {
+            opt_bql_completion = true;
+            continue;
         }
         bool known = !strcmp(a, "-qmp") || !strcmp(a, "-name") || !strcmp(a, "--setup-ms") ||
                      !strcmp(a, "--transfer-ms") || !strcmp(a, "--ram-mb");
