@@ -64,6 +64,8 @@ const LOCK_WAIT = /(pthread_mutex_lock|__lll_lock_wait|futex_wait|qemu_mutex_loc
 
 class Infeasible extends Error {}
 
+const FINAL = new Set(['completed', 'failed', 'cancelled']);
+
 /** Reject with `err()` after ms, and leave no timer behind when p settles first. */
 function withTimeout<T>(p: Promise<T>, ms: number, err: () => Error): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -114,6 +116,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   let reply: unknown = null;
   let queries = 0;
   let pendingReply: Promise<Record<string, unknown>> | null = null;
+  let finalSeen: TraceEvent | null = null;
   const changed = new Set<() => void>();
   const notify = (): void => {
     for (const f of [...changed]) f();
@@ -216,19 +219,10 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
       case 'wait-state': {
         const via = role(step.via);
         if (!via.held || via.tid === null) throw new MigraceError('REPLAY', `replay ${schedule.name}: wait-state needs ${via.name} held to read memory through`);
-        const addr = stateAddress();
         const want = statusValue(step.equals, profile.status_table);
         if (want === null) throw new MigraceError('REPLAY', `replay ${schedule.name}: "${step.equals}" is not a state of table ${profile.status_table}`);
-        const deadline = Date.now() + step.timeout_ms;
-        let last: string | null = null;
-        for (;;) {
-          last = await live!.gdb.evaluate(`*(int*)${addr}`, { thread: via.tid, frame: 0 });
-          if (parseInteger(last) === want) return;
-          if (Date.now() > deadline) {
-            throw new MigraceError('REPLAY_TIMEOUT', `replay ${schedule.name}: the state at ${addr} never became ${step.equals} (${want}) within ${step.timeout_ms / 1000} s; last read ${last}`);
-          }
-          await live!.guard(sleep(2));
-        }
+        await waitMemory(stateAddress(), want, via.tid, step.timeout_ms);
+        return;
       }
       case 'wait-reply': {
         if (!pendingReply) throw new MigraceError('REPLAY', `replay ${schedule.name}: wait-reply without a query`);
@@ -237,15 +231,40 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
         return;
       }
       case 'finish': {
-        const deadline = Date.now() + step.timeout_ms;
-        for (;;) {
-          queries++;
-          const ret = await queryOnce(live!, qmp!, `q${queries}`, profile.probes.some((p) => p.role === 'query'));
-          if (['completed', 'failed', 'cancelled'].includes(String(ret.status))) return;
-          if (Date.now() > deadline) throw new MigraceError('REPLAY_TIMEOUT', `replay ${schedule.name}: the migration did not finish within ${step.timeout_ms / 1000} s (status ${String(ret.status)})`);
-          await live!.guard(sleep(opts.pollMs ?? 20));
+        // Polling through the probes here would open new windows for the
+        // migration's remaining transitions and could race for real; the
+        // forced interleaving is over. Wait for the final transition, then
+        // take the final reply once.
+        if (!(await waitFor(() => finalSeen !== null, step.timeout_ms))) {
+          throw new MigraceError('REPLAY_TIMEOUT', `replay ${schedule.name}: the migration did not finish within ${step.timeout_ms / 1000} s`);
         }
+        // The probe fired at migrate_set_state's entry: the final reply must come after the swap.
+        const fin = finalSeen as unknown as TraceEvent;
+        if (fin.kind === 'transition' && fin.data.addr && fin.data.new.value !== null) {
+          await waitMemory(fin.data.addr, fin.data.new.value, null, step.timeout_ms);
+        }
+        queries++;
+        await queryOnce(live!, qmp!, `q${queries}`, profile.probes.some((p) => p.role === 'query'));
+        return;
       }
+    }
+  };
+
+  /**
+   * Poll the state word until it holds `want`. Through a stopped thread when
+   * one is given; otherwise gdb reads memory with every thread running
+   * (no --thread: a running thread cannot be selected).
+   */
+  const waitMemory = async (addr: string, want: number, tid: number | null, timeoutMs: number): Promise<void> => {
+    if (!/^0x[0-9a-f]+$/.test(addr)) throw new MigraceError('REPLAY', `replay ${schedule.name}: not an address: ${addr}`);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const last = await live!.gdb.evaluate(`*(int*)${addr}`, tid === null ? {} : { thread: tid, frame: 0 });
+      if (parseInteger(last) === want) return;
+      if (Date.now() > deadline) {
+        throw new MigraceError('REPLAY_TIMEOUT', `replay ${schedule.name}: the state at ${addr} never became ${want} within ${timeoutMs / 1000} s; last read ${last}`);
+      }
+      await live!.guard(sleep(2));
     }
   };
 
@@ -260,6 +279,10 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     live = await LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress });
     failOnAbort(live, opts.signal);
     live.setHandler((hit) => {
+      if (hit.event.kind === 'transition' && FINAL.has(hit.event.data.new.name ?? '')) {
+        finalSeen = hit.event;
+        notify();
+      }
       for (const r of roles.values()) {
         if (!r.armed || (r.tid !== null && r.tid !== hit.tid) || !matches(r.spec, hit)) continue;
         r.armed = false;

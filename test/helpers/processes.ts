@@ -3,8 +3,10 @@ import { survivors } from '../../recorder/reaper.js';
 
 /** Child processes of this test worker whose command is one of ours. */
 export function ourChildren(): string[] {
-  const out = execFileSync('ps', ['-eo', 'pid=,ppid=,comm='], { encoding: 'utf8' });
-  const rows = out.split('\n').map((l) => l.trim().split(/\s+/)).filter((r) => r.length >= 3);
+  const out = execFileSync('ps', ['-eo', 'pid=,ppid=,stat=,comm='], { encoding: 'utf8' });
+  // A zombie is dead: it only waits for libuv to reap it.
+  const rows = out.split('\n').map((l) => l.trim().split(/\s+/)).filter((r) => r.length >= 4 && !r[2].startsWith('Z'))
+    .map((r) => [r[0], r[1], r[3]]);
   const children = new Map<number, number[]>();
   for (const [pid, ppid] of rows) {
     const list = children.get(Number(ppid)) ?? [];
