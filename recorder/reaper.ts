@@ -4,9 +4,10 @@ import { readFileSync } from 'node:fs';
  * One registry of every child process migrace starts (gdb, its inferior,
  * QEMU, minimig). Whatever ends the run (normal exit, an error, SIGINT or
  * SIGTERM), everything still registered is killed, so no run leaves a
- * process behind. A gdb killed with SIGKILL leaves its ptraced inferior
- * alive (gdb does not set PTRACE_O_EXITKILL), so inferiors are registered
- * on their own as soon as their pid is known.
+ * process behind. gdb sets PTRACE_O_EXITKILL for programs it starts, but a
+ * stuck gdb may never be killed by us, and a process it attached to is left
+ * stopped when it dies; so inferiors are registered on their own as soon as
+ * their pid is known (attached ones as not ours to kill).
  */
 const tracked = new Map<number, string>();
 let exitHookInstalled = false;
