@@ -1,0 +1,148 @@
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { importFiles } from '../../recorder/import/index.js';
+import { findInterleavings } from '../../analyzer/interleavings.js';
+import { TraceStore } from '../../trace/store.js';
+import { MigraceError } from '../../trace/errors.js';
+
+let dir: string;
+let store: TraceStore;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'migrace-import-'));
+  store = TraceStore.open(join(dir, 'trace.db'));
+});
+afterEach(() => {
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const analysis = (id: number) => findInterleavings(store.session(id), store.threads(id), store.events(id));
+
+function importError(fn: () => unknown): MigraceError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(MigraceError);
+    expect((e as MigraceError).code).toMatch(/^(IMPORT|BAD_INPUT)$/);
+    return e as MigraceError;
+  }
+  throw new Error('expected an import error');
+}
+
+describe('importFiles into a real TraceStore', () => {
+  it('GDB transcripts: complete sessions; unpatched ones analyze as manifested, patched ones do not', () => {
+    const unpatched = ['minimig-unpatched.gdb.txt', 'qemu52-stripped.gdb.txt', 'save-qemu52-race.gdb.txt', 'minimig-unpatched-pasted.txt', 'qemu52-mail-quoted.txt'];
+    const patched = ['minimig-patched.gdb.txt', 'qemu72-stripped.gdb.txt'];
+    for (const f of unpatched) {
+      const [id] = importFiles(store, 'gdb', [`samples/transcripts/${f}`], { label: f });
+      const s = store.session(id);
+      expect(s.state).toBe('complete');
+      expect(s.origin).toBe('import:gdb-log');
+      expect(s.target.kind).toBe('import');
+      const m = analysis(id).findings.filter((x) => x.class === 'manifested');
+      expect(m, f).toHaveLength(1);
+      expect(m[0].read?.value.name).toBe('setup');
+      expect(m[0].crossing.some((c) => c.thread.name === 'live_migration' && c.old?.name === 'setup' && c.new.name === 'active')).toBe(true);
+      expect(m[0].publish?.value.name ?? m[0].reply?.status).toBe('active');
+      // The libvirt-driven transcript has no reply in it (libvirt got it: see the libvirt sample).
+      if (f !== 'save-qemu52-race.gdb.txt') expect(m[0].reply?.has_ram, f).toBe(false);
+    }
+    for (const f of patched) {
+      const [id] = importFiles(store, 'gdb', [`samples/transcripts/${f}`], { label: f });
+      expect(store.session(id).state).toBe('complete');
+      expect(store.session(id).target.variant).toBe('patched');
+      expect(analysis(id).findings.filter((x) => x.class === 'manifested'), f).toEqual([]);
+    }
+  });
+
+  it('events keep their order, t_ns is null without a clock, source lines and warnings are in the meta', () => {
+    const [id] = importFiles(store, 'gdb', ['samples/transcripts/qemu52-stripped.gdb.txt'], { label: 'x' });
+    const events = store.events(id);
+    expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i));
+    expect(events.every((e) => e.t_ns === null)).toBe(true);
+    const imp = store.session(id).meta.import as { source_lines: number[]; warning_count: number; warnings: { line: number }[] };
+    expect(imp.source_lines).toHaveLength(events.length);
+    expect(imp.warning_count).toBe(1);
+    expect(store.threads(id).find((t) => t.name === 'live_migration')?.gdb_id).toBe(5);
+  });
+
+  it('a QEMU trace log with two processes gives two sessions, with a clock from the wall times', () => {
+    const ids = importFiles(store, 'qemu-trace', ['samples/trace-logs/qemu72-two-processes.log'], { label: 'two', qemuVersion: '7.2.22' });
+    expect(ids).toHaveLength(2);
+    for (const id of ids) {
+      const s = store.session(id);
+      expect(s.state).toBe('complete');
+      expect(s.origin).toBe('import:qemu-trace');
+      expect(s.target.variant).toBe('patched');
+      expect(s.label).toMatch(/^two \(qemu72-two-processes\.log: QEMU pid \d+\)$/);
+      const ev = store.events(id);
+      expect(ev[0].t_ns).toBe(0);
+      expect(ev.every((e, i) => i === 0 || e.t_ns! >= ev[i - 1].t_ns!)).toBe(true);
+    }
+  });
+
+  it('a gzipped libvirt log merged with the QEMU trace log: one session, the race found on libvirt\'s query', () => {
+    const gz = join(dir, 'libvirtd.log.1');
+    writeFileSync(gz, gzipSync(readFileSync('samples/libvirt-logs/save-qemu52-race.libvirtd.log')));
+    const ids = importFiles(store, 'libvirt', [gz], { label: 'race', qemuLog: 'samples/libvirt-logs/save-qemu52-race.qemu-trace.log', qemuVersion: '5.2.0' });
+    expect(ids).toHaveLength(1);
+    const s = store.session(ids[0]);
+    expect(s.state).toBe('complete');
+    expect(s.origin).toBe('import:libvirt-log');
+    const f = analysis(ids[0]).findings.find((x) => x.query?.id === 'libvirt-378')!;
+    expect(f.crossing[0].thread.name).toBe('live_migration');
+    expect(f.reply?.libvirt_error).toMatch(/no RAM info/);
+  });
+});
+
+describe('a failing import leaves no session marked complete', () => {
+  it('a malformed file anywhere in the list: nothing is written at all', () => {
+    const bad = join(dir, 'bad.txt');
+    writeFileSync(bad, Buffer.from([0, 1, 2, 3, 0xff, 0xfe, 0, 0]));
+    const e = importError(() => importFiles(store, 'gdb', ['samples/transcripts/minimig-unpatched.gdb.txt', bad], { label: 'x' }));
+    expect(e.message).toContain(bad);
+    expect(store.listSessions()).toEqual([]);
+  });
+
+  it('truncated gzip, an empty file, a missing file, a wrong kind, a 1 MB line: clear errors or counted skips, no crash', () => {
+    const gz = gzipSync(readFileSync('samples/transcripts/minimig-unpatched.gdb.txt'));
+    const cut = join(dir, 'cut.gz');
+    writeFileSync(cut, gz.subarray(0, gz.length - 20));
+    expect(importError(() => importFiles(store, 'gdb', [cut], { label: 'x' })).message).toMatch(/cut\.gz: truncated gzip data/);
+    const empty = join(dir, 'empty.log');
+    writeFileSync(empty, '');
+    expect(importError(() => importFiles(store, 'qemu-trace', [empty], { label: 'x' })).message).toMatch(/empty\.log: empty file/);
+    expect(importError(() => importFiles(store, 'libvirt', [join(dir, 'nope.log')], { label: 'x' })).message).toMatch(/nope\.log: no such file/);
+    expect(importError(() => importFiles(store, 'libvirt', ['samples/trace-logs/qemu72-tid.log'], { label: 'x' })).message)
+      .toMatch(/qemu72-tid\.log:1: not a libvirt debug log.*QEMU trace log/);
+    expect(importError(() => importFiles(store, 'gdb', ['samples/transcripts/minimig-unpatched.gdb.txt'], { label: 'x', qemuLog: 'samples/trace-logs/qemu52.log' })).code).toBe('BAD_INPUT');
+    expect(store.listSessions()).toEqual([]);
+
+    const long = join(dir, 'long.log');
+    copyFileSync('samples/trace-logs/qemu52.log', long);
+    writeFileSync(long, `${readFileSync(long, 'utf8')}${'y'.repeat(1 << 20)}\n`);
+    const [id] = importFiles(store, 'qemu-trace', [long], { label: 'long' });
+    expect(store.session(id).state).toBe('complete');
+    const imp = store.session(id).meta.import as { warnings: { line: number; reason: string }[] };
+    expect(imp.warnings.map((w) => w.line)).toEqual([4]);
+  });
+
+  it('a write that fails half-way finishes the session as aborted, with the error', () => {
+    const original = store.appendEvents.bind(store);
+    let calls = 0;
+    store.appendEvents = (sid, events) => {
+      if (++calls === 1) throw new Error('disk full');
+      original(sid, events);
+    };
+    const e = importError(() => importFiles(store, 'gdb', ['samples/transcripts/minimig-unpatched.gdb.txt'], { label: 'x' }));
+    expect(e.message).toMatch(/disk full/);
+    const sessions = store.listSessions();
+    expect(sessions).toHaveLength(1);
+    expect(sessions[0].state).toBe('aborted');
+    expect(sessions[0].error).toMatch(/disk full/);
+  });
+});
