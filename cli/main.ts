@@ -6,9 +6,10 @@ import { register as recordCmd } from './record.js';
 import { register as replayCmd } from './replay.js';
 import { register as analyzeCmds } from './analyze.js';
 import { register as probesCmd } from './probes.js';
+import { register as importCmd } from './import.js';
 
 /** Every command lives in its own file and registers itself here. */
-const COMMANDS: Register[] = [recordCmd, replayCmd, analyzeCmds, probesCmd, sessions, events];
+const COMMANDS: Register[] = [recordCmd, replayCmd, analyzeCmds, probesCmd, importCmd, sessions, events];
 
 export function buildProgram(): Command {
   const program = new Command();

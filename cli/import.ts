@@ -1,0 +1,45 @@
+import type { Command } from 'commander';
+import { Argument } from 'commander';
+import { importFiles, type ImportKind } from '../recorder/import/index.js';
+import { analyzeSession } from './analyze.js';
+import { action, dbOption, jsonOption, openStore, out, printJson, type DbOptions } from './common.js';
+
+interface ImportCliOptions extends DbOptions {
+  label?: string;
+  qemuLog?: string;
+  qemuVersion?: string;
+  json?: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command('import')
+    .description('turn what users already have (GDB transcripts, QEMU trace logs, libvirt logs) into sessions')
+    .addArgument(new Argument('<kind>', 'what the files are').choices(['gdb', 'qemu-trace', 'libvirt']))
+    .argument('<files...>', 'the files (gzip is recognized)')
+    .option('--label <text>', 'a label for the sessions')
+    .option('--qemu-log <file>', 'libvirt: a QEMU trace log of the same guest, merged on wall time')
+    .option('--qemu-version <version>', 'the QEMU version the logs come from (picks the MigrationStatus numbering)')
+    .addOption(dbOption())
+    .addOption(jsonOption())
+    .action(action((kind: ImportKind, files: string[], opts: ImportCliOptions) => {
+      const store = openStore(opts);
+      try {
+        const ids = importFiles(store, kind, files, { label: opts.label ?? `import ${kind} ${files.join(' ')}`, qemuLog: opts.qemuLog, qemuVersion: opts.qemuVersion });
+        const sessions = ids.map((id) => {
+          const s = store.session(id);
+          const a = analyzeSession(store, id);
+          const imp = (s.meta.import ?? {}) as { warning_count?: number };
+          return { id, label: s.label, state: s.state, events: store.eventCount(id), warnings: imp.warning_count ?? 0,
+            findings: a.findings.map((f) => ({ id: f.id, class: f.class, summary: f.summary })) };
+        });
+        if (opts.json) return printJson(sessions);
+        for (const s of sessions) {
+          out(`session ${s.id}: ${s.label}: ${s.events} events, ${s.warnings} line(s) not understood${s.warnings ? ` (see "migrace events ${s.id} --json", meta.import.warnings)` : ''}`);
+          for (const f of s.findings) out(`  ${f.id} ${f.class}: ${f.summary}`);
+        }
+      } finally {
+        store.close();
+      }
+    }));
+}
