@@ -3,6 +3,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
+import { explore } from '../../analyzer/explore.js';
+import { findInterleavings } from '../../analyzer/interleavings.js';
 import { minimigProfile } from '../../recorder/probes/minimig.js';
 import { record } from '../../recorder/record.js';
 import { minimigDir, prepareMinimig } from '../../recorder/targets/minimig.js';
@@ -104,6 +106,22 @@ describe.each([false, true])('record minimig (patched=%s) under real gdb', (patc
       expect(statuses.at(-1)).toBe('completed');
       expect(statuses).toContain('active');
       expect(events.some((e) => e.kind === 'reply' && e.data.status === 'active' && e.data.has_ram)).toBe(true);
+
+      // analyze: the patched build never manifests. The unpatched one can, for
+      // real, when the recorder's own stops widen the window; then the reply
+      // is really broken, and every broken reply is explained by a finding.
+      const a = findInterleavings(session, threads, events);
+      const manifested = a.findings.filter((f) => f.class === 'manifested');
+      if (patched) expect(manifested).toEqual([]);
+      const broken = events.filter((e) => e.kind === 'reply' && e.data.status === 'active' && !e.data.has_ram).map((e) => e.seq);
+      expect(manifested.filter((f) => f.read?.value.name === 'setup').map((f) => f.reply?.reply_seq)).toEqual(broken);
+      for (const f of manifested) expect(f.crossing.every((t) => t.thread.name === 'live_migration')).toBe(true);
+
+      // explore: the setup -> active hazard is the unpatched variant's only.
+      const x = explore(session, threads, events);
+      const lp = x.hazards.filter((h) => h.transition.old === 'setup' && h.transition.new === 'active');
+      expect(lp.length).toBeGreaterThan(0);
+      for (const h of lp) expect(h.affects).toEqual(['unpatched']);
     } finally {
       db.cleanup();
     }
