@@ -25,8 +25,11 @@ import { judgeFacts, replyFacts, shapeBaselineFrom, type ReplyJudgement } from '
  * The same entry probe matters without a hold: a writer can report its
  * transition just before a reader's load and do the compare-and-swap just
  * after it. A read that still shows the old value of the latest transition,
- * made by another thread, proves that swap landed after the read, so that
- * transition opens inside the read's window.
+ * made by another thread, proves that swap landed after the read. It crossed
+ * the window only if it landed before the window closed: the publish shows
+ * the new value, or the writer reached a later event (it was past
+ * migrate_set_state) before the close. Without that proof it is not a
+ * crossing: the unpatched status re-read may have seen the old value too.
  */
 
 type Tid = number | null;
@@ -53,6 +56,8 @@ interface OpenRead {
   reader: Tid;
   query: QueryWin | null;
   startT: number;
+  /** A transition entered before the read whose swap had not landed by then (see the header): a crossing only with proof it landed before the close. */
+  unlanded: Placed | null;
 }
 
 /** How a window ended: that decides what evidence there can be. */
@@ -207,7 +212,13 @@ export function findInterleavings(session: Session, threads: readonly Thread[], 
     publish: EventOf<'publish'> | null,
     reply: EventOf<'reply'> | null,
   ): void => {
-    const crossing = o.startT === trans.length ? NONE : crossingsOf(o.startT, trans.length, o.reader);
+    let crossing = o.startT === trans.length ? NONE : crossingsOf(o.startT, trans.length, o.reader);
+    const u = o.unlanded;
+    if (u && crossing[0] === u) {
+      const landed = (publish !== null && sameState(u.e.data.new, publish.data.value, table))
+        || (lastSeqOf.get(u.e.thread) ?? -1) > u.e.seq;
+      if (!landed) crossing = crossing.slice(1);
+    }
     if (reason === 'superseded') superseded.push(o.read.seq);
     if (reason === 'truncated') truncated.push(o.read.seq);
     if (crossing.length === 0) return;
@@ -270,7 +281,11 @@ export function findInterleavings(session: Session, threads: readonly Thread[], 
 
   const timeline = (tid: Tid): Tid[] => (tid !== null ? [tid] : [...new Set<Tid>([...openReads.keys(), ...ownQuery.keys(), ...awaitByThread.keys()])]);
 
+  /** Each thread's latest event so far: a writer seen after its transition was past migrate_set_state. */
+  const lastSeqOf = new Map<Tid, number>();
   for (const e of evs) {
+    // Holds and releases happen at a probe, not past it; a later transition does prove the earlier swap done.
+    if (e.thread !== null && e.kind !== 'hold' && e.kind !== 'release' && e.kind !== 'note') lastSeqOf.set(e.thread, e.seq);
     if (lastTrans.size && e.kind !== 'transition' && e.kind !== 'hold') lastTrans.delete(e.thread);
     switch (e.kind) {
       case 'transition': {
@@ -296,7 +311,8 @@ export function findInterleavings(session: Session, threads: readonly Thread[], 
         if (q === null) awaitByThread.delete(r);
         else q.sawRead = true;
         const list = openReads.get(r);
-        const o: OpenRead = { read: e, reader: r, query: q, startT: readWindowStart(trans, e, r, table) };
+        const startT = readWindowStart(trans, e, r, table);
+        const o: OpenRead = { read: e, reader: r, query: q, startT, unlanded: startT < trans.length ? trans[startT] : null };
         if (list) list.push(o);
         else openReads.set(r, [o]);
         break;

@@ -7,9 +7,11 @@ import { register as replayCmd } from './replay.js';
 import { register as analyzeCmds } from './analyze.js';
 import { register as probesCmd } from './probes.js';
 import { register as importCmd } from './import.js';
+import { register as reportCmds } from './report.js';
+import { register as demoCmd } from './demo.js';
 
 /** Every command lives in its own file and registers itself here. */
-const COMMANDS: Register[] = [recordCmd, replayCmd, analyzeCmds, probesCmd, importCmd, sessions, events];
+const COMMANDS: Register[] = [recordCmd, replayCmd, analyzeCmds, reportCmds, probesCmd, importCmd, demoCmd, sessions, events];
 
 export function buildProgram(): Command {
   const program = new Command();

@@ -66,6 +66,29 @@ describe('findInterleavings', () => {
     ok.queryEnd(MAIN, 'q1');
     ok.reply('q1', BODIES.active);
     expect(analyze(ok, 'live').findings).toHaveLength(0);
+
+    // Unpatched code published the old value too: the swap landed after the
+    // publish, so nothing crossed (seen in demo recordings).
+    const late = new Trace();
+    late.queryBegin(MAIN, 'q1');
+    late.transition(MIG, 'setup', 'active');
+    late.read(MAIN, 'setup');
+    late.publish(MAIN, 'setup');
+    late.queryEnd(MAIN, 'q1');
+    late.reply('q1', BODIES.setup);
+    expect(analyze(late, 'live').findings).toHaveLength(0);
+
+    // The writer reached its next probe before the publish: its swap had landed inside the window.
+    const moved = new Trace();
+    moved.queryBegin(MAIN, 'q1');
+    const t1 = moved.transition(MIG, 'active', 'completed');
+    moved.read(MAIN, 'active');
+    moved.transition(MIG, 'completed', 'none');
+    moved.publish(MAIN, 'active');
+    moved.queryEnd(MAIN, 'q1');
+    moved.reply('q1', BODIES.race72);
+    const f = analyze(moved, 'live').findings;
+    expect(f.map((x) => [x.class, x.crossing.map((c) => c.seq)[0]])).toEqual([['benign', t1]]);
   });
 
   it('a writer held at migrate_set_state takes effect at its release, not at the probe hit', () => {

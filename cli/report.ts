@@ -1,0 +1,107 @@
+import type { Command } from 'commander';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { findInterleavings } from '../analyzer/interleavings.js';
+import { renderDiffHtml, renderDiffText, type SessionBundle } from '../reports/diff.js';
+import { renderHtml } from '../reports/html.js';
+import { renderPerfetto } from '../reports/perfetto.js';
+import { renderSessionSvg } from '../reports/svg.js';
+import { renderMarkdown, renderText } from '../reports/text.js';
+import { MigraceError, messageOf } from '../trace/errors.js';
+import type { TraceStore } from '../trace/store.js';
+import { resolveSession } from './analyze.js';
+import { action, dbOption, openStore, out, parseIntOption, sessionId, type DbOptions } from './common.js';
+
+/** A session with its analysis, as every renderer takes it. */
+export function loadBundle(store: TraceStore, sid: number): SessionBundle {
+  const session = store.session(sid);
+  // The database a --finding replay must name; the reports print the command.
+  const withDb = { ...session, meta: { db: store.path, ...session.meta } };
+  const threads = store.threads(sid);
+  const events = store.events(sid);
+  return { session: withDb, threads, events, analysis: findInterleavings(session, threads, events) };
+}
+
+function write(path: string, text: string): string {
+  try {
+    writeFileSync(path, text);
+  } catch (e) {
+    throw new MigraceError('BAD_INPUT', `cannot write ${path}: ${messageOf(e)}`);
+  }
+  return path;
+}
+
+/** What the demo leaves behind: every rendering of the unpatched replay, and the diff against the patched one. */
+export async function writeReports(store: TraceStore, unpatched: number, patched: number, dir: string): Promise<string[]> {
+  const a = loadBundle(store, unpatched);
+  const b = loadBundle(store, patched);
+  return [
+    write(join(dir, 'report.html'), renderHtml(a.session, a.threads, a.events, a.analysis)),
+    write(join(dir, 'report.svg'), renderSessionSvg(a.session, a.threads, a.events, a.analysis)),
+    write(join(dir, 'report.md'), renderMarkdown(a.session, a.threads, a.events, a.analysis)),
+    write(join(dir, 'report.perfetto.json'), renderPerfetto(a.session, a.threads, a.events, a.analysis)),
+    write(join(dir, 'diff.html'), renderDiffHtml(a, b)),
+    write(join(dir, 'diff.txt'), renderDiffText(a, b)),
+  ];
+}
+
+interface ReportOptions extends DbOptions {
+  html?: string;
+  svg?: string;
+  text?: boolean;
+  markdown?: boolean;
+  perfetto?: string;
+  columns: number;
+}
+
+export function register(program: Command): void {
+  program
+    .command('report')
+    .description('render a session: self-contained HTML, SVG, text or Markdown for a bug comment, Perfetto JSON')
+    .argument('[session]', 'session number (default: the newest)')
+    .option('--html <file>', 'a self-contained HTML page')
+    .option('--svg <file>', 'the timeline as SVG')
+    .option('--text', 'plain text for a bug comment, on stdout')
+    .option('--markdown', 'Markdown for a bug comment, on stdout')
+    .option('--perfetto <file>', 'Chrome trace-event JSON for ui.perfetto.dev')
+    .option('--columns <n>', 'text width', parseIntOption('--columns', 60, 400), 80)
+    .addOption(dbOption())
+    .action(action((id: string | undefined, opts: ReportOptions) => {
+      if (!opts.html && !opts.svg && !opts.text && !opts.markdown && !opts.perfetto) {
+        throw new MigraceError('USAGE', 'report needs at least one of --html FILE, --svg FILE, --text, --markdown, --perfetto FILE');
+      }
+      const store = openStore(opts, { readonly: true });
+      try {
+        const b = loadBundle(store, resolveSession(store, id));
+        const args = [b.session, b.threads, b.events, b.analysis] as const;
+        if (opts.html) process.stderr.write(`wrote ${write(opts.html, renderHtml(...args))}\n`);
+        if (opts.svg) process.stderr.write(`wrote ${write(opts.svg, renderSessionSvg(...args))}\n`);
+        if (opts.perfetto) process.stderr.write(`wrote ${write(opts.perfetto, renderPerfetto(...args))}\n`);
+        if (opts.text) out(renderText(...args, { columns: opts.columns }));
+        if (opts.markdown) out(renderMarkdown(...args, { columns: opts.columns }));
+      } finally {
+        store.close();
+      }
+    }));
+
+  program
+    .command('diff')
+    .description('two sessions side by side (typically one schedule on unpatched and patched builds)')
+    .argument('<a>', 'session A')
+    .argument('<b>', 'session B')
+    .option('--html <file>', 'a self-contained HTML page')
+    .option('--text', 'plain text (the default)')
+    .option('--columns <n>', 'text width', parseIntOption('--columns', 60, 400), 80)
+    .addOption(dbOption())
+    .action(action((a: string, b: string, opts: DbOptions & { html?: string; text?: boolean; columns: number }) => {
+      const store = openStore(opts, { readonly: true });
+      try {
+        const A = loadBundle(store, sessionId(a, 'A'));
+        const B = loadBundle(store, sessionId(b, 'B'));
+        if (opts.html) process.stderr.write(`wrote ${write(opts.html, renderDiffHtml(A, B))}\n`);
+        if (opts.text || !opts.html) out(renderDiffText(A, B, { columns: opts.columns }));
+      } finally {
+        store.close();
+      }
+    }));
+}

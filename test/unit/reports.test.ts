@@ -1,0 +1,568 @@
+import { describe, expect, it, beforeAll } from 'vitest';
+import { createHash } from 'node:crypto';
+// @ts-ignore d3-node has no type declarations; its jsdom window parses what we render.
+import { D3Node } from 'd3-node';
+import { buildLp1994002Bundle, EVIL, EVIL_SCRIPT, type Bundle } from '../bench/reports.bench.js';
+import {
+  cleanText, layoutTimeline, reproduceCommand, shellQuote, type TimelineLayout,
+} from '../../reports/timeline.js';
+import { renderSvg, renderSessionSvg } from '../../reports/svg.js';
+import { escapeHtml, renderHtml, REPORT_CSS, REPORT_SCRIPT } from '../../reports/html.js';
+import { escapeMarkdown, renderMarkdown, renderText } from '../../reports/text.js';
+import { perfettoTrace, renderPerfetto, type ChromeTraceEvent } from '../../reports/perfetto.js';
+import { diffSessions, renderDiffHtml, renderDiffText, threadRole } from '../../reports/diff.js';
+import type { TraceEvent } from '../../trace/schema.js';
+
+interface Win {
+  DOMParser: new () => { parseFromString(s: string, type: string): Document };
+}
+const win = (new D3Node() as { window: Win }).window;
+
+function parseSvg(svg: string): Document {
+  const doc = win.DOMParser ? new win.DOMParser().parseFromString(svg, 'image/svg+xml') : null;
+  if (!doc) throw new Error('no DOMParser');
+  const err = doc.getElementsByTagName('parsererror');
+  if (err.length) throw new Error(`SVG is not well-formed XML: ${err[0]!.textContent}`);
+  return doc;
+}
+
+function parseHtml(html: string): Document {
+  return new win.DOMParser().parseFromString(html, 'text/html');
+}
+
+function ev(b: Bundle, pred: (e: TraceEvent) => boolean): TraceEvent {
+  const e = b.events.find(pred);
+  if (!e) throw new Error('no such event');
+  return e;
+}
+
+const width80 = (text: string): string[] => text.split('\n').filter((l) => Array.from(l).length > 80);
+
+let unpatched: Bundle;
+let patched: Bundle;
+let layout: TimelineLayout;
+
+beforeAll(() => {
+  unpatched = buildLp1994002Bundle({ variant: 'unpatched' });
+  patched = buildLp1994002Bundle({ variant: 'patched' });
+  layout = layoutTimeline(unpatched.session, unpatched.threads, unpatched.events, unpatched.analysis);
+});
+
+describe('timeline layout', () => {
+  it('has one lane per thread plus one for the QMP client, labelled name (LWP n)', () => {
+    const threadLanes = layout.lanes.filter((l) => l.kind === 'thread');
+    expect(threadLanes.map((l) => l.tid).sort()).toEqual(unpatched.threads.map((t) => t.tid).sort());
+    expect(threadLanes.map((l) => l.label)).toEqual(['minimig (LWP 4242)', 'live_migration (LWP 4250)']);
+    expect(layout.lanes.filter((l) => l.kind === 'client')).toHaveLength(1);
+    expect(layout.lanes.find((l) => l.tid === 1)!.role).toBe('reader');
+    expect(layout.lanes.find((l) => l.tid === 2)!.role).toBe('writer');
+  });
+
+  it('keeps a lane for a thread without events, and readers first', () => {
+    const b = buildLp1994002Bundle({ extraThread: true });
+    const threads = [b.threads[2]!, b.threads[1]!, b.threads[0]!];
+    const l = layoutTimeline(b.session, threads, b.events, b.analysis);
+    expect(l.lanes.map((x) => x.label)).toEqual(['minimig (LWP 4242)', 'live_migration (LWP 4250)', 'CPU 0/TCG (LWP 4244)', 'QMP client']);
+    expect(l.lanes[2]!.events).toBe(0);
+  });
+
+  it('draws one mark per event, in seq order, on its thread lane, with state-name labels', () => {
+    expect(layout.marks.map((m) => m.seq)).toEqual(unpatched.events.map((e) => e.seq));
+    for (let i = 1; i < layout.marks.length; i++) expect(layout.marks[i]!.x).toBeGreaterThan(layout.marks[i - 1]!.x);
+    const f = unpatched.analysis.findings[0]!;
+    const bySeq = new Map(layout.marks.map((m) => [m.seq, m]));
+    expect(bySeq.get(f.read!.seq)!.label).toBe('read setup');
+    expect(bySeq.get(f.crossing[0]!.seq)!.label).toBe('setup -> active');
+    expect(bySeq.get(f.publish!.seq)!.label).toBe('publish active');
+    expect(bySeq.get(f.reply!.reply_seq!)!.label).toBe('reply active, no ram');
+    expect(layout.marks.find((m) => m.kind === 'hold')!.label).toBe('hold reader');
+    const writerLane = layout.lanes.find((l) => l.tid === 2)!.index;
+    expect(bySeq.get(f.crossing[0]!.seq)!.lane).toBe(writerLane);
+    const client = layout.lanes.find((l) => l.kind === 'client')!.index;
+    expect(layout.marks.filter((m) => m.kind === 'reply').every((m) => m.lane === client)).toBe(true);
+    const tip = bySeq.get(f.crossing[0]!.seq)!.tooltip;
+    expect(tip).toContain(`#${f.crossing[0]!.seq}`);
+    expect(tip).toContain('live_migration (LWP 4250)');
+    expect(tip).toContain('migrate_set_state minimig.c:140');
+    expect(tip).toContain('setup (1) -> active (4)');
+    expect(tip).toContain('F1 (manifested): crossing');
+  });
+
+  it('puts the window on the reader lane and the arrow from the crossing transition into it', () => {
+    const f = unpatched.analysis.findings[0]!;
+    expect(layout.bands).toHaveLength(1);
+    const band = layout.bands[0]!;
+    const readerLane = layout.lanes.find((l) => l.tid === f.reader.tid)!.index;
+    expect(band.lane).toBe(readerLane);
+    expect(band.fromSeq).toBe(f.read!.seq);
+    expect(band.toSeq).toBe(f.publish!.seq);
+    expect(band.approximate).toBe(false);
+    const read = layout.marks.find((m) => m.seq === f.read!.seq)!;
+    const publish = layout.marks.find((m) => m.seq === f.publish!.seq)!;
+    expect(band.x0).toBeLessThanOrEqual(read.x);
+    expect(band.x1).toBeGreaterThanOrEqual(publish.x);
+
+    expect(layout.arrows).toHaveLength(1);
+    const a = layout.arrows[0]!;
+    const cross = layout.marks.find((m) => m.seq === f.crossing[0]!.seq)!;
+    expect(a.fromSeq).toBe(cross.seq);
+    expect(a.toSeq).toBe(f.publish!.seq);
+    expect(a.x1).toBe(cross.x);
+    expect(Math.abs(a.y1 - cross.y)).toBeLessThan(12);
+    expect(a.fromLane).toBe(cross.lane);
+    expect(a.toLane).toBe(readerLane);
+    expect(a.x2).toBeGreaterThan(band.x0);
+    expect(a.x2).toBeLessThan(band.x1);
+    expect([band.y0, band.y1]).toContain(a.y2);
+    // The transition happened inside the window, and the arrow shows it.
+    expect(cross.x).toBeGreaterThan(read.x);
+    expect(cross.x).toBeLessThan(publish.x);
+  });
+
+  it('puts the reply after its query end with the finding verdict beside it', () => {
+    const f = unpatched.analysis.findings[0]!;
+    const reply = layout.marks.find((m) => m.seq === f.reply!.reply_seq)!;
+    const end = layout.marks.find((m) => m.seq === f.query!.end_seq)!;
+    expect(reply.x).toBeGreaterThan(end.x);
+    expect(reply.verdict).not.toBeNull();
+    expect(reply.verdict!.fails).toBe(true);
+    expect(reply.verdict!.text).toContain('old libvirt fails');
+    expect(reply.verdict!.text).toContain('migration was active, but no RAM info was set');
+  });
+
+  it('says the verdict in one sentence with the libvirt consequence', () => {
+    expect(layout.verdict.kind).toBe('reproduced');
+    expect(layout.verdict.sentence).toMatch(/^Reproduced LP#1994002: live_migration \(LWP 4250\) moved setup -> active after minimig \(LWP 4242\) read setup/);
+    expect(layout.verdict.sentence).toContain('old libvirt fails the migration job with "migration was active, but no RAM info was set"');
+    const p = layoutTimeline(patched.session, patched.threads, patched.events, patched.analysis);
+    expect(p.verdict.kind).toBe('not-reproduced');
+    expect(p.verdict.sentence).toContain('published what it read (setup)');
+    const none = layoutTimeline(unpatched.session, unpatched.threads, unpatched.events, null);
+    expect(none.verdict.kind).toBe('unanalyzed');
+    // The 7.2 race: active read, active -> completed crossed, reply with ram but completed's fields.
+    const f = unpatched.analysis.findings[0]!;
+    const v72 = {
+      ...f, crossing: [{ ...f.crossing[0]!, old: { value: 4, name: 'active' }, new: { value: 8, name: 'completed' } }],
+      read: { ...f.read!, value: { value: 4, name: 'active' } },
+      reply: { ...f.reply!, status: 'active', has_ram: true, old_libvirt: 'accepts' as const, libvirt_error: null, shape: { against: 'session' as const, missing: ['expected-downtime'], foreign: ['downtime'] } },
+    };
+    const l72 = layoutTimeline(unpatched.session, unpatched.threads, unpatched.events, { ...unpatched.analysis, findings: [v72] });
+    expect(l72.verdict.sentence).toContain('Race manifested: live_migration (LWP 4250) moved active -> completed');
+    expect(l72.verdict.sentence).toContain('with ram but with the fields of another status (foreign downtime; missing expected-downtime) and libvirt accepts it');
+    expect(l72.findings[0]!.knownAs).toBeNull();
+  });
+
+  it('uses event order without a clock and compresses long quiet stretches into breaks with one', () => {
+    const b = buildLp1994002Bundle({ clock: false });
+    const l = layoutTimeline(b.session, b.threads, b.events, b.analysis);
+    expect(l.clock).toBe('order');
+    expect(l.breaks).toHaveLength(0);
+    expect(l.marks.every((m, i) => m.clock === i)).toBe(true);
+
+    const q = buildLp1994002Bundle({ events: 200 });
+    // Ten minutes of silence after the race.
+    const race = q.analysis.findings[0]!.reply!.reply_seq!;
+    for (const e of q.events) if (e.seq > race) e.t_ns = e.t_ns! + 600e9;
+    const lq = layoutTimeline(q.session, q.threads, q.events, q.analysis);
+    expect(lq.clock).toBe('time');
+    expect(lq.breaks).toHaveLength(1);
+    expect(lq.breaks[0]!.afterSeq).toBe(race);
+    expect(lq.breaks[0]!.label).toMatch(/^\+600\.\d+ s$/);
+    expect(lq.breaks[0]!.x1 - lq.breaks[0]!.x0).toBeLessThan(60);
+  });
+});
+
+describe('reproduceCommand', () => {
+  it('names the scenario, the target and the variant', () => {
+    expect(reproduceCommand(unpatched.session, unpatched.analysis.findings[0])).toBe('migrace replay --scenario lp1994002 --target minimig');
+    expect(reproduceCommand(patched.session, patched.analysis.findings[0])).toBe('migrace replay --scenario lp1994002 --target minimig --patched');
+    const q = buildLp1994002Bundle({ target: 'qemu' });
+    expect(reproduceCommand(q.session, null)).toBe('migrace replay --scenario lp1994002 --target qemu --qemu /opt/qemu-5.2/usr/bin/qemu-system-x86_64');
+    const odd = { ...q.session, target: { ...q.session.target, binary: "/tmp/my qemu/it's" } };
+    expect(reproduceCommand(odd, null)).toBe(`migrace replay --scenario lp1994002 --target qemu --qemu '/tmp/my qemu/it'\\''s'`);
+    expect(shellQuote('$(rm -rf ~)')).toBe(`'$(rm -rf ~)'`);
+  });
+
+  it('picks the scenario that forces the finding, else replays the finding from the database', () => {
+    const f = unpatched.analysis.findings[0]!;
+    const completed = { ...f, crossing: [{ ...f.crossing[0]!, old: { value: 4, name: 'active' }, new: { value: 8, name: 'completed' } }] };
+    expect(reproduceCommand(unpatched.session, completed)).toBe('migrace replay --scenario active-completed --target minimig');
+    const odd = { ...f, crossing: [{ ...f.crossing[0]!, old: { value: 1, name: 'setup' }, new: { value: 2, name: 'cancelling' } }] };
+    const withDb = { ...unpatched.session, meta: { scenario: 'session7-F1', db: '/srv/traces/run 1.db' } };
+    expect(reproduceCommand(withDb, odd)).toBe(`migrace replay --finding 1:F1 --db '/srv/traces/run 1.db' --target minimig`);
+    const own = { ...unpatched.session, target: { ...unpatched.session.target, binary: '/home/me/minimig-debug' } };
+    expect(reproduceCommand(own, f)).toBe('migrace replay --scenario lp1994002 --target minimig --binary /home/me/minimig-debug');
+  });
+});
+
+describe('escaping', () => {
+  it('escapeHtml escapes the five characters', () => {
+    expect(escapeHtml(`<img src=x onerror=alert(1)>`)).toBe('&lt;img src=x onerror=alert(1)&gt;');
+    expect(escapeHtml(`a & "b" 'c'`)).toBe('a &amp; &quot;b&quot; &#39;c&#39;');
+    expect(escapeHtml('&amp;')).toBe('&amp;amp;');
+  });
+
+  it('cleanText removes control and bidi characters', () => {
+    expect(cleanText('a\u0000b\u202ec\nd')).toBe('a\ufffdb\ufffdc d');
+    expect(cleanText('x\ud800y')).toBe('x\ufffdy');
+  });
+
+  it('renders markup in thread names, notes, labels and replies as text everywhere', () => {
+    const b = buildLp1994002Bundle({ evil: true });
+    const html = renderHtml(b.session, b.threads, b.events, b.analysis);
+    expect(html).not.toContain(EVIL);
+    expect(html).not.toContain(EVIL_SCRIPT);
+    expect(html).not.toContain('<img');
+    expect(html).not.toContain('alert(3)</script>');
+    expect(html.match(/<script/g)).toHaveLength(1);
+    expect(html).toContain('&lt;img src=x onerror=alert(1)&gt;');
+    const doc = parseHtml(html);
+    expect(doc.querySelectorAll('img')).toHaveLength(0);
+    expect(doc.querySelectorAll('script')).toHaveLength(1);
+    const labels = [...doc.querySelectorAll('svg .lane-label')].map((n) => n.textContent);
+    expect(labels.some((t) => t?.startsWith(EVIL))).toBe(true);
+    expect(doc.body.textContent).toContain(`${EVIL} ${EVIL_SCRIPT} & "quotes"`);
+
+    const svg = renderSessionSvg(b.session, b.threads, b.events, b.analysis);
+    const sdoc = parseSvg(svg);
+    expect(sdoc.getElementsByTagName('img')).toHaveLength(0);
+    expect(sdoc.getElementsByTagName('script')).toHaveLength(0);
+    expect(svg).not.toContain(EVIL);
+
+    const md = renderMarkdown(b.session, b.threads, b.events, b.analysis);
+    // Markup may only appear inside code (fenced blocks, code spans), where it is literal.
+    const outsideCode = md.split(/^`{3,}.*$/m).filter((_, i) => i % 2 === 0).join('\n').replace(/(`+)[^`][\s\S]*?\1/g, '');
+    expect(outsideCode).not.toMatch(/(?<!\\)<(img|script)/);
+    expect(md).toContain('`race </title><script>alert(3)</script> <img src=x onerror=alert(1)>`');
+    expect(escapeMarkdown('<b>*x*</b>')).toBe('\\<b\\>\\*x\\*\\</b\\>');
+
+    const json = JSON.parse(renderPerfetto(b.session, b.threads, b.events, b.analysis)) as { traceEvents: ChromeTraceEvent[] };
+    const names = json.traceEvents.filter((e) => e.name === 'thread_name').map((e) => e.args!.name as string);
+    expect(names.some((n) => n.startsWith(EVIL))).toBe(true);
+
+    const diff = renderDiffHtml(b, patched);
+    expect(diff).not.toContain(EVIL);
+    expect(diff.match(/<script/g)).toHaveLength(1);
+  });
+});
+
+describe('svg', () => {
+  it('is a standalone, well-formed SVG with lanes, marks, a window and the crossing arrow', () => {
+    const svg = renderSessionSvg(unpatched.session, unpatched.threads, unpatched.events, unpatched.analysis);
+    expect(svg.startsWith('<?xml')).toBe(true);
+    const doc = parseSvg(svg);
+    const root = doc.documentElement;
+    expect(root.getAttribute('xmlns')).toBe('http://www.w3.org/2000/svg');
+    const lanes = [...doc.querySelectorAll('.lane')];
+    expect(lanes.map((l) => l.getAttribute('data-thread'))).toEqual(['1', '2', 'client']);
+    const marks = [...doc.querySelectorAll('.mark')];
+    expect(marks).toHaveLength(unpatched.events.length);
+    for (const m of marks) {
+      expect(m.getAttribute('data-seq')).toMatch(/^\d+$/);
+      expect(m.getAttribute('data-kind')).toBeTruthy();
+      expect(m.getElementsByTagName('title')).toHaveLength(1);
+    }
+    const f = unpatched.analysis.findings[0]!;
+    const cross = doc.querySelector(`.mark[data-seq="${f.crossing[0]!.seq}"]`)!;
+    expect(cross.getAttribute('class')).toContain('crossing');
+    expect(cross.getAttribute('data-kind')).toBe('transition');
+    const arrow = doc.querySelector('.crossing-arrow')!;
+    expect(arrow.getAttribute('data-from-seq')).toBe(String(f.crossing[0]!.seq));
+    const markerRef = /url\(#([^)]+)\)/.exec(arrow.getAttribute('marker-end')!)![1]!;
+    expect(doc.getElementById(markerRef)!.tagName).toBe('marker');
+    expect(doc.querySelector('.band.band-manifested')!.getAttribute('data-finding')).toBe('F1');
+    expect(doc.querySelector('.verdict-label')!.textContent).toContain('old libvirt fails');
+  });
+
+  it('gives each SVG on a page its own marker id', () => {
+    const a = renderSvg(layout, { idPrefix: 'a1' });
+    const b = renderSvg(layout, { idPrefix: 'b2' });
+    expect(a).toContain('id="a1-arrowhead"');
+    expect(b).toContain('id="b2-arrowhead"');
+  });
+});
+
+describe('html', () => {
+  it('is self-contained under a hash-based CSP', () => {
+    const html = renderHtml(unpatched.session, unpatched.threads, unpatched.events, unpatched.analysis);
+    const hash = (s: string): string => `'sha256-${createHash('sha256').update(s).digest('base64')}'`;
+    const doc = parseHtml(html);
+    const csp = doc.querySelector('meta[http-equiv="Content-Security-Policy"]')!.getAttribute('content')!;
+    expect(csp).toContain("default-src 'none'");
+    expect(csp).toContain(`style-src ${hash(REPORT_CSS)}`);
+    expect(csp).toContain(`script-src ${hash(REPORT_SCRIPT)}`);
+    expect(csp).not.toContain('unsafe');
+    expect(doc.querySelector('style')!.textContent).toBe(REPORT_CSS);
+    expect(doc.querySelector('script')!.textContent).toBe(REPORT_SCRIPT);
+    expect(doc.querySelectorAll('link, img, iframe, object, embed, [src]')).toHaveLength(0);
+    for (const a of doc.querySelectorAll('[href]')) expect(a.getAttribute('href')!.startsWith('#')).toBe(true);
+    expect(html).not.toMatch(/style="/);
+  });
+
+  it('has the header, the timeline, the findings, the events, the replies and the command', () => {
+    const html = renderHtml(unpatched.session, unpatched.threads, unpatched.events, unpatched.analysis);
+    const doc = parseHtml(html);
+    const sections = [...doc.querySelectorAll('section')].map((s) => s.id);
+    expect(sections).toEqual(['timeline', 'findings', 'events', 'replies', 'reproduce']);
+    expect(doc.querySelector('.verdict.reproduced')!.textContent).toContain('migration was active, but no RAM info was set');
+    expect(doc.querySelector('dl.facts')!.textContent).toContain('samples/minimig/minimig');
+    expect(doc.querySelectorAll('table.events tbody tr')).toHaveLength(unpatched.events.length);
+    expect(doc.querySelector('#finding-F1')!.textContent).toContain('setup -> active');
+    const replies = [...doc.querySelectorAll('#replies pre')].map((p) => p.textContent);
+    expect(replies).toContain('{\n  "status": "active"\n}');
+    expect(doc.querySelector('#reproduce code')!.textContent).toBe('migrace replay --scenario lp1994002 --target minimig');
+  });
+});
+
+describe('text and markdown', () => {
+  it('fits 80 columns and tells the story row by row', () => {
+    const text = renderText(unpatched.session, unpatched.threads, unpatched.events, unpatched.analysis);
+    expect(width80(text)).toEqual([]);
+    const f = unpatched.analysis.findings[0]!;
+    const rows = text.split('\n');
+    const row = (seq: number): string => rows.find((l) => l.trimStart().startsWith(`#${seq} `))!;
+    expect(row(f.read!.seq)).toMatch(/^\s+#\d+ read setup \[F1/);
+    expect(row(f.crossing[0]!.seq)).toMatch(/^\s+#\d+ :\s+setup -> active >>F1/);
+    expect(row(f.publish!.seq)).toMatch(/publish active F1\]/);
+    expect(row(f.reply!.reply_seq!)).toMatch(/reply active, no ram <F1/);
+    expect(text).toContain('^ F1: old libvirt fails');
+    expect(text).toContain('Verdict: Reproduced LP#1994002');
+    expect(text).toContain('evidence: #7 #8 #10 #12 #13 #14');
+    expect(text).toContain('migrace replay --scenario lp1994002 --target minimig');
+    // Columns: one per thread with events, plus the client.
+    expect(rows.find((l) => l.startsWith(' seq'))).toMatch(/seq minimig\s+live_migration\s+QMP client/);
+  });
+
+  it('elides runs of uninteresting polls', () => {
+    const b = buildLp1994002Bundle({ events: 600 });
+    const text = renderText(b.session, b.threads, b.events, b.analysis);
+    expect(width80(text)).toEqual([]);
+    expect(text).toMatch(/\.\.\. \d+ polls elided \(\d+ events, #\d+-#\d+\) \.\.\./);
+    expect(text.split('\n').length).toBeLessThan(80);
+  });
+
+  it('keeps 80 columns with long names and many threads', () => {
+    const b = buildLp1994002Bundle({ extraThread: true });
+    const threads = [...b.threads, ...[4, 5, 6, 7].map((tid) => ({ tid, gdb_id: tid, lwp: 5000 + tid, name: `worker-with-a-very-long-name-${tid}` }))];
+    const events = [...b.events, ...[4, 5, 6, 7].map((tid, i): TraceEvent => ({
+      seq: 1000 + i, t_ns: b.events[b.events.length - 1]!.t_ns! + 1000 * (i + 1), wall: null, thread: tid,
+      probe: null, pc: null, func: null, file: null, line: null, kind: 'note', data: { text: 'x'.repeat(200) },
+    }))];
+    const text = renderText(b.session, threads, events, b.analysis);
+    expect(width80(text)).toEqual([]);
+    expect(text).toContain('other threads');
+  });
+
+  it('fences the diagram in Markdown', () => {
+    const md = renderMarkdown(unpatched.session, unpatched.threads, unpatched.events, unpatched.analysis);
+    const fences = md.match(/^```text\n([\s\S]*?)\n```$/m);
+    expect(fences).not.toBeNull();
+    expect(width80(fences![1]!)).toEqual([]);
+    expect(fences![1]).toContain('setup -> active >>F1');
+    expect(md).toContain('**Verdict:** Reproduced LP\\#1994002');
+    expect(md).toMatch(/```sh\nmigrace replay --scenario lp1994002 --target minimig\n```/);
+  });
+});
+
+describe('perfetto', () => {
+  const load = (b: Bundle) => JSON.parse(renderPerfetto(b.session, b.threads, b.events, b.analysis)) as {
+    displayTimeUnit: string; otherData: Record<string, string>; traceEvents: ChromeTraceEvent[];
+  };
+
+  it('is the JSON object format, keys in the order the importer needs', () => {
+    const text = renderPerfetto(unpatched.session, unpatched.threads, unpatched.events, unpatched.analysis);
+    const json = JSON.parse(text) as Record<string, unknown>;
+    expect(Object.keys(json)).toEqual(['displayTimeUnit', 'otherData', 'traceEvents']);
+    expect(json.displayTimeUnit).toBe('ns');
+    for (const e of (json as { traceEvents: ChromeTraceEvent[] }).traceEvents) {
+      expect(Object.keys(e).slice(0, 3)).toEqual(['name', 'ph', 'ts']);
+      expect(Object.values(e).some((v) => Array.isArray(v))).toBe(false);
+    }
+    expect(String(json.otherData && (json.otherData as Record<string, string>).reproduce)).toBe('migrace replay --scenario lp1994002 --target minimig');
+  });
+
+  it('names every thread it uses and marks transitions, reads and publishes as instants', () => {
+    const json = load(unpatched);
+    const named = new Set(json.traceEvents.filter((e) => e.ph === 'M' && e.name === 'thread_name').map((e) => `${e.pid}/${e.tid}`));
+    const used = new Set(json.traceEvents.filter((e) => e.ph !== 'M' && e.ph !== 'C').map((e) => `${e.pid}/${e.tid}`));
+    for (const u of used) expect(named).toContain(u);
+    expect(named.size).toBe(3);
+    const threadNames = json.traceEvents.filter((e) => e.name === 'thread_name').map((e) => e.args!.name);
+    expect(threadNames).toContain('minimig (LWP 4242) [reader]');
+    const instants = json.traceEvents.filter((e) => e.ph === 'i');
+    expect(instants.every((e) => e.s === 't')).toBe(true);
+    expect(instants.map((e) => e.name)).toContain('read setup');
+    expect(instants.map((e) => e.name)).toContain('none -> setup');
+    const slices = json.traceEvents.filter((e) => e.ph === 'X');
+    expect(slices.map((e) => e.name)).toEqual(expect.arrayContaining(['query-migrate q2', 'held (reader)', 'F1 manifested: read setup -> publish active']));
+  });
+
+  it('pairs flows from the crossing transition to the publish it spoiled', () => {
+    const json = load(unpatched);
+    const outs = json.traceEvents.filter((e) => e.flow_out);
+    const ins = json.traceEvents.filter((e) => e.flow_in);
+    expect(outs).toHaveLength(1);
+    for (const o of outs) {
+      expect(typeof o.bind_id).toBe('number');
+      const matching = ins.filter((i) => i.bind_id === o.bind_id);
+      expect(matching).toHaveLength(1);
+      expect(o.ph).toBe('X');
+      expect(matching[0]!.ph).toBe('X');
+    }
+    const f = unpatched.analysis.findings[0]!;
+    const out = outs[0]!;
+    const inn = ins.find((i) => i.bind_id === out.bind_id)!;
+    expect(out.args!.seq).toBe(f.crossing[0]!.seq);
+    expect(out.name).toBe('setup -> active');
+    expect(out.tid).toBe(4250);
+    expect(inn.args!.seq).toBe(f.publish!.seq);
+    expect(inn.name).toBe('publish active');
+    expect(inn.tid).toBe(4242);
+    expect(inn.ts).toBeGreaterThan(out.ts);
+  });
+
+  it('nests slices on each thread', () => {
+    const json = load(unpatched);
+    const byTid = new Map<number, ChromeTraceEvent[]>();
+    for (const e of json.traceEvents) if (e.ph === 'X') byTid.set(e.tid, [...(byTid.get(e.tid) ?? []), e]);
+    for (const list of byTid.values()) {
+      list.sort((a, b) => a.ts - b.ts || b.dur! - a.dur!);
+      const stack: ChromeTraceEvent[] = [];
+      for (const s of list) {
+        while (stack.length && stack[stack.length - 1]!.ts + stack[stack.length - 1]!.dur! < s.ts) stack.pop();
+        const parent = stack[stack.length - 1];
+        if (parent) expect(s.ts + s.dur!).toBeLessThanOrEqual(parent.ts + parent.dur! + 1e-9);
+        stack.push(s);
+      }
+    }
+  });
+
+  it('uses event order as the clock when there is none', () => {
+    const b = buildLp1994002Bundle({ clock: false });
+    const l = layoutTimeline(b.session, b.threads, b.events, b.analysis);
+    const t = perfettoTrace(b.session, l);
+    const ts = t.traceEvents.filter((e) => e.ph === 'i').map((e) => e.ts);
+    expect(ts.every((x) => Number.isInteger(x))).toBe(true);
+    expect(t.otherData.clock).toContain('event order');
+  });
+});
+
+describe('diff', () => {
+  it('finds the finding on one side only and what each side published and replied', () => {
+    const d = diffSessions(unpatched, patched);
+    expect(d.onlyA.map((x) => x.finding.class)).toEqual(['manifested']);
+    expect(d.onlyB.map((x) => x.finding.class)).toEqual(['benign']);
+    expect(d.both).toHaveLength(0);
+    expect(d.onlyA[0]!.key).toBe('manifested|main|setup->active');
+    expect(d.a.verdict.kind).toBe('reproduced');
+    expect(d.b.verdict.kind).toBe('not-reproduced');
+    const raced = d.queries.find((q) => !q.same)!;
+    expect(d.differing).toBe(1);
+    expect(raced.a!.read).toBe('setup');
+    expect(raced.a!.published).toBe('active');
+    expect(raced.a!.reply).toMatchObject({ status: 'active', has_ram: false });
+    expect(raced.a!.verdict!.old_libvirt).toBe('fails');
+    expect(raced.b!.published).toBe('setup');
+    expect(raced.b!.reply).toMatchObject({ status: 'setup' });
+    expect(raced.a!.findings).toEqual(['F1']);
+  });
+
+  it('matches findings across minimig and QEMU by thread role', () => {
+    const q = buildLp1994002Bundle({ target: 'qemu', sessionId: 9 });
+    const d = diffSessions(unpatched, q);
+    expect(d.both).toHaveLength(1);
+    expect(d.onlyA).toHaveLength(0);
+    expect(d.onlyB).toHaveLength(0);
+    expect(threadRole('qemu-system-x86')).toBe('main');
+    expect(threadRole('minimig')).toBe('main');
+    expect(threadRole('live_migration')).toBe('migration');
+  });
+
+  it('renders text in 80 columns and a page with two timelines', () => {
+    const text = renderDiffText(unpatched, patched);
+    expect(width80(text)).toEqual([]);
+    expect(text).toContain('Findings only in A:');
+    expect(text).toMatch(/\*\s+2\s+setup\/active -> active no ram FAILS\s+setup\/setup -> setup/);
+    const html = renderDiffHtml(unpatched, patched);
+    const doc = parseHtml(html);
+    expect(doc.querySelectorAll('svg.migrace-timeline')).toHaveLength(2);
+    expect(doc.querySelectorAll('.crossing-arrow')).toHaveLength(2);
+    const ids = [...doc.querySelectorAll('marker')].map((m) => m.id);
+    expect(new Set(ids).size).toBe(2);
+    expect(doc.querySelector('meta[http-equiv="Content-Security-Policy"]')!.getAttribute('content')).toContain("default-src 'none'");
+    expect(doc.querySelector('table.diff tr.differs')).not.toBeNull();
+  });
+});
+
+describe('large sessions', () => {
+  it('summarizes a million events and still draws the finding in full', () => {
+    const b = buildLp1994002Bundle({ events: 1_000_000, target: 'qemu' });
+    expect(b.events.length).toBeGreaterThan(999_000);
+    const l = layoutTimeline(b.session, b.threads, b.events, b.analysis);
+    expect(l.summarized).toBe(true);
+    expect(l.marks.length).toBeLessThan(1000);
+    expect(l.bins.length).toBeGreaterThan(0);
+    expect(l.bins.reduce((s, x) => s + x.count, 0) + l.marks.length).toBe(b.events.length);
+    const f = b.analysis.findings[0]!;
+    const seqs = new Set(l.marks.map((m) => m.seq));
+    for (const s of f.evidence) expect(seqs).toContain(s);
+    // A margin of events around the window is drawn too.
+    expect(seqs).toContain(f.evidence[0]! - 5);
+    expect(seqs).toContain(f.evidence[f.evidence.length - 1]! + 5);
+    expect(l.bands).toHaveLength(1);
+    expect(l.bands[0]!.approximate).toBe(false);
+    expect(l.arrows).toHaveLength(1);
+    expect(l.findings[0]!.drawnInFull).toBe(true);
+
+    const html = renderHtml(b.session, b.threads, b.events, b.analysis);
+    expect(Buffer.byteLength(html)).toBeLessThan(2 * 1024 * 1024);
+    const doc = parseHtml(html);
+    expect(doc.querySelectorAll('svg .crossing-arrow')).toHaveLength(1);
+    expect(doc.querySelector(`svg .mark[data-seq="${f.crossing[0]!.seq}"]`)).not.toBeNull();
+    expect(doc.querySelectorAll('svg .bin').length).toBeGreaterThan(0);
+    expect(doc.querySelectorAll('table.events tr.elided').length).toBeGreaterThan(0);
+
+    const text = renderText(b.session, b.threads, b.events, b.analysis);
+    expect(width80(text)).toEqual([]);
+    expect(text.length).toBeLessThan(20_000);
+    expect(text).toContain('setup -> active >>F1');
+    expect(text).toMatch(/\.\.\. 99,99\d polls elided/);
+
+    const perfetto = renderPerfetto(b.session, b.threads, b.events, b.analysis);
+    expect(Buffer.byteLength(perfetto)).toBeLessThan(2 * 1024 * 1024);
+    const pj = JSON.parse(perfetto) as { traceEvents: ChromeTraceEvent[] };
+    expect(pj.traceEvents.filter((e) => e.flow_out)).toHaveLength(1);
+    expect(pj.traceEvents.filter((e) => e.ph === 'C').length).toBeGreaterThan(0);
+  });
+});
+
+describe('odd sessions', () => {
+  it('renders an empty session and an import that only has replies', () => {
+    const empty = { ...unpatched, events: [], analysis: { ...unpatched.analysis, findings: [], replies: [] } };
+    for (const b of [empty]) {
+      expect(() => renderHtml(b.session, b.threads, b.events, b.analysis)).not.toThrow();
+      expect(width80(renderText(b.session, b.threads, b.events, b.analysis))).toEqual([]);
+      expect(() => JSON.parse(renderPerfetto(b.session, b.threads, b.events, b.analysis))).not.toThrow();
+    }
+    const replies = unpatched.events.filter((e) => e.kind === 'reply').map((e) => ({ ...e, t_ns: null, thread: null }));
+    const imp = { ...unpatched, session: { ...unpatched.session, origin: 'import:libvirt-log' as const, target: { ...unpatched.session.target, kind: 'import' as const, binary: null } }, threads: [], events: replies, analysis: { ...unpatched.analysis, findings: [] } };
+    const l = layoutTimeline(imp.session, imp.threads, imp.events, imp.analysis);
+    expect(l.lanes.map((x) => x.label)).toEqual(['QMP client']);
+    expect(l.clock).toBe('order');
+    expect(l.verdict.kind).toBe('replies-fail');
+    const text = renderText(imp.session, imp.threads, imp.events, imp.analysis);
+    expect(width80(text)).toEqual([]);
+    expect(text).toContain('reply active, no ram');
+    expect(reproduceCommand(imp.session, null)).toBe('migrace replay --scenario lp1994002 --target qemu --qemu /path/to/qemu-system-x86_64');
+  });
+
+  it('survives a finding that cites events the session does not have, and unsorted events', () => {
+    const f = unpatched.analysis.findings[0]!;
+    const broken = { ...f, id: 'F2', read: { ...f.read!, seq: 9999 }, evidence: [9999, ...f.evidence] };
+    const shuffled = [...unpatched.events].reverse();
+    const l = layoutTimeline(unpatched.session, unpatched.threads, shuffled, { ...unpatched.analysis, findings: [f, broken] });
+    expect(l.marks.map((m) => m.seq)).toEqual(unpatched.events.map((e) => e.seq));
+    expect(l.bands.map((b) => b.finding)).toEqual(['F1']);
+    expect(l.warnings.join(' ')).toContain('F2');
+  });
+});
