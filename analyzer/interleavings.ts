@@ -519,8 +519,9 @@ function toFinding(
   j: ReplyJudgement | null,
 ): Finding {
   const reader = threadRef(c.reader, threads);
-  const crossing: TransitionRef[] = c.crossing.map(({ e: t }) => ({
+  const crossing: TransitionRef[] = c.crossing.map(({ e: t, releaseSeq }) => ({
     seq: t.seq,
+    released_seq: releaseSeq,
     thread: threadRef(t.thread, threads),
     old: t.data.old ? withName(t.data.old, table) : null,
     new: withName(t.data.new, table),

@@ -15,7 +15,10 @@ export interface ThreadRef {
 }
 
 export interface TransitionRef {
+  /** The probe hit at migrate_set_state's entry. */
   seq: number;
+  /** When the writer was held there: the release after which the swap happened. */
+  released_seq?: number | null;
   thread: ThreadRef;
   old: StateValue | null;
   new: StateValue;

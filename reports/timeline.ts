@@ -152,7 +152,7 @@ export interface FindingView {
   lane: number | null;
   reader: string;
   read: { seq: number; value: string } | null;
-  crossing: Array<{ seq: number; thread: string; lane: number | null; old: string; new: string }>;
+  crossing: Array<{ seq: number; released: number | null; thread: string; lane: number | null; old: string; new: string }>;
   publish: { seq: number; value: string } | null;
   query: { id: string | null; begin: number | null; end: number | null } | null;
   reply: { seq: number | null; label: string; verdict: Verdict } | null;
@@ -985,7 +985,7 @@ export function layoutTimeline(
     const read = f.read ? { seq: f.read.seq, value: stateName(f.read.value, table) } : null;
     const publish = f.publish ? { seq: f.publish.seq, value: stateName(f.publish.value, table) } : null;
     const crossing = f.crossing.map((c) => ({
-      seq: c.seq, thread: refLabel(c.thread, byTid),
+      seq: c.seq, released: c.released_seq ?? null, thread: refLabel(c.thread, byTid),
       lane: c.thread.tid !== null ? laneOfTid.get(c.thread.tid) ?? null : null,
       old: stateName(c.old, table), new: stateName(c.new, table),
     }));
@@ -1007,7 +1007,7 @@ export function layoutTimeline(
       const tail = f.class === 'manifested'
         ? `: it published ${publish?.value ?? '?'} although its switch took the ${read?.value ?? '?'} branch`
         : ': it published what it read';
-      explanation = `${x0 ? `${x0.thread} moved ${x0.old} -> ${x0.new} (#${x0.seq})` : 'A transition happened'} after ${reader} read ${read?.value ?? '?'}${read ? ` (#${read.seq})` : ''}${pub}${tail}.`;
+      explanation = `${x0 ? `${x0.thread} moved ${x0.old} -> ${x0.new} (#${x0.seq}${x0.released !== null ? `, held there and released at #${x0.released}` : ''})` : 'A transition happened'} after ${reader} read ${read?.value ?? '?'}${read ? ` (#${read.seq})` : ''}${pub}${tail}.`;
     }
     views.push({
       id: f.id, cls: f.class, finding: f, lane: readerLane, reader, read, crossing, publish,
@@ -1041,7 +1041,8 @@ export function layoutTimeline(
     };
     bands.push(band);
     for (const c of crossing) {
-      const ci = indexOf(c.seq);
+      // A held writer's swap happens at its release: the arrow starts there.
+      const ci = c.released !== null && indexOf(c.released) >= 0 ? indexOf(c.released) : indexOf(c.seq);
       if (ci < 0 || c.lane === null) continue;
       const cx = xOfIndex(ci).x;
       const wy = lanes[c.lane]!.y;
@@ -1049,7 +1050,7 @@ export function layoutTimeline(
       // Into the window: clamp to the band in case a clock quirk put it outside.
       const tx = Math.min(Math.max(cx, band.x0 + 3), band.x1 - 3);
       arrows.push({
-        finding: f.id, fromSeq: c.seq, toSeq: f.publish?.seq ?? f.query?.end_seq ?? null,
+        finding: f.id, fromSeq: c.released ?? c.seq, toSeq: f.publish?.seq ?? f.query?.end_seq ?? null,
         fromLane: c.lane, toLane: readerLane,
         x1: cx, y1: down ? wy + 9 : wy - 9,
         x2: tx, y2: c.lane === readerLane ? ly : down ? band.y0 : band.y1,

@@ -30,7 +30,7 @@ describe('findInterleavings', () => {
     expect(f.read).toEqual({ seq: rd, value: { value: 1, name: 'setup' } });
     expect(f.publish).toEqual({ seq: pb, value: { value: 4, name: 'active' } });
     expect(f.crossing).toEqual([
-      { seq: tx, thread: { tid: 2, name: 'live_migration', lwp: 1240 }, old: { value: 1, name: 'setup' }, new: { value: 4, name: 'active' } },
+      { seq: tx, released_seq: null, thread: { tid: 2, name: 'live_migration', lwp: 1240 }, old: { value: 1, name: 'setup' }, new: { value: 4, name: 'active' } },
     ]);
     expect(f.query).toEqual({ id: 'q1', begin_seq: qb, end_seq: qe });
     expect(f.evidence).toEqual([qb, rd, tx, pb, qe, rp]);
@@ -111,7 +111,7 @@ describe('findInterleavings', () => {
     expect(a.findings).toHaveLength(1);
     const f = a.findings[0]!;
     expect(f.class).toBe('manifested');
-    expect(f.crossing.map((c) => c.seq)).toEqual([tx]);
+    expect(f.crossing.map((c) => [c.seq, c.released_seq])).toEqual([[tx, rel]]);
     expect(f.evidence).toContain(rel);
     expect(f.evidence).toEqual([...f.evidence].sort((x, y) => x - y));
     expect(f.publish?.seq).toBe(pb);

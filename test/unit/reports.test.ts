@@ -1,4 +1,6 @@
 import { describe, expect, it, beforeAll } from 'vitest';
+import { findInterleavings } from '../../analyzer/interleavings.js';
+import { BODIES, MAIN, MIG, Trace } from '../helpers/events.js';
 import { createHash } from 'node:crypto';
 // @ts-ignore d3-node has no type declarations; its jsdom window parses what we render.
 import { D3Node } from 'd3-node';
@@ -86,6 +88,31 @@ describe('timeline layout', () => {
     expect(tip).toContain('migrate_set_state minimig.c:140');
     expect(tip).toContain('setup (1) -> active (4)');
     expect(tip).toContain('F1 (manifested): crossing');
+  });
+
+  it('starts the arrow at the release of a writer held at migrate_set_state, where its swap happened', () => {
+    // The shape of a real replay: the writer's probe hit comes first, it is held, and released inside the window.
+    const tr = new Trace();
+    tr.transition(MAIN, 'none', 'setup');
+    const tx = tr.transition(MIG, 'setup', 'active');
+    tr.hold(MIG, 'writer', 'held at transition');
+    tr.queryBegin(MAIN, 'q1');
+    const rd = tr.read(MAIN, 'setup');
+    tr.hold(MAIN, 'reader', 'held at read');
+    const rel = tr.release(MIG, 'writer');
+    tr.release(MAIN, 'reader');
+    const pb = tr.publish(MAIN, 'active');
+    tr.queryEnd(MAIN, 'q1');
+    tr.reply('q1', BODIES.lp1994002);
+    const session = tr.session({ origin: 'replay' });
+    const analysis = findInterleavings(session, tr.threads, tr.events);
+    const l = layoutTimeline(session, tr.threads, tr.events, analysis);
+    expect(l.arrows).toHaveLength(1);
+    const relMark = l.marks.find((m) => m.seq === rel)!;
+    expect(l.arrows[0]).toMatchObject({ fromSeq: rel, x1: relMark.x });
+    expect(relMark.x).toBeGreaterThan(l.marks.find((m) => m.seq === rd)!.x);
+    expect(relMark.x).toBeLessThan(l.marks.find((m) => m.seq === pb)!.x);
+    expect(l.findings[0]!.explanation).toContain(`(#${tx}, held there and released at #${rel})`);
   });
 
   it('puts the window on the reader lane and the arrow from the crossing transition into it', () => {
