@@ -1,0 +1,106 @@
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { replay } from '../../analyzer/replay.js';
+import { builtinSchedule } from '../../analyzer/schedule.js';
+import { loadBundle } from '../../cli/report.js';
+import { importFiles } from '../../recorder/import/index.js';
+import { minimigProfile } from '../../recorder/probes/minimig.js';
+import { minimigDir, prepareMinimig } from '../../recorder/targets/minimig.js';
+import { renderDiffText } from '../../reports/diff.js';
+import { renderHtml } from '../../reports/html.js';
+import { perfettoTrace } from '../../reports/perfetto.js';
+import { renderSessionSvg } from '../../reports/svg.js';
+import { renderMarkdown, renderText } from '../../reports/text.js';
+import { layoutTimeline } from '../../reports/timeline.js';
+import type { SessionBundle } from '../../reports/diff.js';
+import { tempStore } from '../helpers/db.js';
+import { expectNoSurvivors } from '../helpers/processes.js';
+
+// The reports of the analyzer issue's replays, checked against their events.
+let db: ReturnType<typeof tempStore>;
+let unpatched: SessionBundle;
+let patched: SessionBundle;
+let imported: SessionBundle;
+
+async function replayMinimig(isPatched: boolean): Promise<number> {
+  const target = await prepareMinimig({ patched: isPatched });
+  const r = await replay({ store: db.store, target, profile: minimigProfile(minimigDir(), target.binary, isPatched), schedule: builtinSchedule('lp1994002'), label: `lp1994002 ${isPatched}` });
+  expect(r.state, r.error ?? '').toBe('complete');
+  return r.sessionId;
+}
+
+beforeAll(async () => {
+  db = tempStore();
+  unpatched = loadBundle(db.store, await replayMinimig(false));
+  patched = loadBundle(db.store, await replayMinimig(true));
+  const [id] = importFiles(db.store, 'gdb', [join(process.cwd(), 'samples/transcripts/minimig-unpatched.gdb.txt')], { label: 'transcript' });
+  imported = loadBundle(db.store, id);
+  expectNoSurvivors();
+}, 120_000);
+afterAll(() => db.cleanup());
+
+const layoutOf = (b: SessionBundle) => layoutTimeline(b.session, b.threads, b.events, b.analysis);
+
+describe('reports of a real replay', () => {
+  it('lays out one lane per thread, the window from the read to the publish, and the arrow from the writer release', () => {
+    const l = layoutOf(unpatched);
+    const threadLanes = l.lanes.filter((x) => x.kind === 'thread');
+    expect(threadLanes.map((x) => x.name).sort()).toEqual(unpatched.threads.map((t) => t.name).sort());
+    for (const lane of threadLanes) expect(lane.label).toBe(`${lane.name} (LWP ${unpatched.threads.find((t) => t.tid === lane.tid)!.lwp})`);
+    const f = unpatched.analysis!.findings[0];
+    expect(f.class).toBe('manifested');
+    const release = unpatched.events.find((e) => e.kind === 'release' && e.data.role === 'writer')!;
+    expect(l.bands).toHaveLength(1);
+    expect(l.bands[0]).toMatchObject({ fromSeq: f.read!.seq, toSeq: f.publish!.seq });
+    expect(l.arrows).toHaveLength(1);
+    expect(l.arrows[0]).toMatchObject({ fromSeq: release.seq, toSeq: f.publish!.seq });
+    // Every event has a mark, labelled with state names.
+    expect(l.marks).toHaveLength(unpatched.events.length);
+    const label = (seq: number) => l.marks.find((m) => m.seq === seq)!.label;
+    expect(label(f.read!.seq)).toBe('read setup');
+    expect(label(f.publish!.seq)).toBe('publish active');
+    expect(label(f.crossing[0].seq)).toBe('setup -> active');
+    expect(label(f.reply!.reply_seq!)).toBe('reply active, no ram');
+  });
+
+  it('renders the four outputs consistently with the events', () => {
+    const { session, threads, events, analysis } = unpatched;
+    const text = renderText(session, threads, events, analysis);
+    expect(text.split('\n').every((line) => [...line].length <= 80)).toBe(true);
+    expect(text).toContain('reply active, no ram');
+    expect(text).toContain('migrace replay --scenario lp1994002 --target minimig');
+    expect(renderMarkdown(session, threads, events, analysis)).toContain('```');
+    const svg = renderSessionSvg(session, threads, events, analysis);
+    expect(svg.match(/class="lane lane-/g)?.length).toBe(threads.length + 1);
+    expect(svg).toContain('crossing-arrow');
+    const html = renderHtml(session, threads, events, analysis);
+    expect(html).toMatch(/http-equiv="Content-Security-Policy" content="default-src (&#39;|')none/);
+    expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org)/);
+    const trace = perfettoTrace(session, layoutOf(unpatched));
+    const names = trace.traceEvents.filter((e) => e.ph === 'M' && e.name === 'thread_name').map((e) => (e.args as { name: string }).name);
+    for (const t of threads) expect(names.some((n) => n.startsWith(t.name!))).toBe(true);
+    const out = trace.traceEvents.filter((e) => (e as { flow_out?: boolean }).flow_out).map((e) => (e as { bind_id?: number }).bind_id);
+    const inn = trace.traceEvents.filter((e) => (e as { flow_in?: boolean }).flow_in).map((e) => (e as { bind_id?: number }).bind_id);
+    expect(out.length).toBe(1);
+    expect(inn).toEqual(out);
+  });
+
+  it('diffs the unpatched replay against the patched one', () => {
+    const text = renderDiffText(unpatched, patched);
+    expect(patched.analysis!.findings.map((f) => f.class)).toEqual(['benign']);
+    expect(text).toMatch(/manifested/);
+    expect(text).toMatch(/benign/);
+  });
+
+  it('reports an imported GDB transcript (no clock) with the same structure', () => {
+    const l = layoutOf(imported);
+    expect(l.clock).not.toBe('time');
+    const f = imported.analysis!.findings.find((x) => x.class === 'manifested')!;
+    expect(f).toBeDefined();
+    expect(l.bands.length).toBeGreaterThan(0);
+    expect(l.arrows.length).toBeGreaterThan(0);
+    expect(l.lanes.filter((x) => x.kind === 'thread').map((x) => x.name)).toEqual(expect.arrayContaining(['minimig', 'live_migration']));
+    const html = renderHtml(imported.session, imported.threads, imported.events, imported.analysis);
+    expect(html).toContain('Reproduced LP#1994002');
+  });
+});
