@@ -1,7 +1,7 @@
 import type { EventOf, Session, StateValue, Thread, TraceEvent } from '../trace/schema.js';
 import { normalizeStatusName, statusName, type StatusTableId } from '../trace/status.js';
 import type { Analysis, Finding, FindingClass, ThreadRef, TransitionRef } from './types.js';
-import { judgeFacts, replyFacts, shapeBaselineFrom, type ReplyJudgement } from './verdict.js';
+import { judgeFacts, qemuShape, replyFacts, shapeBaselineFrom, type ReplyJudgement } from './verdict.js';
 
 /*
  * Read-then-transition interleavings (DESIGN.md, "Findings").
@@ -25,11 +25,10 @@ import { judgeFacts, replyFacts, shapeBaselineFrom, type ReplyJudgement } from '
  * The same entry probe matters without a hold: a writer can report its
  * transition just before a reader's load and do the compare-and-swap just
  * after it. A read that still shows the old value of the latest transition,
- * made by another thread, proves that swap landed after the read. It crossed
- * the window only if it landed before the window closed: the publish shows
- * the new value, or the writer reached a later event (it was past
- * migrate_set_state) before the close. Without that proof it is not a
- * crossing: the unpatched status re-read may have seen the old value too.
+ * made by another thread, proves that swap landed after the read, so that
+ * transition opens inside the read's window. Whether it, or any transition
+ * entered inside a window, landed before the window closed needs proof too
+ * (see landedBy).
  */
 
 type Tid = number | null;
@@ -56,8 +55,6 @@ interface OpenRead {
   reader: Tid;
   query: QueryWin | null;
   startT: number;
-  /** A transition entered before the read whose swap had not landed by then (see the header): a crossing only with proof it landed before the close. */
-  unlanded: Placed | null;
 }
 
 /** How a window ended: that decides what evidence there can be. */
@@ -69,6 +66,8 @@ interface Candidate {
   reader: Tid;
   read: EventOf<'read'> | null;
   crossing: Placed[];
+  /** Transitions inside the window not yet proven to have landed before its close; the reply may prove them. */
+  unproven: Placed[];
   publish: EventOf<'publish'> | null;
   query: QueryWin | null;
   queryId: string | null;
@@ -154,6 +153,45 @@ function readWindowStart(trans: readonly (Placed | null)[], read: EventOf<'read'
   return trans.length;
 }
 
+/** Where a placed transition takes effect in seq order. */
+function placedAt(p: Placed): number {
+  return p.releaseSeq ?? p.e.seq;
+}
+
+/**
+ * Compare-and-swap chains: a proven transition out of state S proves the one
+ * into S before it landed first. Returns the proven set in effect order.
+ */
+function withChainProof(proven: Placed[], unproven: readonly Placed[], table: StatusTableId): Placed[] {
+  const out = [...proven];
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const p of unproven) {
+      if (out.includes(p)) continue;
+      if (out.some((q) => placedAt(q) > placedAt(p) && q.e.data.old !== null && sameState(q.e.data.old, p.e.data.new, table))) {
+        out.push(p);
+        grew = true;
+      }
+    }
+  }
+  return out.sort((a, b) => placedAt(a) - placedAt(b));
+}
+
+/**
+ * A reply proves a transition landed before the query filled it when it says
+ * the new state, or carries a field only the new state's branch fills (the
+ * 7.2 re-read: an active reply with completed's downtime).
+ */
+function replyProves(p: Placed, reply: EventOf<'reply'> | null, table: StatusTableId): boolean {
+  const newName = stateName(p.e.data.new, table);
+  if (reply === null || newName === null) return false;
+  const facts = replyFacts(reply.data.body, reply.data);
+  if (facts.status === newName) return true;
+  const want = qemuShape(newName);
+  const have = qemuShape(facts.status);
+  return want !== null && have !== null && facts.fields.some((f) => want.includes(f) && !have.includes(f));
+}
+
 export function findInterleavings(session: Session, threads: readonly Thread[], events: readonly TraceEvent[]): Analysis {
   const table = session.target.status_table;
   const warnings: string[] = [];
@@ -194,6 +232,21 @@ export function findInterleavings(session: Session, threads: readonly Thread[], 
     return out;
   };
 
+  /**
+   * The probe sits at migrate_set_state's entry: a transition event says the
+   * swap is coming, not that it happened. It crossed a window only with proof
+   * that it landed before the close: the writer was held and released there
+   * (a replay releases the reader only once the new state is in memory), the
+   * publish or the reply shows the new state, or the writer reached a later
+   * probe. Without proof it may have landed after the publish (the unpatched
+   * status re-read then still shows the old value): no finding.
+   */
+  const landedBy = (p: Placed, publish: EventOf<'publish'> | null): boolean => {
+    if (p.releaseSeq !== null) return true;
+    if (publish !== null && sameState(p.e.data.new, publish.data.value, table)) return true;
+    return (lastSeqOf.get(p.e.thread) ?? -1) > p.e.seq;
+  };
+
   const addAwait = (c: Candidate): void => {
     if (c.queryId !== null) {
       const l = awaitById.get(c.queryId);
@@ -212,18 +265,14 @@ export function findInterleavings(session: Session, threads: readonly Thread[], 
     publish: EventOf<'publish'> | null,
     reply: EventOf<'reply'> | null,
   ): void => {
-    let crossing = o.startT === trans.length ? NONE : crossingsOf(o.startT, trans.length, o.reader);
-    const u = o.unlanded;
-    if (u && crossing[0] === u) {
-      const landed = (publish !== null && sameState(u.e.data.new, publish.data.value, table))
-        || (lastSeqOf.get(u.e.thread) ?? -1) > u.e.seq;
-      if (!landed) crossing = crossing.slice(1);
-    }
+    const inside = o.startT === trans.length ? NONE : crossingsOf(o.startT, trans.length, o.reader);
+    const crossing = inside.filter((p) => landedBy(p, publish));
+    const unproven = inside.filter((p) => !crossing.includes(p));
     if (reason === 'superseded') superseded.push(o.read.seq);
     if (reason === 'truncated') truncated.push(o.read.seq);
-    if (crossing.length === 0) return;
+    if (inside.length === 0) return;
     const c: Candidate = {
-      kind: 'read', anchor: o.read.seq, reader: o.reader, read: o.read, crossing, publish,
+      kind: 'read', anchor: o.read.seq, reader: o.reader, read: o.read, crossing, unproven, publish,
       query: o.query, queryId: o.query?.id ?? null, closedBy: reason, closeSeq, reply,
     };
     candidates.push(c);
@@ -239,7 +288,7 @@ export function findInterleavings(session: Session, threads: readonly Thread[], 
     const crossing = crossingsOf(q.startT, q.publishT ?? trans.length, q.thread);
     if (crossing.length === 0) return;
     const c: Candidate = {
-      kind: 'query', anchor: q.begin.seq, reader: q.thread, read: null, crossing, publish: q.publish,
+      kind: 'query', anchor: q.begin.seq, reader: q.thread, read: null, crossing, unproven: [], publish: q.publish,
       query: q, queryId: q.id, closedBy: reason, closeSeq: endSeq ?? reply?.seq ?? null, reply,
     };
     candidates.push(c);
@@ -311,8 +360,7 @@ export function findInterleavings(session: Session, threads: readonly Thread[], 
         if (q === null) awaitByThread.delete(r);
         else q.sawRead = true;
         const list = openReads.get(r);
-        const startT = readWindowStart(trans, e, r, table);
-        const o: OpenRead = { read: e, reader: r, query: q, startT, unlanded: startT < trans.length ? trans[startT] : null };
+        const o: OpenRead = { read: e, reader: r, query: q, startT: readWindowStart(trans, e, r, table) };
         if (list) list.push(o);
         else openReads.set(r, [o]);
         break;
@@ -473,6 +521,16 @@ export function findInterleavings(session: Session, threads: readonly Thread[], 
     warnings.push('no publish probe hit in this session: read windows end at the query end or reply, and the reply decides the class');
   }
   if (strayPublishes > 0) warnings.push(`${strayPublishes} publish hit(s) without a preceding read on their thread`);
+
+  // The reply can prove what the window's close could not (see landedBy);
+  // a window the session ends inside keeps them: window-only says "unknown".
+  for (let i = candidates.length - 1; i >= 0; i--) {
+    const c = candidates[i]!;
+    if (c.unproven.length === 0) continue;
+    const kept = c.closedBy === 'truncated' ? c.unproven : c.unproven.filter((p) => replyProves(p, c.reply, table));
+    c.crossing = withChainProof(kept.length ? [...c.crossing, ...kept] : c.crossing, c.unproven, table);
+    if (c.crossing.length === 0) candidates.splice(i, 1);
+  }
 
   // Replies a finding explains are not "undisturbed": keep them out of the shape baseline.
   const disturbed = new Set<number>();

@@ -1,8 +1,24 @@
 import type { Command } from 'commander';
 import { Argument } from 'commander';
+import { readFileSync } from 'node:fs';
+import { MigraceError, messageOf } from '../trace/errors.js';
 import { importFiles, type ImportKind } from '../recorder/import/index.js';
 import { analyzeSession } from './analyze.js';
 import { action, dbOption, jsonOption, openStore, out, printJson, type DbOptions } from './common.js';
+
+function readJson(file: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new MigraceError('IMPORT', `cannot read ${file}: ${messageOf(e)}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new MigraceError('IMPORT', `${file} is not JSON: ${messageOf(e)}`);
+  }
+}
 
 interface ImportCliOptions extends DbOptions {
   label?: string;
@@ -14,18 +30,18 @@ interface ImportCliOptions extends DbOptions {
 export function register(program: Command): void {
   program
     .command('import')
-    .description('turn what users already have (GDB transcripts, QEMU trace logs, libvirt logs) into sessions')
-    .addArgument(new Argument('<kind>', 'what the files are').choices(['gdb', 'qemu-trace', 'libvirt']))
+    .description('turn what users already have (GDB transcripts, QEMU trace logs, libvirt logs, exported sessions) into sessions')
+    .addArgument(new Argument('<kind>', 'what the files are').choices(['gdb', 'qemu-trace', 'libvirt', 'session']))
     .argument('<files...>', 'the files (gzip is recognized)')
     .option('--label <text>', 'a label for the sessions')
     .option('--qemu-log <file>', 'libvirt: a QEMU trace log of the same guest, merged on wall time')
     .option('--qemu-version <version>', 'the QEMU version the logs come from (picks the MigrationStatus numbering)')
     .addOption(dbOption())
     .addOption(jsonOption())
-    .action(action((kind: ImportKind, files: string[], opts: ImportCliOptions) => {
+    .action(action((kind: ImportKind | 'session', files: string[], opts: ImportCliOptions) => {
       const store = openStore(opts);
       try {
-        const ids = importFiles(store, kind, files, { label: opts.label ?? `import ${kind} ${files.join(' ')}`, qemuLog: opts.qemuLog, qemuVersion: opts.qemuVersion });
+        const ids = kind === 'session' ? files.map((f) => store.importSession(readJson(f), f)) : importFiles(store, kind, files, { label: opts.label ?? `import ${kind} ${files.join(' ')}`, qemuLog: opts.qemuLog, qemuVersion: opts.qemuVersion });
         const sessions = ids.map((id) => {
           const s = store.session(id);
           const a = analyzeSession(store, id);

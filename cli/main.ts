@@ -9,9 +9,10 @@ import { register as probesCmd } from './probes.js';
 import { register as importCmd } from './import.js';
 import { register as reportCmds } from './report.js';
 import { register as demoCmd } from './demo.js';
+import { register as exportCmd } from './export.js';
 
 /** Every command lives in its own file and registers itself here. */
-const COMMANDS: Register[] = [recordCmd, replayCmd, analyzeCmds, reportCmds, probesCmd, importCmd, demoCmd, sessions, events];
+const COMMANDS: Register[] = [recordCmd, replayCmd, analyzeCmds, reportCmds, probesCmd, importCmd, exportCmd, demoCmd, sessions, events];
 
 export function buildProgram(): Command {
   const program = new Command();

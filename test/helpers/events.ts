@@ -235,8 +235,14 @@ export function syntheticPolling(n: number, opts: { perPhase?: number; raceEvery
       const id = `q${++q}`;
       tr.queryBegin(MAIN, id);
       const r = tr.read(MAIN, 'setup');
-      tr.transition(MIG, 'setup', 'active');
       const published = manifested.length <= benign.length ? 'active' : 'setup';
+      tr.transition(MIG, 'setup', 'active');
+      // A benign window as replays make them: the writer held at its probe and
+      // released inside the window (the proof its swap landed there).
+      if (published === 'setup') {
+        tr.hold(MIG, 'writer');
+        tr.release(MIG, 'writer');
+      }
       tr.publish(MAIN, published);
       tr.queryEnd(MAIN, id);
       tr.reply(id, published === 'active' ? BODIES.lp1994002 : BODIES.setup);

@@ -140,10 +140,12 @@ describe('findInterleavings', () => {
 
   it('patched shape: it publishes what it read; benign, reply setup', () => {
     const tr = new Trace();
+    tr.transition(MIG, 'setup', 'active');
+    tr.hold(MIG, 'writer');
     tr.queryBegin(MAIN, 'q1');
     tr.read(MAIN, 'setup');
     tr.hold(MAIN, 'reader');
-    tr.transition(MIG, 'setup', 'active');
+    tr.release(MIG, 'writer');
     tr.release(MAIN, 'reader');
     tr.publish(MAIN, 'setup');
     tr.queryEnd(MAIN, 'q1');
@@ -168,7 +170,10 @@ describe('findInterleavings', () => {
     tr.queryEnd(MAIN, 'q2');
     tr.reply('q2', BODIES.active);
     const a = analyze(tr);
-    expect(a.findings.map((f) => f.class)).toEqual(['manifested', 'benign']);
+    // q2's active -> completed has no proof it landed before the reply (which
+    // shows active, shaped as active): the probe fired at migrate_set_state's
+    // entry and the swap may have come later. No finding for it.
+    expect(a.findings.map((f) => f.class)).toEqual(['manifested']);
     expect(a.findings[0]!.publish).toBeNull();
     expect(a.findings[0]!.summary).toContain(`and the end of its query q1 (seq ${qe}); no publish probe`);
     expect(a.findings[0]!.read?.seq).toBe(rd);
@@ -365,15 +370,15 @@ describe('findInterleavings', () => {
     tr.reply('i1', BODIES.active, { thread: IOTHREAD });
     tr.reply('m1', { status: 'cancelled' }, { thread: MAIN });
     const a = analyze(tr);
-    expect(a.findings.map((f) => f.id)).toEqual(['F1', 'F2']);
+    // F1: the publish shows cancelled (t2 landed) and t2 swapped out of
+    // cancelling (so t1 landed before it). IOTHREAD's own window has no
+    // proof t1 landed before its publish of active: no finding there.
+    expect(a.findings.map((f) => f.id)).toEqual(['F1']);
     expect(a.findings[0]!.read?.seq).toBe(r1);
     expect(a.findings[0]!.crossing.map((c) => c.seq)).toEqual([t1, t2]);
     expect(a.findings[0]!.class).toBe('manifested');
     expect(a.findings[0]!.summary).toContain('live_migration (LWP 1240) moved active -> cancelling, then IO mon_iothread (LWP 1236) moved cancelling -> cancelled');
-    expect(a.findings[1]!.read?.seq).toBe(r2);
-    expect(a.findings[1]!.crossing.map((c) => c.seq)).toEqual([t1]);
-    expect(a.findings[1]!.class).toBe('benign');
-    expect(a.findings[1]!.reply?.status).toBe('active');
+    expect(a.findings.some((f) => f.read?.seq === r2)).toBe(false);
   });
 
   it('the 7.2 race: benign by its publish, but the reply shape is flagged', () => {
