@@ -2,15 +2,23 @@ import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { findInterleavings } from '../analyzer/interleavings.js';
-import { renderDiffHtml, renderDiffText, type SessionBundle } from '../reports/diff.js';
-import { renderHtml } from '../reports/html.js';
-import { renderPerfetto } from '../reports/perfetto.js';
-import { renderSessionSvg } from '../reports/svg.js';
-import { renderMarkdown, renderText } from '../reports/text.js';
+import type { SessionBundle } from '../reports/diff.js';
 import { MigraceError, messageOf } from '../trace/errors.js';
 import type { TraceStore } from '../trace/store.js';
 import { resolveSession } from './analyze.js';
 import { action, dbOption, openStore, out, parseIntOption, sessionId, type DbOptions } from './common.js';
+
+/**
+ * The renderers, loaded when a command renders: d3-node brings jsdom, about
+ * 0.6 s of start-up every other command should not pay.
+ */
+async function renderers() {
+  const [diff, html, perfetto, svg, text] = await Promise.all([
+    import('../reports/diff.js'), import('../reports/html.js'), import('../reports/perfetto.js'),
+    import('../reports/svg.js'), import('../reports/text.js'),
+  ]);
+  return { ...diff, ...html, ...perfetto, ...svg, ...text };
+}
 
 /** A session with its analysis, as every renderer takes it. */
 export function loadBundle(store: TraceStore, sid: number): SessionBundle {
@@ -33,6 +41,7 @@ function write(path: string, text: string): string {
 
 /** What the demo leaves behind: every rendering of the unpatched replay, and the diff against the patched one. */
 export async function writeReports(store: TraceStore, unpatched: number, patched: number, dir: string): Promise<string[]> {
+  const { renderHtml, renderSessionSvg, renderMarkdown, renderPerfetto, renderDiffHtml, renderDiffText } = await renderers();
   const a = loadBundle(store, unpatched);
   const b = loadBundle(store, patched);
   return [
@@ -66,10 +75,11 @@ export function register(program: Command): void {
     .option('--perfetto <file>', 'Chrome trace-event JSON for ui.perfetto.dev')
     .option('--columns <n>', 'text width', parseIntOption('--columns', 60, 400), 80)
     .addOption(dbOption())
-    .action(action((id: string | undefined, opts: ReportOptions) => {
+    .action(action(async (id: string | undefined, opts: ReportOptions) => {
       if (!opts.html && !opts.svg && !opts.text && !opts.markdown && !opts.perfetto) {
         throw new MigraceError('USAGE', 'report needs at least one of --html FILE, --svg FILE, --text, --markdown, --perfetto FILE');
       }
+      const { renderHtml, renderSessionSvg, renderPerfetto, renderText, renderMarkdown } = await renderers();
       const store = openStore(opts, { readonly: true });
       try {
         const b = loadBundle(store, resolveSession(store, id));
@@ -93,7 +103,8 @@ export function register(program: Command): void {
     .option('--text', 'plain text (the default)')
     .option('--columns <n>', 'text width', parseIntOption('--columns', 60, 400), 80)
     .addOption(dbOption())
-    .action(action((a: string, b: string, opts: DbOptions & { html?: string; text?: boolean; columns: number }) => {
+    .action(action(async (a: string, b: string, opts: DbOptions & { html?: string; text?: boolean; columns: number }) => {
+      const { renderDiffHtml, renderDiffText } = await renderers();
       const store = openStore(opts, { readonly: true });
       try {
         const A = loadBundle(store, sessionId(a, 'A'));
