@@ -5,7 +5,7 @@ import { statusValue } from '../trace/status.js';
 import { LiveTarget, type ProbeHit } from '../recorder/live.js';
 import type { Profile } from '../recorder/probes/profile.js';
 import type { PreparedTarget } from '../recorder/targets/types.js';
-import { connectQmp, failOnAbort, queryOnce, rootCause, sleep } from '../recorder/record.js';
+import { connectQmp, endRun, failOnAbort, queryOnce, rootCause, sleep } from '../recorder/record.js';
 import { parseInteger } from '../recorder/values.js';
 import { findInterleavings } from './interleavings.js';
 import type { Schedule, Role, Step } from './schedule.js';
@@ -303,13 +303,8 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     if (e instanceof Infeasible) infeasible = e.message;
     else error = await rootCause(live, e);
   } finally {
-    await qmp?.close().catch(() => undefined);
-    await live?.drain().catch(() => undefined);
-    await live?.shutdown().catch(() => undefined);
-    await target.dispose().catch(() => undefined);
-    writer.close();
-    store.finishSession(sessionId, error ? 'aborted' : 'complete', error?.message ?? null);
     if (infeasible) store.updateSession(sessionId, { meta: { infeasible } });
+    await endRun({ store, sessionId, writer, target, live, qmp }, error);
   }
 
   let finding: Finding | null = null;

@@ -104,6 +104,12 @@ function ordered(present: Set<string>): string[] {
   return SHAPE_FIELDS.filter((f) => present.has(f));
 }
 
+/** The facts of a QMP or HMP reply, from the shape fields found in it. */
+function factsOf(form: ReplyForm, status: string | null, present: Set<string>, ramMissing: string[]): ReplyFacts {
+  const fields = ordered(present);
+  return { form, status, has_ram: present.has('ram'), time_fields: fields.filter((f) => f !== 'ram'), fields, ram_missing: ramMissing, error: null };
+}
+
 function qmpFacts(obj: Record<string, unknown>): ReplyFacts {
   const present = new Set<string>();
   for (const f of SHAPE_FIELDS) if (obj[f] !== undefined) present.add(f);
@@ -111,16 +117,7 @@ function qmpFacts(obj: Record<string, unknown>): ReplyFacts {
   const ramMissing = isObject(ram) ? RAM_KEYS.filter((k) => ram[k] === undefined) : [];
   const status = typeof obj['status'] === 'string' ? norm(obj['status']) : null;
   const keys = Object.keys(obj).filter((k) => k !== 'blocked-reasons');
-  const fields = ordered(present);
-  return {
-    form: status === null && keys.length === 0 ? 'empty' : 'qmp',
-    status,
-    has_ram: present.has('ram'),
-    time_fields: fields.filter((f) => f !== 'ram'),
-    fields,
-    ram_missing: ramMissing,
-    error: null,
-  };
+  return factsOf(status === null && keys.length === 0 ? 'empty' : 'qmp', status, present, ramMissing);
 }
 
 /*
@@ -161,16 +158,7 @@ function hmpFacts(text: string): ReplyFacts {
     const has = { transferred: /^transferred ram:/m, remaining: /^remaining ram:/m, total: /^total ram:/m };
     ramMissing = RAM_KEYS.filter((k) => !has[k].test(text));
   }
-  const fields = ordered(present);
-  return {
-    form: status === null && present.size === 0 ? 'empty' : 'hmp',
-    status,
-    has_ram: present.has('ram'),
-    time_fields: fields.filter((f) => f !== 'ram'),
-    fields,
-    ram_missing: ramMissing,
-    error: null,
-  };
+  return factsOf(status === null && present.size === 0 ? 'empty' : 'hmp', status, present, ramMissing);
 }
 
 /**

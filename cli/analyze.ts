@@ -37,6 +37,16 @@ export function replyShape(reply: unknown): string {
   return `${String(r.status ?? '(no status)')}${fields.length ? ` [${fields.join(', ')}]` : ' [nothing else]'}`;
 }
 
+/** Run fn on a session of a read-only store (the newest when no id is given), closing the store after. */
+function withSession<T>(opts: DbOptions, id: string | undefined, fn: (store: TraceStore, sid: number) => T): T {
+  const store = openStore(opts, { readonly: true });
+  try {
+    return fn(store, resolveSession(store, id));
+  } finally {
+    store.close();
+  }
+}
+
 export function register(program: Command): void {
   program
     .command('analyze')
@@ -44,17 +54,11 @@ export function register(program: Command): void {
     .argument('[session]', 'session number (default: the newest)')
     .addOption(dbOption())
     .addOption(jsonOption())
-    .action(action((id: string | undefined, opts: DbOptions & { json?: boolean }) => {
-      const store = openStore(opts, { readonly: true });
-      try {
-        const sid = resolveSession(store, id);
-        const a = analyzeSession(store, sid);
-        if (opts.json) printJson(a);
-        else out(analysisText(a, store.session(sid).label));
-      } finally {
-        store.close();
-      }
-    }));
+    .action(action((id: string | undefined, opts: DbOptions & { json?: boolean }) => withSession(opts, id, (store, sid) => {
+      const a = analyzeSession(store, sid);
+      if (opts.json) printJson(a);
+      else out(analysisText(a, store.session(sid).label));
+    })));
 
   program
     .command('explore')
@@ -62,22 +66,16 @@ export function register(program: Command): void {
     .argument('[session]', 'session number (default: the newest)')
     .addOption(dbOption())
     .addOption(jsonOption())
-    .action(action((id: string | undefined, opts: DbOptions & { json?: boolean }) => {
-      const store = openStore(opts, { readonly: true });
-      try {
-        const sid = resolveSession(store, id);
-        const x = explore(store.session(sid), store.threads(sid), store.events(sid));
-        if (opts.json) return printJson(x);
-        const lines = [`session ${sid}: ${x.windows} query window(s), ${x.transitions.length} recorded transition(s), ${x.hazards.length} hazard(s)`];
-        for (const h of x.hazards) {
-          lines.push(`  ${h.id} ${h.kind} [${h.affects.join(', ') || 'none'}]: ${h.summary}`);
-          lines.push(`     unpatched: ${replyShape(h.unpatched.reply)}   patched: ${replyShape(h.patched.reply)}`);
-          lines.push(h.schedule ? `     force it: migrace replay --finding ${sid}:${h.id} --target ...` : '     cannot be forced with the current probe roles (needs a hold between the fills and the status store)');
-        }
-        for (const w of x.warnings) lines.push(`  warning: ${w}`);
-        out(lines.join('\n'));
-      } finally {
-        store.close();
+    .action(action((id: string | undefined, opts: DbOptions & { json?: boolean }) => withSession(opts, id, (store, sid) => {
+      const x = explore(store.session(sid), store.threads(sid), store.events(sid));
+      if (opts.json) return printJson(x);
+      const lines = [`session ${sid}: ${x.windows} query window(s), ${x.transitions.length} recorded transition(s), ${x.hazards.length} hazard(s)`];
+      for (const h of x.hazards) {
+        lines.push(`  ${h.id} ${h.kind} [${h.affects.join(', ') || 'none'}]: ${h.summary}`);
+        lines.push(`     unpatched: ${replyShape(h.unpatched.reply)}   patched: ${replyShape(h.patched.reply)}`);
+        lines.push(h.schedule ? `     force it: migrace replay --finding ${sid}:${h.id} --target ...` : '     cannot be forced with the current probe roles (needs a hold between the fills and the status store)');
       }
-    }));
+      for (const w of x.warnings) lines.push(`  warning: ${w}`);
+      out(lines.join('\n'));
+    })));
 }

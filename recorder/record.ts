@@ -103,6 +103,30 @@ export async function rootCause(live: LiveTarget | null, e: unknown): Promise<Mi
   return first && (first.code === 'GDB_EXITED' || first.code === 'INTERRUPTED') ? first : err;
 }
 
+/** What a live run holds until it ends. */
+export interface RunParts {
+  store: TraceStore;
+  sessionId: number;
+  writer: SessionWriter;
+  target: PreparedTarget;
+  live: LiveTarget | null;
+  qmp: QmpClient | null;
+}
+
+/**
+ * The end of every live run, whatever ended it: the monitor closed, pending
+ * hits written, gdb and the target (or the attachment) gone, the session
+ * closed as complete or aborted with everything recorded so far.
+ */
+export async function endRun(run: RunParts, error: MigraceError | null): Promise<void> {
+  await run.qmp?.close().catch(() => undefined);
+  await run.live?.drain().catch(() => undefined);
+  await run.live?.shutdown().catch(() => undefined);
+  await run.target.dispose().catch(() => undefined);
+  run.writer.close();
+  run.store.finishSession(run.sessionId, error ? 'aborted' : 'complete', error?.message ?? null);
+}
+
 export async function record(opts: RecordOptions): Promise<RecordResult> {
   const { store, target, profile } = opts;
   const pollMs = opts.pollMs ?? 20;
@@ -143,12 +167,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   } catch (e) {
     error = await rootCause(live, e);
   } finally {
-    await qmp?.close().catch(() => undefined);
-    await live?.drain().catch(() => undefined);
-    await live?.shutdown().catch(() => undefined);
-    await target.dispose().catch(() => undefined);
-    writer.close();
-    store.finishSession(sessionId, error ? 'aborted' : 'complete', error ? error.message : null);
+    await endRun({ store, sessionId, writer, target, live, qmp }, error);
   }
   return {
     sessionId, state: error ? 'aborted' : 'complete', error: error?.message ?? null,
@@ -220,11 +239,8 @@ export async function recordAttached(opts: AttachOptions): Promise<RecordResult>
   } catch (e) {
     error = await rootCause(live, e);
   } finally {
-    await qmp?.close().catch(() => undefined);
-    await live?.shutdown().catch(() => undefined);
-    writer.close();
     store.updateSession(sessionId, { meta: { ended } });
-    store.finishSession(sessionId, error ? 'aborted' : 'complete', error ? error.message : null);
+    await endRun({ store, sessionId, writer, target, live, qmp }, error);
   }
   return {
     sessionId, state: error ? 'aborted' : 'complete', error: error?.message ?? null,

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { expectCatch } from '../helpers/errors.js';
 import { describe, expect, it } from 'vitest';
 import { parseGdbTranscript, type GdbTranscript } from '../../recorder/import/gdb-transcript.js';
 import { findInterleavings } from '../../analyzer/interleavings.js';
@@ -24,15 +25,6 @@ function analyze(t: GdbTranscript) {
   return findInterleavings(session, t.threads, events);
 }
 
-function expectCatch(fn: () => unknown): MigraceError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(MigraceError);
-    return e as MigraceError;
-  }
-  throw new Error('expected an error');
-}
 
 describe('GDB transcripts generated from real gdb sessions', () => {
   it('minimig, unpatched: threads, the two transitions by the right threads, read setup, publish active, the QMP reply', () => {

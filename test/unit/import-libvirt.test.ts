@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
+import { expectCatch } from '../helpers/errors.js';
 import { describe, expect, it } from 'vitest';
 import { parseLibvirtLog } from '../../recorder/import/libvirt-log.js';
 import { parseQemuTrace } from '../../recorder/import/qemu-trace.js';
 import { mergeOnWallTime, type ImportedLog } from '../../recorder/import/merge.js';
 import { findInterleavings } from '../../analyzer/interleavings.js';
-import { MigraceError } from '../../trace/errors.js';
 import type { Session, TraceEvent } from '../../trace/schema.js';
 
 const sample = (f: string): string => readFileSync(`samples/libvirt-logs/${f}`, 'utf8');
@@ -19,15 +19,6 @@ function analyze(log: ImportedLog) {
   return findInterleavings(session, log.threads, log.events.map((e, seq) => ({ ...e, seq })) as TraceEvent[]);
 }
 
-function expectCatch(fn: () => unknown): MigraceError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(MigraceError);
-    return e as MigraceError;
-  }
-  throw new Error('expected an error');
-}
 
 describe('libvirt 9.0 logs of virsh save (real)', () => {
   it('QEMU 7.2: every query-migrate is a query with its reply; MIGRATION events are transitions on QEMU time', () => {

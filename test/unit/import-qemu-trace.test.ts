@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
+import { expectCatch } from '../helpers/errors.js';
 import { describe, expect, it } from 'vitest';
 import { parseQemuTrace } from '../../recorder/import/qemu-trace.js';
-import { MigraceError } from '../../trace/errors.js';
 import type { TraceEvent } from '../../trace/schema.js';
 
 const sample = (f: string): string => readFileSync(`samples/trace-logs/${f}`, 'utf8');
@@ -12,15 +12,6 @@ function summary(p: { events: unknown[]; threads: { tid: number; name: string | 
   return (p.events as Tr[]).filter((e) => e.kind === 'transition').map((e) => `${name(e.thread)}:${e.data.old?.name ?? '?'}->${e.data.new.name}`);
 }
 
-function expectCatch(fn: () => unknown): MigraceError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(MigraceError);
-    return e as MigraceError;
-  }
-  throw new Error('expected an error');
-}
 
 describe('QEMU trace logs made by real QEMUs', () => {
   it('TID@SEC.USEC (7.2 with -msg timestamp=on): setup by the main thread, active and completed by the migration thread', () => {
