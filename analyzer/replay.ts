@@ -1,14 +1,14 @@
 import { MigraceError, messageOf } from '../trace/errors.js';
-import { SessionWriter, type TraceStore } from '../trace/store.js';
+import type { TraceStore } from '../trace/store.js';
 import type { TraceEvent } from '../trace/schema.js';
 import { statusValue } from '../trace/status.js';
 import { LiveTarget, type ProbeHit } from '../recorder/live.js';
 import type { Profile } from '../recorder/probes/profile.js';
 import type { PreparedTarget } from '../recorder/targets/types.js';
-import { connectQmp, endRun, failOnAbort, queryOnce, rootCause, sleep } from '../recorder/record.js';
+import { connectQmp, endRun, failOnAbort, FINAL, openRun, queryOnce, rootCause, sleep } from '../recorder/record.js';
 import { parseInteger } from '../recorder/values.js';
 import { findInterleavings } from './interleavings.js';
-import type { Schedule, Role, Step } from './schedule.js';
+import { checkScheduleFor, type Schedule, type Role, type Step } from './schedule.js';
 import type { Finding, Verdict } from './types.js';
 
 /**
@@ -64,7 +64,6 @@ const LOCK_WAIT = /(pthread_mutex_lock|__lll_lock_wait|futex_wait|qemu_mutex_loc
 
 class Infeasible extends Error {}
 
-const FINAL = new Set(['completed', 'failed', 'cancelled']);
 
 /** Reject with `err()` after ms, and leave no timer behind when p settles first. */
 function withTimeout<T>(p: Promise<T>, ms: number, err: () => Error): Promise<T> {
@@ -101,11 +100,16 @@ function describeRole(role: RoleState): string {
 export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   const { store, target, profile, schedule } = opts;
   const began = Date.now();
-  const sessionId = store.createSession({
+  try {
+    checkScheduleFor(schedule, profile);
+  } catch (e) {
+    await target.dispose().catch(() => undefined);
+    throw e;
+  }
+  const { sessionId, writer } = await openRun(store, target, {
     label: opts.label, origin: 'replay', target: target.info, profile,
     meta: { schedule, scenario: schedule.name, args: target.args, ...opts.meta },
   });
-  const writer = new SessionWriter(store, sessionId);
   const roles = new Map<string, RoleState>(
     Object.entries(schedule.roles).map(([name, spec]) => [name, { name, spec, armed: false, tid: null, held: false, event: null }]),
   );
@@ -156,19 +160,23 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
       if (heldTids.has(t.id)) continue;
       // Only threads that can play the role: the main thread serves queries.
       if (waiting.spec.probe !== 'transition' && t.id !== 1) continue;
+      let stopped = false;
       try {
         const mark = live!.gdb.mark();
         await live!.gdb.interrupt(t.id);
-        await live!.gdb.waitForStop(t.id, 5_000, { since: mark });
+        // Only our interrupt's stop: a probe hit of this thread belongs to the hit handler.
+        await live!.gdb.waitForStop(t.id, 5_000, { since: mark, reason: 'signal-received' });
+        stopped = true;
         const frames = await live!.gdb.stack(t.id);
         const lockFrame = frames.find((f) => LOCK_WAIT.test(f.func ?? ''));
-        await live!.gdb.continueThread(t.id);
         if (lockFrame) {
           const chain = frames.slice(0, 6).map((f) => f.func ?? '??').join(' <- ');
           return `${describeRole(waiting)} cannot arrive: thread ${t.id}${t.name ? ` "${t.name}"` : ''} waits in ${lockFrame.func} (${chain}) while ${heldRoles.map(describeRole).join(', ')} is held; the held thread owns the lock`;
         }
       } catch {
         /* a thread that exited or cannot be stopped tells us nothing */
+      } finally {
+        if (stopped) await live!.gdb.continueThread(t.id).catch(() => undefined);
       }
     }
     return null;

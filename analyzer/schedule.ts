@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { MigraceError } from '../trace/errors.js';
-import { normalizeStatusName } from '../trace/status.js';
+import { normalizeStatusName, STATUS_TABLES, statusValue } from '../trace/status.js';
+import type { Profile } from '../recorder/probes/profile.js';
 
 /**
  * A replay schedule: which threads play which role, and the order in which
@@ -40,7 +41,7 @@ export const StepSchema = z.discriminatedUnion('do', [
   z.object({ do: z.literal('wait-state'), equals: StatusName, via: RoleName, timeout_ms: Timeout }),
   /** Wait for the reply of the last query. */
   z.object({ do: z.literal('wait-reply'), timeout_ms: Timeout }),
-  /** Let the migration finish, polling query-migrate. */
+  /** Let the migration finish: wait for its final state in memory, then take the final reply once. */
   z.object({ do: z.literal('finish'), timeout_ms: Timeout }),
 ]);
 export type Step = z.infer<typeof StepSchema>;
@@ -72,7 +73,7 @@ export type Schedule = z.infer<typeof ScheduleSchema>;
 export function readThenTransition(name: string, oldState: string, newState: string, description: string): Schedule {
   const o = normalizeStatusName(oldState);
   const n = normalizeStatusName(newState);
-  return ScheduleSchema.parse({
+  return parseSchedule({
     format: 'migrace-schedule',
     version: 1,
     name,
@@ -94,7 +95,7 @@ export function readThenTransition(name: string, oldState: string, newState: str
       { do: 'wait-reply' },
       { do: 'finish' },
     ],
-  });
+  }, `the schedule for ${o} -> ${n}`);
 }
 
 export const SCENARIOS: Record<string, () => Schedule> = {
@@ -105,11 +106,36 @@ export const SCENARIOS: Record<string, () => Schedule> = {
 };
 
 export function builtinSchedule(name: string): Schedule {
-  const make = SCENARIOS[name];
+  const make = Object.hasOwn(SCENARIOS, name) ? SCENARIOS[name] : undefined;
   if (!make) {
     throw new MigraceError('USAGE', `unknown scenario "${name}" (known: ${Object.keys(SCENARIOS).join(', ')})`);
   }
   return make();
+}
+
+/**
+ * Check a schedule against the profile it will run with, before anything
+ * starts: every state it names exists in the target's MigrationStatus table,
+ * and every role's probe is in the profile. Otherwise a typo would only show
+ * as a role that "never arrived".
+ */
+export function checkScheduleFor(schedule: Schedule, profile: Profile): void {
+  const where = `schedule ${schedule.name}`;
+  for (const [name, role] of Object.entries(schedule.roles)) {
+    if (!profile.probes.some((p) => p.role === role.probe)) {
+      throw new MigraceError('BAD_INPUT', `${where}: roles.${name}.probe is "${role.probe}", but the profile has no ${role.probe} probe`);
+    }
+    for (const [key, state] of Object.entries(role.when)) {
+      if (state !== undefined && statusValue(state, profile.status_table) === null) {
+        throw new MigraceError('BAD_INPUT', `${where}: roles.${name}.when.${key} is "${state}", not a MigrationStatus of this target (table ${profile.status_table}: ${STATUS_TABLES[profile.status_table].join(', ')})`);
+      }
+    }
+  }
+  schedule.steps.forEach((step, i) => {
+    if (step.do === 'wait-state' && statusValue(step.equals, profile.status_table) === null) {
+      throw new MigraceError('BAD_INPUT', `${where}: steps.${i}.equals is "${step.equals}", not a MigrationStatus of this target`);
+    }
+  });
 }
 
 export function parseSchedule(data: unknown, source: string): Schedule {

@@ -20,7 +20,7 @@ export function buildProgram(): Command {
     .name('migrace')
     .description('record, analyze, replay and report read-then-transition races in QEMU migration status code')
     .option('--debug', 'print stack traces with errors')
-    .showHelpAfterError()
+    .showHelpAfterError('(add --help for usage)')
     .hook('preAction', (cmd) => setDebug(Boolean(cmd.opts().debug)));
   for (const register of COMMANDS) register(program);
   return program;

@@ -3,6 +3,7 @@ import { Option } from 'commander';
 import { readlinkSync } from 'node:fs';
 import { MigraceError } from '../trace/errors.js';
 import { discoverProfile, loadProfileFile } from '../recorder/probes/discover.js';
+import { readElfInfo } from '../recorder/probes/elf.js';
 import { minimigProfile } from '../recorder/probes/minimig.js';
 import type { Profile } from '../recorder/probes/profile.js';
 import { minimigDir, prepareMinimig } from '../recorder/targets/minimig.js';
@@ -72,7 +73,15 @@ export function addTargetOptions(cmd: Command): Command {
 }
 
 export async function profileFor(binary: string, env: Record<string, string>, opts: TargetCliOptions, say?: (m: string) => void): Promise<Profile> {
-  if (opts.profile) return loadProfileFile(opts.profile);
+  if (opts.profile) {
+    const profile = loadProfileFile(opts.profile);
+    // Address probes of another build land in the middle of instructions.
+    const { buildId } = await readElfInfo(binary);
+    if (profile.build_id && buildId && profile.build_id !== buildId) {
+      throw new MigraceError('PROBES', `${opts.profile} is a profile for build-id ${profile.build_id}, but ${binary} is ${buildId}; its addresses would be wrong here (run "migrace probes ${binary}" to make one for this build)`);
+    }
+    return profile;
+  }
   const found = await discoverProfile(binary, { env, gdb: opts.gdb, refresh: opts.refreshProbes });
   say?.(`probes for ${binary}: ${found.profile.kind}, ${found.profile.variant}${found.cached ? ' (cached)' : ''} in ${Math.round(found.ms)} ms`);
   return found.profile;
@@ -127,7 +136,7 @@ export function register(program: Command): void {
         const signals = abortOnSignals();
         try {
           report(await recordAttached({
-            store, pid: opts.attach, qmpPath: opts.qmp ?? null, profile, label: opts.label ?? `attach ${opts.attach}`,
+            store, pid: opts.attach, binary: exe, qmpPath: opts.qmp ?? null, profile, label: opts.label ?? `attach ${opts.attach}`,
             pollMs: opts.pollMs, gdbPath: opts.gdb, progress: say, signal: signals.signal,
           }), opts.json);
         } finally {
@@ -138,9 +147,10 @@ export function register(program: Command): void {
       }
       if (opts.qmp) throw new MigraceError('USAGE', '--qmp goes with --attach');
       const store = openStore(opts);
-      const { target, profile } = await prepareTarget(opts, extra, say);
+      // Before anything starts: a signal during preparation must still reach the cleanup.
       const signals = abortOnSignals();
       try {
+        const { target, profile } = await prepareTarget(opts, extra, say);
         report(await record({
           store, target, profile, label: opts.label ?? (opts.target === 'qemu' ? `qemu ${profile.qemu_version ?? ''} recording`.replace('  ', ' ') : `${opts.patched ? 'minimig-patched' : 'minimig'} recording`),
           pollMs: opts.pollMs, timeoutMs: opts.timeout * 1000, gdbPath: opts.gdb, progress: say, signal: signals.signal,

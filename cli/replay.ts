@@ -41,14 +41,19 @@ export function scheduleFromHazard(store: TraceStore, sid: number, hazardId: str
   return h.schedule;
 }
 
-function pickSchedule(opts: ReplayCliOptions, store: TraceStore): Schedule {
+/** --scenario or --schedule, checked before any database is opened (or created). */
+function scheduleFromOptions(opts: ReplayCliOptions): Schedule | null {
   const given = [opts.scenario, opts.schedule, opts.finding].filter((x) => x !== undefined).length;
   if (given !== 1) throw new MigraceError('USAGE', `replay needs exactly one of --scenario (${Object.keys(SCENARIOS).join(', ')}), --schedule FILE or --finding ID`);
   if (opts.scenario) return builtinSchedule(opts.scenario);
   if (opts.schedule) return loadScheduleFile(opts.schedule);
+  return null;
+}
+
+function scheduleFromStore(opts: ReplayCliOptions, store: TraceStore): Schedule {
   const m = /^(?:(\d+):)?([FH]\d+)$/.exec(opts.finding!);
   if (!m) throw new MigraceError('USAGE', `--finding takes a finding or hazard id such as F1 or H2 (with --session N), or 12:F1, not "${opts.finding}"`);
-  const sid = m[1] ? Number(m[1]) : opts.session ? sessionId(opts.session, '--session') : store.latestSession()?.id;
+  const sid = m[1] ? sessionId(m[1], '--finding') : opts.session ? sessionId(opts.session, '--session') : store.latestSession()?.id;
   if (!sid) throw new MigraceError('NOT_FOUND', 'no session to take the finding from');
   return m[2].startsWith('H') ? scheduleFromHazard(store, sid, m[2]) : scheduleFromFinding(store, sid, m[2]);
 }
@@ -84,12 +89,13 @@ export function register(program: Command): void {
     .addOption(dbOption())
     .addOption(jsonOption())
     .action(action(async (extra: string[], opts: ReplayCliOptions) => {
+      const given = scheduleFromOptions(opts);
       const store = openStore(opts);
       const signals = abortOnSignals();
       const say = opts.json ? undefined : progress;
       const results: ReplayResult[] = [];
       try {
-        const schedule = pickSchedule(opts, store);
+        const schedule = given ?? scheduleFromStore(opts, store);
         for (let i = 0; i < opts.repeat && !signals.signal.aborted; i++) {
           const { target, profile } = await prepareTarget(opts, extra, i === 0 ? say : undefined);
           const r = await replay({

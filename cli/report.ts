@@ -24,7 +24,7 @@ async function renderers() {
 export function loadBundle(store: TraceStore, sid: number): SessionBundle {
   const session = store.session(sid);
   // The database a --finding replay must name; the reports print the command.
-  const withDb = { ...session, meta: { db: store.path, ...session.meta } };
+  const withDb = { ...session, meta: { ...session.meta, db: store.path } };
   const threads = store.threads(sid);
   const events = store.events(sid);
   return { session: withDb, threads, events, analysis: findInterleavings(session, threads, events) };

@@ -202,7 +202,7 @@ export class LiveTarget {
 
   private async onStopped(stop: StoppedEvent): Promise<void> {
     if (stop.reason !== 'breakpoint-hit' || stop.bkptno === null || stop.threadId === null) return;
-    const probe = this.byBreakpoint.get(String(stop.bkptno).split('.')[0]);
+    const probe = this.byBreakpoint.get(String(stop.bkptno));
     if (!probe) return;
     const tid = stop.threadId;
     this.hits++;

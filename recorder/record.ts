@@ -1,5 +1,6 @@
 import { MigraceError, messageOf } from '../trace/errors.js';
 import { SessionWriter, type TraceStore } from '../trace/store.js';
+import type { NewSession } from '../trace/schema.js';
 import { LiveTarget } from './live.js';
 import type { Profile } from './probes/profile.js';
 import { QmpClient } from './qmp.js';
@@ -41,7 +42,8 @@ export interface RecordResult {
   lastStatus: string | null;
 }
 
-const FINAL = new Set(['completed', 'failed', 'cancelled']);
+/** Statuses a migration does not leave. */
+export const FINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled']);
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -103,6 +105,21 @@ export async function rootCause(live: LiveTarget | null, e: unknown): Promise<Mi
   return first && (first.code === 'GDB_EXITED' || first.code === 'INTERRUPTED') ? first : err;
 }
 
+/**
+ * Open the session a run writes to. If that fails (the database refuses the
+ * write), the target prepared for the run is disposed before the error goes
+ * on: its helpers (a destination QEMU, the private folder) are already there.
+ */
+export async function openRun(store: TraceStore, target: PreparedTarget, session: NewSession): Promise<{ sessionId: number; writer: SessionWriter }> {
+  try {
+    const sessionId = store.createSession(session);
+    return { sessionId, writer: new SessionWriter(store, sessionId) };
+  } catch (e) {
+    await target.dispose().catch(() => undefined);
+    throw e;
+  }
+}
+
 /** What a live run holds until it ends. */
 export interface RunParts {
   store: TraceStore;
@@ -132,11 +149,10 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   const pollMs = opts.pollMs ?? 20;
   const timeoutMs = opts.timeoutMs ?? 120_000;
   const began = Date.now();
-  const sessionId = store.createSession({
+  const { sessionId, writer } = await openRun(store, target, {
     label: opts.label, origin: 'live', target: target.info, profile,
     meta: { poll_ms: pollMs, args: target.args, ...opts.meta },
   });
-  const writer = new SessionWriter(store, sessionId);
   let live: LiveTarget | null = null;
   let qmp: QmpClient | null = null;
   let error: MigraceError | null = null;
@@ -178,6 +194,8 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
 export interface AttachOptions {
   store: TraceStore;
   pid: number;
+  /** The running program (/proc/PID/exe), whatever the profile says. */
+  binary: string;
   /** The QMP socket migrace polls query-migrate on (a monitor of its own: QEMU serves one client per socket). */
   qmpPath: string | null;
   profile: Profile;
@@ -198,14 +216,13 @@ export async function recordAttached(opts: AttachOptions): Promise<RecordResult>
   const { store, profile } = opts;
   const began = Date.now();
   const target: PreparedTarget = {
-    info: { kind: 'attach', binary: profile.binary, build_id: profile.build_id, qemu_version: profile.qemu_version, variant: profile.variant, status_table: profile.status_table },
-    binary: profile.binary ?? `/proc/${opts.pid}/exe`,
+    info: { kind: 'attach', binary: opts.binary, build_id: profile.build_id, qemu_version: profile.qemu_version, variant: profile.variant, status_table: profile.status_table },
+    binary: opts.binary,
     args: [], env: {}, qmpPath: opts.qmpPath ?? '', migrateUri: '', logPath: '', setup: [],
     threadNames: { main: 'qemu-system-x86', migration: 'live_migration' },
     dispose: async () => undefined,
   };
-  const sessionId = store.createSession({ label: opts.label, origin: 'live', target: target.info, profile, meta: { attached_pid: opts.pid, poll_ms: opts.pollMs ?? 20 } });
-  const writer = new SessionWriter(store, sessionId);
+  const { sessionId, writer } = await openRun(store, target, { label: opts.label, origin: 'live', target: target.info, profile, meta: { attached_pid: opts.pid, poll_ms: opts.pollMs ?? 20 } });
   let live: LiveTarget | null = null;
   let qmp: QmpClient | null = null;
   let error: MigraceError | null = null;

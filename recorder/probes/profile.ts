@@ -19,11 +19,25 @@ export const LocationSchema = Safe.regex(
   'must be func, file.c:LINE, *func+OFFSET or *0xADDR',
 );
 
-/** An expression gdb evaluates in the stopped thread: registers, locals, simple casts and member access. */
+/**
+ * An expression gdb evaluates in the stopped thread: registers, locals,
+ * casts and member access. Evaluated on every hit, so nothing that changes
+ * the target (++, --) or runs its code (a function call) is allowed.
+ */
 export const ExpressionSchema = Safe.regex(
   /^[\w$ .>*()&+\-\[\]]+$/,
   'may only use names, registers ($reg), numbers, casts, *, &, ->, ., +, -, []',
-);
+)
+  .refine((e) => !/\+\+|--/.test(e), 'must not use ++ or -- (it would change the target on every hit)')
+  .refine((e) => !/[A-Za-z_$][\w$]*\s*\(/.test(e), 'must not call a function (it would run target code on every hit)');
+
+/** The values each role's events are made of. */
+const REQUIRED_VALUES: Record<z.infer<typeof ProbeRole>, string[]> = {
+  transition: ['old', 'new'],
+  read: ['value'],
+  publish: ['value'],
+  query: [],
+};
 
 export const ProbeSchema = z.object({
   name: z.string().regex(/^[\w.-]+$/),
@@ -37,6 +51,10 @@ export const ProbeSchema = z.object({
   values: z.record(z.string().regex(/^\w+$/), ExpressionSchema),
   /** Why this placement was chosen (shown by `migrace probes`). */
   why: z.string().default(''),
+}).superRefine((p, ctx) => {
+  for (const key of REQUIRED_VALUES[p.role]) {
+    if (!(key in p.values)) ctx.addIssue({ code: 'custom', path: ['values', key], message: `a ${p.role} probe needs the value "${key}"` });
+  }
 });
 export type Probe = z.infer<typeof ProbeSchema>;
 
@@ -56,6 +74,11 @@ export const ProfileSchema = z.object({
   state_addr_expr: ExpressionSchema.nullable(),
   probes: z.array(ProbeSchema).min(1),
   notes: z.array(z.string()).default([]),
+}).superRefine((p, ctx) => {
+  // Without these two roles nothing can be found: no transition, no read.
+  for (const role of ['transition', 'read'] as const) {
+    if (!p.probes.some((x) => x.role === role)) ctx.addIssue({ code: 'custom', path: ['probes'], message: `needs a ${role} probe` });
+  }
 });
 export type Profile = z.infer<typeof ProfileSchema>;
 
