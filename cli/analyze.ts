@@ -3,6 +3,7 @@ import { findInterleavings } from '../analyzer/interleavings.js';
 import { explore } from '../analyzer/explore.js';
 import type { Analysis } from '../analyzer/types.js';
 import { MigraceError } from '../trace/errors.js';
+import { cleanText } from '../reports/timeline.js';
 import type { TraceStore } from '../trace/store.js';
 import { action, dbOption, jsonOption, openStore, out, printJson, sessionId, type DbOptions } from './common.js';
 
@@ -17,6 +18,7 @@ export function analyzeSession(store: TraceStore, sid: number): Analysis {
   return findInterleavings(store.session(sid), store.threads(sid), store.events(sid));
 }
 
+/** The analysis for a terminal: labels, summaries, statuses and warnings are trace text, each line cleaned. */
 export function analysisText(a: Analysis, label: string): string {
   const lines = [`session ${a.session_id} (${label}): ${a.findings.length} finding(s), ${a.replies.length} replies judged`];
   for (const f of a.findings) {
@@ -26,15 +28,15 @@ export function analysisText(a: Analysis, label: string): string {
   const failing = a.replies.filter((v) => v.old_libvirt === 'fails' && v.status !== null);
   if (failing.length) lines.push(`  replies old libvirt rejects: ${failing.map((v) => `seq ${v.reply_seq} (${v.status})`).join(', ')}`);
   for (const w of a.warnings) lines.push(`  warning: ${w}`);
-  return lines.join('\n');
+  return lines.map(cleanText).join('\n');
 }
 
-/** A reply as a maintainer scans it: the status and which fields are there, not the counters. */
+/** A reply as a maintainer scans it: the status and which fields are there, not the counters. Cleaned: the reply is trace data. */
 export function replyShape(reply: unknown): string {
   if (!reply || typeof reply !== 'object') return '-';
   const r = reply as Record<string, unknown>;
   const fields = Object.keys(r).filter((k) => k !== 'status');
-  return `${String(r.status ?? '(no status)')}${fields.length ? ` [${fields.join(', ')}]` : ' [nothing else]'}`;
+  return cleanText(`${String(r.status ?? '(no status)')}${fields.length ? ` [${fields.join(', ')}]` : ' [nothing else]'}`);
 }
 
 /** Run fn on a session of a read-only store (the newest when no id is given), closing the store after. */
@@ -76,6 +78,6 @@ export function register(program: Command): void {
         lines.push(h.schedule ? `     force it: migrace replay --finding ${sid}:${h.id} --target ...` : '     cannot be forced with the current probe roles (needs a hold between the fills and the status store)');
       }
       for (const w of x.warnings) lines.push(`  warning: ${w}`);
-      out(lines.join('\n'));
+      out(lines.map(cleanText).join('\n'));
     })));
 }

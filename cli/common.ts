@@ -1,6 +1,7 @@
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { MigraceError, messageOf } from '../trace/errors.js';
 import { TraceStore } from '../trace/store.js';
+import { cleanText } from '../reports/timeline.js';
 
 /** Options every command that touches the trace database takes. */
 export interface DbOptions {
@@ -23,17 +24,18 @@ export function openStore(opts: DbOptions, mode: { readonly?: boolean } = {}): T
 
 /** Parse a session id argument: a positive integer. */
 export function sessionId(text: string, what = 'SESSION'): number {
-  if (!/^\d+$/.test(text) || Number(text) <= 0) {
+  if (!/^\d+$/.test(text) || Number(text) <= 0 || !Number.isSafeInteger(Number(text))) {
     throw new MigraceError('USAGE', `${what} must be a session number (see "migrace sessions"), not "${text}"`);
   }
   return Number(text);
 }
 
+/** A whole-number option; commander reports a bad value as a usage error naming the option. */
 export function parseIntOption(name: string, min: number, max: number) {
   return (text: string): number => {
-    if (!/^-?\d+$/.test(text)) throw new MigraceError('USAGE', `${name} must be a whole number, not "${text}"`);
+    if (!/^-?\d+$/.test(text)) throw new InvalidArgumentError(`${name} must be a whole number, not "${text}"`);
     const n = Number(text);
-    if (n < min || n > max) throw new MigraceError('USAGE', `${name} must be between ${min} and ${max}, not ${n}`);
+    if (n < min || n > max) throw new InvalidArgumentError(`${name} must be between ${min} and ${max}, not ${n}`);
     return n;
   };
 }
@@ -72,17 +74,18 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | 
 }
 
 export function reportError(e: unknown): void {
+  // Messages quote file names and input lines: nothing in them may drive the terminal.
   if (e instanceof MigraceError) {
-    process.stderr.write(`migrace: ${e.message}\n`);
+    process.stderr.write(`migrace: ${cleanText(e.message)}\n`);
   } else {
-    process.stderr.write(`migrace: internal error: ${messageOf(e)} (please report; rerun with --debug for details)\n`);
+    process.stderr.write(`migrace: internal error: ${cleanText(messageOf(e))} (please report; rerun with --debug for details)\n`);
   }
   if (debug && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
 }
 
-/** A fixed-width table for terminals. */
+/** A fixed-width table for terminals. Cells hold trace text: each goes through cleanText, so none can drive the terminal. */
 export function table(headers: string[], rows: Array<Array<string | number | null>>): string {
-  const cells = rows.map((r) => r.map((c) => (c === null ? '-' : String(c))));
+  const cells = rows.map((r) => r.map((c) => (c === null ? '-' : cleanText(String(c)))));
   const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ').trimEnd();
   return [line(headers), ...cells.map(line)].join('\n');

@@ -21,6 +21,7 @@ export function describeEvent(e: TraceEvent): string {
   }
 }
 
+// Not the analyzer's or the timeline's threadLabel on purpose: a narrow table column ("name/lwp", "#tid", "-").
 export function threadLabel(threads: Map<number, Thread>, tid: number | null): string {
   if (tid === null) return '-';
   const t = threads.get(tid);

@@ -1,18 +1,14 @@
 import type { Command } from 'commander';
 import { Argument } from 'commander';
-import { readFileSync } from 'node:fs';
 import { MigraceError, messageOf } from '../trace/errors.js';
-import { importFiles, type ImportKind } from '../recorder/import/index.js';
+import { importFiles, readLogFile, type ImportKind } from '../recorder/import/index.js';
+import { cleanText } from '../reports/timeline.js';
 import { analyzeSession } from './analyze.js';
 import { action, dbOption, jsonOption, openStore, out, printJson, type DbOptions } from './common.js';
 
+/** An exported session: plain or gzipped JSON (readLogFile inflates gzip by its magic bytes). */
 function readJson(file: string): unknown {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new MigraceError('IMPORT', `cannot read ${file}: ${messageOf(e)}`);
-  }
+  const text = readLogFile(file);
   try {
     return JSON.parse(text);
   } catch (e) {
@@ -50,9 +46,10 @@ export function register(program: Command): void {
             findings: a.findings.map((f) => ({ id: f.id, class: f.class, summary: f.summary })) };
         });
         if (opts.json) return printJson(sessions);
+        // Labels (file names, or the label inside an exported session) and summaries are trace text.
         for (const s of sessions) {
-          out(`session ${s.id}: ${s.label}: ${s.events} events, ${s.warnings} line(s) not understood${s.warnings ? ` (see "migrace events ${s.id} --json", meta.import.warnings)` : ''}`);
-          for (const f of s.findings) out(`  ${f.id} ${f.class}: ${f.summary}`);
+          out(cleanText(`session ${s.id}: ${s.label}: ${s.events} events, ${s.warnings} line(s) not understood${s.warnings ? ` (see "migrace events ${s.id} --json", meta.import.warnings)` : ''}`));
+          for (const f of s.findings) out(cleanText(`  ${f.id} ${f.class}: ${f.summary}`));
         }
       } finally {
         store.close();

@@ -5,7 +5,7 @@ import {
   type LayoutOptions, type TimelineLayout, type VerdictKind,
 } from './timeline.js';
 import { renderSvg } from './svg.js';
-import { escapeHtml, findingsHtml, htmlPage, timelineHtml } from './html.js';
+import { findingsHtml, h, htmlPage, timelineHtml } from './html.js';
 import { swimlaneDiagram } from './text.js';
 
 /*
@@ -300,7 +300,6 @@ export function renderDiffHtml(a: SessionBundle, b: SessionBundle, opts: LayoutO
   const la = layoutTimeline(a.session, a.threads, a.events, a.analysis, lo);
   const lb = layoutTimeline(b.session, b.threads, b.events, b.analysis, lo);
   const d = diffWithLayouts(a, b, la, lb);
-  const h = (s: string): string => escapeHtml(cleanText(s));
   const sides = [
     { tag: 'A', bundle: a, layout: la, prefix: 'a-' },
     { tag: 'B', bundle: b, layout: lb, prefix: 'b-' },

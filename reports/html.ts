@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Session, Thread, TraceEvent } from '../trace/schema.js';
 import type { Analysis, Verdict } from '../analyzer/types.js';
 import {
-  cleanText, formatDuration, layoutTimeline, reproduceCommand, truncate,
+  cleanMultiline, cleanText, formatDuration, layoutTimeline, reproduceCommand, truncate,
   type LayoutOptions, type Mark, type TimelineLayout,
 } from './timeline.js';
 import { renderSvg } from './svg.js';
@@ -21,13 +21,13 @@ export function escapeHtml(s: string): string {
 }
 
 /** Trace text for HTML: made printable, then escaped. */
-function h(s: string | null | undefined): string {
+export function h(s: string | null | undefined): string {
   return escapeHtml(cleanText(s ?? ''));
 }
 
 /** Multi-line text (JSON bodies) keeps its newlines. */
 function hBlock(s: string): string {
-  return s.split('\n').map((l) => escapeHtml(cleanText(l))).join('\n');
+  return escapeHtml(cleanMultiline(s));
 }
 
 export const REPORT_CSS = `

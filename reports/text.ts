@@ -270,10 +270,6 @@ export function renderText(
   return textFromLayout(session, layoutTimeline(session, threads, events, analysis, opts), opts.columns ?? 80);
 }
 
-export function renderTextFromLayout(session: Session, layout: TimelineLayout, opts: { columns?: number } = {}): string {
-  return textFromLayout(session, layout, opts.columns ?? 80);
-}
-
 /** Markdown: escape what would be read as markup, including raw HTML. */
 export function escapeMarkdown(s: string): string {
   return cleanText(s).replace(/[\\`*_[\]<>|~&#!]/g, (c) => `\\${c}`);
@@ -328,8 +324,4 @@ export function renderMarkdown(
   opts: TextOptions = {},
 ): string {
   return markdownFromLayout(session, layoutTimeline(session, threads, events, analysis, opts), opts.columns ?? 80);
-}
-
-export function renderMarkdownFromLayout(session: Session, layout: TimelineLayout, opts: { columns?: number } = {}): string {
-  return markdownFromLayout(session, layout, opts.columns ?? 80);
 }

@@ -1,6 +1,7 @@
 import type { Session, StateValue, Thread, TraceEvent, EventKind } from '../trace/schema.js';
 import type { Analysis, Finding, FindingClass, ThreadRef, Verdict } from '../analyzer/types.js';
-import { RAM_REQUIRED_BY_OLD_LIBVIRT, normalizeStatusName, statusName } from '../trace/status.js';
+import { RAM_REQUIRED_BY_OLD_LIBVIRT, normalizeStatusName } from '../trace/status.js';
+import { stateName as analyzerStateName } from '../analyzer/interleavings.js';
 import { SCENARIOS } from '../analyzer/schedule.js';
 
 /*
@@ -275,17 +276,16 @@ export function formatDuration(ns: number): string {
   return `${(ns / 1_000_000_000).toFixed(3)} s`;
 }
 
+// Not analyzer/interleavings.ts threadLabel on purpose: a lane label, cleaned and never empty ("unknown thread (LWP n)", not a sentence's "LWP n").
 export function threadLabel(t: { name: string | null; lwp: number | null; tid: number | null }): string {
   const name = t.name ? cleanText(t.name) : t.tid !== null ? `thread ${t.tid}` : 'unknown thread';
   if (t.lwp !== null) return `${name} (LWP ${t.lwp})`;
   return name;
 }
 
+/** The analyzer's state name, cleaned for display, and "?" where it has none. */
 export function stateName(v: StateValue | null | undefined, table: Session['target']['status_table']): string {
-  if (!v) return '?';
-  if (v.name) return cleanText(normalizeStatusName(v.name));
-  if (v.value !== null) return statusName(v.value, table) ?? `#${v.value}`;
-  return '?';
+  return cleanText(analyzerStateName(v, table) ?? '?');
 }
 
 function needsRam(status: string | null): boolean {
@@ -342,10 +342,30 @@ function compactJson(body: unknown, max: number): string {
 // ---------------------------------------------------------------------------
 // Reproduction command and verdict sentence.
 
-/** POSIX shell quoting for a word that may hold anything. */
+/**
+ * What must not reach a terminal raw when a command is pasted: C0 and C1
+ * controls, DEL, bidi embeddings, overrides and isolates, BOM, line and
+ * paragraph separators, lone surrogates.
+ */
+const UNSAFE_IN_SHELL = String.raw`[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]`;
+const SHELL_UNSAFE = new RegExp(UNSAFE_IN_SHELL);
+/** What $'...' writes as an escape: the unsafe characters, and the backslash and quote it must escape. */
+const ANSI_C_ESCAPE = new RegExp(String.raw`[\\']|${UNSAFE_IN_SHELL}`, 'g');
+
+/**
+ * Shell quoting for a word that may hold anything: bare when plain,
+ * 'single-quoted' otherwise, and bash $'...' with \xHH / \uHHHH escapes when
+ * it holds a character of SHELL_UNSAFE, so the command shows and pastes as
+ * printable text yet still names the same bytes.
+ */
 export function shellQuote(s: string): string {
   if (/^[A-Za-z0-9_\/.,:=+@%-]+$/.test(s)) return s;
-  return `'${s.replace(/'/g, `'\\''`)}'`;
+  if (!SHELL_UNSAFE.test(s)) return `'${s.replace(/'/g, `'\\''`)}'`;
+  return `$'${s.replace(ANSI_C_ESCAPE, (c) => {
+    if (c === '\\' || c === "'") return `\\${c}`;
+    const n = c.charCodeAt(0);
+    return n < 0x80 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+  })}'`;
 }
 
 /** The built-in scenario that forces `old -> new` after a read of `old`, if there is one. */
@@ -372,7 +392,7 @@ export function reproduceCommand(session: Session, finding?: Finding | null): st
   const parts = ['migrace', 'replay'];
   const x = finding?.crossing[0];
   const fromFinding = x ? scenarioFor(stateName(x.old, table), stateName(x.new, table)) : null;
-  const metaScenario = typeof meta['scenario'] === 'string' && meta['scenario'] in SCENARIOS ? meta['scenario'] : null;
+  const metaScenario = typeof meta['scenario'] === 'string' && Object.hasOwn(SCENARIOS, meta['scenario']) ? meta['scenario'] : null;
   const db = typeof meta['db'] === 'string' ? meta['db'] : null;
   if (fromFinding) parts.push('--scenario', fromFinding);
   else if (finding && x) {

@@ -917,7 +917,8 @@ function blank<K extends NewEvent['kind']>(kind: K, thread: number | null, data:
   return { kind, t_ns: null, wall: null, thread, probe: 'import:gdb', pc: null, func: null, file: null, line: null, data } as NewEvent;
 }
 
-function variantOf(binary: string | null, version: string | null): GdbTranscript['variant'] {
+/** minimig's two bundled builds by name; a QEMU by version (null: no binary, as in trace and libvirt logs). */
+export function variantOf(binary: string | null, version: string | null): GdbTranscript['variant'] {
   if (binary) {
     const base = binary.split('/').pop() ?? '';
     if (base === 'minimig-patched') return 'patched';

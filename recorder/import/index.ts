@@ -5,7 +5,7 @@ import { MigraceError, messageOf } from '../../trace/errors.js';
 import { EventSchema, type NewEvent, type Origin, type Variant } from '../../trace/schema.js';
 import { tableIdFor } from '../../trace/status.js';
 import { SessionWriter, type TraceStore } from '../../trace/store.js';
-import { parseGdbTranscript } from './gdb-transcript.js';
+import { parseGdbTranscript, variantOf } from './gdb-transcript.js';
 import { parseLibvirtLog } from './libvirt-log.js';
 import { mergeOnWallTime, wallMicros, wallSpan, type ImportedLog } from './merge.js';
 import { parseQemuTrace } from './qemu-trace.js';
@@ -87,7 +87,7 @@ function planGdb(file: string, text: string, opts: ImportOptions): Planned[] {
 
 function planTrace(file: string, text: string, opts: ImportOptions): Planned[] {
   const r = parseQemuTrace(text, { source: file, qemuVersion: opts.qemuVersion ?? null });
-  return r.processes.map((p) => ({ file, log: p, variant: variantOf(opts.qemuVersion), binary: null, qemuVersion: opts.qemuVersion ?? null }));
+  return r.processes.map((p) => ({ file, log: p, variant: variantOf(null, opts.qemuVersion ?? null), binary: null, qemuVersion: opts.qemuVersion ?? null }));
 }
 
 function planLibvirt(file: string, text: string, opts: ImportOptions, qemuText: { file: string; text: string } | null): Planned[] {
@@ -122,15 +122,8 @@ function planLibvirt(file: string, text: string, opts: ImportOptions, qemuText: 
         log.warnings.push({ line: 0, text: qemuText!.file, reason: 'no QEMU process in the trace log overlaps this monitor\'s traffic in time (different guest, or clocks apart?): not merged' });
       }
     }
-    return { file, log, variant: variantOf(opts.qemuVersion), binary: null, qemuVersion: opts.qemuVersion ?? null };
+    return { file, log, variant: variantOf(null, opts.qemuVersion ?? null), binary: null, qemuVersion: opts.qemuVersion ?? null };
   });
-}
-
-function variantOf(version: string | null | undefined): Variant {
-  // Every QEMU from 7.1 on reads the state once (552de79b); older ones may carry a backport.
-  const m = version ? /^(\d+)\.(\d+)/.exec(version) : null;
-  if (m && (Number(m[1]) > 7 || (Number(m[1]) === 7 && Number(m[2]) >= 1))) return 'patched';
-  return 'unknown';
 }
 
 /**
@@ -171,7 +164,7 @@ function validate(p: Planned): NewEvent[] {
 export function importFiles(store: TraceStore, kind: ImportKind, files: string[], opts: ImportOptions): number[] {
   if (files.length === 0) throw new MigraceError('BAD_INPUT', 'no file to import');
   if (opts.qemuLog !== undefined && kind !== 'libvirt') {
-    throw new MigraceError('BAD_INPUT', `a QEMU trace log to merge (${opts.qemuLog}) goes with a libvirt log (--kind libvirt), not with --kind ${kind}`);
+    throw new MigraceError('BAD_INPUT', `a QEMU trace log to merge (${opts.qemuLog}) goes with a libvirt log (migrace import libvirt FILE --qemu-log ${opts.qemuLog}), not with migrace import ${kind}`);
   }
   const qemuText = opts.qemuLog !== undefined ? { file: opts.qemuLog, text: readLogFile(opts.qemuLog) } : null;
 

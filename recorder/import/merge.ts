@@ -56,9 +56,9 @@ export function sniffKinds(text: string): LogKind[] {
 }
 
 export const KIND_NAMES: Record<LogKind, string> = {
-  gdb: 'a GDB transcript (--kind gdb)',
-  'qemu-trace': 'a QEMU trace log (--kind qemu-trace)',
-  libvirt: 'a libvirt debug log (--kind libvirt)',
+  gdb: 'a GDB transcript (migrace import gdb)',
+  'qemu-trace': 'a QEMU trace log (migrace import qemu-trace)',
+  libvirt: 'a libvirt debug log (migrace import libvirt)',
 };
 
 /**

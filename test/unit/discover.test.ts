@@ -1,15 +1,16 @@
-import { mkdtempSync, readFileSync, existsSync, writeFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, existsSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MigraceError } from '../../trace/errors.js';
 import {
-  analyzeDisassembly, buildProfile, calleesToInspect, findGlobal, FIRST_PASS_FUNCTIONS, loadProfileFile,
+  analyzeDisassembly, buildProfile, calleesToInspect, discoverProfile, findGlobal, FIRST_PASS_FUNCTIONS, loadProfileFile,
   parseProfileText, parseVersionOutput,
 } from '../../recorder/probes/discover.js';
 import { parseDisasmLine, parseDisassembly, parseOperand } from '../../recorder/probes/disasm.js';
 import { buildIdFromNotes, readElfInfo } from '../../recorder/probes/elf.js';
 import { ProfileSchema } from '../../recorder/probes/profile.js';
+import { isAlive, survivors, waitGone } from '../../recorder/reaper.js';
 
 const FIX = join(import.meta.dirname, '../fixtures/disasm');
 const tmp = mkdtempSync(join(tmpdir(), 'migrace-discover-unit-'));
@@ -394,5 +395,73 @@ describe('ELF build-id and debug info', () => {
     n.writeUInt32LE(1, 8);
     n.write('GNU\0', 12, 'latin1');
     expect(buildIdFromNotes(n)).toBeNull();
+  });
+});
+
+/* ------------------------------------------------------------------ */
+/* The children discovery runs: gdb -batch and QEMU -version */
+
+describe('discovery runs gdb and -version as registered children', () => {
+  const dir = join(tmp, 'children');
+  mkdirSync(dir, { recursive: true });
+  /** An x86-64 ELF with a build-id that is not executable (mode 0644). */
+  const fakeQemu = (): string => {
+    const p = join(dir, 'qemu-system-x86_64');
+    writeFileSync(p, elf({ id: '00112233445566778899aabbccddeeff00112233' }));
+    return p;
+  };
+  const script = (name: string, text: string): string => {
+    const p = join(dir, name);
+    writeFileSync(p, text);
+    chmodSync(p, 0o755);
+    return p;
+  };
+  const opts = { cacheDir: join(dir, 'cache'), refresh: true };
+
+  it('a directory as --gdb: GDB_ERROR naming it and the errno, not "printed nothing"', async () => {
+    const e = await discoverProfile(fakeQemu(), { ...opts, gdb: dir }).then(() => null, (x: unknown) => x);
+    expect(e).toBeInstanceOf(MigraceError);
+    expect(e).toMatchObject({ code: 'GDB_ERROR' });
+    expect((e as MigraceError).message).toMatch(/^cannot run gdb \(.*children\): EACCES \(spawn .* EACCES\)$/);
+  });
+
+  it('a missing gdb is still GDB_MISSING', async () => {
+    await expect(discoverProfile(fakeQemu(), { ...opts, gdb: join(dir, 'no-such-gdb') })).rejects.toMatchObject({ code: 'GDB_MISSING' });
+  });
+
+  it('a gdb that hangs is registered with the reaper while it runs, and killed at the timeout', async () => {
+    const gdb = script('hanging-gdb', '#!/bin/sh\nexec sleep 30\n');
+    const running = discoverProfile(fakeQemu(), { ...opts, gdb, timeoutMs: 500 }).then(() => null, (x: unknown) => x);
+    let seen: { pid: number; label: string } | undefined;
+    for (let i = 0; i < 100 && !seen; i++) {
+      seen = survivors().find((s) => s.label === 'gdb (probe discovery)');
+      if (!seen) await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(seen).toBeDefined();
+    const e = await running;
+    expect(e).toMatchObject({ code: 'GDB_TIMEOUT' });
+    expect(survivors().filter((s) => s.label === 'gdb (probe discovery)')).toEqual([]);
+    expect(await waitGone(seen!.pid, 3000)).toBe(true);
+    if (isAlive(seen!.pid)) process.kill(seen!.pid, 'SIGKILL');
+  });
+
+  it('a QEMU that cannot run: the -version failure names the errno, and the profile is not cached', async () => {
+    // A gdb that answers with the captured 7.2 listings.
+    const gdb = script('listing-gdb', `#!/bin/sh
+for a in "$@"; do
+  case "$a" in
+    "echo @@migrace "*)
+      m=\${a#echo @@migrace }; m=\${m%\\\\n}; echo "@@migrace $m"
+      f="${FIX}/qemu-7.2.\${m#fn:}.txt"; if [ -f "$f" ]; then cat "$f"; fi;;
+  esac
+done
+`);
+    const qemu = fakeQemu();
+    const found = await discoverProfile(qemu, { ...opts, gdb });
+    expect(found.profile.variant).toBe('patched');
+    expect(found.profile.qemu_version).toBeNull();
+    expect(found.report.join('\n')).toMatch(/-version failed: cannot run it: EACCES \(spawn .* EACCES\)/);
+    expect(found.report.join('\n')).toMatch(/not cached: -version failed/);
+    expect(survivors()).toEqual([]);
   });
 });

@@ -238,6 +238,10 @@ describe('malformed input', () => {
     expect(e.message).toMatch(/looks like a QEMU trace log/);
     const l = expectCatch(() => parseGdbTranscript(readFileSync('samples/libvirt-logs/save-qemu72.libvirtd.log', 'utf8'), { source: 'lv' }));
     expect(l.message).toMatch(/looks like a libvirt debug log/);
+    // The hint names the command that reads it: the kind is positional, there is no --kind.
+    expect(e.message).toMatch(/\(migrace import qemu-trace\)/);
+    expect(l.message).toMatch(/\(migrace import libvirt\)/);
+    expect(`${e.message} ${l.message}`).not.toMatch(/--kind/);
   });
   it('a line of 1 MB is skipped with a warning, the rest still parses', () => {
     const text = `${sample('minimig-unpatched.gdb.txt')}\n${'x'.repeat(1 << 20)}\n`;

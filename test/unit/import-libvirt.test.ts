@@ -5,6 +5,9 @@ import { parseLibvirtLog } from '../../recorder/import/libvirt-log.js';
 import { parseQemuTrace } from '../../recorder/import/qemu-trace.js';
 import { mergeOnWallTime, type ImportedLog } from '../../recorder/import/merge.js';
 import { findInterleavings } from '../../analyzer/interleavings.js';
+import { importFiles } from '../../recorder/import/index.js';
+import { variantOf } from '../../recorder/import/gdb-transcript.js';
+import { tempStore } from '../helpers/db.js';
 import type { Session, TraceEvent } from '../../trace/schema.js';
 
 const sample = (f: string): string => readFileSync(`samples/libvirt-logs/${f}`, 'utf8');
@@ -126,5 +129,36 @@ describe('malformed input', () => {
     expect(m.warnings[1].reason).toMatch(/no reply/);
     const reply = m.events.find((e) => e.kind === 'reply') as Reply;
     expect(reply.data.status).toBeNull();
+  });
+});
+
+describe('importFiles', () => {
+  it('a QEMU trace log to merge with anything but a libvirt log names the command that takes it', () => {
+    const t = tempStore('migrace-import');
+    try {
+      const e = expectCatch(() => importFiles(t.store, 'gdb', ['samples/transcripts/minimig-unpatched.gdb.txt'], { label: 'x', qemuLog: 'q.log' }));
+      expect(e.code).toBe('BAD_INPUT');
+      expect(e.message).toMatch(/migrace import libvirt FILE --qemu-log q\.log/);
+      expect(e.message).toMatch(/not with migrace import gdb/);
+      expect(e.message).not.toMatch(/--kind/);
+      expect(t.store.listSessions()).toHaveLength(0);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('trace and libvirt logs take their variant from the QEMU version, as transcripts do', () => {
+    expect(variantOf(null, '7.2.0')).toBe('patched');
+    expect(variantOf(null, '8.0')).toBe('patched');
+    expect(variantOf(null, '7.0.0')).toBe('unknown');
+    expect(variantOf(null, null)).toBe('unknown');
+    expect(variantOf('/usr/bin/minimig', null)).toBe('unpatched');
+    const t = tempStore('migrace-import');
+    try {
+      const [id] = importFiles(t.store, 'libvirt', ['samples/libvirt-logs/save-qemu72.libvirtd.log'], { label: 'lv', qemuVersion: '7.2.0' });
+      expect(t.store.session(id!).target.variant).toBe('patched');
+    } finally {
+      t.cleanup();
+    }
   });
 });

@@ -1,12 +1,15 @@
 import { describe, expect, it, beforeAll } from 'vitest';
-import { findInterleavings } from '../../analyzer/interleavings.js';
+import { findInterleavings, stateName as analyzerStateName } from '../../analyzer/interleavings.js';
+import { STATUS_TABLES } from '../../trace/status.js';
 import { BODIES, MAIN, MIG, Trace } from '../helpers/events.js';
 import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 // @ts-ignore d3-node has no type declarations; its jsdom window parses what we render.
 import { D3Node } from 'd3-node';
 import { buildLp1994002Bundle, EVIL, EVIL_SCRIPT, type Bundle } from '../bench/reports.bench.js';
 import {
-  cleanText, layoutTimeline, reproduceCommand, shellQuote, type TimelineLayout,
+  cleanText, layoutTimeline, reproduceCommand, shellQuote, stateName, type TimelineLayout,
 } from '../../reports/timeline.js';
 import { renderSvg, renderSessionSvg } from '../../reports/svg.js';
 import { escapeHtml, renderHtml, REPORT_CSS, REPORT_SCRIPT } from '../../reports/html.js';
@@ -199,6 +202,20 @@ describe('timeline layout', () => {
   });
 });
 
+describe('stateName', () => {
+  it("is the analyzer's name, cleaned, with ? for none", () => {
+    for (const [id, names] of Object.entries(STATUS_TABLES) as Array<[keyof typeof STATUS_TABLES, readonly string[]]>) {
+      for (let v = -1; v <= names.length; v++) {
+        expect(stateName({ value: v, name: null }, id)).toBe(analyzerStateName({ value: v, name: null }, id));
+      }
+      expect(stateName({ value: 1, name: 'MIGRATION_STATUS_POSTCOPY_ACTIVE' }, id)).toBe('postcopy-active');
+      expect(stateName({ value: null, name: 'set\x1bup\u202e' }, id)).toBe('set\ufffdup\ufffd');
+      expect(stateName({ value: null, name: null }, id)).toBe('?');
+      expect(stateName(null, id)).toBe('?');
+    }
+  });
+});
+
 describe('reproduceCommand', () => {
   it('names the scenario, the target and the variant', () => {
     expect(reproduceCommand(unpatched.session, unpatched.analysis.findings[0])).toBe('migrace replay --scenario lp1994002 --target minimig');
@@ -219,6 +236,36 @@ describe('reproduceCommand', () => {
     expect(reproduceCommand(withDb, odd)).toBe(`migrace replay --finding 1:F1 --db '/srv/traces/run 1.db' --target minimig`);
     const own = { ...unpatched.session, target: { ...unpatched.session.target, binary: '/home/me/minimig-debug' } };
     expect(reproduceCommand(own, f)).toBe('migrace replay --scenario lp1994002 --target minimig --binary /home/me/minimig-debug');
+  });
+
+  it('quotes control characters and bidi overrides from the session as $\'...\' escapes', () => {
+    const evil = '/tmp/x\x07\x1b[31m\r\u202e';
+    const s = { ...unpatched.session, target: { ...unpatched.session.target, binary: evil } };
+    const cmd = reproduceCommand(s, unpatched.analysis.findings[0]);
+    expect(cmd).toBe(`migrace replay --scenario lp1994002 --target minimig --binary $'/tmp/x\\x07\\x1b[31m\\x0d\\u202e'`);
+    // eslint-disable-next-line no-control-regex
+    expect(cmd).not.toMatch(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/);
+    const q = buildLp1994002Bundle({ target: 'qemu' });
+    const qs = { ...q.session, target: { ...q.session.target, binary: "/opt/it's\\\u2066x\u2069\u0085" } };
+    expect(reproduceCommand(qs, null)).toBe(`migrace replay --scenario lp1994002 --target qemu --qemu $'/opt/it\\'s\\\\\\u2066x\\u2069\\u0085'`);
+    // Plain quoting stays as it was for everything else.
+    expect(shellQuote('a b')).toBe(`'a b'`);
+    expect(shellQuote('')).toBe(`''`);
+  });
+
+  it.skipIf(!existsSync('/bin/bash'))('a $\'...\' word reads back in bash as the same bytes', () => {
+    const evil = "/tmp/x\x07\x1b[31m\r\u202e it's \\ \u2066\x7f\u0085";
+    const got = execFileSync('/bin/bash', ['-c', `printf %s ${shellQuote(evil)}`], { env: { LC_ALL: 'C.UTF-8' } });
+    expect(got.toString('utf8')).toBe(evil);
+  });
+
+  it('takes only the scenarios the table defines, not what every object inherits', () => {
+    for (const name of ['toString', 'constructor', '__proto__', 'hasOwnProperty']) {
+      const s = { ...unpatched.session, meta: { scenario: name } };
+      expect(reproduceCommand(s, null)).toBe('migrace replay --scenario lp1994002 --target minimig');
+    }
+    const known = { ...unpatched.session, meta: { scenario: 'active-completed' } };
+    expect(reproduceCommand(known, null)).toBe('migrace replay --scenario active-completed --target minimig');
   });
 });
 
