@@ -1,13 +1,14 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { explore } from '../analyzer/explore.js';
 import { replay, type ReplayResult } from '../analyzer/replay.js';
 import { builtinSchedule } from '../analyzer/schedule.js';
-import { MigraceError } from '../trace/errors.js';
+import { MigraceError, messageOf } from '../trace/errors.js';
 import { record } from '../recorder/record.js';
+import { isAlive, track, waitGone } from '../recorder/reaper.js';
 import { minimigDir } from '../recorder/targets/minimig.js';
 import { analysisText, analyzeSession } from './analyze.js';
 import { action, out, progress } from './common.js';
@@ -35,19 +36,67 @@ interface Side {
   opts: TargetCliOptions;
 }
 
-/** The unpatched Debian QEMU, fetched by the project's script when it is not there yet. */
-function fetchUnpatchedQemu(): string {
-  const script = resolve(minimigDir(), '..', 'fetch-qemu-5.2.sh');
+/** How long the fetch of the unpatched QEMU may take (a cold fetch takes seconds; a slow mirror, minutes). */
+export const FETCH_TIMEOUT_MS = 600_000;
+
+export interface FetchOptions {
+  /** The fetch script; default samples/fetch-qemu-5.2.sh. */
+  script?: string;
+  timeoutMs?: number;
+  /** Aborting (SIGINT / SIGTERM through cli/signals.ts) kills the fetch. */
+  signal?: AbortSignal;
+}
+
+/**
+ * The unpatched Debian QEMU, fetched by the project's script when it is not
+ * there yet: its last stdout line is the binary's path. The script runs
+ * registered with the reaper, killed at the timeout or on abort.
+ */
+export async function fetchUnpatchedQemu(opts: FetchOptions = {}): Promise<string> {
+  const script = opts.script ?? resolve(minimigDir(), '..', 'fetch-qemu-5.2.sh');
+  const timeoutMs = opts.timeoutMs ?? FETCH_TIMEOUT_MS;
+  if (opts.signal?.aborted) throw new MigraceError('INTERRUPTED', `interrupted (${String(opts.signal.reason ?? 'SIGINT')}) before fetching the unpatched QEMU`);
   progress('fetching the unpatched Debian bullseye QEMU 5.2 (once)...');
-  const r = spawnSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  const path = r.stdout.trim().split('\n').at(-1) ?? '';
-  if (r.status !== 0 || !existsSync(path)) {
-    throw new MigraceError('TARGET_MISSING', `cannot fetch the unpatched QEMU 5.2 (exit ${r.status}); pass --qemu-unpatched PATH`);
+  const child = spawn('bash', [script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let stdout = '';
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+  const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error: Error | null }>((done) => {
+    child.once('error', (error) => done({ code: null, signal: null, error }));
+    child.once('close', (code, signal) => done({ code, signal, error: null }));
+  });
+  const pid = child.pid;
+  const untrack = pid ? track(pid, 'fetch-qemu-5.2.sh') : () => undefined;
+  let stopped: 'timeout' | 'interrupted' | null = null;
+  const stop = (why: 'timeout' | 'interrupted'): void => {
+    if (stopped || !pid) return;
+    stopped = why;
+    child.kill('SIGTERM');
+    void waitGone(pid, 2000).then((gone) => { if (!gone && isAlive(pid)) child.kill('SIGKILL'); });
+  };
+  const timer = setTimeout(() => stop('timeout'), timeoutMs);
+  const onAbort = (): void => stop('interrupted');
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  let r: Awaited<typeof ended>;
+  try {
+    r = await ended;
+  } finally {
+    clearTimeout(timer);
+    opts.signal?.removeEventListener('abort', onAbort);
+    untrack();
+  }
+  if (r.error) throw new MigraceError('TARGET_MISSING', `cannot run ${script} to fetch the unpatched QEMU 5.2: ${messageOf(r.error)}; pass --qemu-unpatched PATH`);
+  if (stopped === 'timeout') {
+    throw new MigraceError('TARGET_MISSING', `fetching the unpatched QEMU 5.2 took longer than ${timeoutMs / 1000} s and was stopped; pass --qemu-unpatched PATH`);
+  }
+  if (stopped === 'interrupted') throw new MigraceError('INTERRUPTED', `interrupted (${String(opts.signal?.reason ?? 'SIGINT')}) while fetching the unpatched QEMU 5.2`);
+  const path = stdout.trim().split('\n').at(-1) ?? '';
+  if (r.code !== 0 || !path || !existsSync(path)) {
+    throw new MigraceError('TARGET_MISSING', `cannot fetch the unpatched QEMU 5.2 (${r.code !== null ? `exit ${r.code}` : `killed by ${r.signal}`}); pass --qemu-unpatched PATH`);
   }
   return path;
 }
 
-function sides(opts: DemoOptions): [Side, Side] {
+async function sides(opts: DemoOptions, signal: AbortSignal): Promise<[Side, Side]> {
   const base = { memory: '128', gdb: opts.gdb };
   if (opts.target === 'minimig') {
     return [
@@ -55,11 +104,22 @@ function sides(opts: DemoOptions): [Side, Side] {
       { name: 'minimig-patched (reads it once)', opts: { ...base, target: 'minimig', patched: true } },
     ];
   }
-  const unpatched = opts.qemuUnpatched ?? fetchUnpatchedQemu();
+  const unpatched = opts.qemuUnpatched ?? await fetchUnpatchedQemu({ signal });
   return [
     { name: `QEMU ${unpatched}`, opts: { ...base, target: 'qemu', qemu: unpatched } },
     { name: `QEMU ${opts.qemuPatched}`, opts: { ...base, target: 'qemu', qemu: opts.qemuPatched } },
   ];
+}
+
+/** The output folder, created if need be; anything in the way is a clear error. */
+function makeOutDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'a file of that name is in the way' : messageOf(e);
+    throw new MigraceError('BAD_INPUT', `cannot create the output folder ${dir}: ${why}${code ? ` (${code})` : ''}`);
+  }
 }
 
 async function recordSide(store: TraceStore, side: Side, signal: AbortSignal): Promise<number> {
@@ -89,12 +149,14 @@ export function register(program: Command): void {
     .option('--out <dir>', 'where the database and the reports go', 'migrace-demo')
     .option('--gdb <path>', 'the gdb to use', 'gdb')
     .action(action(async (opts: DemoOptions) => {
-      mkdirSync(opts.out, { recursive: true });
-      const dbPath = join(opts.out, 'migrace.db');
-      const store = TraceStore.open(dbPath);
+      // First: a SIGINT / SIGTERM during the preparation (the fetch, discovery) must still reap.
       const signals = abortOnSignals();
+      let store: TraceStore | null = null;
       try {
-        const [unpatched, patched] = sides(opts);
+        makeOutDir(opts.out);
+        const dbPath = join(opts.out, 'migrace.db');
+        store = TraceStore.open(dbPath);
+        const [unpatched, patched] = await sides(opts, signals.signal);
         out(`1. record a migration on each build (query-migrate every 10 ms)`);
         const recU = await recordSide(store, unpatched, signals.signal);
         const recP = await recordSide(store, patched, signals.signal);
@@ -116,7 +178,7 @@ export function register(program: Command): void {
         out(`\ndatabase: ${dbPath} (try: migrace sessions --db ${dbPath})`);
       } finally {
         signals.dispose();
-        store.close();
+        store?.close();
       }
     }));
 }

@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { MigraceError, messageOf } from '../trace/errors.js';
 import type { NewEvent, StateValue, TraceEvent } from '../trace/schema.js';
 import type { SessionWriter, TraceStore } from '../trace/store.js';
-import { GdbSession, type StoppedEvent } from './gdb/session.js';
+import { assertShellSafePath, GdbSession, type StoppedEvent } from './gdb/session.js';
 import type { Probe, Profile } from './probes/profile.js';
 import type { PreparedTarget } from './targets/types.js';
 import { parseAddress, parseStateValue } from './values.js';
@@ -155,6 +155,8 @@ export class LiveTarget {
     });
 
     await gdb.setNonStop();
+    // gdb starts the program through /bin/sh, quoting only part of its path.
+    if (this.opts.attachPid === undefined) assertShellSafePath(target.binary);
     await gdb.fileExecAndSymbols(target.binary);
     if (this.opts.attachPid === undefined) {
       await gdb.setInferiorArgs(target.args);

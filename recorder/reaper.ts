@@ -8,6 +8,20 @@ import { readFileSync } from 'node:fs';
  * stuck gdb may never be killed by us, and a process it attached to is left
  * stopped when it dies; so inferiors are registered on their own as soon as
  * their pid is known (attached ones as not ours to kill).
+ *
+ * How each end is covered:
+ * - a normal exit, process.exit() or an uncaught exception: the 'exit' hook.
+ * - SIGINT / SIGTERM: Node's default for these signals exits WITHOUT running
+ *   'exit' listeners. A command that wants to stop gracefully installs its
+ *   own handlers (cli/signals.ts) and those take precedence. For the time in
+ *   between (a signal before the command installed them, or a library user
+ *   without any), the reaper installs its own SIGINT / SIGTERM listener while
+ *   something is tracked, but only for a signal nobody else listens to at that
+ *   moment; it kills everything tracked and exits 130 / 143. It is removed as
+ *   soon as nothing is tracked, and it stands back (does nothing) when another
+ *   listener for the signal was added after it.
+ * - SIGKILL of this process: nothing can run; gdb's PTRACE_O_EXITKILL is the
+ *   only guard then.
  */
 const tracked = new Map<number, string>();
 let exitHookInstalled = false;
@@ -19,17 +33,44 @@ function installExitHook(): void {
   process.on('exit', () => reapAll());
 }
 
+/** Exit codes a shell reports for a process ended by the signal: 128 + its number. */
+const SIGNAL_EXIT: ReadonlyArray<readonly [NodeJS.Signals, number]> = [['SIGINT', 130], ['SIGTERM', 143]];
+const signalHooks = new Map<NodeJS.Signals, () => void>();
+
+function installSignalHooks(): void {
+  for (const [sig, code] of SIGNAL_EXIT) {
+    if (signalHooks.has(sig) || process.listenerCount(sig) !== 0) continue;
+    const hook = (): void => {
+      // Somebody installed a handler since (the CLI's graceful abort): theirs decides.
+      if (process.listeners(sig).some((l) => l !== hook)) return;
+      reapAll();
+      process.exit(code);
+    };
+    signalHooks.set(sig, hook);
+    process.on(sig, hook);
+  }
+}
+
+/** Once nothing is tracked, leave the signals to Node's default and to the CLI. */
+function removeSignalHooksIfIdle(): void {
+  if (tracked.size > 0) return;
+  for (const [sig, hook] of signalHooks) process.off(sig, hook);
+  signalHooks.clear();
+}
+
 /** Register a process; returns the function that unregisters it. */
 export function track(pid: number, label: string): () => void {
   installExitHook();
   tracked.set(pid, label);
+  installSignalHooks();
   return () => {
-    tracked.delete(pid);
+    untrack(pid);
   };
 }
 
 export function untrack(pid: number): void {
   tracked.delete(pid);
+  removeSignalHooksIfIdle();
 }
 
 export function isAlive(pid: number): boolean {
@@ -73,6 +114,7 @@ export function reapAll(): void {
     }
     tracked.delete(pid);
   }
+  removeSignalHooksIfIdle();
 }
 
 /** Registered processes that are still alive (for tests and diagnostics). */

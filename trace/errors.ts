@@ -35,10 +35,6 @@ export class MigraceError extends Error {
   }
 }
 
-export function isMigraceError(e: unknown): e is MigraceError {
-  return e instanceof MigraceError;
-}
-
 /** A message for any thrown value, without a stack. */
 export function messageOf(e: unknown): string {
   if (e instanceof Error) return e.message;

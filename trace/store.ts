@@ -398,5 +398,3 @@ export class SessionWriter {
     process.off('exit', this.onExit);
   }
 }
-
-export const _internals = { APPLICATION_ID };

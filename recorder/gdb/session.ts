@@ -278,6 +278,31 @@ function threadIdArg(id: number, what = 'thread id'): number {
   return id;
 }
 
+/**
+ * A program path gdb can hand to /bin/sh unchanged. With startup-with-shell
+ * on, gdb starts the inferior as `$SHELL -c "exec PROGRAM ARGS"`: ARGS are
+ * ours (shellQuote), but PROGRAM is gdb's own text. gdb 13 single-quotes it
+ * only when it contains one of ' ! " ( ) $ \ & ; < > space tab newline (and
+ * then writes `!` as `\!`, which sh keeps literally inside quotes); a path with
+ * | ` * ? ~ # [ ] { } = and the like goes to the shell bare: `a|b` runs `a`
+ * piped into `b`, `*` globs. So only paths made of [A-Za-z0-9_./+,:@%-] pass
+ * (not starting with `-`, which `exec` could read as an option).
+ */
+const SHELL_SAFE_PATH = /^[A-Za-z0-9_./+,:@%-]+$/;
+
+/** Refuse (BAD_INPUT, naming the path) a program path gdb's `exec PROGRAM` would let the shell interpret. Call it before running a target. */
+export function assertShellSafePath(path: string): void {
+  if (typeof path !== 'string' || path === '') throw new MigraceError('BAD_INPUT', 'the program path is empty');
+  const bad = [...path].find((c) => !SHELL_SAFE_PATH.test(c));
+  if (bad !== undefined) {
+    throw new MigraceError('BAD_INPUT',
+      `program path ${JSON.stringify(path)} contains ${JSON.stringify(bad)}: gdb starts programs through /bin/sh ("exec PROGRAM") and does not quote every shell character; use a path of letters, digits and _ . / + , : @ % - only (copy or link the binary)`);
+  }
+  if (path.startsWith('-')) {
+    throw new MigraceError('BAD_INPUT', `program path ${JSON.stringify(path)} starts with "-": the shell's exec would read it as an option; use ./${path}`);
+  }
+}
+
 /** POSIX shell single quoting: gdb hands `set args` to /bin/sh (startup-with-shell). */
 export function shellQuote(arg: string): string {
   return "'" + arg.replace(/'/g, "'\\''") + "'";
@@ -489,9 +514,13 @@ export class GdbSession {
     for (const [k, v] of Object.entries(process.env)) if (v !== undefined) baseEnv[k] = v;
     Object.assign(baseEnv, opts.env ?? {});
     this.originalShell = baseEnv.SHELL;
-    // gdb starts the inferior through $SHELL; pinning a POSIX sh makes
-    // shellQuote() right whatever the user's login shell is. The inferior
-    // gets the original SHELL back in start().
+    // gdb starts the inferior through $SHELL (`exec PROGRAM ARGS`); pinning a
+    // POSIX sh makes shellQuote() right for ARGS whatever the user's login
+    // shell is. PROGRAM is NOT quoted by us: gdb quotes it only when it holds
+    // one of ' ! " ( ) $ \ & ; < > or a blank, and passes | ` * ? ~ # [ ] { }
+    // to the shell as they are. Callers check the path with
+    // assertShellSafePath() before running a target. The inferior gets the
+    // original SHELL back in start().
     baseEnv.SHELL = '/bin/sh';
     this.child = spawnGdb(opts.gdbPath ?? 'gdb', baseEnv, opts.cwd);
     this.gdbPid = this.child.pid ?? -1;
@@ -938,11 +967,6 @@ export class GdbSession {
     );
   }
 
-  /** Events still in the history, oldest first. */
-  recentEvents(): readonly GdbEvent[] {
-    return this.history;
-  }
-
   get exited(): boolean {
     return this.exitInfo !== null;
   }
@@ -1008,6 +1032,11 @@ export class GdbSession {
     this.asyncMode = true;
   }
 
+  /**
+   * The program to run (and its symbols). The path reaches gdb intact (MI
+   * quoting), but `run` hands it to /bin/sh without full quoting: check it
+   * with assertShellSafePath() first when the program will be started.
+   */
   async fileExecAndSymbols(path: string): Promise<void> {
     nonEmpty(path, 'program path');
     await this.execute(`-file-exec-and-symbols ${miQuote(path)}`);
@@ -1036,13 +1065,6 @@ export class GdbSession {
       throw new MigraceError('BAD_INPUT', `value of ${name} starts with a blank, which gdb's "set environment" would drop`);
     }
     await this.cli(`set environment ${name}=${value}`);
-  }
-
-  async unsetInferiorEnv(name: string): Promise<void> {
-    if (typeof name !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
-      throw new MigraceError('BAD_INPUT', `environment variable name ${JSON.stringify(name)} is not a valid name`);
-    }
-    await this.cli(`unset environment ${name}`);
   }
 
   /**

@@ -177,10 +177,6 @@ export function isGpr(canon: string): boolean {
   return GPR64.includes(canon);
 }
 
-export function regInfo(name: string): { canon: string; width: Width } | null {
-  return REGS.get(name.replace(/^%/, '')) ?? null;
-}
-
 /** `%r13d` -> `$r13d`: the name gdb evaluates for that register. */
 export function gdbRegister(name: string): string {
   return `$${name.replace(/^%/, '')}`;

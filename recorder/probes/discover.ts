@@ -3,6 +3,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { MigraceError } from '../../trace/errors.js';
+import { track } from '../reaper.js';
 import { tableIdFor } from '../../trace/status.js';
 import type { Variant } from '../../trace/schema.js';
 import {
@@ -950,6 +951,47 @@ export function parseProfileText(text: string, what: string): Profile {
   return parsed.data;
 }
 
+/** What execa says about a run, the part that matters for a message. */
+interface RunResult {
+  failed?: boolean;
+  code?: string;
+  exitCode?: number;
+  signal?: string;
+  timedOut?: boolean;
+  shortMessage?: string;
+  originalMessage?: string;
+}
+
+/** The errno code (ENOENT, EACCES, ...) when the program could not be started at all, else null. */
+function spawnFailure(r: RunResult): string | null {
+  return r.failed && r.exitCode === undefined && !r.signal && !r.timedOut && typeof r.code === 'string' ? r.code : null;
+}
+
+function describeFailure(r: RunResult): string {
+  const m = r.originalMessage ?? r.shortMessage ?? '';
+  return m ? ` (${m})` : '';
+}
+
+function exitText(r: RunResult): string {
+  if (r.timedOut) return 'timed out';
+  if (r.exitCode !== undefined) return `exit ${r.exitCode}`;
+  if (r.signal) return `killed by ${r.signal}`;
+  return r.shortMessage ?? 'no exit status';
+}
+
+/**
+ * A child registered with the reaper while it runs (a signal or an exit of
+ * ours mid-discovery must not leave gdb or QEMU behind).
+ */
+async function tracked<T>(child: Promise<T> & { pid?: number }, label: string): Promise<T> {
+  const untrack = child.pid ? track(child.pid, label) : () => undefined;
+  try {
+    return await child;
+  } finally {
+    untrack();
+  }
+}
+
 async function runGdb(binary: string, script: Array<{ marker: string; commands: string[] }>, opts: DiscoverOptions): Promise<Map<string, string>> {
   const args = ['-batch', '-nx', '-q',
     // Never reach for the network or run scripts shipped next to the binary.
@@ -959,18 +1001,22 @@ async function runGdb(binary: string, script: Array<{ marker: string; commands: 
     for (const c of s.commands) args.push('-ex', c);
   }
   args.push(binary);
+  const gdb = opts.gdb ?? 'gdb';
+  const timeoutMs = opts.timeoutMs ?? 60_000;
   let r;
   try {
-    r = await execa(opts.gdb ?? 'gdb', args, {
-      reject: false, timeout: opts.timeoutMs ?? 60_000, stdin: 'ignore', env: { LC_ALL: 'C' }, maxBuffer: 64 * 1024 * 1024,
-    });
+    r = await tracked(execa(gdb, args, {
+      reject: false, timeout: timeoutMs, forceKillAfterDelay: 2000, stdin: 'ignore', env: { LC_ALL: 'C' }, maxBuffer: 64 * 1024 * 1024,
+    }), 'gdb (probe discovery)');
   } catch (e) {
     throw new MigraceError('GDB_ERROR', `gdb failed to start: ${(e as Error).message}`);
   }
-  if ((r as { code?: string }).code === 'ENOENT') {
-    throw new MigraceError('GDB_MISSING', `${opts.gdb ?? 'gdb'} is not installed (apt-get install -y gdb)`);
+  const spawnCode = spawnFailure(r);
+  if (spawnCode === 'ENOENT') {
+    throw new MigraceError('GDB_MISSING', `${gdb} is not installed (apt-get install -y gdb)`);
   }
-  if (r.timedOut) throw new MigraceError('GDB_TIMEOUT', `gdb took longer than ${(opts.timeoutMs ?? 60_000) / 1000} s to disassemble ${binary}`);
+  if (spawnCode) throw new MigraceError('GDB_ERROR', `cannot run gdb (${gdb}): ${spawnCode}${describeFailure(r)}`);
+  if (r.timedOut) throw new MigraceError('GDB_TIMEOUT', `gdb took longer than ${timeoutMs / 1000} s to disassemble ${binary}`);
   const out = new Map<string, string>();
   let current: string | null = null;
   let buf: string[] = [];
@@ -986,7 +1032,8 @@ async function runGdb(binary: string, script: Array<{ marker: string; commands: 
   }
   if (current) out.set(current, buf.join('\n'));
   if (out.size === 0) {
-    throw new MigraceError('GDB_ERROR', `gdb printed nothing for ${binary}: ${String(r.stderr).trim().split('\n').slice(-3).join(' / ') || `exit ${r.exitCode}`}`);
+    const said = String(r.stderr ?? '').trim().split('\n').slice(-3).join(' / ');
+    throw new MigraceError('GDB_ERROR', `gdb printed nothing for ${binary}: ${said || exitText(r)}`);
   }
   return out;
 }
@@ -1017,10 +1064,14 @@ interface VersionProbe {
 }
 
 async function qemuVersion(binary: string, env: Record<string, string | undefined> | undefined): Promise<VersionProbe> {
-  const r = await execa(binary, ['-version'], { reject: false, timeout: 15_000, stdin: 'ignore', env: env ?? {}, maxBuffer: 1024 * 1024 });
+  const r = await tracked(execa(binary, ['-version'], {
+    reject: false, timeout: 15_000, forceKillAfterDelay: 2000, stdin: 'ignore', env: env ?? {}, maxBuffer: 1024 * 1024,
+  }), 'qemu -version');
+  const spawnCode = spawnFailure(r);
+  if (spawnCode) return { found: null, failure: `${binary} -version failed: cannot run it: ${spawnCode}${describeFailure(r)}` };
   const found = parseVersionOutput(`${String(r.stdout ?? '')}\n${String(r.stderr ?? '')}`);
   if (found || r.exitCode === 0) return { found, failure: null };
-  const said = String(r.stderr ?? '').trim().split('\n')[0] || (r.timedOut ? 'timed out' : `exit ${r.exitCode ?? r.signal}`);
+  const said = String(r.stderr ?? '').trim().split('\n')[0] || exitText(r);
   const hint = /shared libraries/.test(said) ? ' (give it its library path: LD_LIBRARY_PATH in the environment)' : '';
   return { found: null, failure: `${binary} -version failed: ${said}${hint}` };
 }

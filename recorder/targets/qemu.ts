@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { accessSync, constants, existsSync, openSync, closeSync } from 'node:fs';
+import { accessSync, constants, existsSync, openSync, closeSync, statSync } from 'node:fs';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { MigraceError, messageOf } from '../../trace/errors.js';
 import { isAlive, track, waitGone } from '../reaper.js';
@@ -33,6 +33,14 @@ const MEMORY = /^\d+[KMGT]?$/i;
 
 export function checkQemuBinary(path: string): void {
   if (!existsSync(path)) throw new MigraceError('TARGET_MISSING', `QEMU binary not found: ${path} (Debian: apt-get install qemu-system-x86)`);
+  // A directory passes X_OK (search permission): require a regular file.
+  let isFile = false;
+  try {
+    isFile = statSync(path).isFile();
+  } catch (e) {
+    throw new MigraceError('TARGET_MISSING', `QEMU binary cannot be read: ${path} (${(e as NodeJS.ErrnoException).code ?? messageOf(e)})`);
+  }
+  if (!isFile) throw new MigraceError('TARGET_MISSING', `QEMU binary is not a regular file: ${path}`);
   try {
     accessSync(path, constants.X_OK);
   } catch {
@@ -44,17 +52,46 @@ function commonArgs(memory: string): string[] {
   return ['-nodefaults', '-display', 'none', '-S', '-m', memory];
 }
 
+/** A spawn failure (ENOENT, EACCES, ...) as the error migrace reports. */
+function spawnFailure(qemu: string, e: NodeJS.ErrnoException): MigraceError {
+  const code = e.code ?? 'unknown error';
+  const why = code === 'ENOENT' ? 'not found (or its interpreter is missing)' : code === 'EACCES' ? 'not executable' : code;
+  return new MigraceError(code === 'ENOENT' || code === 'EACCES' ? 'TARGET_MISSING' : 'TARGET_EXITED',
+    `cannot start the destination QEMU ${qemu}: ${why} (${e.message})`, { cause: e });
+}
+
 export async function startDestination(opts: QemuPairOptions, dir: string): Promise<{ pid: number; uri: string; stop: () => Promise<void> }> {
   const memory = opts.memory ?? '128';
   const qmpPath = join(dir, 'dst-qmp.sock');
   const log = openSync(join(dir, 'destination.log'), 'a', 0o600);
-  const child = spawn(opts.qemu, [
-    ...commonArgs(memory), '-name', 'destination', '-incoming', 'defer',
-    '-qmp', `unix:${qmpPath},server=on,wait=off`, ...(opts.extraArgs ?? []),
-  ], { env: { ...process.env, ...opts.env }, stdio: ['ignore', log, log], detached: false });
-  closeSync(log);
+  let child: ReturnType<typeof spawn>;
+  try {
+    child = spawn(opts.qemu, [
+      ...commonArgs(memory), '-name', 'destination', '-incoming', 'defer',
+      '-qmp', `unix:${qmpPath},server=on,wait=off`, ...(opts.extraArgs ?? []),
+    ], { env: { ...process.env, ...opts.env }, stdio: ['ignore', log, log], detached: false });
+  } catch (e) {
+    // spawn throws synchronously only for bad arguments (a NUL byte, ...).
+    throw new MigraceError('BAD_INPUT', `cannot start the destination QEMU ${opts.qemu}: ${messageOf(e)}`, { cause: e });
+  } finally {
+    closeSync(log);
+  }
+  // Without a listener an 'error' event (spawn failed, or a later kill failed)
+  // is thrown by Node as an uncaught exception with a stack.
+  let failure: MigraceError | null = null;
+  let onFailure: ((e: MigraceError) => void) | null = null;
+  const failed = new Promise<never>((_, reject) => {
+    onFailure = reject;
+  });
+  failed.catch(() => undefined);
+  child.on('error', (e: NodeJS.ErrnoException) => {
+    if (failure) return;
+    failure = spawnFailure(opts.qemu, e);
+    onFailure?.(failure);
+  });
   const pid = child.pid;
-  if (!pid) throw new MigraceError('TARGET_EXITED', `cannot start the destination QEMU ${opts.qemu}`);
+  // No pid: spawn failed, and the 'error' event follows on the next tick.
+  if (!pid) return failed;
   const untrack = track(pid, 'destination qemu');
   let exited = false;
   child.on('exit', () => { exited = true; });
@@ -64,12 +101,17 @@ export async function startDestination(opts: QemuPairOptions, dir: string): Prom
     await waitGone(pid, 3000);
     untrack();
   };
+  /** `p`, or the spawn failure if that comes first. */
+  const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, failed]);
   try {
-    const qmp = await QmpClient.connect(qmpPath, { timeoutMs: 15_000, isAlive: () => !exited });
+    const connecting = QmpClient.connect(qmpPath, { timeoutMs: 15_000, isAlive: () => !exited && failure === null });
+    // If the failure wins, a connection made later is closed at once.
+    connecting.then((late) => { if (failure) void late.close(); }, () => undefined);
+    const qmp = await guard(connecting);
     try {
       const port = await freePort();
       const uri = `tcp:127.0.0.1:${port}`;
-      await qmp.execute('migrate-incoming', { uri });
+      await guard(qmp.execute('migrate-incoming', { uri }));
       return { pid, uri, stop };
     } finally {
       await qmp.close();

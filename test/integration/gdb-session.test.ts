@@ -3,11 +3,11 @@
  * a temp folder). Every test ends with gdb and the inferior gone.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { GdbSession, type GdbEvent, type GdbSessionOptions, type StoppedEvent, type ThreadCreatedEvent } from '../../recorder/gdb/session.js';
+import { assertShellSafePath, GdbSession, type GdbEvent, type GdbSessionOptions, type StoppedEvent, type ThreadCreatedEvent } from '../../recorder/gdb/session.js';
 import { isAlive, survivors, track, waitGone } from '../../recorder/reaper.js';
 import { MigraceError } from '../../trace/errors.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
@@ -270,6 +270,17 @@ describe.skipIf(!toolsPresent)('GdbSession against real gdb', () => {
     await s.continueThread(1);
     await s.waitFor((e) => e.kind === 'thread-group-exited', 10_000, 'the program to exit', { since: m2 });
     expect(readFileSync(log, 'utf8')).toContain('args done\n');
+  });
+
+  it('gdb does not quote a program path with | for the shell: assertShellSafePath refuses it', async () => {
+    const piped = join(dir, 'thr|eads');
+    copyFileSync(prog, piped);
+    execFileSync('chmod', ['755', piped]);
+    expect(() => assertShellSafePath(piped)).toThrow(MigraceError);
+    expect(() => assertShellSafePath(prog)).not.toThrow();
+    // What the check prevents: gdb runs `exec DIR/thr|eads` through /bin/sh, a pipe into "eads".
+    const s = await ready(['hits', '1'], piped);
+    await expectCode(s.run(), 'GDB_ERROR', /During startup program exited with code 127/);
   });
 
   it('refuses control characters before sending anything', async () => {

@@ -1,12 +1,16 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { discoverProfile } from '../../recorder/probes/discover.js';
+import { minimigProfile } from '../../recorder/probes/minimig.js';
 import { QmpClient } from '../../recorder/qmp.js';
 import { record } from '../../recorder/record.js';
 import { isAlive, track, waitGone } from '../../recorder/reaper.js';
 import { makePrivateDir } from '../../recorder/targets/private-dir.js';
+import { minimigDir } from '../../recorder/targets/minimig.js';
 import { prepareQemuPair, startDestination } from '../../recorder/targets/qemu.js';
+import { MigraceError } from '../../trace/errors.js';
 import { TraceStore } from '../../trace/store.js';
 import type { TraceEvent } from '../../trace/schema.js';
 import { tempStore } from '../helpers/db.js';
@@ -50,6 +54,77 @@ function checkRecording(events: TraceEvent[], threads: Array<{ tid: number; name
   const last = events.filter((e) => e.kind === 'reply').at(-1);
   expect(last?.kind === 'reply' && last.data.status).toBe('completed');
 }
+
+async function rejection(p: Promise<unknown>): Promise<MigraceError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(MigraceError);
+    return e as MigraceError;
+  }
+  throw new Error('expected a MigraceError, but it succeeded');
+}
+
+describe('a --qemu that cannot run', () => {
+  // Any valid profile will do: these fail before a profile matters.
+  const profile = minimigProfile(minimigDir(), join(minimigDir(), 'minimig'), false);
+
+  it('a directory as --qemu: one clear line from the CLI, no stack, nothing left running', () => {
+    const dir = makePrivateDir('migrace-qemu-dir-test');
+    try {
+      const notQemu = join(dir.path, 'qemu-system-x86_64');
+      mkdirSync(notQemu);
+      const profileFile = join(dir.path, 'profile.json');
+      writeFileSync(profileFile, JSON.stringify(profile));
+      const r = spawnSync('node', [CLI, 'record', '--target', 'qemu', '--qemu', notQemu, '--profile', profileFile, '--db', join(dir.path, 'trace.db')],
+        { encoding: 'utf8', timeout: 30_000 });
+      // One line (whichever check sees it first: the profile's build-id or the QEMU check), no stack.
+      expect(r.stderr).toMatch(/^migrace: [^\n]*not a regular file[^\n]*\n$/);
+      expect(r.stderr).toContain(notQemu);
+      expect(r.stderr).not.toMatch(/Unhandled|\n\s+at /);
+      expect(r.status).toBe(1);
+    } finally {
+      dir.remove();
+    }
+  });
+
+  it('prepareQemuPair refuses a directory before starting anything', async () => {
+    const dir = makePrivateDir('migrace-qemu-dir-test');
+    try {
+      const e = await rejection(prepareQemuPair({ qemu: dir.path, profile }));
+      expect(e.code).toBe('TARGET_MISSING');
+      expect(e.message).toBe(`QEMU binary is not a regular file: ${dir.path}`);
+    } finally {
+      dir.remove();
+    }
+  });
+
+  it('startDestination turns a failed spawn into a MigraceError instead of an unhandled error event', async () => {
+    const dir = makePrivateDir('migrace-qemu-spawn-test');
+    try {
+      // A directory: spawn fails with EACCES.
+      const e1 = await rejection(startDestination({ qemu: dir.path, profile }, dir.path));
+      expect(e1.code).toBe('TARGET_MISSING');
+      expect(e1.message).toMatch(/^cannot start the destination QEMU .*: not executable \(.*EACCES/);
+      // An executable whose interpreter is missing: spawn fails with ENOENT.
+      const script = join(dir.path, 'qemu-no-interpreter');
+      writeFileSync(script, '#!/nonexistent/interpreter\n');
+      chmodSync(script, 0o755);
+      const e2 = await rejection(startDestination({ qemu: script, profile }, dir.path));
+      expect(e2.code).toBe('TARGET_MISSING');
+      expect(e2.message).toMatch(/ENOENT/);
+      // A process that starts but exits at once: TARGET_EXITED from the connect, and it is reaped.
+      const quits = join(dir.path, 'qemu-quits');
+      writeFileSync(quits, '#!/bin/sh\nexit 3\n');
+      chmodSync(quits, 0o755);
+      const e3 = await rejection(startDestination({ qemu: quits, profile }, dir.path));
+      expect(e3.code).toBe('TARGET_EXITED');
+      expect(e3.message).toMatch(/^destination QEMU: the target exited before its QMP socket/);
+    } finally {
+      dir.remove();
+    }
+  });
+});
 
 describe.each(builds)('record real QEMU: $name', (build) => {
   const bin = build.get();
