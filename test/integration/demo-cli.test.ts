@@ -3,13 +3,13 @@
  * unpatched QEMU (timeout, abort, failure), with nothing left running.
  */
 import { spawnSync } from 'node:child_process';
+import { expectRejection } from '../helpers/errors.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { fetchUnpatchedQemu } from '../../cli/demo.js';
 import { survivors, waitGone } from '../../recorder/reaper.js';
-import { MigraceError } from '../../trace/errors.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
 
 const CLI = join(process.cwd(), 'bin', 'migrace.js');
@@ -17,15 +17,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'migrace-demo-test-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 afterEach(() => expectNoSurvivors());
 
-async function rejection(p: Promise<unknown>): Promise<MigraceError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(MigraceError);
-    return e as MigraceError;
-  }
-  throw new Error('expected a MigraceError, but it succeeded');
-}
+const rejection = expectRejection;
 
 function script(name: string, text: string): string {
   const p = join(tmp, name);

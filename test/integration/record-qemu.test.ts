@@ -1,4 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { expectRejection } from '../helpers/errors.js';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -10,7 +11,6 @@ import { isAlive, track, waitGone } from '../../recorder/reaper.js';
 import { makePrivateDir } from '../../recorder/targets/private-dir.js';
 import { minimigDir } from '../../recorder/targets/minimig.js';
 import { prepareQemuPair, startDestination } from '../../recorder/targets/qemu.js';
-import { MigraceError } from '../../trace/errors.js';
 import { TraceStore } from '../../trace/store.js';
 import type { TraceEvent } from '../../trace/schema.js';
 import { tempStore } from '../helpers/db.js';
@@ -55,15 +55,7 @@ function checkRecording(events: TraceEvent[], threads: Array<{ tid: number; name
   expect(last?.kind === 'reply' && last.data.status).toBe('completed');
 }
 
-async function rejection(p: Promise<unknown>): Promise<MigraceError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(MigraceError);
-    return e as MigraceError;
-  }
-  throw new Error('expected a MigraceError, but it succeeded');
-}
+const rejection = expectRejection;
 
 describe('a --qemu that cannot run', () => {
   // Any valid profile will do: these fail before a profile matters.

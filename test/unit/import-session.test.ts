@@ -2,36 +2,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { Command } from 'commander';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { runCommand } from '../helpers/cli.js';
 import { register } from '../../cli/import.js';
 import { TraceStore } from '../../trace/store.js';
 
 /** `migrace import session FILE... --db DB`: its stdout, stderr and exit code. */
-async function importSession(files: string[], db: string): Promise<{ out: string; err: string; code: number | string | undefined }> {
-  const program = new Command().exitOverride();
-  register(program);
-  let out = '';
-  let err = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => {
-    out += String(c);
-    return true;
-  });
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => {
-    err += String(c);
-    return true;
-  });
-  const before = process.exitCode;
-  let code: number | string | undefined;
-  try {
-    await program.parseAsync(['node', 'migrace', 'import', 'session', ...files, '--db', db]);
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-    code = process.exitCode;
-    process.exitCode = before;
-  }
-  return { out, err, code };
+function importSession(files: string[], db: string) {
+  return runCommand(register, ['import', 'session', ...files, '--db', db]);
 }
 
 describe('migrace import session', () => {

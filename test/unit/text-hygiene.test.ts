@@ -1,8 +1,8 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { Command } from 'commander';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCommand } from '../helpers/cli.js';
 import type { Analysis, Verdict } from '../../analyzer/types.js';
 import { analysisText, register as registerAnalyze, replyShape } from '../../cli/analyze.js';
 import { table, type Register } from '../../cli/common.js';
@@ -20,32 +20,7 @@ const EVIL = '\x1b]0;pwned\x07\x1b[2J\x1b[31m\r\u202eevil\u2066\x9b\x7f\ud800';
 // eslint-disable-next-line no-control-regex
 const UNSAFE = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\ufeff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
-/** Run one command as `migrace ...` would; its stdout, stderr and exit code. */
-async function run(register: Register, args: string[]): Promise<{ out: string; err: string; code: number | string | undefined }> {
-  const program = new Command().exitOverride();
-  register(program);
-  let out = '';
-  let err = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => {
-    out += String(c);
-    return true;
-  });
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => {
-    err += String(c);
-    return true;
-  });
-  const before = process.exitCode;
-  let code: number | string | undefined;
-  try {
-    await program.parseAsync(['node', 'migrace', ...args]);
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-    code = process.exitCode;
-    process.exitCode = before;
-  }
-  return { out, err, code };
-}
+const run = runCommand;
 
 const verdict = (status: string): Verdict => ({
   reply_seq: 7, status, has_ram: false, time_fields: [], old_libvirt: 'fails', current_libvirt: 'accepts',
