@@ -54,7 +54,7 @@ export class LiveTarget {
   private readonly byBreakpoint = new Map<string, Probe>();
   private handler: HitHandler = () => 'continue';
   private queue: Promise<void> = Promise.resolve();
-  private failure: ((e: MigraceError) => void) | null = null;
+  private rejectFailed: ((e: MigraceError) => void) | null = null;
   private failed: MigraceError | null = null;
   private readonly failedPromise: Promise<never>;
   /** The query in flight, for query-begin events (queries are sequential). */
@@ -71,7 +71,7 @@ export class LiveTarget {
     this.startNs = process.hrtime.bigint();
     this.startWall = Date.now();
     this.failedPromise = new Promise<never>((_, reject) => {
-      this.failure = reject;
+      this.rejectFailed = reject;
     });
     // Nobody may be awaiting failedPromise yet; an unhandled rejection would kill the process.
     this.failedPromise.catch(() => undefined);
@@ -89,19 +89,15 @@ export class LiveTarget {
     return live;
   }
 
-  /** Rejects when the run cannot go on: gdb died, the target died early, a hit could not be handled. */
-  get failedWith(): Promise<never> {
-    return this.failedPromise;
-  }
-
-  get failure_(): MigraceError | null {
+  /** Why the run cannot go on (gdb died, the target died early, a hit could not be handled), once that happened. */
+  get failure(): MigraceError | null {
     return this.failed;
   }
 
   fail(e: MigraceError): void {
     if (this.failed) return;
     this.failed = e;
-    this.failure?.(e);
+    this.rejectFailed?.(e);
   }
 
   /** Race a step against the failure of the run. */

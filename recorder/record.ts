@@ -100,8 +100,8 @@ export async function queryOnce(live: LiveTarget, qmp: QmpClient, queryId: strin
 export async function rootCause(live: LiveTarget | null, e: unknown): Promise<MigraceError> {
   const err = e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `recording failed: ${messageOf(e)}`, { cause: e });
   if (!live || err.code === 'GDB_EXITED' || err.code === 'INTERRUPTED') return err;
-  for (let i = 0; i < 15 && !live.failure_; i++) await sleep(20);
-  const first = live.failure_;
+  for (let i = 0; i < 15 && !live.failure; i++) await sleep(20);
+  const first = live.failure;
   return first && (first.code === 'GDB_EXITED' || first.code === 'INTERRUPTED') ? first : err;
 }
 
