@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { StatusTableIdSchema, Variant } from '../../trace/schema.js';
+import { ExpressionError, parseExpression } from './expr.js';
 
 /**
  * A probe profile says where to stop and what to read, independent of the
@@ -20,16 +21,19 @@ export const LocationSchema = Safe.regex(
 );
 
 /**
- * An expression gdb evaluates in the stopped thread: registers, locals,
- * casts and member access. Evaluated on every hit, so nothing that changes
- * the target (++, --) or runs its code (a function call) is allowed.
+ * An expression gdb evaluates in the stopped thread on every hit: registers,
+ * names, casts and member access, parsed by a grammar with no call or
+ * assignment in it (expr.ts), so no profile can run target code or change
+ * the target.
  */
-export const ExpressionSchema = Safe.regex(
-  /^[\w$ .>*()&+\-\[\]]+$/,
-  'may only use names, registers ($reg), numbers, casts, *, &, ->, ., +, -, []',
-)
-  .refine((e) => !/\+\+|--/.test(e), 'must not use ++ or -- (it would change the target on every hit)')
-  .refine((e) => !/[A-Za-z_$][\w$]*\s*\(/.test(e), 'must not call a function (it would run target code on every hit)');
+export const ExpressionSchema = Safe.superRefine((e, ctx) => {
+  try {
+    parseExpression(e);
+  } catch (err) {
+    if (!(err instanceof ExpressionError)) throw err;
+    ctx.addIssue({ code: 'custom', message: `not an allowed expression: ${err.message}` });
+  }
+});
 
 /** The values each role's events are made of. */
 const REQUIRED_VALUES: Record<z.infer<typeof ProbeRole>, string[]> = {
