@@ -19,7 +19,11 @@ export function jsonOption(): Option {
 }
 
 export function openStore(opts: DbOptions, mode: { readonly?: boolean } = {}): TraceStore {
-  return TraceStore.open(opts.db, mode);
+  const store = TraceStore.open(opts.db, mode);
+  for (const s of store.abandoned) {
+    progress(`migrace: session ${s.id} was left recording by process ${s.pid}, which is gone: marked aborted (its ${s.events} stored events are kept)`);
+  }
+  return store;
 }
 
 /** Parse a session id argument: a positive integer. */

@@ -27,6 +27,10 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // A file-size limit (ulimit -f) must make the write fail with EFBIG, which
+  // the store reports, not kill the process: Node ignores SIGXFSZ, but execa's
+  // signal-exit listens to it and re-raises it when it is the only listener.
+  process.on('SIGXFSZ', () => undefined);
   const program = buildProgram();
   program.exitOverride((err) => {
     // commander already printed its message; keep its exit code (0 for --help).

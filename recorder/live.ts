@@ -80,6 +80,8 @@ export class LiveTarget {
   static async start(opts: LiveOptions): Promise<LiveTarget> {
     const gdb = await GdbSession.start({ gdbPath: opts.gdbPath });
     const live = new LiveTarget(opts, gdb);
+    // A write that fails (full disk, a lock held too long) ends the run; what was stored stays.
+    opts.writer.onError((e) => live.fail(e));
     try {
       await live.setup();
     } catch (e) {
@@ -186,7 +188,7 @@ export class LiveTarget {
       tid, lwp: lwp ?? known?.lwp ?? null, name: name ?? known?.name ?? null, confirmed: confirmed || (known?.confirmed ?? false),
     };
     this.threads.set(tid, t);
-    this.opts.store.upsertThread(this.opts.sessionId, { tid, gdb_id: tid, lwp: t.lwp, name: t.name });
+    this.opts.writer.thread({ tid, gdb_id: tid, lwp: t.lwp, name: t.name });
     return t;
   }
 

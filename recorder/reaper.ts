@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { processIsAlive, procStartTime } from '../trace/proc.js';
 
 /**
  * One registry of every child process migrace starts (gdb, its inferior,
@@ -23,7 +23,8 @@ import { readFileSync } from 'node:fs';
  * - SIGKILL of this process: nothing can run; gdb's PTRACE_O_EXITKILL is the
  *   only guard then.
  */
-const tracked = new Map<number, string>();
+/** pid -> what it is and when it started (a pid reused by another process is not ours to kill). */
+const tracked = new Map<number, { label: string; startTime: string | null }>();
 let exitHookInstalled = false;
 
 function installExitHook(): void {
@@ -61,7 +62,7 @@ function removeSignalHooksIfIdle(): void {
 /** Register a process; returns the function that unregisters it. */
 export function track(pid: number, label: string): () => void {
   installExitHook();
-  tracked.set(pid, label);
+  tracked.set(pid, { label, startTime: procStartTime(pid) });
   installSignalHooks();
   return () => {
     untrack(pid);
@@ -74,41 +75,14 @@ export function untrack(pid: number): void {
 }
 
 export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  // A zombie still answers signal 0; it is gone for our purposes.
-  return !isZombie(pid);
-}
-
-function isZombie(pid: number): boolean {
-  try {
-    const stat = readProcStat(pid);
-    return stat !== null && stat.state === 'Z';
-  } catch {
-    return false;
-  }
-}
-
-function readProcStat(pid: number): { state: string } | null {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return null;
-  }
-  // comm may contain spaces and parentheses: the state follows the last ')'.
-  const close = text.lastIndexOf(')');
-  return { state: text.slice(close + 2, close + 3) };
+  return processIsAlive(pid);
 }
 
 /** Kill everything still registered, synchronously (SIGKILL). */
 export function reapAll(): void {
-  for (const pid of [...tracked.keys()]) {
+  for (const [pid, { startTime }] of [...tracked.entries()]) {
     try {
-      process.kill(pid, 'SIGKILL');
+      if (processIsAlive(pid, startTime)) process.kill(pid, 'SIGKILL');
     } catch {
       /* already gone */
     }
@@ -119,7 +93,7 @@ export function reapAll(): void {
 
 /** Registered processes that are still alive (for tests and diagnostics). */
 export function survivors(): Array<{ pid: number; label: string }> {
-  return [...tracked.entries()].filter(([pid]) => isAlive(pid)).map(([pid, label]) => ({ pid, label }));
+  return [...tracked.entries()].filter(([pid, { startTime }]) => processIsAlive(pid, startTime)).map(([pid, { label }]) => ({ pid, label }));
 }
 
 /** Wait until a process is gone, up to `ms`; true if it is. */

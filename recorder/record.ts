@@ -133,15 +133,23 @@ export interface RunParts {
 /**
  * The end of every live run, whatever ended it: the monitor closed, pending
  * hits written, gdb and the target (or the attachment) gone, the session
- * closed as complete or aborted with everything recorded so far.
+ * closed as complete or aborted with everything recorded so far. Returns the
+ * error the run ends with: the one it had, or a storage failure met while
+ * closing, with what could not be stored said in the same line.
  */
-export async function endRun(run: RunParts, error: MigraceError | null): Promise<void> {
+export async function endRun(run: RunParts, error: MigraceError | null): Promise<MigraceError | null> {
   await run.qmp?.close().catch(() => undefined);
   await run.live?.drain().catch(() => undefined);
   await run.live?.shutdown().catch(() => undefined);
   await run.target.dispose().catch(() => undefined);
-  run.writer.close();
-  run.store.finishSession(run.sessionId, error ? 'aborted' : 'complete', error?.message ?? null);
+  try {
+    return run.writer.finish(error);
+  } catch (e) {
+    const why = e instanceof MigraceError ? e.message : messageOf(e);
+    const base = error ?? run.writer.failure;
+    return new MigraceError(base?.code ?? 'DB_WRITE',
+      `${base ? `${base.message}; and ` : ''}${why}: the next migrace command that opens ${run.store.path} marks session ${run.sessionId} aborted`, { cause: e });
+  }
 }
 
 export async function record(opts: RecordOptions): Promise<RecordResult> {
@@ -183,11 +191,11 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   } catch (e) {
     error = await rootCause(live, e);
   } finally {
-    await endRun({ store, sessionId, writer, target, live, qmp }, error);
+    error = await endRun({ store, sessionId, writer, target, live, qmp }, error);
   }
   return {
     sessionId, state: error ? 'aborted' : 'complete', error: error?.message ?? null,
-    events: writer.written, hits: live?.hits ?? 0, queries, wallMs: Date.now() - began, lastStatus,
+    events: writer.stored, hits: live?.hits ?? 0, queries, wallMs: Date.now() - began, lastStatus,
   };
 }
 
@@ -256,11 +264,15 @@ export async function recordAttached(opts: AttachOptions): Promise<RecordResult>
   } catch (e) {
     error = await rootCause(live, e);
   } finally {
-    store.updateSession(sessionId, { meta: { ended } });
-    await endRun({ store, sessionId, writer, target, live, qmp }, error);
+    try {
+      store.updateSession(sessionId, { meta: { ended } });
+    } catch {
+      /* the close below reports the storage problem */
+    }
+    error = await endRun({ store, sessionId, writer, target, live, qmp }, error);
   }
   return {
     sessionId, state: error ? 'aborted' : 'complete', error: error?.message ?? null,
-    events: writer.written, hits: live?.hits ?? 0, queries, wallMs: Date.now() - began, lastStatus,
+    events: writer.stored, hits: live?.hits ?? 0, queries, wallMs: Date.now() - began, lastStatus,
   };
 }

@@ -1,6 +1,8 @@
 import Database from 'better-sqlite3';
-import { existsSync, openSync, readSync, closeSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { MigraceError, messageOf } from './errors.js';
+import { processIsAlive, procStartTime } from './proc.js';
 import {
   EventSchema, NewSessionSchema, SessionExportSchema, SessionSchema, ThreadSchema,
   type NewEvent, type NewSession, type Session, type SessionExport, type SessionState,
@@ -49,6 +51,11 @@ const MIGRATIONS: readonly string[] = [
      data TEXT NOT NULL,
      PRIMARY KEY (session_id, seq)
    ) WITHOUT ROWID;`,
+  // Who is writing a recording session: a session left 'recording' by a
+  // process that is gone (SIGKILL, a crash, a full disk) is marked aborted
+  // by the next writer that opens the file.
+  `ALTER TABLE sessions ADD COLUMN writer_pid INTEGER;
+   ALTER TABLE sessions ADD COLUMN writer_start TEXT;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -61,6 +68,34 @@ export interface SessionSummary extends Session {
 interface SessionRow {
   id: number; label: string; created_at: string; origin: string; target: string;
   profile: string | null; state: string; error: string | null; meta: string;
+  writer_pid?: number | null; writer_start?: string | null;
+}
+
+/** A session a dead process left 'recording', closed by this open. */
+export interface AbandonedSession {
+  id: number;
+  pid: number;
+  events: number;
+}
+
+/** Room kept next to a database being recorded into, so a full disk can still close the session. */
+const RESERVE_BYTES = 64 * 1024;
+const RESERVE_SUFFIX = '.migrace-reserve-';
+
+/**
+ * What a failed SQLite write means for the user. better-sqlite3 reports
+ * ENOSPC and EFBIG (a file-size limit) both as SQLITE_FULL.
+ */
+function storageProblem(e: unknown, path: string): string | null {
+  const code = (e as { code?: unknown }).code;
+  if (typeof code !== 'string') return null;
+  if (code === 'SQLITE_FULL') return `the disk holding ${path} is full, or a file-size limit was reached`;
+  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) return `${path} is locked by another process`;
+  if (code.startsWith('SQLITE_READONLY')) return `${path} is read-only`;
+  if (code === 'SQLITE_IOERR_WRITE') return `writing ${path} failed (a file-size limit such as ulimit -f, or a disk error)`;
+  if (code.startsWith('SQLITE_IOERR')) return `${path} cannot be written (I/O error ${code})`;
+  if (code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB') return `${path} is corrupt`;
+  return null;
 }
 interface EventRow {
   seq: number; t_ns: number | null; wall: string | null; thread: number | null; kind: string;
@@ -124,7 +159,77 @@ export class TraceStore {
       db.close();
       throw e;
     }
-    return new TraceStore(path, db);
+    const store = new TraceStore(path, db);
+    if (!opts.readonly) store.abandoned = store.closeAbandoned();
+    return store;
+  }
+
+  /** Sessions this open found left 'recording' by a dead process and marked aborted. */
+  abandoned: AbandonedSession[] = [];
+
+  /**
+   * Mark the sessions of writers that are gone as aborted (they keep every
+   * event they committed), and remove the disk reserves such writers left.
+   * A session of a live writer, or one from before writers were recorded, is
+   * left as it is.
+   */
+  private closeAbandoned(): AbandonedSession[] {
+    const rows = this.db.prepare(
+      `SELECT id, writer_pid, writer_start, (SELECT count(*) FROM events e WHERE e.session_id = s.id) AS n
+       FROM sessions s WHERE state = 'recording' AND writer_pid IS NOT NULL`,
+    ).all() as Array<{ id: number; writer_pid: number; writer_start: string | null; n: number }>;
+    const dead = rows.filter((r) => !processIsAlive(r.writer_pid, r.writer_start));
+    if (dead.length > 0) {
+      try {
+        const mark = this.db.prepare(`UPDATE sessions SET state = 'aborted', error = ? WHERE id = ? AND state = 'recording'`);
+        this.db.transaction(() => {
+          for (const r of dead) {
+            mark.run(`the recording process (pid ${r.writer_pid}) ended without closing the session (killed, or its disk was full); the ${r.n} events it stored are kept`, r.id);
+          }
+        })();
+      } catch {
+        // Read-only after all, or locked: a later writer tries again.
+        return [];
+      }
+    }
+    this.removeDeadReserves();
+    return dead.map((r) => ({ id: r.id, pid: r.writer_pid, events: r.n }));
+  }
+
+  private reservePath(pid = process.pid): string {
+    return `${this.path}${RESERVE_SUFFIX}${pid}`;
+  }
+
+  private removeDeadReserves(): void {
+    const dir = dirname(this.path);
+    const prefix = `${basename(this.path)}${RESERVE_SUFFIX}`;
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (!name.startsWith(prefix)) continue;
+      const pid = Number(name.slice(prefix.length));
+      if (Number.isSafeInteger(pid) && pid > 0 && !processIsAlive(pid)) rmSync(join(dir, name), { force: true });
+    }
+  }
+
+  /**
+   * Keep a little disk space in reserve while recording: when the disk fills
+   * up, giving it back is what lets the session still be closed as aborted.
+   */
+  holdReserve(): void {
+    try {
+      writeFileSync(this.reservePath(), Buffer.alloc(RESERVE_BYTES), { flag: 'wx', mode: 0o600 });
+    } catch {
+      /* already held, or no room even for that: the close may then fail, and the next open marks the session */
+    }
+  }
+
+  releaseReserve(): void {
+    rmSync(this.reservePath(), { force: true });
   }
 
   private static checkAndMigrate(path: string, db: Database.Database, readonly: boolean): void {
@@ -148,11 +253,15 @@ export class TraceStore {
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = ON');
-      db.transaction(() => {
-        for (let v = version; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v]);
-        db.pragma(`application_id = ${APPLICATION_ID}`);
-        db.pragma(`user_version = ${SCHEMA_VERSION}`);
-      })();
+      // A file at the current schema needs no write to open: another
+      // process holding a write lock must not keep readers of it out.
+      if (version < SCHEMA_VERSION || appId !== APPLICATION_ID) {
+        db.transaction(() => {
+          for (let v = version; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v]);
+          db.pragma(`application_id = ${APPLICATION_ID}`);
+          db.pragma(`user_version = ${SCHEMA_VERSION}`);
+        })();
+      }
     } catch (e) {
       if (e instanceof MigraceError) throw e;
       throw new MigraceError('DB_WRITE', `cannot write trace database ${path}: ${messageOf(e)}`, { cause: e });
@@ -168,7 +277,31 @@ export class TraceStore {
       return fn();
     } catch (e) {
       if (e instanceof MigraceError) throw e;
-      throw new MigraceError('DB_WRITE', `cannot ${what} in ${this.path}: ${messageOf(e)}`, { cause: e });
+      const problem = storageProblem(e, this.path);
+      throw new MigraceError('DB_WRITE', problem ? `cannot ${what}: ${problem}` : `cannot ${what} in ${this.path}: ${messageOf(e)}`, { cause: e });
+    }
+  }
+
+  /**
+   * A write that must get through when the file is full: on failure, give
+   * back the reserve and move the WAL into the database (a file-size limit
+   * counts per file), then try once more.
+   */
+  private writeOrRescue<T>(what: string, fn: () => T): T {
+    try {
+      return this.write(what, fn);
+    } catch (first) {
+      this.releaseReserve();
+      try {
+        this.db.pragma('wal_checkpoint(TRUNCATE)');
+      } catch {
+        /* the retry says whether it helped */
+      }
+      try {
+        return this.write(what, fn);
+      } catch {
+        throw first;
+      }
     }
   }
 
@@ -176,19 +309,32 @@ export class TraceStore {
     const s = NewSessionSchema.parse(input);
     return this.write('create a session', () => {
       const info = this.db.prepare(
-        `INSERT INTO sessions (label, created_at, origin, target, profile, state, error, meta)
-         VALUES (?, ?, ?, ?, ?, 'recording', NULL, ?)`,
+        `INSERT INTO sessions (label, created_at, origin, target, profile, state, error, meta, writer_pid, writer_start)
+         VALUES (?, ?, ?, ?, ?, 'recording', NULL, ?, ?, ?)`,
       ).run(s.label, s.created_at ?? new Date().toISOString(), s.origin, JSON.stringify(s.target),
-        s.profile === null || s.profile === undefined ? null : JSON.stringify(s.profile), JSON.stringify(s.meta));
+        s.profile === null || s.profile === undefined ? null : JSON.stringify(s.profile), JSON.stringify(s.meta),
+        process.pid, procStartTime(process.pid));
       return Number(info.lastInsertRowid);
     });
   }
 
   /** Close a session. An aborted session keeps every event written so far. */
   finishSession(id: number, state: Exclude<SessionState, 'recording'>, error: string | null = null): void {
-    this.write('finish the session', () => {
+    this.writeOrRescue(`close session ${id}`, () => {
       this.db.prepare(`UPDATE sessions SET state = ?, error = ? WHERE id = ?`).run(state, error, id);
     });
+    this.releaseReserve();
+  }
+
+  /** The last threads and events of a session and its closing, in one transaction. */
+  finishSessionWith(id: number, threads: readonly Thread[], events: readonly TraceEvent[], state: Exclude<SessionState, 'recording'>, error: string | null): void {
+    this.write(`close session ${id}`, () => {
+      this.db.transaction(() => {
+        this.appendBatch(id, threads, events);
+        this.db.prepare(`UPDATE sessions SET state = ?, error = ? WHERE id = ?`).run(state, error, id);
+      })();
+    });
+    this.releaseReserve();
   }
 
   updateSession(id: number, patch: { target?: Target; profile?: unknown; meta?: Record<string, unknown>; label?: string }): void {
@@ -203,7 +349,13 @@ export class TraceStore {
     });
   }
 
-  private rowToSession(row: SessionRow): Session {
+  private rowToSession(full: SessionRow): Session {
+    const { writer_pid: pid, writer_start: start, ...row } = full;
+    // Read-only opens do not write the mark; they show what the next writer will.
+    if (row.state === 'recording' && typeof pid === 'number' && !processIsAlive(pid, start)) {
+      row.state = 'aborted';
+      row.error = `the recording process (pid ${pid}) ended without closing the session (killed, or its disk was full)`;
+    }
     const parsed = SessionSchema.safeParse({
       ...row,
       target: parseJson(row.target, `target of session ${row.id}`),
@@ -239,17 +391,7 @@ export class TraceStore {
   }
 
   upsertThread(sessionId: number, thread: Thread): void {
-    const t = ThreadSchema.parse(thread);
-    this.write('record a thread', () => {
-      // Keep what we knew when a later sighting lacks it (a name read after exit, say).
-      this.db.prepare(
-        `INSERT INTO threads (session_id, tid, gdb_id, lwp, name) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (session_id, tid) DO UPDATE SET
-           gdb_id = coalesce(excluded.gdb_id, gdb_id),
-           lwp = coalesce(excluded.lwp, lwp),
-           name = coalesce(excluded.name, name)`,
-      ).run(sessionId, t.tid, t.gdb_id, t.lwp, t.name);
-    });
+    this.appendBatch(sessionId, [thread], []);
   }
 
   threads(sessionId: number): Thread[] {
@@ -264,19 +406,44 @@ export class TraceStore {
 
   /** Append events with their seqs already assigned, in one transaction. */
   appendEvents(sessionId: number, events: readonly TraceEvent[]): void {
-    if (events.length === 0) return;
+    this.appendBatch(sessionId, [], events);
+  }
+
+  /**
+   * Threads (kept: what an earlier sighting knew and a later one lacks) and
+   * events in one transaction. With `busyTimeoutMs`, a lock held by another
+   * process is waited for that long only (a recorder must not stall its
+   * target for the default 5 s), and the caller retries.
+   */
+  appendBatch(sessionId: number, threads: readonly Thread[], events: readonly TraceEvent[], opts: { busyTimeoutMs?: number } = {}): void {
+    if (threads.length === 0 && events.length === 0) return;
+    const upsert = this.db.prepare(
+      `INSERT INTO threads (session_id, tid, gdb_id, lwp, name) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (session_id, tid) DO UPDATE SET
+         gdb_id = coalesce(excluded.gdb_id, gdb_id),
+         lwp = coalesce(excluded.lwp, lwp),
+         name = coalesce(excluded.name, name)`,
+    );
     const insert = this.db.prepare(
       `INSERT INTO events (session_id, seq, t_ns, wall, thread, kind, probe, pc, func, file, line, data)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
-    this.write('append events', () => {
-      this.db.transaction(() => {
-        for (const e of events) {
-          insert.run(sessionId, e.seq, e.t_ns, e.wall, e.thread, e.kind, e.probe, e.pc, e.func, e.file, e.line,
-            JSON.stringify(e.data));
-        }
-      })();
-    });
+    const checked = threads.map((t) => ThreadSchema.parse(t));
+    const previous = opts.busyTimeoutMs === undefined ? null : (this.db.pragma('busy_timeout', { simple: true }) as number);
+    if (opts.busyTimeoutMs !== undefined) this.db.pragma(`busy_timeout = ${Math.max(0, Math.floor(opts.busyTimeoutMs))}`);
+    try {
+      this.write(`store events of session ${sessionId}`, () => {
+        this.db.transaction(() => {
+          for (const t of checked) upsert.run(sessionId, t.tid, t.gdb_id, t.lwp, t.name);
+          for (const e of events) {
+            insert.run(sessionId, e.seq, e.t_ns, e.wall, e.thread, e.kind, e.probe, e.pc, e.func, e.file, e.line,
+              JSON.stringify(e.data));
+          }
+        })();
+      });
+    } finally {
+      if (previous !== null) this.db.pragma(`busy_timeout = ${previous}`);
+    }
   }
 
   private rowToEvent(sessionId: number, r: EventRow): TraceEvent {
@@ -344,57 +511,164 @@ export class TraceStore {
   }
 }
 
+/** Locked by another process: worth waiting for, unlike a full disk. */
+function isBusy(e: MigraceError): boolean {
+  const code = (e.cause as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
+}
+
 /**
- * Buffers the events of one session being recorded and writes them in short
- * transactions: every `batchMs`, every `batchSize` events, on flush() and on
- * process exit. Assigns strictly increasing seqs in arrival order.
+ * Buffers the events (and thread sightings) of one session being recorded
+ * and writes them in short transactions: every `batchMs`, every `batchSize`
+ * events, on flush() and on process exit. Assigns strictly increasing seqs in
+ * arrival order.
+ *
+ * A write never throws out of a timer. A lock held by another process is
+ * retried without stalling the recorder, for `busyGiveUpMs`; any other
+ * failure (a full disk, a file-size limit) and a lock held longer are kept
+ * as the writer's failure and passed to onError, which ends the run, and
+ * the batch stays in memory. `stored` is what is on disk.
  */
 export class SessionWriter {
   private buffer: TraceEvent[] = [];
+  private threads = new Map<number, Thread>();
   private seq: number;
   private timer: NodeJS.Timeout | null = null;
-  private readonly onExit = (): void => this.flush();
+  private readonly onExit = (): void => {
+    this.flush();
+  };
   private closed = false;
+  private failed: MigraceError | null = null;
+  private busySince: number | null = null;
+  private errorHandler: ((e: MigraceError) => void) | null = null;
+  /** Events committed to the database. */
+  stored = 0;
 
   constructor(
     private readonly store: TraceStore,
     readonly sessionId: number,
-    private readonly opts: { batchMs?: number; batchSize?: number } = {},
+    private readonly opts: { batchMs?: number; batchSize?: number; busyGiveUpMs?: number } = {},
   ) {
     this.seq = store.nextSeq(sessionId);
+    store.holdReserve();
     process.on('exit', this.onExit);
+  }
+
+  /** Called once, with the first write that failed for good. */
+  onError(fn: (e: MigraceError) => void): void {
+    this.errorHandler = fn;
+    if (this.failed) fn(this.failed);
+  }
+
+  get failure(): MigraceError | null {
+    return this.failed;
   }
 
   push(event: NewEvent): TraceEvent {
     if (this.closed) throw new MigraceError('DB_WRITE', `session ${this.sessionId} is closed for writing`);
     const e = { ...event, seq: this.seq++ } as TraceEvent;
     this.buffer.push(e);
-    if (this.buffer.length >= (this.opts.batchSize ?? 256)) this.flush();
-    else if (!this.timer) {
-      this.timer = setTimeout(() => this.flush(), this.opts.batchMs ?? 25);
-      this.timer.unref();
-    }
+    this.schedule();
     return e;
   }
 
+  /** A thread seen (or renamed); merged with what was known, written with the next batch. */
+  thread(t: Thread): void {
+    const known = this.threads.get(t.tid);
+    this.threads.set(t.tid, known ? { tid: t.tid, gdb_id: t.gdb_id ?? known.gdb_id, lwp: t.lwp ?? known.lwp, name: t.name ?? known.name } : t);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.failed || this.closed) return;
+    if (this.buffer.length >= (this.opts.batchSize ?? 256) && this.busySince === null) this.flush();
+    else if (!this.timer) {
+      this.timer = setTimeout(() => this.flush(), this.busySince === null ? (this.opts.batchMs ?? 25) : 100);
+      this.timer.unref();
+    }
+  }
+
+  /** Events handed to the writer (seqs assigned), stored or not. */
   get written(): number {
     return this.seq;
   }
 
-  flush(): void {
+  /** Events handed to the writer that are not on disk. */
+  get unstored(): number {
+    return this.buffer.length;
+  }
+
+  /** Write what is buffered; false when it could not be written now. */
+  flush(opts: { final?: boolean } = {}): boolean {
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    if (this.buffer.length === 0) return;
+    if (this.buffer.length === 0 && this.threads.size === 0) return true;
     const batch = this.buffer;
-    this.buffer = [];
-    this.store.appendEvents(this.sessionId, batch);
+    const threads = [...this.threads.values()];
+    try {
+      // The last write may wait for a lock as any command does; the ones during a run must not stall it.
+      this.store.appendBatch(this.sessionId, threads, batch, opts.final ? {} : { busyTimeoutMs: 20 });
+      this.buffer = [];
+      this.threads.clear();
+      this.stored += batch.length;
+      this.busySince = null;
+      return true;
+    } catch (e) {
+      const err = e instanceof MigraceError ? e : new MigraceError('DB_WRITE', messageOf(e), { cause: e });
+      const now = Date.now();
+      if (isBusy(err) && !opts.final) {
+        this.busySince ??= now;
+        if (now - this.busySince < (this.opts.busyGiveUpMs ?? 10_000)) {
+          this.schedule();
+          return false;
+        }
+      }
+      if (!this.failed) {
+        this.failed = isBusy(err)
+          ? new MigraceError('DB_WRITE', `${err.message} for more than ${Math.round((now - (this.busySince ?? now)) / 1000)} s`, { cause: err })
+          : err;
+        this.errorHandler?.(this.failed);
+      }
+      return false;
+    }
   }
 
+  /** A last write of what is buffered, leaving the session's state to the caller. */
   close(): void {
-    this.flush();
+    if (this.closed) return;
+    this.flush({ final: true });
     this.closed = true;
     process.off('exit', this.onExit);
+  }
+
+  /**
+   * The end of the session: what is still buffered and the final state in
+   * one transaction; when that cannot be written, the state alone (with the
+   * room the reserve gives back), saying how many events were lost. Returns
+   * the error the session was closed with, or throws when even the state
+   * could not be written (the next writer that opens the file marks it).
+   */
+  finish(error: MigraceError | null): MigraceError | null {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.closed = true;
+    process.off('exit', this.onExit);
+    let err = error ?? this.failed;
+    try {
+      this.store.finishSessionWith(this.sessionId, [...this.threads.values()], this.buffer, err ? 'aborted' : 'complete', err?.message ?? null);
+      this.stored += this.buffer.length;
+      this.buffer = [];
+      this.threads.clear();
+      return err;
+    } catch (e) {
+      const why = e instanceof MigraceError ? e : new MigraceError('DB_WRITE', messageOf(e), { cause: e });
+      const base = err ?? why;
+      const lost = this.buffer.length > 0 ? `; ${this.buffer.length} later events could not be stored` : '';
+      err = new MigraceError(base.code, `${base.message}${lost}`, { cause: base });
+      this.store.finishSession(this.sessionId, 'aborted', err.message);
+      return err;
+    }
   }
 }

@@ -14,7 +14,8 @@
  *   it attached to is left group-stopped (state T) by a killed gdb; the
  *   session sends it SIGCONT.
  */
-import { statSync, readFileSync } from 'node:fs';
+import { statSync } from 'node:fs';
+import { procStartTime } from '../../trace/proc.js';
 import { execa } from 'execa';
 import { MigraceError } from '../../trace/errors.js';
 import { isAlive, track, waitGone } from '../reaper.js';
@@ -309,17 +310,6 @@ export function shellQuote(arg: string): string {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Field 22 of /proc/PID/stat: tells a pid from a later process that reused it. */
-function procStartTime(pid: number): string | null {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return fields[19] ?? null;
-  } catch {
-    return null;
-  }
-}
 
 function signalQuietly(pid: number, signal: NodeJS.Signals): void {
   try {

@@ -151,3 +151,58 @@ describe('MigrationStatus tables', () => {
     expect(statusName(4, '10.2')).toBe('active');
   });
 });
+
+describe('a writer that dies without closing its session', () => {
+  it('is marked aborted by the next writer, which keeps its events and removes its disk reserve', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { existsSync, readdirSync } = await import('node:fs');
+    const path = join(dir, 't.db');
+    // A real process: it records three events, then SIGKILLs itself mid-session.
+    const script = `
+      import { SessionWriter, TraceStore } from ${JSON.stringify(join(process.cwd(), 'dist/trace/store.js'))};
+      const store = TraceStore.open(${JSON.stringify(path)});
+      const id = store.createSession({ label: 'doomed', origin: 'live', target: ${JSON.stringify(target)}, profile: null });
+      const w = new SessionWriter(store, id);
+      for (let i = 0; i < 3; i++) w.push({ kind: 'note', t_ns: i, wall: null, thread: null, probe: null, pc: null, func: null, file: null, line: null, data: { text: 'n' + i } });
+      w.flush();
+      process.kill(process.pid, 'SIGKILL');
+    `;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+    expect(r.signal, r.stderr).toBe('SIGKILL');
+    expect(readdirSync(dir).some((n) => n.includes('.migrace-reserve-'))).toBe(true);
+
+    // Read-only: shown as what the next writer will make of it, the file untouched.
+    const ro = TraceStore.open(path, { readonly: true });
+    expect(ro.abandoned).toEqual([]);
+    expect(ro.session(1).state).toBe('aborted');
+    ro.close();
+    const raw = new Database(path, { readonly: true });
+    expect((raw.prepare('SELECT state FROM sessions WHERE id = 1').get() as { state: string }).state).toBe('recording');
+    raw.close();
+
+    const rw = TraceStore.open(path);
+    expect(rw.abandoned).toEqual([{ id: 1, pid: expect.any(Number), events: 3 }]);
+    const s = rw.session(1);
+    expect(s.state).toBe('aborted');
+    expect(s.error).toMatch(/ended without closing the session.*the 3 events it stored are kept/);
+    expect(rw.events(1)).toHaveLength(3);
+    expect(readdirSync(dir).some((n) => n.includes('.migrace-reserve-'))).toBe(false);
+    rw.close();
+    // Once marked, a later open has nothing to do.
+    const again = TraceStore.open(path);
+    expect(again.abandoned).toEqual([]);
+    again.close();
+    expect(existsSync(path)).toBe(true);
+  });
+
+  it('leaves the session of a live writer alone', () => {
+    const path = join(dir, 't.db');
+    const a = TraceStore.open(path);
+    const id = a.createSession({ label: 'live', origin: 'live', target, profile: null });
+    const b = TraceStore.open(path);
+    expect(b.abandoned).toEqual([]);
+    expect(b.session(id).state).toBe('recording');
+    b.close();
+    a.close();
+  });
+});

@@ -1,0 +1,57 @@
+import { readFileSync } from 'node:fs';
+
+/**
+ * What /proc says about a process, read one way for everybody: the reaper,
+ * GdbSession and the store (which tells a live recorder from a dead one).
+ * A pid alone is not an identity: the kernel reuses pids, so a process is
+ * named by its pid and its start time (field 22 of /proc/PID/stat, in clock
+ * ticks since boot), and nothing is signalled or declared dead on the pid
+ * alone when the start time is known.
+ */
+
+export interface ProcStat {
+  /** R, S, D, T (stopped), t (traced), Z (zombie), ... */
+  state: string;
+  ppid: number;
+  startTime: string;
+}
+
+export function readProcStat(pid: number): ProcStat | null {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  // comm may hold spaces and parentheses: the fields start after the last ')'.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  if (fields.length < 20) return null;
+  return { state: fields[0], ppid: Number(fields[1]), startTime: fields[19] };
+}
+
+export function procStartTime(pid: number): string | null {
+  return readProcStat(pid)?.startTime ?? null;
+}
+
+/** Alive and not a zombie; when `startTime` is given, also the same process. */
+export function processIsAlive(pid: number, startTime?: string | null): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  const stat = readProcStat(pid);
+  if (stat === null) return true; // /proc hidden (hidepid): trust the signal
+  if (stat.state === 'Z') return false;
+  return startTime === undefined || startTime === null || stat.startTime === startTime;
+}
+
+/** The TracerPid line of /proc/PID/status: 0 when nobody ptraces the process. */
+export function tracerPid(pid: number): number | null {
+  try {
+    const m = /^TracerPid:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
