@@ -4,6 +4,7 @@ import type { NewEvent, StateValue, TraceEvent } from '../trace/schema.js';
 import type { SessionWriter, TraceStore } from '../trace/store.js';
 import { assertShellSafePath, GdbSession, type StoppedEvent } from './gdb/session.js';
 import type { Probe, Profile } from './probes/profile.js';
+import { logTail } from './targets/private-dir.js';
 import type { PreparedTarget } from './targets/types.js';
 import { parseAddress, parseStateValue } from './values.js';
 
@@ -148,7 +149,9 @@ export class LiveTarget {
     gdb.on('thread-group-exited', (g) => {
       this.exited = true;
       if (!this.expectingExit) {
-        this.fail(new MigraceError('TARGET_EXITED', `${target.info.kind} exited (code ${g.exitCode ?? '?'}) before the scenario finished; see ${target.logPath}`));
+        // The log goes with the private folder when the run ends: quote it.
+        const said = target.logPath ? logTail(target.logPath) : '';
+        this.fail(new MigraceError('TARGET_EXITED', `${target.info.kind} exited (code ${g.exitCode ?? '?'}) before the scenario finished${said ? `; it said: ${said}` : ''}`));
       }
     });
 

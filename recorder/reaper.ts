@@ -1,4 +1,7 @@
+import { accessSync, constants, statSync } from 'node:fs';
+import { delimiter, isAbsolute, join } from 'node:path';
 import { processIsAlive, procStartTime } from '../trace/proc.js';
+import { ledgerAddProcess, ledgerRemoveProcess } from './ledger.js';
 
 /**
  * One registry of every child process migrace starts (gdb, its inferior,
@@ -20,8 +23,12 @@ import { processIsAlive, procStartTime } from '../trace/proc.js';
  *   moment; it kills everything tracked and exits 130 / 143. It is removed as
  *   soon as nothing is tracked, and it stands back (does nothing) when another
  *   listener for the signal was added after it.
- * - SIGKILL of this process: nothing can run; gdb's PTRACE_O_EXITKILL is the
- *   only guard then.
+ * - SIGKILL of this process: nothing here can run. Children are started
+ *   through `dieWithParent`, which sets the kernel's parent-death signal
+ *   (PR_SET_PDEATHSIG, util-linux's setpriv) before the program runs: the
+ *   kernel signals them when migrace dies, however it dies. gdb's own
+ *   inferiors die with gdb (PTRACE_O_EXITKILL); a process gdb attached to is
+ *   detached when gdb quits.
  */
 /** pid -> what it is and when it started (a pid reused by another process is not ours to kill). */
 const tracked = new Map<number, { label: string; startTime: string | null }>();
@@ -63,6 +70,7 @@ function removeSignalHooksIfIdle(): void {
 export function track(pid: number, label: string): () => void {
   installExitHook();
   tracked.set(pid, { label, startTime: procStartTime(pid) });
+  ledgerAddProcess('children', pid, label);
   installSignalHooks();
   return () => {
     untrack(pid);
@@ -71,6 +79,7 @@ export function track(pid: number, label: string): () => void {
 
 export function untrack(pid: number): void {
   tracked.delete(pid);
+  ledgerRemoveProcess('children', pid);
   removeSignalHooksIfIdle();
 }
 
@@ -104,4 +113,35 @@ export async function waitGone(pid: number, ms: number): Promise<boolean> {
     await new Promise((r) => setTimeout(r, 20));
   }
   return !isAlive(pid);
+}
+
+const SETPRIV = '/usr/bin/setpriv';
+
+/** A program's path: as given when it holds a slash, else found on PATH (ours, or the one the child will get); null when there is none. */
+export function findProgram(name: string, path = process.env.PATH ?? ''): string | null {
+  const candidates = name.includes('/') ? [name] : path.split(delimiter).filter(Boolean).map((d) => join(d, name));
+  for (const c of candidates) {
+    try {
+      if (!statSync(c).isFile()) continue;
+      accessSync(c, constants.X_OK);
+      return isAbsolute(c) || name.includes('/') ? c : join(process.cwd(), c);
+    } catch {
+      /* next */
+    }
+  }
+  return null;
+}
+
+/**
+ * The command line that starts `file` so that the kernel sends it `signal`
+ * when migrace dies, even by SIGKILL: setpriv sets the parent-death signal
+ * and execs the program (same pid). KILL for programs that must not outlive
+ * us (a destination QEMU); TERM for gdb, which then quits the way it does
+ * on Ctrl-D: it kills what it started and detaches, removing its
+ * breakpoints, from what it attached to. Without setpriv (not util-linux),
+ * the program starts unguarded and only the reaper's hooks cover it.
+ */
+export function dieWithParent(file: string, args: readonly string[], signal: 'KILL' | 'TERM' = 'KILL'): { file: string; args: string[] } {
+  if (findProgram(SETPRIV) === null) return { file, args: [...args] };
+  return { file: SETPRIV, args: ['--pdeathsig', signal, '--', file, ...args] };
 }

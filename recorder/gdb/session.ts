@@ -18,7 +18,8 @@ import { statSync } from 'node:fs';
 import { procStartTime } from '../../trace/proc.js';
 import { execa } from 'execa';
 import { MigraceError } from '../../trace/errors.js';
-import { isAlive, track, waitGone } from '../reaper.js';
+import { ledgerAddProcess, ledgerRemoveProcess } from '../ledger.js';
+import { dieWithParent, findProgram, isAlive, track, waitGone } from '../reaper.js';
 import {
   MiParseError,
   MiTuple,
@@ -446,7 +447,9 @@ interface Inferior {
 type Listener = (e: GdbEvent) => void;
 
 function spawnGdb(path: string, env: Record<string, string>, cwd: string | undefined) {
-  return execa(path, ['--interpreter=mi3', '-nx', '-q'], {
+  // SIGTERM when migrace dies: gdb quits as on Ctrl-D, killing what it ran and detaching from what it attached to.
+  const cmd = dieWithParent(path, ['--interpreter=mi3', '-nx', '-q'], 'TERM');
+  return execa(cmd.file, cmd.args, {
     stdin: 'pipe',
     stdout: 'pipe',
     stderr: 'pipe',
@@ -529,14 +532,16 @@ export class GdbSession {
 
   /** Spawn gdb and check that it speaks MI; rejects with GDB_MISSING if there is no gdb. */
   static async start(opts: GdbSessionOptions = {}): Promise<GdbSession> {
-    const s = new GdbSession(opts);
+    // Looked up first: started through setpriv, a missing gdb would only show as setpriv's exit code.
+    const notFound = (): MigraceError => new MigraceError('GDB_MISSING',
+      `gdb not found${opts.gdbPath && opts.gdbPath !== 'gdb' ? ` at ${opts.gdbPath}` : ''}: install the Debian package gdb`);
+    const found = findProgram(opts.gdbPath ?? 'gdb', opts.env?.PATH);
+    if (found === null) throw notFound();
+    const s = new GdbSession({ ...opts, gdbPath: found });
     if (s.gdbPid <= 0) {
       const r = await s.child;
       const code = (r as { code?: string }).code;
-      if (code === 'ENOENT') {
-        const where = opts.gdbPath && opts.gdbPath !== 'gdb' ? ` at ${opts.gdbPath}` : '';
-        throw new MigraceError('GDB_MISSING', `gdb not found${where}: install the Debian package gdb`);
-      }
+      if (code === 'ENOENT') throw notFound();
       throw new MigraceError('GDB_MISSING', `cannot start gdb (${opts.gdbPath ?? 'gdb'}): ${r.message ?? code}`);
     }
     try {
@@ -682,7 +687,9 @@ export class GdbSession {
         const own = this.attaching ? this.attaching.own : true;
         // Registered right now, before anything else can fail: from here on
         // a crash of gdb or of this process must not leave the inferior behind.
-        const untrack = own ? track(pid, `gdb inferior (${groupId})`) : null;
+        // Not ours to kill: listed so a later migrace can resume it if we and gdb both die with it stopped.
+        if (!own) ledgerAddProcess('attached', pid, 'attached process');
+        const untrack = own ? track(pid, `gdb inferior (${groupId})`) : () => ledgerRemoveProcess('attached', pid);
         this.inferiors.set(seq, { groupId, pid, startTime: procStartTime(pid), owned: own, exited: false, seq, untrack });
         this.enqueueEvent({ kind: 'thread-group-started', groupId, pid, seq, at });
         return;

@@ -1,6 +1,7 @@
-import { mkdtempSync, rmSync, chmodSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ledgerAddDir, ledgerRemoveDir } from '../ledger.js';
 
 /**
  * A private folder (mode 0700) for sockets and logs: a QMP socket in a
@@ -9,5 +10,25 @@ import { join } from 'node:path';
 export function makePrivateDir(prefix: string): { path: string; remove: () => void } {
   const path = mkdtempSync(join(tmpdir(), `${prefix}-`));
   chmodSync(path, 0o700);
-  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+  // Listed in the ledger: a migrace killed before remove() runs leaves it to the next one.
+  ledgerAddDir(path);
+  return {
+    path,
+    remove: () => {
+      rmSync(path, { recursive: true, force: true });
+      ledgerRemoveDir(path);
+    },
+  };
 }
+
+/** The last lines a program wrote to its log, on one line, for an error message. */
+export function logTail(path: string, lines = 2): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+  return text.split('\n').map((l) => l.trim()).filter(Boolean).slice(-lines).join(' | ').slice(0, 400);
+}
+

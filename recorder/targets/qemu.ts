@@ -2,11 +2,11 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants, existsSync, openSync, closeSync, statSync } from 'node:fs';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { MigraceError, messageOf } from '../../trace/errors.js';
-import { isAlive, track, waitGone } from '../reaper.js';
+import { dieWithParent, isAlive, track, waitGone } from '../reaper.js';
 import type { Profile } from '../probes/profile.js';
 import { QmpClient } from '../qmp.js';
 import { freePort } from './ports.js';
-import { makePrivateDir } from './private-dir.js';
+import { logTail, makePrivateDir } from './private-dir.js';
 import type { PreparedTarget } from './types.js';
 
 /**
@@ -66,10 +66,12 @@ export async function startDestination(opts: QemuPairOptions, dir: string): Prom
   const log = openSync(join(dir, 'destination.log'), 'a', 0o600);
   let child: ReturnType<typeof spawn>;
   try {
-    child = spawn(opts.qemu, [
+    // Started on its own (not under gdb): only the parent-death signal ends it if migrace is SIGKILLed.
+    const cmd = dieWithParent(opts.qemu, [
       ...commonArgs(memory), '-name', 'destination', '-incoming', 'defer',
       '-qmp', `unix:${qmpPath},server=on,wait=off`, ...(opts.extraArgs ?? []),
-    ], { env: { ...process.env, ...opts.env }, stdio: ['ignore', log, log], detached: false });
+    ]);
+    child = spawn(cmd.file, cmd.args, { env: { ...process.env, ...opts.env }, stdio: ['ignore', log, log], detached: false });
   } catch (e) {
     // spawn throws synchronously only for bad arguments (a NUL byte, ...).
     throw new MigraceError('BAD_INPUT', `cannot start the destination QEMU ${opts.qemu}: ${messageOf(e)}`, { cause: e });
@@ -94,7 +96,8 @@ export async function startDestination(opts: QemuPairOptions, dir: string): Prom
   if (!pid) return failed;
   const untrack = track(pid, 'destination qemu');
   let exited = false;
-  child.on('exit', () => { exited = true; });
+  let exitCode: number | null = null;
+  child.on('exit', (code) => { exited = true; exitCode = code; });
   const stop = async (): Promise<void> => {
     if (isAlive(pid)) child.kill('SIGTERM');
     if (!(await waitGone(pid, 2000))) child.kill('SIGKILL');
@@ -118,8 +121,14 @@ export async function startDestination(opts: QemuPairOptions, dir: string): Prom
     }
   } catch (e) {
     await stop();
-    throw e instanceof MigraceError ? new MigraceError(e.code, `destination QEMU: ${e.message} (see ${join(dir, 'destination.log')})`)
-      : new MigraceError('TARGET_EXITED', `destination QEMU: ${messageOf(e)}`);
+    // The log goes with the private folder: what it says is quoted here.
+    const said = logTail(join(dir, 'destination.log'));
+    // setpriv runs the program: its exec failure is an exit code and a line in the log.
+    if (exitCode === 126 || exitCode === 127) {
+      throw new MigraceError('TARGET_MISSING', `cannot start the destination QEMU ${opts.qemu}: ${exitCode === 127 ? 'not found (or its interpreter is missing)' : 'not executable'}${said ? ` (${said})` : ''}`);
+    }
+    const msg = e instanceof MigraceError ? e.message : messageOf(e);
+    throw new MigraceError(e instanceof MigraceError ? e.code : 'TARGET_EXITED', `destination QEMU: ${msg}${said ? `; it said: ${said}` : ''}`);
   }
 }
 
