@@ -29,6 +29,14 @@ import { judgeFacts, qemuShape, replyFacts, shapeBaselineFrom, type ReplyJudgeme
  * transition opens inside the read's window. Whether it, or any transition
  * entered inside a window, landed before the window closed needs proof too
  * (see landedBy).
+ *
+ * Parts, in file order: the state helpers (stateName, sameState,
+ * threadLabel, where a read's window starts, the proofs that a transition
+ * landed: withChainProof, replyProves); InterleavingScan, whose fields are
+ * the scan's state and which has one method per event kind and finish() for
+ * the end of the trace (close what is open, warnings, proofs by reply, the
+ * shape baseline, the findings); findInterleavings, which feeds it the
+ * events; classify and toFinding, which turn a kept window into a Finding.
  */
 
 type Tid = number | null;
@@ -192,45 +200,222 @@ function replyProves(p: Placed, reply: EventOf<'reply'> | null, table: StatusTab
   return want !== null && have !== null && facts.fields.some((f) => want.includes(f) && !have.includes(f));
 }
 
-export function findInterleavings(session: Session, threads: readonly Thread[], events: readonly TraceEvent[]): Analysis {
-  const table = session.target.status_table;
-  const warnings: string[] = [];
-  const evs = inOrder(events) ? events : [...events].sort((a, b) => a.seq - b.seq);
-  if (evs !== events) warnings.push('events were not in seq order; analyzed them sorted by seq');
+/** Append to the list a map keeps under `key`. */
+function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
+  const l = map.get(key);
+  if (l) l.push(value);
+  else map.set(key, [value]);
+}
 
-  const threadMap = new Map<number, Thread>();
-  for (const t of threads) threadMap.set(t.tid, t);
-
-  // null: a transition moved to its thread's release (see the header).
-  const trans: (Placed | null)[] = [];
-  const held = new Set<Tid>();
-  const pending = new Map<Tid, Placed[]>();
+/**
+ * The scan's state: one field per thing the header describes, one method
+ * per event kind, and finish() for what only the end of the trace decides.
+ */
+class InterleavingScan {
+  private readonly table: StatusTableId;
+  private readonly threadMap = new Map<number, Thread>();
+  /** Transitions in effect order; null where one moved to its thread's release (see the header). */
+  private readonly trans: (Placed | null)[] = [];
+  private readonly held = new Set<Tid>();
+  /** Transitions of held writers, placed at their release. */
+  private readonly pending = new Map<Tid, Placed[]>();
   /** Index in `trans` of a thread's transition while it is still that thread's latest event. */
-  const lastTrans = new Map<Tid, number>();
-  const openReads = new Map<Tid, OpenRead[]>();
-  const ownQuery = new Map<Tid, QueryWin>();
-  const openQueries = new Map<string, QueryWin>();
-  const awaitById = new Map<string, Candidate[]>();
-  const awaitByThread = new Map<Tid, Candidate[]>();
-  const candidates: Candidate[] = [];
-  const replies: EventOf<'reply'>[] = [];
-  let reads = 0;
-  let publishes = 0;
-  let strayPublishes = 0;
-  const superseded: number[] = [];
-  const truncated: number[] = [];
+  private readonly lastTrans = new Map<Tid, number>();
+  /** Each thread's latest event so far: a writer seen after its transition was past migrate_set_state. */
+  private readonly lastSeqOf = new Map<Tid, number>();
+  private readonly openReads = new Map<Tid, OpenRead[]>();
+  private readonly ownQuery = new Map<Tid, QueryWin>();
+  private readonly openQueries = new Map<string, QueryWin>();
+  /** Closed windows still waiting for their reply, by query id and by reader. */
+  private readonly awaitById = new Map<string, Candidate[]>();
+  private readonly awaitByThread = new Map<Tid, Candidate[]>();
+  private readonly candidates: Candidate[] = [];
+  private readonly replies: EventOf<'reply'>[] = [];
+  private reads = 0;
+  private publishes = 0;
+  private strayPublishes = 0;
+  private readonly superseded: number[] = [];
+  private readonly truncated: number[] = [];
 
-  const crossingsOf = (startT: number, endT: number, reader: Tid): Placed[] => {
+  constructor(private readonly session: Session, threads: readonly Thread[], private readonly warnings: string[]) {
+    this.table = session.target.status_table;
+    for (const t of threads) this.threadMap.set(t.tid, t);
+  }
+
+  event(e: TraceEvent): void {
+    // Holds and releases happen at a probe, not past it; a later transition does prove the earlier swap done.
+    if (e.thread !== null && e.kind !== 'hold' && e.kind !== 'release' && e.kind !== 'note') this.lastSeqOf.set(e.thread, e.seq);
+    if (this.lastTrans.size && e.kind !== 'transition' && e.kind !== 'hold') this.lastTrans.delete(e.thread);
+    switch (e.kind) {
+      case 'transition': return this.transition(e);
+      case 'read': return this.read(e);
+      case 'publish': return this.publish(e);
+      case 'query-begin': return this.queryBegin(e);
+      case 'query-end': return this.queryEnd(e);
+      case 'reply': return this.reply(e);
+      case 'hold': return this.hold(e);
+      case 'release': return this.release(e);
+      case 'note': return;
+    }
+  }
+
+  private transition(e: EventOf<'transition'>): void {
+    const p: Placed = { e, releaseSeq: null };
+    if (this.held.has(e.thread)) {
+      pushTo(this.pending, e.thread, p);
+    } else {
+      this.trans.push(p);
+      this.lastTrans.set(e.thread, this.trans.length - 1);
+    }
+  }
+
+  private read(e: EventOf<'read'>): void {
+    this.reads++;
+    const r = e.thread;
+    const q = this.ownQuery.get(r) ?? (r !== null ? this.ownQuery.get(null) : undefined) ?? null;
+    // A new read outside the query of the previous ones means that query is
+    // over even though no publish or end was seen.
+    if (this.openReads.has(r)) this.closeReadsOf(r, q === null ? ALL : (o) => o.query !== q, 'superseded', e.seq, null, null);
+    if (q === null) this.awaitByThread.delete(r);
+    else q.sawRead = true;
+    pushTo(this.openReads, r, { read: e, reader: r, query: q, startT: readWindowStart(this.trans, e, r, this.table) });
+  }
+
+  private publish(e: EventOf<'publish'>): void {
+    this.publishes++;
+    const r = e.thread;
+    const list = this.openReads.get(r);
+    if (list && list.length) {
+      this.closeReadsOf(r, ALL, 'publish', e.seq, e, null);
+      return;
+    }
+    const q = this.ownQuery.get(r);
+    if (q && !q.sawRead && q.publish === null) {
+      q.publish = e;
+      q.publishT = this.trans.length;
+    } else {
+      this.strayPublishes++;
+    }
+  }
+
+  private queryBegin(e: EventOf<'query-begin'>): void {
+    const r = e.thread;
+    const prev = this.ownQuery.get(r);
+    if (prev) {
+      this.warnings.push(`query ${prev.id} (seq ${prev.begin.seq}) has no end before the next query (seq ${e.seq})`);
+      this.closeQueryReads(prev, 'superseded', e.seq, null);
+      this.closeQuery(prev, null, null, 'superseded');
+    }
+    const dup = this.openQueries.get(e.data.query);
+    if (dup) this.closeQuery(dup, null, null, 'superseded');
+    this.closeReadsOf(r, ALL, 'superseded', e.seq, null, null);
+    this.awaitByThread.delete(r);
+    const q: QueryWin = {
+      id: e.data.query, thread: r, begin: e, startT: this.trans.length, endSeq: null,
+      sawRead: false, publish: null, publishT: null,
+    };
+    this.openQueries.set(q.id, q);
+    this.ownQuery.set(r, q);
+  }
+
+  private queryEnd(e: EventOf<'query-end'>): void {
+    const q = this.openQueries.get(e.data.query) ?? this.ownQuery.get(e.thread);
+    if (q) {
+      this.closeQueryReads(q, 'query-end', e.seq, null);
+      this.closeQuery(q, e.seq, null, 'query-end');
+    } else {
+      // The begin was not recorded; the reads of this thread still end here.
+      this.closeReadsOf(e.thread, ALL, 'query-end', e.seq, null, null);
+    }
+  }
+
+  private reply(e: EventOf<'reply'>): void {
+    this.replies.push(e);
+    const qid = e.data.query;
+    let attached = false;
+    if (qid !== null) {
+      const waiting = this.awaitById.get(qid);
+      if (waiting) {
+        for (const c of waiting) {
+          if (c.reply === null) {
+            c.reply = e;
+            attached = true;
+          }
+        }
+        this.awaitById.delete(qid);
+      }
+    }
+    const q = qid !== null ? this.openQueries.get(qid) : undefined;
+    if (q) {
+      this.closeQueryReads(q, 'reply', e.seq, e);
+      this.closeQuery(q, null, e, 'reply');
+      attached = true;
+    } else if (this.openReads.size > 0 || this.ownQuery.size > 0) {
+      const pick = qid === null ? ALL : (o: OpenRead): boolean => o.query === null;
+      for (const tid of this.timeline(e.thread)) {
+        this.closeReadsOf(tid, pick, 'reply', e.seq, null, e);
+        const own = this.ownQuery.get(tid);
+        if (own && qid === null) {
+          this.closeQueryReads(own, 'reply', e.seq, e);
+          this.closeQuery(own, null, e, 'reply');
+        }
+      }
+    }
+    if (!attached && this.awaitByThread.size > 0) this.attachByTimeline(e);
+  }
+
+  /** A reply no window took by id goes to the windows still waiting on the reader's timeline. */
+  private attachByTimeline(e: EventOf<'reply'>): void {
+    const qid = e.data.query;
+    for (const tid of this.timeline(e.thread)) {
+      const list = this.awaitByThread.get(tid);
+      if (!list) continue;
+      const rest = list.filter((c) => {
+        if (c.reply !== null) return false;
+        if (qid !== null && c.queryId !== null && c.queryId !== qid) return true;
+        c.reply = e;
+        if (c.queryId === null) c.queryId = qid;
+        return false;
+      });
+      if (rest.length) this.awaitByThread.set(tid, rest);
+      else this.awaitByThread.delete(tid);
+    }
+  }
+
+  private hold(e: EventOf<'hold'>): void {
+    // Held readers follow the same rules; only a held writer moves its transition.
+    if (e.thread === null) return;
+    this.held.add(e.thread);
+    const i = this.lastTrans.get(e.thread);
+    if (i === undefined) return;
+    const p = this.trans[i]!;
+    this.trans[i] = null;
+    pushTo(this.pending, e.thread, p);
+    this.lastTrans.delete(e.thread);
+  }
+
+  private release(e: EventOf<'release'>): void {
+    this.held.delete(e.thread);
+    const l = this.pending.get(e.thread);
+    if (!l) return;
+    for (const p of l) {
+      p.releaseSeq = e.seq;
+      this.trans.push(p);
+    }
+    this.pending.delete(e.thread);
+  }
+
+  private crossingsOf(startT: number, endT: number, reader: Tid): Placed[] {
     const out: Placed[] = [];
     for (let i = startT; i < endT; i++) {
-      const p = trans[i];
+      const p = this.trans[i];
       if (!p) continue;
       const t = p.e;
       // A transition on an unknown thread may be another thread's: keep it.
       if (t.thread === null || reader === null || t.thread !== reader) out.push(p);
     }
     return out;
-  };
+  }
 
   /**
    * The probe sits at migrate_set_state's entry: a transition event says the
@@ -241,318 +426,167 @@ export function findInterleavings(session: Session, threads: readonly Thread[], 
    * probe. Without proof it may have landed after the publish (the unpatched
    * status re-read then still shows the old value): no finding.
    */
-  const landedBy = (p: Placed, publish: EventOf<'publish'> | null): boolean => {
+  private landedBy(p: Placed, publish: EventOf<'publish'> | null): boolean {
     if (p.releaseSeq !== null) return true;
-    if (publish !== null && sameState(p.e.data.new, publish.data.value, table)) return true;
-    return (lastSeqOf.get(p.e.thread) ?? -1) > p.e.seq;
-  };
+    if (publish !== null && sameState(p.e.data.new, publish.data.value, this.table)) return true;
+    return (this.lastSeqOf.get(p.e.thread) ?? -1) > p.e.seq;
+  }
 
-  const addAwait = (c: Candidate): void => {
-    if (c.queryId !== null) {
-      const l = awaitById.get(c.queryId);
-      if (l) l.push(c);
-      else awaitById.set(c.queryId, [c]);
-    }
-    const l = awaitByThread.get(c.reader);
-    if (l) l.push(c);
-    else awaitByThread.set(c.reader, [c]);
-  };
+  private addAwait(c: Candidate): void {
+    if (c.queryId !== null) pushTo(this.awaitById, c.queryId, c);
+    pushTo(this.awaitByThread, c.reader, c);
+  }
 
-  const closeRead = (
-    o: OpenRead,
-    reason: CloseReason,
-    closeSeq: number | null,
-    publish: EventOf<'publish'> | null,
-    reply: EventOf<'reply'> | null,
-  ): void => {
-    const inside = o.startT === trans.length ? NONE : crossingsOf(o.startT, trans.length, o.reader);
-    const crossing = inside.filter((p) => landedBy(p, publish));
+  private closeRead(o: OpenRead, reason: CloseReason, closeSeq: number | null, publish: EventOf<'publish'> | null, reply: EventOf<'reply'> | null): void {
+    const inside = o.startT === this.trans.length ? NONE : this.crossingsOf(o.startT, this.trans.length, o.reader);
+    const crossing = inside.filter((p) => this.landedBy(p, publish));
     const unproven = inside.filter((p) => !crossing.includes(p));
-    if (reason === 'superseded') superseded.push(o.read.seq);
-    if (reason === 'truncated') truncated.push(o.read.seq);
+    if (reason === 'superseded') this.superseded.push(o.read.seq);
+    if (reason === 'truncated') this.truncated.push(o.read.seq);
     if (inside.length === 0) return;
     const c: Candidate = {
       kind: 'read', anchor: o.read.seq, reader: o.reader, read: o.read, crossing, unproven, publish,
       query: o.query, queryId: o.query?.id ?? null, closedBy: reason, closeSeq, reply,
     };
-    candidates.push(c);
-    if (reply === null && (reason === 'publish' || reason === 'query-end')) addAwait(c);
-  };
+    this.candidates.push(c);
+    if (reply === null && (reason === 'publish' || reason === 'query-end')) this.addAwait(c);
+  }
 
-  const closeQuery = (q: QueryWin, endSeq: number | null, reply: EventOf<'reply'> | null, reason: CloseReason): void => {
+  private closeQuery(q: QueryWin, endSeq: number | null, reply: EventOf<'reply'> | null, reason: CloseReason): void {
     q.endSeq = endSeq;
-    if (openQueries.get(q.id) === q) openQueries.delete(q.id);
-    if (ownQuery.get(q.thread) === q) ownQuery.delete(q.thread);
+    if (this.openQueries.get(q.id) === q) this.openQueries.delete(q.id);
+    if (this.ownQuery.get(q.thread) === q) this.ownQuery.delete(q.thread);
     if (q.sawRead) return;
     // No read probe in this query: whatever crossed it, its effect is unknown.
-    const crossing = crossingsOf(q.startT, q.publishT ?? trans.length, q.thread);
+    const crossing = this.crossingsOf(q.startT, q.publishT ?? this.trans.length, q.thread);
     if (crossing.length === 0) return;
     const c: Candidate = {
       kind: 'query', anchor: q.begin.seq, reader: q.thread, read: null, crossing, unproven: [], publish: q.publish,
       query: q, queryId: q.id, closedBy: reason, closeSeq: endSeq ?? reply?.seq ?? null, reply,
     };
-    candidates.push(c);
-    if (reply === null && reason === 'query-end') addAwait(c);
-  };
+    this.candidates.push(c);
+    if (reply === null && reason === 'query-end') this.addAwait(c);
+  }
 
-  /** Close the reads of `tid` that `keep` does not keep. */
-  const closeReadsOf = (
+  /** Close the reads of `tid` that `pick` picks. */
+  private closeReadsOf(
     tid: Tid,
     pick: (o: OpenRead) => boolean,
     reason: CloseReason,
     closeSeq: number | null,
     publish: EventOf<'publish'> | null,
     reply: EventOf<'reply'> | null,
-  ): void => {
-    const list = openReads.get(tid);
+  ): void {
+    const list = this.openReads.get(tid);
     if (!list || list.length === 0) return;
     if (pick === ALL) {
-      openReads.delete(tid);
-      for (const o of list) closeRead(o, reason, closeSeq, publish, reply);
+      this.openReads.delete(tid);
+      for (const o of list) this.closeRead(o, reason, closeSeq, publish, reply);
       return;
     }
     const keep: OpenRead[] = [];
     for (const o of list) {
-      if (pick(o)) closeRead(o, reason, closeSeq, publish, reply);
+      if (pick(o)) this.closeRead(o, reason, closeSeq, publish, reply);
       else keep.push(o);
     }
-    if (keep.length) openReads.set(tid, keep);
-    else openReads.delete(tid);
-  };
+    if (keep.length) this.openReads.set(tid, keep);
+    else this.openReads.delete(tid);
+  }
 
-  const closeQueryReads = (q: QueryWin, reason: CloseReason, closeSeq: number | null, reply: EventOf<'reply'> | null): void => {
+  private closeQueryReads(q: QueryWin, reason: CloseReason, closeSeq: number | null, reply: EventOf<'reply'> | null): void {
     if (q.thread !== null) {
-      closeReadsOf(q.thread, (o) => o.query === q, reason, closeSeq, null, reply);
+      this.closeReadsOf(q.thread, (o) => o.query === q, reason, closeSeq, null, reply);
     } else {
-      for (const tid of [...openReads.keys()]) closeReadsOf(tid, (o) => o.query === q, reason, closeSeq, null, reply);
-    }
-  };
-
-  const timeline = (tid: Tid): Tid[] => (tid !== null ? [tid] : [...new Set<Tid>([...openReads.keys(), ...ownQuery.keys(), ...awaitByThread.keys()])]);
-
-  /** Each thread's latest event so far: a writer seen after its transition was past migrate_set_state. */
-  const lastSeqOf = new Map<Tid, number>();
-  for (const e of evs) {
-    // Holds and releases happen at a probe, not past it; a later transition does prove the earlier swap done.
-    if (e.thread !== null && e.kind !== 'hold' && e.kind !== 'release' && e.kind !== 'note') lastSeqOf.set(e.thread, e.seq);
-    if (lastTrans.size && e.kind !== 'transition' && e.kind !== 'hold') lastTrans.delete(e.thread);
-    switch (e.kind) {
-      case 'transition': {
-        const p: Placed = { e, releaseSeq: null };
-        if (held.has(e.thread)) {
-          const l = pending.get(e.thread);
-          if (l) l.push(p);
-          else pending.set(e.thread, [p]);
-        } else {
-          trans.push(p);
-          lastTrans.set(e.thread, trans.length - 1);
-        }
-        break;
-      }
-
-      case 'read': {
-        reads++;
-        const r = e.thread;
-        const q = ownQuery.get(r) ?? (r !== null ? ownQuery.get(null) : undefined) ?? null;
-        // A new read outside the query of the previous ones means that query is
-        // over even though no publish or end was seen.
-        if (openReads.has(r)) closeReadsOf(r, q === null ? ALL : (o) => o.query !== q, 'superseded', e.seq, null, null);
-        if (q === null) awaitByThread.delete(r);
-        else q.sawRead = true;
-        const list = openReads.get(r);
-        const o: OpenRead = { read: e, reader: r, query: q, startT: readWindowStart(trans, e, r, table) };
-        if (list) list.push(o);
-        else openReads.set(r, [o]);
-        break;
-      }
-
-      case 'publish': {
-        publishes++;
-        const r = e.thread;
-        const list = openReads.get(r);
-        if (list && list.length) {
-          closeReadsOf(r, ALL, 'publish', e.seq, e, null);
-        } else {
-          const q = ownQuery.get(r);
-          if (q && !q.sawRead && q.publish === null) {
-            q.publish = e;
-            q.publishT = trans.length;
-          } else {
-            strayPublishes++;
-          }
-        }
-        break;
-      }
-
-      case 'query-begin': {
-        const r = e.thread;
-        const prev = ownQuery.get(r);
-        if (prev) {
-          warnings.push(`query ${prev.id} (seq ${prev.begin.seq}) has no end before the next query (seq ${e.seq})`);
-          closeQueryReads(prev, 'superseded', e.seq, null);
-          closeQuery(prev, null, null, 'superseded');
-        }
-        const dup = openQueries.get(e.data.query);
-        if (dup) closeQuery(dup, null, null, 'superseded');
-        closeReadsOf(r, ALL, 'superseded', e.seq, null, null);
-        awaitByThread.delete(r);
-        const q: QueryWin = {
-          id: e.data.query, thread: r, begin: e, startT: trans.length, endSeq: null,
-          sawRead: false, publish: null, publishT: null,
-        };
-        openQueries.set(q.id, q);
-        ownQuery.set(r, q);
-        break;
-      }
-
-      case 'query-end': {
-        const q = openQueries.get(e.data.query) ?? ownQuery.get(e.thread);
-        if (q) {
-          closeQueryReads(q, 'query-end', e.seq, null);
-          closeQuery(q, e.seq, null, 'query-end');
-        } else {
-          // The begin was not recorded; the reads of this thread still end here.
-          closeReadsOf(e.thread, ALL, 'query-end', e.seq, null, null);
-        }
-        break;
-      }
-
-      case 'reply': {
-        replies.push(e);
-        const qid = e.data.query;
-        let attached = false;
-        if (qid !== null) {
-          const waiting = awaitById.get(qid);
-          if (waiting) {
-            for (const c of waiting) {
-              if (c.reply === null) {
-                c.reply = e;
-                attached = true;
-              }
-            }
-            awaitById.delete(qid);
-          }
-        }
-        const q = qid !== null ? openQueries.get(qid) : undefined;
-        if (q) {
-          closeQueryReads(q, 'reply', e.seq, e);
-          closeQuery(q, null, e, 'reply');
-          attached = true;
-        } else if (openReads.size > 0 || ownQuery.size > 0) {
-          const pick = qid === null ? ALL : (o: OpenRead): boolean => o.query === null;
-          for (const tid of timeline(e.thread)) {
-            closeReadsOf(tid, pick, 'reply', e.seq, null, e);
-            const own = ownQuery.get(tid);
-            if (own && qid === null) {
-              closeQueryReads(own, 'reply', e.seq, e);
-              closeQuery(own, null, e, 'reply');
-            }
-          }
-        }
-        if (!attached && awaitByThread.size > 0) {
-          for (const tid of timeline(e.thread)) {
-            const list = awaitByThread.get(tid);
-            if (!list) continue;
-            const rest = list.filter((c) => {
-              if (c.reply !== null) return false;
-              if (qid !== null && c.queryId !== null && c.queryId !== qid) return true;
-              c.reply = e;
-              if (c.queryId === null) c.queryId = qid;
-              return false;
-            });
-            if (rest.length) awaitByThread.set(tid, rest);
-            else awaitByThread.delete(tid);
-          }
-        }
-        break;
-      }
-
-      case 'hold': {
-        // Held readers follow the same rules; only a held writer moves its transition.
-        if (e.thread === null) break;
-        held.add(e.thread);
-        const i = lastTrans.get(e.thread);
-        if (i !== undefined) {
-          const p = trans[i]!;
-          trans[i] = null;
-          const l = pending.get(e.thread);
-          if (l) l.push(p);
-          else pending.set(e.thread, [p]);
-          lastTrans.delete(e.thread);
-        }
-        break;
-      }
-      case 'release': {
-        held.delete(e.thread);
-        const l = pending.get(e.thread);
-        if (l) {
-          for (const p of l) {
-            p.releaseSeq = e.seq;
-            trans.push(p);
-          }
-          pending.delete(e.thread);
-        }
-        break;
-      }
-      case 'note':
-        break;
+      for (const tid of [...this.openReads.keys()]) this.closeReadsOf(tid, (o) => o.query === q, reason, closeSeq, null, reply);
     }
   }
 
-  for (const [tid, l] of pending) {
-    const w = threadLabel(threadRef(tid, threadMap));
-    warnings.push(`${w} is still held at the end with ${l.length} transition(s) not completed (seq ${l.map((p) => p.e.seq).join(', ')}): they are left out`);
-  }
-  for (const tid of [...openReads.keys()]) closeReadsOf(tid, ALL, 'truncated', null, null, null);
-  for (const q of [...openQueries.values()]) {
-    warnings.push(`query ${q.id} (seq ${q.begin.seq}) has no end and no reply: the session stops inside it`);
-    closeQuery(q, null, null, 'truncated');
+  /** The threads a thread-less event may belong to. */
+  private timeline(tid: Tid): Tid[] {
+    return tid !== null ? [tid] : [...new Set<Tid>([...this.openReads.keys(), ...this.ownQuery.keys(), ...this.awaitByThread.keys()])];
   }
 
-  const listed = (seqs: number[]): string =>
-    seqs.slice(0, MAX_LISTED_WARNINGS).join(', ') + (seqs.length > MAX_LISTED_WARNINGS ? `, ... (${seqs.length} in all)` : '');
-  if (truncated.length) {
-    warnings.push(`read(s) at seq ${listed(truncated)} have no publish and no query end: the session stops before them (truncated?)`);
-  }
-  if (superseded.length && publishes > 0) {
-    warnings.push(`read(s) at seq ${listed(superseded)} were followed by another read before any publish or query end: a publish probe may be missing`);
-  }
-  if (reads > 0 && publishes === 0) {
-    warnings.push('no publish probe hit in this session: read windows end at the query end or reply, and the reply decides the class');
-  }
-  if (strayPublishes > 0) warnings.push(`${strayPublishes} publish hit(s) without a preceding read on their thread`);
-
-  // The reply can prove what the window's close could not (see landedBy);
-  // a window the session ends inside keeps them: window-only says "unknown".
-  for (let i = candidates.length - 1; i >= 0; i--) {
-    const c = candidates[i]!;
-    if (c.unproven.length === 0) continue;
-    const kept = c.closedBy === 'truncated' ? c.unproven : c.unproven.filter((p) => replyProves(p, c.reply, table));
-    c.crossing = withChainProof(kept.length ? [...c.crossing, ...kept] : c.crossing, c.unproven, table);
-    if (c.crossing.length === 0) candidates.splice(i, 1);
+  /** The end of the trace: close what is open, say what could not be judged, prove by replies, judge every reply. */
+  finish(): Analysis {
+    this.closeAtEnd();
+    this.endWarnings();
+    this.proveByReplies();
+    const judged = this.judgeReplies();
+    this.candidates.sort((a, b) => a.anchor - b.anchor);
+    const findings = this.candidates.map((c, i) => toFinding(c, i, this.session.id, this.table, this.threadMap, c.reply ? judged.get(c.reply.seq)! : null));
+    return {
+      session_id: this.session.id,
+      findings,
+      replies: this.replies.map((r) => judged.get(r.seq)!.verdict),
+      warnings: this.warnings,
+    };
   }
 
-  // Replies a finding explains are not "undisturbed": keep them out of the shape baseline.
-  const disturbed = new Set<number>();
-  for (const c of candidates) if (c.reply) disturbed.add(c.reply.seq);
-  const facts = replies.map((r) => replyFacts(r.data.body, r.data));
-  const undisturbed: { command: string; facts: ReturnType<typeof replyFacts> }[] = [];
-  replies.forEach((r, i) => {
-    if (!disturbed.has(r.seq)) undisturbed.push({ command: r.data.command, facts: facts[i]! });
-  });
-  const baseline = shapeBaselineFrom(undisturbed);
-  const judged = new Map<number, ReplyJudgement>();
-  replies.forEach((r, i) => judged.set(r.seq, judgeFacts(facts[i]!, r.data.command, r.seq, baseline)));
+  private closeAtEnd(): void {
+    for (const [tid, l] of this.pending) {
+      const w = threadLabel(threadRef(tid, this.threadMap));
+      this.warnings.push(`${w} is still held at the end with ${l.length} transition(s) not completed (seq ${l.map((p) => p.e.seq).join(', ')}): they are left out`);
+    }
+    for (const tid of [...this.openReads.keys()]) this.closeReadsOf(tid, ALL, 'truncated', null, null, null);
+    for (const q of [...this.openQueries.values()]) {
+      this.warnings.push(`query ${q.id} (seq ${q.begin.seq}) has no end and no reply: the session stops inside it`);
+      this.closeQuery(q, null, null, 'truncated');
+    }
+  }
 
-  candidates.sort((a, b) => a.anchor - b.anchor);
-  const findings = candidates.map((c, i) => toFinding(c, i, session.id, table, threadMap, c.reply ? judged.get(c.reply.seq)! : null));
+  private endWarnings(): void {
+    const listed = (seqs: number[]): string =>
+      seqs.slice(0, MAX_LISTED_WARNINGS).join(', ') + (seqs.length > MAX_LISTED_WARNINGS ? `, ... (${seqs.length} in all)` : '');
+    if (this.truncated.length) {
+      this.warnings.push(`read(s) at seq ${listed(this.truncated)} have no publish and no query end: the session stops before them (truncated?)`);
+    }
+    if (this.superseded.length && this.publishes > 0) {
+      this.warnings.push(`read(s) at seq ${listed(this.superseded)} were followed by another read before any publish or query end: a publish probe may be missing`);
+    }
+    if (this.reads > 0 && this.publishes === 0) {
+      this.warnings.push('no publish probe hit in this session: read windows end at the query end or reply, and the reply decides the class');
+    }
+    if (this.strayPublishes > 0) this.warnings.push(`${this.strayPublishes} publish hit(s) without a preceding read on their thread`);
+  }
 
-  return {
-    session_id: session.id,
-    findings,
-    replies: replies.map((r) => judged.get(r.seq)!.verdict),
-    warnings,
-  };
+  /**
+   * The reply can prove what the window's close could not (see landedBy);
+   * a window the session ends inside keeps them: window-only says "unknown".
+   */
+  private proveByReplies(): void {
+    const cs = this.candidates;
+    for (let i = cs.length - 1; i >= 0; i--) {
+      const c = cs[i]!;
+      if (c.unproven.length === 0) continue;
+      const kept = c.closedBy === 'truncated' ? c.unproven : c.unproven.filter((p) => replyProves(p, c.reply, this.table));
+      c.crossing = withChainProof(kept.length ? [...c.crossing, ...kept] : c.crossing, c.unproven, this.table);
+      if (c.crossing.length === 0) cs.splice(i, 1);
+    }
+  }
+
+  /** Every reply judged against the shape of the undisturbed ones: replies a finding explains are not undisturbed. */
+  private judgeReplies(): Map<number, ReplyJudgement> {
+    const disturbed = new Set<number>();
+    for (const c of this.candidates) if (c.reply) disturbed.add(c.reply.seq);
+    const facts = this.replies.map((r) => replyFacts(r.data.body, r.data));
+    const undisturbed: { command: string; facts: ReturnType<typeof replyFacts> }[] = [];
+    this.replies.forEach((r, i) => {
+      if (!disturbed.has(r.seq)) undisturbed.push({ command: r.data.command, facts: facts[i]! });
+    });
+    const baseline = shapeBaselineFrom(undisturbed);
+    const judged = new Map<number, ReplyJudgement>();
+    this.replies.forEach((r, i) => judged.set(r.seq, judgeFacts(facts[i]!, r.data.command, r.seq, baseline)));
+    return judged;
+  }
+}
+
+export function findInterleavings(session: Session, threads: readonly Thread[], events: readonly TraceEvent[]): Analysis {
+  const warnings: string[] = [];
+  const evs = inOrder(events) ? events : [...events].sort((a, b) => a.seq - b.seq);
+  if (evs !== events) warnings.push('events were not in seq order; analyzed them sorted by seq');
+  const scan = new InterleavingScan(session, threads, warnings);
+  for (const e of evs) scan.event(e);
+  return scan.finish();
 }
 
 function classify(c: Candidate, table: StatusTableId, j: ReplyJudgement | null): FindingClass {
