@@ -1,14 +1,15 @@
 import { MigraceError, messageOf } from '../trace/errors.js';
 import type { TraceStore } from '../trace/store.js';
-import type { TraceEvent } from '../trace/schema.js';
+import type { EventOf, TraceEvent } from '../trace/schema.js';
 import { statusValue } from '../trace/status.js';
-import { LiveTarget, type ProbeHit } from '../recorder/live.js';
+import { LiveTarget, type HitDecision, type ProbeHit } from '../recorder/live.js';
+import type { QmpClient } from '../recorder/qmp.js';
 import type { Profile } from '../recorder/probes/profile.js';
 import type { PreparedTarget } from '../recorder/targets/types.js';
 import { connectQmp, endRun, failOnAbort, FINAL, openRun, queryOnce, rootCause, sleep } from '../recorder/record.js';
 import { parseInteger } from '../recorder/values.js';
 import { findInterleavings } from './interleavings.js';
-import { checkScheduleFor, type Schedule, type Role, type Step } from './schedule.js';
+import { checkScheduleFor, type Role, type Schedule, type Step } from './schedule.js';
 import type { Finding, Verdict } from './types.js';
 
 /**
@@ -17,6 +18,14 @@ import type { Finding, Verdict } from './types.js';
  * (gdb non-stop), and a held reader is released only once the writer's
  * transition is visible in memory. The run is recorded as a new session and
  * judged by the same analyzer as any recording.
+ *
+ * Parts: matches() and describeRole() say which hit binds a role;
+ * ReplayRun is one run once gdb and the monitor are up (its fields are the
+ * run's state, its methods the step kinds, the hit handler, and the waits:
+ * for a role, for a state in memory, and the lock-wait diagnosis that makes
+ * a schedule infeasible); judge() analyzes the recorded session; replay()
+ * opens the session, starts the target, hands over to a ReplayRun and ends
+ * the run whatever happened.
  */
 
 export type ReplayOutcomeClass = 'manifested' | 'benign' | 'window-only' | 'no-crossing' | 'infeasible';
@@ -97,6 +106,237 @@ function describeRole(role: RoleState): string {
   return `${role.name} (${what})`;
 }
 
+/**
+ * One replay once gdb and the monitor are up: the roles, the forced query
+ * and the final transition, with one method per step kind. It binds and
+ * holds roles through the hit handler it installs on the live target.
+ */
+class ReplayRun {
+  readonly roles: Map<string, RoleState>;
+  /** The body of the forced query's reply. */
+  reply: unknown = null;
+  private queries = 0;
+  private pendingReply: Promise<Record<string, unknown>> | null = null;
+  private finalSeen: EventOf<'transition'> | null = null;
+  /** Wake-ups for waitFor(): each hit that binds a role or ends the migration calls them. */
+  private readonly changed = new Set<() => void>();
+  private readonly hasQueryProbe: boolean;
+
+  constructor(private readonly live: LiveTarget, private readonly qmp: QmpClient, private readonly opts: ReplayOptions) {
+    this.roles = new Map(Object.entries(opts.schedule.roles).map(([name, spec]) => [name, { name, spec, armed: false, tid: null, held: false, event: null }]));
+    this.hasQueryProbe = opts.profile.probes.some((p) => p.role === 'query');
+    live.setHandler((hit) => this.onHit(hit));
+  }
+
+  private get name(): string {
+    return this.opts.schedule.name;
+  }
+
+  async run(): Promise<void> {
+    for (const step of this.opts.schedule.steps) await this.step(step);
+  }
+
+  private step(step: Step): Promise<void> {
+    switch (step.do) {
+      case 'arm': return this.arm(step);
+      case 'migrate': return this.migrate();
+      case 'query': return this.query();
+      case 'wait-held': return this.waitHeld(step);
+      case 'release': return this.release(step);
+      case 'wait-state': return this.waitState(step);
+      case 'wait-reply': return this.waitReply(step);
+      case 'finish': return this.finish(step);
+    }
+  }
+
+  /** The hit handler: the first armed role a hit matches binds to its thread and holds it there. */
+  private onHit(hit: ProbeHit): HitDecision {
+    if (hit.event.kind === 'transition' && FINAL.has(hit.event.data.new.name ?? '')) {
+      this.finalSeen = hit.event;
+      this.notify();
+    }
+    for (const r of this.roles.values()) {
+      if (!r.armed || (r.tid !== null && r.tid !== hit.tid) || !matches(r.spec, hit)) continue;
+      r.armed = false;
+      r.tid = hit.tid;
+      r.event = hit.event;
+      r.held = true;
+      this.mark('hold', hit.tid, r.name, `held at ${hit.probe.name} (seq ${hit.event.seq})`);
+      this.notify();
+      return 'hold';
+    }
+    return 'continue';
+  }
+
+  private role(name: string): RoleState {
+    return this.roles.get(name)!;
+  }
+
+  private notify(): void {
+    for (const f of [...this.changed]) f();
+  }
+
+  /** A hold or release event: what the replay did to a thread. */
+  private mark(kind: 'hold' | 'release', tid: number, role: string, reason: string): void {
+    const t = this.live.now();
+    this.live.push({ kind, t_ns: t, wall: this.live.wallAt(t), thread: tid, probe: null, pc: null, func: null, file: null, line: null, data: { role, reason } });
+  }
+
+  private async arm(step: Extract<Step, { do: 'arm' }>): Promise<void> {
+    this.role(step.role).armed = true;
+  }
+
+  private async migrate(): Promise<void> {
+    const { target } = this.opts;
+    this.opts.progress?.(`migrate ${target.migrateUri}`);
+    // Not awaited: the writer may be held inside it.
+    this.qmp.execute('migrate', { uri: target.migrateUri }, { timeoutMs: 600_000 }).catch((e) => {
+      this.live.fail(e instanceof MigraceError ? e : new MigraceError('QMP', messageOf(e)));
+    });
+  }
+
+  private async query(): Promise<void> {
+    this.queries++;
+    const pending = queryOnce(this.live, this.qmp, `q${this.queries}`, this.hasQueryProbe, 600_000);
+    this.pendingReply = pending;
+    pending.then((r) => { this.reply = r; }, () => undefined);
+  }
+
+  private async waitHeld(step: Extract<Step, { do: 'wait-held' }>): Promise<void> {
+    const r = this.role(step.role);
+    const blockedAfter = Math.min(2_000, step.timeout_ms / 2);
+    if (!(await this.waitFor(() => r.held, blockedAfter))) {
+      const why = await this.diagnoseBlocked(r);
+      if (why) throw new Infeasible(why);
+      if (!(await this.waitFor(() => r.held, step.timeout_ms - blockedAfter))) {
+        throw new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: role ${describeRole(r)} never arrived within ${step.timeout_ms / 1000} s`);
+      }
+    }
+    this.opts.progress?.(`${r.name} held (thread ${r.tid})`);
+  }
+
+  private async release(step: Extract<Step, { do: 'release' }>): Promise<void> {
+    const r = this.role(step.role);
+    if (!r.held || r.tid === null) throw new MigraceError('REPLAY', `replay ${this.name}: cannot release ${r.name}: it is not held`);
+    this.mark('release', r.tid, r.name, 'schedule step');
+    r.held = false;
+    await this.live.release(r.tid);
+    this.opts.progress?.(`${r.name} released`);
+  }
+
+  private async waitState(step: Extract<Step, { do: 'wait-state' }>): Promise<void> {
+    const via = this.role(step.via);
+    if (!via.held || via.tid === null) throw new MigraceError('REPLAY', `replay ${this.name}: wait-state needs ${via.name} held to read memory through`);
+    const want = statusValue(step.equals, this.opts.profile.status_table);
+    if (want === null) throw new MigraceError('REPLAY', `replay ${this.name}: "${step.equals}" is not a state of table ${this.opts.profile.status_table}`);
+    await this.waitMemory(this.stateAddress(), want, via.tid, step.timeout_ms);
+  }
+
+  private async waitReply(step: Extract<Step, { do: 'wait-reply' }>): Promise<void> {
+    if (!this.pendingReply) throw new MigraceError('REPLAY', `replay ${this.name}: wait-reply without a query`);
+    await this.live.guard(withTimeout(this.pendingReply, step.timeout_ms,
+      () => new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: no reply to query-migrate within ${step.timeout_ms / 1000} s`)));
+  }
+
+  /**
+   * Polling through the probes here would open new windows for the
+   * migration's remaining transitions and could race for real; the forced
+   * interleaving is over. Wait for the final transition, then take the final
+   * reply once.
+   */
+  private async finish(step: Extract<Step, { do: 'finish' }>): Promise<void> {
+    if (!(await this.waitFor(() => this.finalSeen !== null, step.timeout_ms))) {
+      throw new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: the migration did not finish within ${step.timeout_ms / 1000} s`);
+    }
+    // The probe fired at migrate_set_state's entry: the final reply must come after the swap.
+    const fin = this.finalSeen!;
+    if (fin.data.addr && fin.data.new.value !== null) await this.waitMemory(fin.data.addr, fin.data.new.value, null, step.timeout_ms);
+    this.queries++;
+    await queryOnce(this.live, this.qmp, `q${this.queries}`, this.hasQueryProbe);
+  }
+
+  /** Resolves true once cond holds, false after ms. */
+  private async waitFor(cond: () => boolean, ms: number): Promise<boolean> {
+    if (cond()) return true;
+    return this.live.guard(new Promise<boolean>((resolve) => {
+      const check = (): void => {
+        if (cond()) done(true);
+      };
+      const timer = setTimeout(() => done(false), ms);
+      const done = (ok: boolean): void => {
+        clearTimeout(timer);
+        this.changed.delete(check);
+        resolve(ok);
+      };
+      this.changed.add(check);
+    }));
+  }
+
+  /** Why a role has not arrived: a thread of the target waiting on a lock while another role is held. */
+  private async diagnoseBlocked(waiting: RoleState): Promise<string | null> {
+    const heldRoles = [...this.roles.values()].filter((r) => r.held);
+    if (heldRoles.length === 0) return null;
+    const heldTids = new Set(heldRoles.map((r) => r.tid));
+    const gdb = this.live.gdb;
+    for (const t of await gdb.threadInfo()) {
+      if (heldTids.has(t.id)) continue;
+      // Only threads that can play the role: the main thread serves queries.
+      if (waiting.spec.probe !== 'transition' && t.id !== 1) continue;
+      let stopped = false;
+      try {
+        const mark = gdb.mark();
+        await gdb.interrupt(t.id);
+        // Only our interrupt's stop: a probe hit of this thread belongs to the hit handler.
+        await gdb.waitForStop(t.id, 5_000, { since: mark, reason: 'signal-received' });
+        stopped = true;
+        const frames = await gdb.stack(t.id);
+        const lockFrame = frames.find((f) => LOCK_WAIT.test(f.func ?? ''));
+        if (lockFrame) {
+          const chain = frames.slice(0, 6).map((f) => f.func ?? '??').join(' <- ');
+          return `${describeRole(waiting)} cannot arrive: thread ${t.id}${t.name ? ` "${t.name}"` : ''} waits in ${lockFrame.func} (${chain}) while ${heldRoles.map(describeRole).join(', ')} is held; the held thread owns the lock`;
+        }
+      } catch {
+        /* a thread that exited or cannot be stopped tells us nothing */
+      } finally {
+        if (stopped) await gdb.continueThread(t.id).catch(() => undefined);
+      }
+    }
+    return null;
+  }
+
+  /**
+   * Poll the state word until it holds `want`. Through a stopped thread when
+   * one is given; otherwise gdb reads memory with every thread running
+   * (no --thread: a running thread cannot be selected).
+   */
+  private async waitMemory(addr: string, want: number, tid: number | null, timeoutMs: number): Promise<void> {
+    if (!/^0x[0-9a-f]+$/.test(addr)) throw new MigraceError('REPLAY', `replay ${this.name}: not an address: ${addr}`);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const last = await this.live.gdb.evaluate(`*(int*)${addr}`, tid === null ? {} : { thread: tid, frame: 0 });
+      if (parseInteger(last) === want) return;
+      if (Date.now() > deadline) {
+        throw new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: the state at ${addr} never became ${want} within ${timeoutMs / 1000} s; last read ${last}`);
+      }
+      await this.live.guard(sleep(2));
+    }
+  }
+
+  private stateAddress(): string {
+    for (const r of this.roles.values()) {
+      if (r.event?.kind === 'transition' && r.event.data.addr) return r.event.data.addr;
+    }
+    throw new MigraceError('REPLAY', `replay ${this.name}: no transition role has bound yet, so the state's address is unknown`);
+  }
+}
+
+/** The replay's session analyzed like any recording: the finding of the reader's read, if any. */
+function judge(store: TraceStore, sessionId: number, roles: ReadonlyMap<string, RoleState>): Finding | null {
+  const analysis = findInterleavings(store.session(sessionId), store.threads(sessionId), store.events(sessionId));
+  const reader = [...roles.values()].find((r) => r.spec.probe === 'read' || r.spec.probe === 'query');
+  return analysis.findings.find((f) => reader?.event && f.read?.seq === reader.event.seq) ?? analysis.findings[0] ?? null;
+}
+
 export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   const { store, target, profile, schedule } = opts;
   const began = Date.now();
@@ -110,201 +350,17 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     label: opts.label, origin: 'replay', target: target.info, profile,
     meta: { schedule, scenario: schedule.name, args: target.args, ...opts.meta },
   });
-  const roles = new Map<string, RoleState>(
-    Object.entries(schedule.roles).map(([name, spec]) => [name, { name, spec, armed: false, tid: null, held: false, event: null }]),
-  );
   let live: LiveTarget | null = null;
-  let qmp: Awaited<ReturnType<typeof connectQmp>> | null = null;
+  let qmp: QmpClient | null = null;
+  let run: ReplayRun | null = null;
   let error: MigraceError | null = null;
   let infeasible: string | null = null;
-  let reply: unknown = null;
-  let queries = 0;
-  let pendingReply: Promise<Record<string, unknown>> | null = null;
-  let finalSeen: TraceEvent | null = null;
-  const changed = new Set<() => void>();
-  const notify = (): void => {
-    for (const f of [...changed]) f();
-  };
-
-  const hold = (role: RoleState, tid: number, why: string): void => {
-    const t = live!.now();
-    live!.push({ kind: 'hold', t_ns: t, wall: live!.wallAt(t), thread: tid, probe: null, pc: null, func: null, file: null, line: null,
-      data: { role: role.name, reason: why } });
-  };
-
-  /** Resolves true once cond holds, false after ms. */
-  const waitFor = async (cond: () => boolean, ms: number): Promise<boolean> => {
-    if (cond()) return true;
-    return live!.guard(new Promise<boolean>((resolve) => {
-      const check = (): void => {
-        if (cond()) done(true);
-      };
-      const timer = setTimeout(() => done(false), ms);
-      const done = (ok: boolean): void => {
-        clearTimeout(timer);
-        changed.delete(check);
-        resolve(ok);
-      };
-      changed.add(check);
-    }));
-  };
-
-  const role = (name: string): RoleState => roles.get(name)!;
-
-  /** Why a role has not arrived: a thread of the target waiting on a lock while another role is held. */
-  const diagnoseBlocked = async (waiting: RoleState): Promise<string | null> => {
-    const heldRoles = [...roles.values()].filter((r) => r.held);
-    if (heldRoles.length === 0) return null;
-    const heldTids = new Set(heldRoles.map((r) => r.tid));
-    for (const t of await live!.gdb.threadInfo()) {
-      if (heldTids.has(t.id)) continue;
-      // Only threads that can play the role: the main thread serves queries.
-      if (waiting.spec.probe !== 'transition' && t.id !== 1) continue;
-      let stopped = false;
-      try {
-        const mark = live!.gdb.mark();
-        await live!.gdb.interrupt(t.id);
-        // Only our interrupt's stop: a probe hit of this thread belongs to the hit handler.
-        await live!.gdb.waitForStop(t.id, 5_000, { since: mark, reason: 'signal-received' });
-        stopped = true;
-        const frames = await live!.gdb.stack(t.id);
-        const lockFrame = frames.find((f) => LOCK_WAIT.test(f.func ?? ''));
-        if (lockFrame) {
-          const chain = frames.slice(0, 6).map((f) => f.func ?? '??').join(' <- ');
-          return `${describeRole(waiting)} cannot arrive: thread ${t.id}${t.name ? ` "${t.name}"` : ''} waits in ${lockFrame.func} (${chain}) while ${heldRoles.map(describeRole).join(', ')} is held; the held thread owns the lock`;
-        }
-      } catch {
-        /* a thread that exited or cannot be stopped tells us nothing */
-      } finally {
-        if (stopped) await live!.gdb.continueThread(t.id).catch(() => undefined);
-      }
-    }
-    return null;
-  };
-
-  const run = async (step: Step): Promise<void> => {
-    switch (step.do) {
-      case 'arm':
-        role(step.role).armed = true;
-        return;
-      case 'migrate':
-        opts.progress?.(`migrate ${target.migrateUri}`);
-        qmp!.execute('migrate', { uri: target.migrateUri }, { timeoutMs: 600_000 }).catch((e) => {
-          live?.fail(e instanceof MigraceError ? e : new MigraceError('QMP', messageOf(e)));
-        });
-        return;
-      case 'query': {
-        queries++;
-        const hasQueryProbe = profile.probes.some((p) => p.role === 'query');
-        pendingReply = queryOnce(live!, qmp!, `q${queries}`, hasQueryProbe, 600_000);
-        pendingReply.then((r) => { reply = r; }, () => undefined);
-        return;
-      }
-      case 'wait-held': {
-        const r = role(step.role);
-        const blockedAfter = Math.min(2_000, step.timeout_ms / 2);
-        if (!(await waitFor(() => r.held, blockedAfter))) {
-          const why = await diagnoseBlocked(r);
-          if (why) throw new Infeasible(why);
-          if (!(await waitFor(() => r.held, step.timeout_ms - blockedAfter))) {
-            throw new MigraceError('REPLAY_TIMEOUT', `replay ${schedule.name}: role ${describeRole(r)} never arrived within ${step.timeout_ms / 1000} s`);
-          }
-        }
-        opts.progress?.(`${r.name} held (thread ${r.tid})`);
-        return;
-      }
-      case 'release': {
-        const r = role(step.role);
-        if (!r.held || r.tid === null) throw new MigraceError('REPLAY', `replay ${schedule.name}: cannot release ${r.name}: it is not held`);
-        const t = live!.now();
-        live!.push({ kind: 'release', t_ns: t, wall: live!.wallAt(t), thread: r.tid, probe: null, pc: null, func: null, file: null, line: null,
-          data: { role: r.name, reason: 'schedule step' } });
-        r.held = false;
-        await live!.release(r.tid);
-        opts.progress?.(`${r.name} released`);
-        return;
-      }
-      case 'wait-state': {
-        const via = role(step.via);
-        if (!via.held || via.tid === null) throw new MigraceError('REPLAY', `replay ${schedule.name}: wait-state needs ${via.name} held to read memory through`);
-        const want = statusValue(step.equals, profile.status_table);
-        if (want === null) throw new MigraceError('REPLAY', `replay ${schedule.name}: "${step.equals}" is not a state of table ${profile.status_table}`);
-        await waitMemory(stateAddress(), want, via.tid, step.timeout_ms);
-        return;
-      }
-      case 'wait-reply': {
-        if (!pendingReply) throw new MigraceError('REPLAY', `replay ${schedule.name}: wait-reply without a query`);
-        await live!.guard(withTimeout(pendingReply, step.timeout_ms,
-          () => new MigraceError('REPLAY_TIMEOUT', `replay ${schedule.name}: no reply to query-migrate within ${step.timeout_ms / 1000} s`)));
-        return;
-      }
-      case 'finish': {
-        // Polling through the probes here would open new windows for the
-        // migration's remaining transitions and could race for real; the
-        // forced interleaving is over. Wait for the final transition, then
-        // take the final reply once.
-        if (!(await waitFor(() => finalSeen !== null, step.timeout_ms))) {
-          throw new MigraceError('REPLAY_TIMEOUT', `replay ${schedule.name}: the migration did not finish within ${step.timeout_ms / 1000} s`);
-        }
-        // The probe fired at migrate_set_state's entry: the final reply must come after the swap.
-        const fin = finalSeen as unknown as TraceEvent;
-        if (fin.kind === 'transition' && fin.data.addr && fin.data.new.value !== null) {
-          await waitMemory(fin.data.addr, fin.data.new.value, null, step.timeout_ms);
-        }
-        queries++;
-        await queryOnce(live!, qmp!, `q${queries}`, profile.probes.some((p) => p.role === 'query'));
-        return;
-      }
-    }
-  };
-
-  /**
-   * Poll the state word until it holds `want`. Through a stopped thread when
-   * one is given; otherwise gdb reads memory with every thread running
-   * (no --thread: a running thread cannot be selected).
-   */
-  const waitMemory = async (addr: string, want: number, tid: number | null, timeoutMs: number): Promise<void> => {
-    if (!/^0x[0-9a-f]+$/.test(addr)) throw new MigraceError('REPLAY', `replay ${schedule.name}: not an address: ${addr}`);
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const last = await live!.gdb.evaluate(`*(int*)${addr}`, tid === null ? {} : { thread: tid, frame: 0 });
-      if (parseInteger(last) === want) return;
-      if (Date.now() > deadline) {
-        throw new MigraceError('REPLAY_TIMEOUT', `replay ${schedule.name}: the state at ${addr} never became ${want} within ${timeoutMs / 1000} s; last read ${last}`);
-      }
-      await live!.guard(sleep(2));
-    }
-  };
-
-  const stateAddress = (): string => {
-    for (const r of roles.values()) {
-      if (r.event?.kind === 'transition' && r.event.data.addr) return r.event.data.addr;
-    }
-    throw new MigraceError('REPLAY', `replay ${schedule.name}: no transition role has bound yet, so the state's address is unknown`);
-  };
-
   try {
     live = await LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress });
     failOnAbort(live, opts.signal);
-    live.setHandler((hit) => {
-      if (hit.event.kind === 'transition' && FINAL.has(hit.event.data.new.name ?? '')) {
-        finalSeen = hit.event;
-        notify();
-      }
-      for (const r of roles.values()) {
-        if (!r.armed || (r.tid !== null && r.tid !== hit.tid) || !matches(r.spec, hit)) continue;
-        r.armed = false;
-        r.tid = hit.tid;
-        r.event = hit.event;
-        r.held = true;
-        hold(r, hit.tid, `held at ${hit.probe.name} (seq ${hit.event.seq})`);
-        notify();
-        return 'hold';
-      }
-      return 'continue';
-    });
     qmp = await connectQmp(live, target);
-    for (const step of schedule.steps) await run(step);
+    run = new ReplayRun(live, qmp, opts);
+    await run.run();
     live.expectExit();
     await qmp.execute('quit', undefined, { timeoutMs: 5_000 }).catch(() => undefined);
   } catch (e) {
@@ -318,15 +374,13 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   let finding: Finding | null = null;
   let outcome: ReplayOutcomeClass | null = null;
   if (infeasible) outcome = 'infeasible';
-  else if (!error) {
-    const analysis = findInterleavings(store.session(sessionId), store.threads(sessionId), store.events(sessionId));
-    const reader = [...roles.values()].find((r) => r.spec.probe === 'read' || r.spec.probe === 'query');
-    finding = analysis.findings.find((f) => reader?.event && f.read?.seq === reader.event.seq) ?? analysis.findings[0] ?? null;
+  else if (!error && run) {
+    finding = judge(store, sessionId, run.roles);
     outcome = finding ? finding.class : 'no-crossing';
   }
   return {
     sessionId, state: error ? 'aborted' : 'complete', schedule: schedule.name, outcome,
     reason: infeasible ?? error?.message ?? null, error: error?.message ?? null,
-    finding, verdict: finding?.reply ?? null, reply, wallMs: Date.now() - began,
+    finding, verdict: finding?.reply ?? null, reply: run?.reply ?? null, wallMs: Date.now() - began,
   };
 }
