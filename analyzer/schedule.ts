@@ -20,7 +20,9 @@ export const RoleSchema = z.object({
 });
 export type Role = z.infer<typeof RoleSchema>;
 
-const RoleName = z.string().regex(/^[a-z][\w-]*$/);
+const RoleName = z.string().regex(/^[a-z][\w-]*$/)
+  // Schedules are plain objects: a role called "toString" would be found on every one of them.
+  .refine((n) => !(n in Object.prototype), 'is a name every JavaScript object already has; pick another role name');
 const Timeout = z.number().int().positive().max(600_000).default(15_000);
 
 export const StepSchema = z.discriminatedUnion('do', [
@@ -57,7 +59,7 @@ export const ScheduleSchema = z.object({
   s.steps.forEach((step, i) => {
     for (const key of ['role', 'via'] as const) {
       const name = (step as Record<string, unknown>)[key];
-      if (typeof name === 'string' && !(name in s.roles)) {
+      if (typeof name === 'string' && !Object.hasOwn(s.roles, name)) {
         ctx.addIssue({ code: 'custom', path: ['steps', i, key], message: `names role "${name}", which "roles" does not define` });
       }
     }
@@ -142,7 +144,9 @@ export function parseSchedule(data: unknown, source: string): Schedule {
   const parsed = ScheduleSchema.safeParse(data);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new MigraceError('BAD_INPUT', `${source}: ${issue?.path.join('.') || '(top)'}: ${issue?.message}`);
+    // A bad role name is reported by zod as "Invalid key in record"; the reason is inside.
+    const message = issue?.code === 'invalid_key' ? issue.issues[0]?.message ?? issue.message : issue?.message;
+    throw new MigraceError('BAD_INPUT', `${source}: ${issue?.path.join('.') || '(top)'}: ${message}`);
   }
   return parsed.data;
 }

@@ -41,4 +41,19 @@ describe('schedules', () => {
     }, 'r.json'));
     expect(r.message).toBe('r.json: steps.0.role: names role "reader", which "roles" does not define');
   });
+  it('roles named after what every object inherits are refused at parse (#14)', () => {
+    const base = { format: 'migrace-schedule', version: 1, name: 'p', roles: { writer: { probe: 'transition' } } };
+    for (const name of ['toString', 'constructor', 'hasOwnProperty', 'valueOf']) {
+      expect(expectCatch(() => parseSchedule({ ...base, steps: [{ do: 'arm', role: name }] }, 'p.json')).message)
+        .toBe('p.json: steps.0.role: is a name every JavaScript object already has; pick another role name');
+      expect(expectCatch(() => parseSchedule({ ...base, steps: [{ do: 'wait-state', equals: 'active', via: name }] }, 'p.json')).message)
+        .toBe('p.json: steps.0.via: is a name every JavaScript object already has; pick another role name');
+      expect(expectCatch(() => parseSchedule({ ...base, roles: { [name]: { probe: 'read' } }, steps: [{ do: 'query' }] }, 'p.json')).message)
+        .toBe(`p.json: roles.${name}: is a name every JavaScript object already has; pick another role name`);
+    }
+    // From a file, as a user would give it.
+    const json = JSON.parse('{"format":"migrace-schedule","version":1,"name":"p","roles":{"writer":{"probe":"transition"}},"steps":[{"do":"arm","role":"toString"}]}');
+    expect(expectCatch(() => parseSchedule(json, 's.json')).message).toBe('s.json: steps.0.role: is a name every JavaScript object already has; pick another role name');
+  });
 });
+
