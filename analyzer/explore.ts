@@ -1,5 +1,5 @@
 import type { Session, Thread, TraceEvent } from '../trace/schema.js';
-import { readThenTransition, type Schedule } from './schedule.js';
+import { isStatusName, readThenTransition, type Schedule } from './schedule.js';
 import type { ThreadRef } from './types.js';
 import { stateName, threadLabel, threadRef } from './interleavings.js';
 import { runBoth, sameReply, type ModelOutcome, type ModelStep, type ModelVariant } from './model.js';
@@ -145,6 +145,8 @@ export function explore(session: Session, threads: readonly Thread[], events: re
   const distinct = new Map<string, RecordedTransition & { tid: Tid }>();
   let state: string | null = null;
   let unknownOld = 0;
+  /** Transitions an import named with something that is not a state name, by pair: their hazards are skipped. */
+  const oddTransitions = new Map<string, number>();
 
   for (const e of sorted) {
     switch (e.kind) {
@@ -152,7 +154,10 @@ export function explore(session: Session, threads: readonly Thread[], events: re
         const neu = stateName(e.data.new, table);
         // QEMU trace logs carry the new state only; the previous one is the old.
         const old = stateName(e.data.old, table) ?? state;
-        if (neu !== null && old !== null) {
+        if (neu !== null && old !== null && (!isStatusName(old) || !isStatusName(neu))) {
+          const pair = `${old} -> ${neu}`;
+          if (!oddTransitions.has(pair)) oddTransitions.set(pair, e.seq);
+        } else if (neu !== null && old !== null) {
           const key = `${old}>${neu}@${e.thread ?? '?'}`;
           if (!distinct.has(key)) {
             distinct.set(key, { old, new: neu, thread: threadRef(e.thread, threadMap), seq: e.seq, tid: e.thread });
@@ -197,17 +202,26 @@ export function explore(session: Session, threads: readonly Thread[], events: re
     }
   }
   if (unknownOld > 0) warnings.push(`${unknownOld} transition(s) whose old or new state is unknown were left out`);
+  for (const [pair, seq] of oddTransitions) {
+    const bad = pair.split(' -> ').filter((n) => !isStatusName(n));
+    warnings.push(`transition ${pair} (seq ${seq}) and its hazards skipped: ${bad.map((n) => JSON.stringify(n)).join(' and ')} is not a MigrationStatus name`);
+  }
 
   const transitions = [...distinct.values()];
   const byPair = new Map<string, Hazard[]>();
   const order: { h: Hazard; anchor: number; seq: number; p: number }[] = [];
   let examined = 0;
   let unknownState = 0;
+  const oddReads = new Set<string>();
 
   for (const w of wins) {
     const s = w.read ?? w.stateAtBegin ?? w.replyStatus;
     if (s === null) {
       unknownState++;
+      continue;
+    }
+    if (!isStatusName(s)) {
+      oddReads.add(s);
       continue;
     }
     examined++;
@@ -263,6 +277,9 @@ export function explore(session: Session, threads: readonly Thread[], events: re
     }
   }
   if (unknownState > 0) warnings.push(`${unknownState} query window(s) with no read and no known state were skipped`);
+  if (oddReads.size > 0) {
+    warnings.push(`query windows that read ${[...oddReads].map((n) => JSON.stringify(n)).join(', ')} were skipped: not a MigrationStatus name`);
+  }
   if (transitions.length === 0) warnings.push('no transitions recorded: nothing to place');
 
   order.sort((a, b) => a.anchor - b.anchor || a.seq - b.seq || a.p - b.p);

@@ -10,7 +10,13 @@ import type { Profile } from '../recorder/probes/profile.js';
  * a schedule names any transition and any read point.
  */
 
-const StatusName = z.string().regex(/^[a-z][a-z-]*$/, 'a MigrationStatus name such as "setup" or "postcopy-active"');
+const STATUS_NAME = /^[a-z][a-z-]*$/;
+const StatusName = z.string().regex(STATUS_NAME, 'a MigrationStatus name such as "setup" or "postcopy-active"');
+
+/** Whether a name read from a trace can stand in a schedule (imports carry whatever their source said). */
+export function isStatusName(name: string): boolean {
+  return STATUS_NAME.test(name);
+}
 
 export const RoleSchema = z.object({
   /** The probe role whose first matching hit binds this role to a thread. */

@@ -128,4 +128,21 @@ describe('explore', () => {
     expect(x.hazards).toEqual([]);
     expect(x.warnings).toContain('no transitions recorded: nothing to place');
   });
+
+  it('an odd state name from an import skips the hazards it would make, with the reason, and keeps the rest (#13)', () => {
+    // A libvirt log whose MIGRATION event said "setup x": names are whatever the source wrote.
+    const tr = new Trace();
+    tr.transition(null, null, 'setup x');
+    tr.query(MAIN, 'q1', 'setup x');
+    const odd = tr.transition(null, null, 'active');
+    tr.query(MAIN, 'q2', 'active');
+    tr.transition(null, null, 'completed');
+    const x = explore(tr.session({ origin: 'import:libvirt-log' }), tr.threads, tr.events);
+    expect(x.transitions.map((t) => `${t.old}>${t.new}`)).toEqual(['active>completed']);
+    expect(x.warnings).toContain(`transition setup x -> active (seq ${odd}) and its hazards skipped: "setup x" is not a MigrationStatus name`);
+    expect(x.warnings).toContain('query windows that read "setup x" were skipped: not a MigrationStatus name');
+    // The well-named part still gives its hazards, each with a schedule that parses.
+    expect(findHazard(x, 'active', 'completed').length).toBeGreaterThan(0);
+    for (const h of x.hazards) if (h.schedule) expect(parseSchedule(JSON.parse(JSON.stringify(h.schedule)), 'h')).toEqual(h.schedule);
+  });
 });
