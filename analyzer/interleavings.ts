@@ -105,7 +105,8 @@ function withName(v: StateValue, table: StatusTableId): StateValue {
   return { value: v.value, name: stateName(v, table) };
 }
 
-function sameState(a: StateValue, b: StateValue, table: StatusTableId): boolean {
+/** Two state values alike: by name when both have one (from the event or the table), else by number. */
+export function sameState(a: StateValue, b: StateValue, table: StatusTableId): boolean {
   const an = stateName(a, table);
   const bn = stateName(b, table);
   if (an !== null && bn !== null) return an === bn;

@@ -1,15 +1,16 @@
 import { MigraceError, messageOf } from '../trace/errors.js';
 import type { TraceStore } from '../trace/store.js';
-import type { EventOf, TraceEvent } from '../trace/schema.js';
-import { statusValue } from '../trace/status.js';
+import type { EventOf, StateValue, TraceEvent } from '../trace/schema.js';
+import { statusValue, type StatusTableId } from '../trace/status.js';
 import { LiveTarget, type HitDecision, type ProbeHit } from '../recorder/live.js';
+import type { Frame } from '../recorder/gdb/session.js';
 import type { QmpClient } from '../recorder/qmp.js';
 import type { Profile } from '../recorder/probes/profile.js';
 import type { PreparedTarget } from '../recorder/targets/types.js';
 import { connectQmp, endRun, failOnAbort, FINAL, openRun, queryOnce, rootCause, sleep } from '../recorder/record.js';
 import { parseInteger } from '../recorder/values.js';
-import { findInterleavings } from './interleavings.js';
-import { checkScheduleFor, type Role, type Schedule, type Step } from './schedule.js';
+import { findInterleavings, sameState, stateName } from './interleavings.js';
+import { checkScheduleFor, type Role, type Schedule, type StateRef, type Step } from './schedule.js';
 import type { Finding, Verdict } from './types.js';
 
 /**
@@ -19,22 +20,28 @@ import type { Finding, Verdict } from './types.js';
  * transition is visible in memory. The run is recorded as a new session and
  * judged by the same analyzer as any recording.
  *
- * Parts: matches() and describeRole() say which hit binds a role;
+ * A role that waits for a transition the migration can no longer make (it
+ * has ended, or the state has left the role's old state) fails at once and
+ * names the transitions that did happen, rather than waiting out its timeout.
+ *
+ * Parts: StatePath follows the migration's states for those waiting roles;
  * ReplayRun is one run once gdb and the monitor are up (its fields are the
- * run's state, its methods the step kinds, the hit handler, and the waits:
- * for a role, for a state in memory, and the lock-wait diagnosis that makes
- * a schedule infeasible); judge() analyzes the recorded session; replay()
- * opens the session, starts the target, hands over to a ReplayRun and ends
- * the run whatever happened.
+ * run's state, its methods the step kinds, the hit handler that binds roles,
+ * matching a role's conditions, including states named by another role, and
+ * the waits: for a role, for a state in memory, and the lock-wait diagnosis
+ * that makes a schedule infeasible); judge() analyzes the recorded session;
+ * replay() opens the session, starts the target, hands over to a ReplayRun
+ * and ends the run whatever happened.
  */
 
-export type ReplayOutcomeClass = 'manifested' | 'benign' | 'window-only' | 'no-crossing' | 'infeasible';
+export type ReplayOutcomeClass = 'manifested' | 'benign' | 'window-only' | 'no-crossing' | 'infeasible' | 'aborted';
 
 export interface ReplayResult {
   sessionId: number;
   state: 'complete' | 'aborted';
   schedule: string;
-  outcome: ReplayOutcomeClass | null;
+  /** `aborted` when the run failed (error says why): never null. */
+  outcome: ReplayOutcomeClass;
   /** Why the schedule could not happen, or why the run failed. */
   reason: string | null;
   error: string | null;
@@ -83,27 +90,57 @@ function withTimeout<T>(p: Promise<T>, ms: number, err: () => Error): Promise<T>
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
-function matches(role: Role, hit: ProbeHit): boolean {
-  if (hit.probe.role !== role.probe) return false;
-  const e = hit.event;
-  const w = role.when;
-  if (e.kind === 'transition') {
-    if (w.old !== undefined && e.data.old?.name !== w.old) return false;
-    if (w.new !== undefined && e.data.new.name !== w.new) return false;
-    return true;
-  }
-  if (e.kind === 'read' || e.kind === 'publish') {
-    return w.value === undefined || e.data.value.name === w.value;
-  }
-  return true;
+/**
+ * QEMU's postcopy recovery loops back (postcopy-active -> postcopy-paused ->
+ * postcopy-recover -> postcopy-active); every other state is entered at most
+ * once per migration, so once the state has left it, no transition out of it
+ * can come.
+ */
+function reentrant(state: string): boolean {
+  return state.startsWith('postcopy-');
 }
 
-function describeRole(role: RoleState): string {
-  const w = role.spec.when;
-  const what = role.spec.probe === 'transition'
-    ? `migrate_set_state(${w.old ?? '*'} -> ${w.new ?? '*'})`
-    : `the ${role.spec.probe} probe${w.value ? ` with value ${w.value}` : ''}`;
-  return `${role.name} (${what})`;
+/**
+ * The migration's states as its transitions land, for a role that waits for
+ * one: has the state already passed the role's old state, has the migration
+ * ended? A hit at migrate_set_state's entry whose old state is not the
+ * current one is a compare-and-swap that fails, and moves nothing.
+ */
+class StatePath {
+  private readonly states: StateValue[] = [];
+  /** States the migration has moved out of. */
+  private readonly left = new Set<string>();
+  private ended = false;
+
+  constructor(private readonly table: StatusTableId) {}
+
+  /** A transition that has landed, or will without anyone holding it. */
+  landed(e: EventOf<'transition'>): void {
+    const current = this.states[this.states.length - 1];
+    const old = e.data.old;
+    if (current !== undefined && old !== null && !sameState(current, old, this.table)) return;
+    if (current === undefined) this.states.push(old ?? { value: null, name: null });
+    const from = stateName(this.states[this.states.length - 1], this.table);
+    if (from !== null) this.left.add(from);
+    this.states.push(e.data.new);
+    if (FINAL.has(e.data.new.name ?? '')) this.ended = true;
+  }
+
+  /** "none -> setup -> active -> completed" */
+  text(): string {
+    return this.states.length ? this.states.map((v) => stateName(v, this.table) ?? '?').join(' -> ') : 'no transition yet';
+  }
+
+  /** Why a transition role with these conditions can no longer bind, or null while it may. */
+  ruledOut(when: Role['when']): string | null {
+    if (this.ended) return `the migration already ended (${this.text()})`;
+    const current = this.states[this.states.length - 1];
+    const old = when.old;
+    if (old !== undefined && this.left.has(old) && stateName(current, this.table) !== old && !reentrant(old)) {
+      return `the state already left ${old} (${this.text()})`;
+    }
+    return null;
+  }
 }
 
 /**
@@ -118,13 +155,17 @@ class ReplayRun {
   private queries = 0;
   private pendingReply: Promise<Record<string, unknown>> | null = null;
   private finalSeen: EventOf<'transition'> | null = null;
-  /** Wake-ups for waitFor(): each hit that binds a role or ends the migration calls them. */
+  private readonly path: StatePath;
+  /** Transitions of held writers: they land when the writer is released. */
+  private readonly heldTransitions = new Map<number, EventOf<'transition'>>();
+  /** Wake-ups for waitFor(): each hit that binds a role or moves the state calls them. */
   private readonly changed = new Set<() => void>();
   private readonly hasQueryProbe: boolean;
 
   constructor(private readonly live: LiveTarget, private readonly qmp: QmpClient, private readonly opts: ReplayOptions) {
     this.roles = new Map(Object.entries(opts.schedule.roles).map(([name, spec]) => [name, { name, spec, armed: false, tid: null, held: false, event: null }]));
     this.hasQueryProbe = opts.profile.probes.some((p) => p.role === 'query');
+    this.path = new StatePath(opts.profile.status_table);
     live.setHandler((hit) => this.onHit(hit));
   }
 
@@ -151,21 +192,76 @@ class ReplayRun {
 
   /** The hit handler: the first armed role a hit matches binds to its thread and holds it there. */
   private onHit(hit: ProbeHit): HitDecision {
-    if (hit.event.kind === 'transition' && FINAL.has(hit.event.data.new.name ?? '')) {
-      this.finalSeen = hit.event;
-      this.notify();
-    }
+    const e = hit.event;
+    if (e.kind === 'transition' && FINAL.has(e.data.new.name ?? '')) this.finalSeen = e;
+    let decision: HitDecision = 'continue';
     for (const r of this.roles.values()) {
-      if (!r.armed || (r.tid !== null && r.tid !== hit.tid) || !matches(r.spec, hit)) continue;
+      if (!r.armed || (r.tid !== null && r.tid !== hit.tid) || !this.matches(r.spec, hit)) continue;
       r.armed = false;
       r.tid = hit.tid;
-      r.event = hit.event;
+      r.event = e;
       r.held = true;
-      this.mark('hold', hit.tid, r.name, `held at ${hit.probe.name} (seq ${hit.event.seq})`);
-      this.notify();
-      return 'hold';
+      this.mark('hold', hit.tid, r.name, `held at ${hit.probe.name} (seq ${e.seq})`);
+      decision = 'hold';
+      break;
     }
-    return 'continue';
+    if (e.kind === 'transition') {
+      if (decision === 'hold') this.heldTransitions.set(hit.tid, e);
+      else this.path.landed(e);
+    }
+    this.notify();
+    return decision;
+  }
+
+  private matches(role: Role, hit: ProbeHit): boolean {
+    if (hit.probe.role !== role.probe) return false;
+    if (role.at !== undefined && hit.probe.name !== role.at) return false;
+    const e = hit.event;
+    const w = role.when;
+    if (e.kind === 'transition') {
+      if (w.old !== undefined && e.data.old?.name !== w.old) return false;
+      if (w.new !== undefined && e.data.new.name !== w.new) return false;
+      return true;
+    }
+    if ((e.kind === 'read' || e.kind === 'publish') && w.value !== undefined) {
+      if (typeof w.value === 'string') return e.data.value.name === w.value;
+      const want = this.resolve(w.value);
+      return want !== null && sameState(e.data.value, want, this.opts.profile.status_table);
+    }
+    return true;
+  }
+
+  /** The state a reference names, once its role has bound; null before. */
+  private resolve(ref: StateRef): StateValue | null {
+    const e = this.roles.get(ref.role)?.event;
+    if (e?.kind !== 'transition') return null;
+    return ref.of === 'old' ? e.data.old : e.data.new;
+  }
+
+  private stateText(v: StateValue | null): string {
+    return stateName(v, this.opts.profile.status_table) ?? '?';
+  }
+
+  private describe(role: RoleState): string {
+    const w = role.spec.when;
+    const e = role.event;
+    const at = role.spec.at !== undefined ? ` ${role.spec.at}` : '';
+    let what: string;
+    if (e?.kind === 'transition') what = `migrate_set_state(${this.stateText(e.data.old)} -> ${this.stateText(e.data.new)})`;
+    else if (role.spec.probe === 'transition') what = `migrate_set_state(${w.old ?? '*'} -> ${w.new ?? '*'})`;
+    else if (w.value === undefined) what = `the ${role.spec.probe} probe${at}`;
+    else if (typeof w.value === 'string') what = `the ${role.spec.probe} probe${at} with value ${w.value}`;
+    else {
+      const v = this.resolve(w.value);
+      what = `the ${role.spec.probe} probe${at} with ${w.value.role}'s ${w.value.of} state${v ? ` (${this.stateText(v)})` : ''}`;
+    }
+    return `${role.name} (${what})`;
+  }
+
+  /** Why a transition role that has not bound can no longer bind. */
+  private ruledOut(r: RoleState): string | null {
+    if (r.held || r.event !== null || r.spec.probe !== 'transition') return null;
+    return this.path.ruledOut(r.spec.when);
   }
 
   private role(name: string): RoleState {
@@ -204,15 +300,19 @@ class ReplayRun {
 
   private async waitHeld(step: Extract<Step, { do: 'wait-held' }>): Promise<void> {
     const r = this.role(step.role);
+    // A transition that can no longer happen ends the wait at once; the reason is what was seen at that moment.
+    let out: string | null = null;
+    const settled = (): boolean => r.held || (out = this.ruledOut(r)) !== null;
     const blockedAfter = Math.min(2_000, step.timeout_ms / 2);
-    if (!(await this.waitFor(() => r.held, blockedAfter))) {
+    if (!(await this.waitFor(settled, blockedAfter))) {
       const why = await this.diagnoseBlocked(r);
       if (why) throw new Infeasible(why);
-      if (!(await this.waitFor(() => r.held, step.timeout_ms - blockedAfter))) {
-        throw new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: role ${describeRole(r)} never arrived within ${step.timeout_ms / 1000} s`);
+      if (!(await this.waitFor(settled, step.timeout_ms - blockedAfter))) {
+        throw new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: role ${this.describe(r)} never arrived within ${step.timeout_ms / 1000} s`);
       }
     }
-    this.opts.progress?.(`${r.name} held (thread ${r.tid})`);
+    if (!r.held && out !== null) throw new MigraceError('REPLAY', `replay ${this.name}: role ${this.describe(r)} can no longer arrive: ${out}`);
+    this.opts.progress?.(`${this.describe(r)} held (thread ${r.tid})`);
   }
 
   private async release(step: Extract<Step, { do: 'release' }>): Promise<void> {
@@ -220,6 +320,11 @@ class ReplayRun {
     if (!r.held || r.tid === null) throw new MigraceError('REPLAY', `replay ${this.name}: cannot release ${r.name}: it is not held`);
     this.mark('release', r.tid, r.name, 'schedule step');
     r.held = false;
+    const t = this.heldTransitions.get(r.tid);
+    if (t) {
+      this.heldTransitions.delete(r.tid);
+      this.path.landed(t);
+    }
     await this.live.release(r.tid);
     this.opts.progress?.(`${r.name} released`);
   }
@@ -227,8 +332,18 @@ class ReplayRun {
   private async waitState(step: Extract<Step, { do: 'wait-state' }>): Promise<void> {
     const via = this.role(step.via);
     if (!via.held || via.tid === null) throw new MigraceError('REPLAY', `replay ${this.name}: wait-state needs ${via.name} held to read memory through`);
-    const want = statusValue(step.equals, this.opts.profile.status_table);
-    if (want === null) throw new MigraceError('REPLAY', `replay ${this.name}: "${step.equals}" is not a state of table ${this.opts.profile.status_table}`);
+    const table = this.opts.profile.status_table;
+    let want: number | null;
+    if (typeof step.equals === 'string') {
+      want = statusValue(step.equals, table);
+      if (want === null) throw new MigraceError('REPLAY', `replay ${this.name}: "${step.equals}" is not a state of table ${table}`);
+    } else {
+      const v = this.resolve(step.equals);
+      if (v === null) throw new MigraceError('REPLAY', `replay ${this.name}: wait-state waits for ${step.equals.role}'s ${step.equals.of} state, but ${step.equals.role} has not bound`);
+      // The number the target itself passed; the table only when gdb printed a name.
+      want = v.value ?? (v.name !== null ? statusValue(v.name, table) : null);
+      if (want === null) throw new MigraceError('REPLAY', `replay ${this.name}: ${step.equals.role}'s ${step.equals.of} state has no number to wait for`);
+    }
     await this.waitMemory(this.stateAddress(), want, via.tid, step.timeout_ms);
   }
 
@@ -290,10 +405,13 @@ class ReplayRun {
         await gdb.waitForStop(t.id, 5_000, { since: mark, reason: 'signal-received' });
         stopped = true;
         const frames = await gdb.stack(t.id);
-        const lockFrame = frames.find((f) => LOCK_WAIT.test(f.func ?? ''));
+        const top = frames.slice(0, 6);
+        const isLock = (f: Frame): boolean => LOCK_WAIT.test(f.func ?? '');
+        // Of the frames shown, the outermost lock frame names the lock (bql_lock_impl); the innermost only the futex.
+        const lockFrame = [...top].reverse().find(isLock) ?? frames.find(isLock);
         if (lockFrame) {
-          const chain = frames.slice(0, 6).map((f) => f.func ?? '??').join(' <- ');
-          return `${describeRole(waiting)} cannot arrive: thread ${t.id}${t.name ? ` "${t.name}"` : ''} waits in ${lockFrame.func} (${chain}) while ${heldRoles.map(describeRole).join(', ')} is held; the held thread owns the lock`;
+          const chain = top.map((f) => f.func ?? '??').join(' <- ');
+          return `${this.describe(waiting)} cannot arrive: thread ${t.id}${t.name ? ` "${t.name}"` : ''} waits in ${lockFrame.func} (${chain}) while ${heldRoles.map((h) => this.describe(h)).join(', ')} is held; the held thread owns the lock`;
         }
       } catch {
         /* a thread that exited or cannot be stopped tells us nothing */
@@ -372,7 +490,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   }
 
   let finding: Finding | null = null;
-  let outcome: ReplayOutcomeClass | null = null;
+  let outcome: ReplayOutcomeClass = 'aborted';
   if (infeasible) outcome = 'infeasible';
   else if (!error && run) {
     finding = judge(store, sessionId, run.roles);

@@ -7,7 +7,14 @@ import type { Profile } from '../recorder/probes/profile.js';
 /**
  * A replay schedule: which threads play which role, and the order in which
  * they are held and released. Nothing here is specific to setup -> active:
- * a schedule names any transition and any read point.
+ * a schedule names any transition and any read point, and may name a state
+ * by what another role saw ("the writer's old state") rather than by name,
+ * so one schedule fits builds whose state machines differ.
+ *
+ * Parts: the schema (roles, state references, steps, and the checks that
+ * need the whole schedule); the built-in scenarios, all made by
+ * forceAfterRead(); checkScheduleFor(), which checks a schedule against the
+ * profile it will run with; parsing and loading.
  */
 
 const STATUS_NAME = /^[a-z][a-z-]*$/;
@@ -18,17 +25,33 @@ export function isStatusName(name: string): boolean {
   return STATUS_NAME.test(name);
 }
 
-export const RoleSchema = z.object({
-  /** The probe role whose first matching hit binds this role to a thread. */
-  probe: z.enum(['transition', 'read', 'publish', 'query']),
-  /** Values that must match for the hit to bind: transition old/new, read/publish value. */
-  when: z.object({ old: StatusName.optional(), new: StatusName.optional(), value: StatusName.optional() }).default({}),
-});
-export type Role = z.infer<typeof RoleSchema>;
-
 const RoleName = z.string().regex(/^[a-z][\w-]*$/)
   // Schedules are plain objects: a role called "toString" would be found on every one of them.
   .refine((n) => !(n in Object.prototype), 'is a name every JavaScript object already has; pick another role name');
+
+/**
+ * A state named by what a transition role bound to: its `old` (the state it
+ * moves from) or its `new`. Resolved when that role binds, so it holds on
+ * any build (the step into completed starts at active on 7.2, at device on 10.x).
+ */
+export const StateRefSchema = z.object({ role: RoleName, of: z.enum(['old', 'new']) }).strict();
+export type StateRef = z.infer<typeof StateRefSchema>;
+const StateSpec = z.union([StatusName, StateRefSchema]);
+export type StateSpec = z.infer<typeof StateSpec>;
+
+/** A probe name as profiles spell them. */
+const ProbeName = z.string().min(1).max(128).regex(/^[\w.@+-]+$/, 'a probe name from the profile ("migrace probes" lists them)');
+
+export const RoleSchema = z.object({
+  /** The probe role whose first matching hit binds this role to a thread. */
+  probe: z.enum(['transition', 'read', 'publish', 'query']),
+  /** Only this probe of that role, by its name in the profile (one read point of several). */
+  at: ProbeName.optional(),
+  /** Values that must match for the hit to bind: transition old/new, read/publish value. */
+  when: z.object({ old: StatusName.optional(), new: StatusName.optional(), value: StateSpec.optional() }).strict().default({}),
+});
+export type Role = z.infer<typeof RoleSchema>;
+
 const Timeout = z.number().int().positive().max(600_000).default(15_000);
 
 export const StepSchema = z.discriminatedUnion('do', [
@@ -46,7 +69,7 @@ export const StepSchema = z.discriminatedUnion('do', [
    * Wait until the state in memory is `equals`, read through a thread that is
    * held (`via`): the writer's release is only visible once its store lands.
    */
-  z.object({ do: z.literal('wait-state'), equals: StatusName, via: RoleName, timeout_ms: Timeout }),
+  z.object({ do: z.literal('wait-state'), equals: StateSpec, via: RoleName, timeout_ms: Timeout }),
   /** Wait for the reply of the last query. */
   z.object({ do: z.literal('wait-reply'), timeout_ms: Timeout }),
   /** Let the migration finish: wait for its final state in memory, then take the final reply once. */
@@ -62,13 +85,24 @@ export const ScheduleSchema = z.object({
   roles: z.record(RoleName, RoleSchema),
   steps: z.array(StepSchema).min(1),
 }).superRefine((s, ctx) => {
+  const defined = (name: string): boolean => Object.hasOwn(s.roles, name);
+  const undefinedRole = (name: string): string => `names role "${name}", which "roles" does not define`;
+  const checkRef = (ref: StateSpec | undefined, path: (string | number)[]): void => {
+    if (ref === undefined || typeof ref === 'string') return;
+    if (!defined(ref.role)) ctx.addIssue({ code: 'custom', path: [...path, 'role'], message: undefinedRole(ref.role) });
+    else if (s.roles[ref.role]!.probe !== 'transition') {
+      ctx.addIssue({ code: 'custom', path: [...path, 'role'], message: `names role "${ref.role}", which is not a transition role: only a transition has an old and a new state` });
+    }
+  };
+  for (const [name, role] of Object.entries(s.roles)) checkRef(role.when.value, ['roles', name, 'when', 'value']);
   s.steps.forEach((step, i) => {
     for (const key of ['role', 'via'] as const) {
       const name = (step as Record<string, unknown>)[key];
-      if (typeof name === 'string' && !Object.hasOwn(s.roles, name)) {
-        ctx.addIssue({ code: 'custom', path: ['steps', i, key], message: `names role "${name}", which "roles" does not define` });
+      if (typeof name === 'string' && !defined(name)) {
+        ctx.addIssue({ code: 'custom', path: ['steps', i, key], message: undefinedRole(name) });
       }
     }
+    if (step.do === 'wait-state') checkRef(step.equals, ['steps', i, 'equals']);
   });
 });
 export type Schedule = z.infer<typeof ScheduleSchema>;
@@ -77,18 +111,22 @@ export type Schedule = z.infer<typeof ScheduleSchema>;
  * The generic forcing of a read-then-transition race: hold the writer at
  * migrate_set_state(old -> new), query, hold the reader right after its read
  * of `old`, release the writer until the state is `new`, release the reader.
+ * A side the caller leaves out is taken from the writer's own hit: the
+ * writer binds at any transition into `new` (or out of `old`), and the
+ * reader's value and the state waited for follow what it bound to.
  */
-export function readThenTransition(name: string, oldState: string, newState: string, description: string): Schedule {
-  const o = normalizeStatusName(oldState);
-  const n = normalizeStatusName(newState);
+export function forceAfterRead(name: string, description: string, writer: { old?: string; new?: string }): Schedule {
+  const o = writer.old === undefined ? undefined : normalizeStatusName(writer.old);
+  const n = writer.new === undefined ? undefined : normalizeStatusName(writer.new);
+  const ofWriter = (of: 'old' | 'new'): StateRef => ({ role: 'writer', of });
   return parseSchedule({
     format: 'migrace-schedule',
     version: 1,
     name,
     description,
     roles: {
-      writer: { probe: 'transition', when: { old: o, new: n } },
-      reader: { probe: 'read', when: { value: o } },
+      writer: { probe: 'transition', when: { ...(o !== undefined && { old: o }), ...(n !== undefined && { new: n }) } },
+      reader: { probe: 'read', when: { value: o ?? ofWriter('old') } },
     },
     steps: [
       { do: 'arm', role: 'writer' },
@@ -98,26 +136,47 @@ export function readThenTransition(name: string, oldState: string, newState: str
       { do: 'query' },
       { do: 'wait-held', role: 'reader' },
       { do: 'release', role: 'writer' },
-      { do: 'wait-state', equals: n, via: 'reader' },
+      { do: 'wait-state', equals: n ?? ofWriter('new'), via: 'reader' },
       { do: 'release', role: 'reader' },
       { do: 'wait-reply' },
       { do: 'finish' },
     ],
-  }, `the schedule for ${o} -> ${n}`);
+  }, `the schedule for ${o ?? '*'} -> ${n ?? '*'}`);
 }
 
-export const SCENARIOS: Record<string, () => Schedule> = {
+/** forceAfterRead for one fixed transition (a finding's, a hazard's). */
+export function readThenTransition(name: string, oldState: string, newState: string, description: string): Schedule {
+  return forceAfterRead(name, description, { old: oldState, new: newState });
+}
+
+const BUILTIN: Record<string, () => Schedule> = {
   lp1994002: () => readThenTransition('lp1994002', 'setup', 'active',
     'LP#1994002: query-migrate reads setup for its switch, the migration thread moves setup -> active, the status published is active without ram'),
-  'active-completed': () => readThenTransition('active-completed', 'active', 'completed',
-    'the re-reads in populate_time_info/populate_ram_info: the switch reads active, the migration thread moves active -> completed before the reply is filled (still in QEMU 7.2)'),
+  'into-completed': () => forceAfterRead('into-completed',
+    'the step into completed, whichever state it starts from (active on QEMU 5.2/7.2 and minimig, device on 10.x): the switch reads that state, the migration thread completes before populate_time_info/populate_ram_info re-read it (still in QEMU 7.2)',
+    { new: 'completed' }),
 };
+
+/** Old names that keep working: active-completed named the step into completed before 10.x added the device step. */
+export const SCENARIO_ALIASES: Readonly<Record<string, string>> = { 'active-completed': 'into-completed' };
+
+/** Every name --scenario takes, the old ones included (sessions recorded before a rename still name them). */
+export const SCENARIOS: Readonly<Record<string, () => Schedule>> = {
+  ...BUILTIN,
+  ...Object.fromEntries(Object.entries(SCENARIO_ALIASES).map(([alias, name]) => [alias, BUILTIN[name]!])),
+};
+
+/** "lp1994002, into-completed (or active-completed)": for help texts and errors. */
+export function scenarioList(): string {
+  return Object.keys(BUILTIN).map((name) => {
+    const aliases = Object.keys(SCENARIO_ALIASES).filter((a) => SCENARIO_ALIASES[a] === name);
+    return aliases.length ? `${name} (or ${aliases.join(', ')})` : name;
+  }).join(', ');
+}
 
 export function builtinSchedule(name: string): Schedule {
   const make = Object.hasOwn(SCENARIOS, name) ? SCENARIOS[name] : undefined;
-  if (!make) {
-    throw new MigraceError('USAGE', `unknown scenario "${name}" (known: ${Object.keys(SCENARIOS).join(', ')})`);
-  }
+  if (!make) throw new MigraceError('USAGE', `unknown scenario "${name}" (known: ${scenarioList()})`);
   return make();
 }
 
@@ -129,19 +188,28 @@ export function builtinSchedule(name: string): Schedule {
  */
 export function checkScheduleFor(schedule: Schedule, profile: Profile): void {
   const where = `schedule ${schedule.name}`;
+  const table = profile.status_table;
+  const notAState = (state: string): string => `"${state}", not a MigrationStatus of this target (table ${table}: ${STATUS_TABLES[table].join(', ')})`;
   for (const [name, role] of Object.entries(schedule.roles)) {
-    if (!profile.probes.some((p) => p.role === role.probe)) {
+    const probes = profile.probes.filter((p) => p.role === role.probe);
+    if (probes.length === 0) {
       throw new MigraceError('BAD_INPUT', `${where}: roles.${name}.probe is "${role.probe}", but the profile has no ${role.probe} probe`);
     }
+    if (role.at !== undefined && !probes.some((p) => p.name === role.at)) {
+      const other = profile.probes.find((p) => p.name === role.at);
+      throw new MigraceError('BAD_INPUT', other
+        ? `${where}: roles.${name}.at is "${role.at}", a ${other.role} probe, but the role binds at a ${role.probe} probe`
+        : `${where}: roles.${name}.at is "${role.at}", but the profile's ${role.probe} probes are ${probes.map((p) => p.name).join(', ')}`);
+    }
     for (const [key, state] of Object.entries(role.when)) {
-      if (state !== undefined && statusValue(state, profile.status_table) === null) {
-        throw new MigraceError('BAD_INPUT', `${where}: roles.${name}.when.${key} is "${state}", not a MigrationStatus of this target (table ${profile.status_table}: ${STATUS_TABLES[profile.status_table].join(', ')})`);
+      if (typeof state === 'string' && statusValue(state, table) === null) {
+        throw new MigraceError('BAD_INPUT', `${where}: roles.${name}.when.${key} is ${notAState(state)}`);
       }
     }
   }
   schedule.steps.forEach((step, i) => {
-    if (step.do === 'wait-state' && statusValue(step.equals, profile.status_table) === null) {
-      throw new MigraceError('BAD_INPUT', `${where}: steps.${i}.equals is "${step.equals}", not a MigrationStatus of this target`);
+    if (step.do === 'wait-state' && typeof step.equals === 'string' && statusValue(step.equals, table) === null) {
+      throw new MigraceError('BAD_INPUT', `${where}: steps.${i}.equals is ${notAState(step.equals)}`);
     }
   });
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { builtinSchedule, checkScheduleFor, parseSchedule, readThenTransition } from '../../analyzer/schedule.js';
+import { builtinSchedule, checkScheduleFor, parseSchedule, readThenTransition, SCENARIOS } from '../../analyzer/schedule.js';
 import { minimigProfile } from '../../recorder/probes/minimig.js';
 import { minimigDir } from '../../recorder/targets/minimig.js';
 import { expectCatch } from '../helpers/errors.js';
@@ -10,7 +10,7 @@ describe('schedules', () => {
   it('built-ins are own entries only', () => {
     expect(builtinSchedule('lp1994002').roles.writer.when).toEqual({ old: 'setup', new: 'active' });
     for (const name of ['toString', 'constructor', '__proto__']) {
-      expect(expectCatch(() => builtinSchedule(name)).message).toBe(`unknown scenario "${name}" (known: lp1994002, active-completed)`);
+      expect(expectCatch(() => builtinSchedule(name)).message).toBe(`unknown scenario "${name}" (known: lp1994002, into-completed (or active-completed))`);
     }
   });
 
@@ -41,6 +41,7 @@ describe('schedules', () => {
     }, 'r.json'));
     expect(r.message).toBe('r.json: steps.0.role: names role "reader", which "roles" does not define');
   });
+
   it('roles named after what every object inherits are refused at parse (#14)', () => {
     const base = { format: 'migrace-schedule', version: 1, name: 'p', roles: { writer: { probe: 'transition' } } };
     for (const name of ['toString', 'constructor', 'hasOwnProperty', 'valueOf']) {
@@ -57,3 +58,46 @@ describe('schedules', () => {
   });
 });
 
+describe('scenarios by meaning (#11)', () => {
+  it('the step into completed names no old state: the writer binds at whichever transition enters completed', () => {
+    const s = builtinSchedule('into-completed');
+    expect(s.name).toBe('into-completed');
+    expect(s.roles.writer).toEqual({ probe: 'transition', when: { new: 'completed' } });
+    // The reader holds after its read of what the writer moves from; the state waited for is completed.
+    expect(s.roles.reader).toEqual({ probe: 'read', when: { value: { role: 'writer', of: 'old' } } });
+    expect(s.steps.find((st) => st.do === 'wait-state')).toEqual({ do: 'wait-state', equals: 'completed', via: 'reader', timeout_ms: 15_000 });
+    checkScheduleFor(s, profile);
+    // The old name still works and gives the same schedule.
+    expect(builtinSchedule('active-completed')).toEqual(s);
+    // No built-in names a fixed old state but LP#1994002's setup, which every build has.
+    expect(Object.keys(SCENARIOS)).toEqual(['lp1994002', 'into-completed', 'active-completed']);
+    for (const make of Object.values(SCENARIOS)) {
+      const w = make().roles.writer!.when;
+      if (w.old !== undefined) expect(w).toEqual({ old: 'setup', new: 'active' });
+    }
+    // A fixed transition (from a finding or a hazard) keeps fixed values.
+    expect(readThenTransition('x', 'active', 'device', '').roles.reader.when).toEqual({ value: 'active' });
+  });
+
+  it('a state reference must name a transition role that the schedule defines', () => {
+    const base = { format: 'migrace-schedule', version: 1, name: 'r', roles: { writer: { probe: 'transition' }, reader: { probe: 'read' } } };
+    const ref = (role: string) => ({ ...base, roles: { ...base.roles, other: { probe: 'read', when: { value: { role, of: 'old' } } } }, steps: [{ do: 'query' }] });
+    expect(expectCatch(() => parseSchedule(ref('nobody'), 'r.json')).message).toBe('r.json: roles.other.when.value.role: names role "nobody", which "roles" does not define');
+    expect(expectCatch(() => parseSchedule(ref('reader'), 'r.json')).message).toBe('r.json: roles.other.when.value.role: names role "reader", which is not a transition role: only a transition has an old and a new state');
+    expect(expectCatch(() => parseSchedule({ ...base, steps: [{ do: 'wait-state', equals: { role: 'reader', of: 'new' }, via: 'reader' }] }, 'r.json')).message)
+      .toBe('r.json: steps.0.equals.role: names role "reader", which is not a transition role: only a transition has an old and a new state');
+    expect(expectCatch(() => parseSchedule({ ...base, roles: { writer: { probe: 'transition', when: { vaule: 'setup' } } }, steps: [{ do: 'query' }] }, 'r.json')).message)
+      .toMatch(/^r\.json: roles\.writer\.when: .*vaule/);
+  });
+
+  it('a role binds to one probe by name: checked against the profile (minimig\'s probes)', () => {
+    const at = (probe: string, name: string) => parseSchedule({
+      format: 'migrace-schedule', version: 1, name: 'a', roles: { reader: { probe, at: name } }, steps: [{ do: 'arm', role: 'reader' }],
+    }, 'a.json');
+    checkScheduleFor(at('read', 'read'), profile);
+    checkScheduleFor(at('publish', 'publish'), profile);
+    expect(expectCatch(() => checkScheduleFor(at('read', 'read-populate'), profile)).message).toBe('schedule a: roles.reader.at is "read-populate", but the profile\'s read probes are read');
+    expect(expectCatch(() => checkScheduleFor(at('read', 'publish'), profile)).message).toBe('schedule a: roles.reader.at is "publish", a publish probe, but the role binds at a read probe');
+    expect(expectCatch(() => at('read', 'bad name')).message).toMatch(/^a\.json: roles\.reader\.at: a probe name from the profile/);
+  });
+});
