@@ -29,6 +29,45 @@ export interface TargetCliOptions {
   refreshProbes?: boolean;
 }
 
+/**
+ * What a record or replay was started with, stored as the session's
+ * meta.invocation so the same target can be started again (the reproduce
+ * line is built from it). Options that do not apply to the target are kept
+ * as given; an option left out is null.
+ */
+export interface Invocation {
+  command: 'record' | 'replay';
+  target: 'minimig' | 'qemu';
+  patched: boolean;
+  binary: string | null;
+  qemu: string | null;
+  /** The --profile file, or null when discovery (or minimig's own profile) placed the probes. */
+  profile: string | null;
+  memory: string | null;
+  extra_args: string[];
+  max_bandwidth: number | null;
+  setup_ms: number | null;
+  transfer_ms: number | null;
+  bql_completion: boolean;
+}
+
+export function invocationOf(command: Invocation['command'], opts: TargetCliOptions, extraArgs: readonly string[]): Invocation {
+  return {
+    command,
+    target: opts.target,
+    patched: Boolean(opts.patched),
+    binary: opts.binary ?? null,
+    qemu: opts.qemu ?? null,
+    profile: opts.profile ?? null,
+    memory: opts.memory ?? null,
+    extra_args: [...extraArgs],
+    max_bandwidth: opts.maxBandwidth ?? null,
+    setup_ms: opts.setupMs ?? null,
+    transfer_ms: opts.transferMs ?? null,
+    bql_completion: Boolean(opts.bqlCompletion),
+  };
+}
+
 interface RecordCliOptions extends DbOptions, TargetCliOptions {
   label?: string;
   pollMs: number;
@@ -154,6 +193,7 @@ export function register(program: Command): void {
         report(await record({
           store, target, profile, label: opts.label ?? (opts.target === 'qemu' ? `qemu ${profile.qemu_version ?? ''} recording`.replace('  ', ' ') : `${opts.patched ? 'minimig-patched' : 'minimig'} recording`),
           pollMs: opts.pollMs, timeoutMs: opts.timeout * 1000, gdbPath: opts.gdb, progress: say, signal: signals.signal,
+          meta: { invocation: invocationOf('record', opts, extra) },
         }), opts.json);
       } finally {
         signals.dispose();

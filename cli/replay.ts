@@ -1,12 +1,12 @@
 import type { Command } from 'commander';
 import { MigraceError } from '../trace/errors.js';
-import { builtinSchedule, loadScheduleFile, readThenTransition, SCENARIOS, type Schedule } from '../analyzer/schedule.js';
+import { builtinSchedule, loadScheduleFile, readThenTransition, scenarioList, type Schedule } from '../analyzer/schedule.js';
 import { replay, type ReplayResult } from '../analyzer/replay.js';
 import { findInterleavings } from '../analyzer/interleavings.js';
 import { explore } from '../analyzer/explore.js';
 import type { TraceStore } from '../trace/store.js';
 import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson, progress, sessionId, type DbOptions } from './common.js';
-import { addTargetOptions, prepareTarget, type TargetCliOptions } from './record.js';
+import { addTargetOptions, invocationOf, prepareTarget, type TargetCliOptions } from './record.js';
 import { abortOnSignals } from './signals.js';
 
 interface ReplayCliOptions extends DbOptions, TargetCliOptions {
@@ -44,7 +44,7 @@ export function scheduleFromHazard(store: TraceStore, sid: number, hazardId: str
 /** --scenario or --schedule, checked before any database is opened (or created). */
 function scheduleFromOptions(opts: ReplayCliOptions): Schedule | null {
   const given = [opts.scenario, opts.schedule, opts.finding].filter((x) => x !== undefined).length;
-  if (given !== 1) throw new MigraceError('USAGE', `replay needs exactly one of --scenario (${Object.keys(SCENARIOS).join(', ')}), --schedule FILE or --finding ID`);
+  if (given !== 1) throw new MigraceError('USAGE', `replay needs exactly one of --scenario (${scenarioList()}), --schedule FILE or --finding ID`);
   if (opts.scenario) return builtinSchedule(opts.scenario);
   if (opts.schedule) return loadScheduleFile(opts.schedule);
   return null;
@@ -58,20 +58,45 @@ function scheduleFromStore(opts: ReplayCliOptions, store: TraceStore): Schedule 
   return m[2].startsWith('H') ? scheduleFromHazard(store, sid, m[2]) : scheduleFromFinding(store, sid, m[2]);
 }
 
+/** The reply's status as a word: "none" when the reply had none (or there was no reply). */
+function replyStatus(r: ReplayResult): string {
+  const status = ((r.reply ?? {}) as Record<string, unknown>).status;
+  return typeof status === 'string' ? status : 'none';
+}
+
+/** A run for --json: what did not happen (no reply, no finding) is left out rather than printed as null. */
+export function replayJson(r: ReplayResult): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(r).filter(([, v]) => v !== null));
+}
+
 /** What must be the same across repeats: the outcome and the reply's shape, not its counters. */
 export function outcomeKey(r: ReplayResult): string {
   const body = (r.reply ?? {}) as Record<string, unknown>;
-  return JSON.stringify({ outcome: r.outcome, state: r.state, status: body.status ?? null, fields: Object.keys(body).sort(), libvirt: r.verdict?.old_libvirt ?? null, shape: r.verdict?.shape ?? null });
+  return JSON.stringify({
+    outcome: r.outcome, state: r.state, status: replyStatus(r), fields: Object.keys(body).sort(),
+    libvirt: r.verdict?.old_libvirt, shape: r.verdict?.shape ?? undefined,
+  });
 }
 
 export function describeReplay(r: ReplayResult): string {
   if (r.state === 'aborted') return `session ${r.sessionId}: replay aborted: ${r.error}`;
   if (r.outcome === 'infeasible') return `session ${r.sessionId}: infeasible: ${r.reason}`;
-  const reply = JSON.stringify(r.reply);
+  const reply = r.reply === null ? 'no reply' : `reply ${JSON.stringify(r.reply)}`;
   const shape = r.verdict?.shape;
   const broken = shape ? `; reply shape broken for ${r.verdict?.status}: ${[shape.missing.length ? `missing ${shape.missing.join(', ')}` : '', shape.foreign.length ? `foreign ${shape.foreign.join(', ')}` : ''].filter(Boolean).join(', ')}` : '';
   const libvirt = r.verdict ? `old libvirt ${r.verdict.old_libvirt}${r.verdict.libvirt_error ? ` ("${r.verdict.libvirt_error}")` : ''}, current libvirt ${r.verdict.current_libvirt}` : 'no verdict';
-  return `session ${r.sessionId}: ${r.outcome}${broken}; reply ${reply}; ${libvirt}${r.finding ? `\n  ${r.finding.summary}` : ''}`;
+  return `session ${r.sessionId}: ${r.outcome}${broken}; ${reply}; ${libvirt}${r.finding ? `\n  ${r.finding.summary}` : ''}`;
+}
+
+/** The line after --repeat: all the same, or how they differ. */
+export function describeRepeats(results: readonly ReplayResult[], repeat: number, keys: ReadonlyMap<string, number>): string {
+  const first = results[0];
+  if (!first) return `no run finished (of ${repeat})`;
+  if (keys.size === 1) {
+    const what = first.state === 'aborted' ? `aborted (${first.error})` : `${first.outcome}, reply status ${replyStatus(first)}`;
+    return `${results.length}/${repeat} runs identical: ${what}`;
+  }
+  return `outcomes differ across ${results.length} runs:\n${[...keys].map(([k, n]) => `  ${n} x ${k}`).join('\n')}`;
 }
 
 export function register(program: Command): void {
@@ -79,7 +104,7 @@ export function register(program: Command): void {
     .command('replay')
     .description('force an interleaving on a live target, deterministically, and judge the reply')
     .argument('[qemu-args...]', 'qemu: extra arguments for both QEMUs, after --')
-    .option('--scenario <name>', `a built-in schedule (${Object.keys(SCENARIOS).join(', ')})`)
+    .option('--scenario <name>', `a built-in schedule: ${scenarioList()}`)
     .option('--schedule <file>', 'a schedule file (JSON)')
     .option('--finding <id>', 'replay a finding (F1) or an explore hazard (H1): with --session, or as SESSION:F1')
     .option('--session <n>', 'the session --finding refers to (default: the newest)')
@@ -100,8 +125,8 @@ export function register(program: Command): void {
           const { target, profile } = await prepareTarget(opts, extra, i === 0 ? say : undefined);
           const r = await replay({
             store, target, profile, schedule, gdbPath: opts.gdb, signal: signals.signal, progress: say,
-            label: opts.label ?? `replay ${schedule.name} on ${opts.target === 'qemu' ? `qemu ${profile.qemu_version}` : opts.patched ? 'minimig-patched' : 'minimig'}${opts.repeat > 1 ? ` #${i + 1}` : ''}`,
-            meta: { command: ['migrace', 'replay', ...process.argv.slice(3)] },
+            label: opts.label ?? `replay ${schedule.name} on ${opts.target === 'qemu' ? `qemu ${profile.qemu_version ?? target.binary}` : opts.patched ? 'minimig-patched' : 'minimig'}${opts.repeat > 1 ? ` #${i + 1}` : ''}`,
+            meta: { command: ['migrace', 'replay', ...process.argv.slice(3)], invocation: invocationOf('replay', opts, extra) },
           });
           results.push(r);
           if (!opts.json) out(`${opts.repeat > 1 ? `run ${i + 1}: ` : ''}${describeReplay(r)}`);
@@ -113,12 +138,8 @@ export function register(program: Command): void {
       const keys = new Map<string, number>();
       for (const r of results) keys.set(outcomeKey(r), (keys.get(outcomeKey(r)) ?? 0) + 1);
       const identical = keys.size === 1;
-      if (opts.json) printJson({ runs: results, identical, outcomes: Object.fromEntries(keys) });
-      else if (opts.repeat > 1) {
-        out(identical
-          ? `${results.length}/${opts.repeat} runs identical: ${results[0]?.outcome}, reply status ${JSON.stringify(((results[0]?.reply ?? {}) as Record<string, unknown>).status ?? null)}`
-          : `outcomes differ across ${results.length} runs:\n${[...keys].map(([k, n]) => `  ${n} x ${k}`).join('\n')}`);
-      }
+      if (opts.json) printJson({ runs: results.map(replayJson), identical, outcomes: Object.fromEntries(keys) });
+      else if (opts.repeat > 1) out(describeRepeats(results, opts.repeat, keys));
       if (results.some((r) => r.state === 'aborted') || !identical || results.length < opts.repeat) process.exitCode = 1;
     }));
 }
