@@ -373,7 +373,8 @@ function scenarioFor(oldName: string, newName: string): string | null {
   for (const [name, make] of Object.entries(SCENARIOS)) {
     const roles = make().roles;
     const w = Object.values(roles).find((r) => r.probe === 'transition')?.when;
-    if (w && w.old === oldName && w.new === newName) return name;
+    // A writer that names no old state (into-completed) forces the step from whatever state precedes `new`.
+    if (w && (w.old === undefined || w.old === oldName) && w.new === newName) return name;
   }
   return null;
 }

@@ -230,7 +230,7 @@ describe('reproduceCommand', () => {
   it('picks the scenario that forces the finding, else replays the finding from the database', () => {
     const f = unpatched.analysis.findings[0]!;
     const completed = { ...f, crossing: [{ ...f.crossing[0]!, old: { value: 4, name: 'active' }, new: { value: 8, name: 'completed' } }] };
-    expect(reproduceCommand(unpatched.session, completed)).toBe('migrace replay --scenario active-completed --target minimig');
+    expect(reproduceCommand(unpatched.session, completed)).toBe('migrace replay --scenario into-completed --target minimig');
     const odd = { ...f, crossing: [{ ...f.crossing[0]!, old: { value: 1, name: 'setup' }, new: { value: 2, name: 'cancelling' } }] };
     const withDb = { ...unpatched.session, meta: { scenario: 'session7-F1', db: '/srv/traces/run 1.db' } };
     expect(reproduceCommand(withDb, odd)).toBe(`migrace replay --finding 1:F1 --db '/srv/traces/run 1.db' --target minimig`);
