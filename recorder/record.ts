@@ -227,7 +227,6 @@ export async function recordAttached(opts: AttachOptions): Promise<RecordResult>
     info: { kind: 'attach', binary: opts.binary, build_id: profile.build_id, qemu_version: profile.qemu_version, variant: profile.variant, status_table: profile.status_table },
     binary: opts.binary,
     args: [], env: {}, qmpPath: opts.qmpPath ?? '', migrateUri: '', logPath: '', setup: [],
-    threadNames: { main: 'qemu-system-x86', migration: 'live_migration' },
     dispose: async () => undefined,
   };
   const { sessionId, writer } = await openRun(store, target, { label: opts.label, origin: 'live', target: target.info, profile, meta: { attached_pid: opts.pid, poll_ms: opts.pollMs ?? 20 } });

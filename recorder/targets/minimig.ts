@@ -58,7 +58,6 @@ export async function prepareMinimig(opts: MinimigOptions = {}): Promise<Prepare
     migrateUri: 'tcp:127.0.0.1:0',
     logPath: join(dir.path, 'target.log'),
     setup: [],
-    threadNames: { main: 'minimig', migration: 'live_migration' },
     dispose: async () => dir.remove(),
   };
 }

@@ -158,7 +158,6 @@ export async function prepareQemuPair(opts: QemuPairOptions): Promise<PreparedTa
     migrateUri: dest.uri,
     logPath: join(dir.path, 'source.log'),
     setup: opts.maxBandwidth ? [{ execute: 'migrate-set-parameters', arguments: { 'max-bandwidth': opts.maxBandwidth } }] : [],
-    threadNames: { main: 'qemu-system-x86', migration: 'live_migration' },
     dispose: async () => {
       await dest.stop();
       dir.remove();

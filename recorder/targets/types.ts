@@ -20,7 +20,5 @@ export interface PreparedTarget {
   logPath: string;
   /** QMP commands to send after capabilities and before `migrate` (e.g. a bandwidth cap). */
   setup: Array<{ execute: string; arguments?: Record<string, unknown> }>;
-  /** Names the migration thread will have, for role binding and readable lanes. */
-  threadNames: { main: string; migration: string };
   dispose(): Promise<void>;
 }
