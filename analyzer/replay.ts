@@ -106,7 +106,7 @@ function reentrant(state: string): boolean {
  * ended? A hit at migrate_set_state's entry whose old state is not the
  * current one is a compare-and-swap that fails, and moves nothing.
  */
-class StatePath {
+export class StatePath {
   private readonly states: StateValue[] = [];
   /** States the migration has moved out of. */
   private readonly left = new Set<string>();
