@@ -36,7 +36,7 @@ const RoleName = z.string().regex(/^[a-z][\w-]*$/)
  */
 export const StateRefSchema = z.object({ role: RoleName, of: z.enum(['old', 'new']) }).strict();
 export type StateRef = z.infer<typeof StateRefSchema>;
-const StateSpec = z.union([StatusName, StateRefSchema]);
+const StateSpec = z.union([StatusName, StateRefSchema], { error: 'a MigrationStatus name such as "setup", or {"role": ROLE, "of": "old" | "new"}' });
 export type StateSpec = z.infer<typeof StateSpec>;
 
 /** A probe name as profiles spell them. */

@@ -86,6 +86,8 @@ describe('scenarios by meaning (#11)', () => {
     expect(expectCatch(() => parseSchedule(ref('reader'), 'r.json')).message).toBe('r.json: roles.other.when.value.role: names role "reader", which is not a transition role: only a transition has an old and a new state');
     expect(expectCatch(() => parseSchedule({ ...base, steps: [{ do: 'wait-state', equals: { role: 'reader', of: 'new' }, via: 'reader' }] }, 'r.json')).message)
       .toBe('r.json: steps.0.equals.role: names role "reader", which is not a transition role: only a transition has an old and a new state');
+    const half = { ...base, roles: { ...base.roles, other: { probe: 'read', when: { value: { role: 'writer' } } } }, steps: [{ do: 'query' }] };
+    expect(expectCatch(() => parseSchedule(half, 'r.json')).message).toBe('r.json: roles.other.when.value: a MigrationStatus name such as "setup", or {"role": ROLE, "of": "old" | "new"}');
     expect(expectCatch(() => parseSchedule({ ...base, roles: { writer: { probe: 'transition', when: { vaule: 'setup' } } }, steps: [{ do: 'query' }] }, 'r.json')).message)
       .toMatch(/^r\.json: roles\.writer\.when: .*vaule/);
   });
