@@ -485,8 +485,15 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     if (e instanceof Infeasible) infeasible = e.message;
     else error = await rootCause(live, e);
   } finally {
-    if (infeasible) store.updateSession(sessionId, { meta: { infeasible } });
-    await endRun({ store, sessionId, writer, target, live, qmp }, error);
+    if (infeasible) {
+      try {
+        store.updateSession(sessionId, { meta: { infeasible } });
+      } catch {
+        /* the close below reports the storage problem */
+      }
+    }
+    // A storage failure met while closing ends the replay too.
+    error = await endRun({ store, sessionId, writer, target, live, qmp }, error);
   }
 
   let finding: Finding | null = null;
