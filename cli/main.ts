@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { progress, setDebug, type Register } from './common.js';
 import { sweepLeftovers } from '../recorder/ledger.js';
+import { removeStaleGroups } from '../recorder/uprobe/tracefs.js';
 import { register as sessions } from './sessions.js';
 import { register as events } from './events.js';
 import { register as recordCmd } from './record.js';
@@ -32,7 +33,7 @@ export async function main(argv: string[]): Promise<void> {
   // the store reports, not kill the process: Node ignores SIGXFSZ, but execa's
   // signal-exit listens to it and re-raises it when it is the only listener.
   process.on('SIGXFSZ', () => undefined);
-  for (const line of sweepLeftovers()) progress(`migrace: ${line}`);
+  for (const line of [...sweepLeftovers(), ...removeStaleGroups()]) progress(`migrace: ${line}`);
   const program = buildProgram();
   program.exitOverride((err) => {
     // commander already printed its message; keep its exit code (0 for --help).

@@ -9,7 +9,7 @@ import type { Profile } from '../recorder/probes/profile.js';
 import { minimigDir, prepareMinimig } from '../recorder/targets/minimig.js';
 import { extractedTreeEnv, prepareQemuPair } from '../recorder/targets/qemu.js';
 import type { PreparedTarget } from '../recorder/targets/types.js';
-import { record, recordAttached, type RecordResult } from '../recorder/record.js';
+import { chooseBackend, record, recordAttached, type BackendChoice, type RecordResult } from '../recorder/record.js';
 import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson, progress, type DbOptions } from './common.js';
 import { abortOnSignals } from './signals.js';
 
@@ -69,6 +69,7 @@ export function invocationOf(command: Invocation['command'], opts: TargetCliOpti
 }
 
 interface RecordCliOptions extends DbOptions, TargetCliOptions {
+  backend: BackendChoice;
   label?: string;
   pollMs: number;
   timeout: number;
@@ -78,9 +79,10 @@ interface RecordCliOptions extends DbOptions, TargetCliOptions {
 }
 
 export function summarizeRecord(r: RecordResult): string {
+  const lost = r.lostEvents > 0 ? `; INCOMPLETE: the kernel dropped ${r.lostEvents} probe hits` : '';
   return r.state === 'complete'
-    ? `session ${r.sessionId}: complete, ${r.events} events (${r.hits} probe hits, ${r.queries} queries) in ${(r.wallMs / 1000).toFixed(2)} s; last status ${r.lastStatus}`
-    : `session ${r.sessionId}: aborted after ${r.events} events: ${r.error}`;
+    ? `session ${r.sessionId}: complete, ${r.events} events (${r.hits} probe hits, ${r.queries} queries) in ${(r.wallMs / 1000).toFixed(2)} s through ${r.backend}; last status ${r.lastStatus}${lost}`
+    : `session ${r.sessionId}: aborted after ${r.events} events: ${r.error}${lost}`;
 }
 
 function parseEnv(list: string[] | undefined): Record<string, string> {
@@ -151,11 +153,12 @@ function report(result: RecordResult, json: boolean | undefined): void {
 export function register(program: Command): void {
   const cmd = program
     .command('record')
-    .description('record a migration under gdb: every state transition, read and publish, and every query-migrate reply')
+    .description('record a migration: every state transition, read and publish, and every query-migrate reply')
     .argument('[qemu-args...]', 'qemu: extra arguments for both QEMUs, after --');
   addTargetOptions(cmd)
-    .option('--attach <pid>', 'record a running QEMU driven by somebody else; detach at the end', parseIntOption('--attach', 1, 2 ** 22))
-    .option('--qmp <path>', 'with --attach: a QMP socket of the running QEMU for migrace to poll')
+    .addOption(new Option('--backend <kind>', 'how probes are placed: kernel uprobes (root; never stop the target), gdb breakpoints, or auto (uprobes when they work)').choices(['auto', 'uprobe', 'gdb']).default('auto'))
+    .option('--attach <pid>', 'record a running QEMU driven by somebody else; it is left running at the end', parseIntOption('--attach', 1, 2 ** 22))
+    .option('--qmp <path>', 'with --attach: a QMP socket of the running QEMU for migrace to poll (without it, the queries others make are recorded)')
     .option('--label <text>', 'a label for the session')
     .option('--poll-ms <n>', 'query-migrate every N ms', parseIntOption('--poll-ms', 1, 60_000), 20)
     .option('--timeout <s>', 'give up when the migration takes longer (seconds)', parseIntOption('--timeout', 1, 86_400), 120)
@@ -170,13 +173,17 @@ export function register(program: Command): void {
         } catch {
           throw new MigraceError('TARGET_MISSING', `no process ${opts.attach} to attach to (or not allowed to read /proc/${opts.attach}/exe)`);
         }
+        const backend = chooseBackend(opts.backend, progress);
+        if (backend === 'gdb') {
+          progress('migrace: warning: recording an attached process under gdb: if gdb is killed (SIGKILL) while its breakpoints are in, the process dies of SIGTRAP; as root, --backend uprobe never touches it');
+        }
         const profile = await profileFor(exe, { ...extractedTreeEnv(exe), ...parseEnv(opts.env) }, opts, say);
         const store = openStore(opts);
         const signals = abortOnSignals();
         try {
           report(await recordAttached({
             store, pid: opts.attach, binary: exe, qmpPath: opts.qmp ?? null, profile, label: opts.label ?? `attach ${opts.attach}`,
-            pollMs: opts.pollMs, gdbPath: opts.gdb, progress: say, signal: signals.signal,
+            pollMs: opts.pollMs, gdbPath: opts.gdb, progress: say, signal: signals.signal, backend,
           }), opts.json);
         } finally {
           signals.dispose();
@@ -185,6 +192,7 @@ export function register(program: Command): void {
         return;
       }
       if (opts.qmp) throw new MigraceError('USAGE', '--qmp goes with --attach');
+      const backend = chooseBackend(opts.backend, say);
       const store = openStore(opts);
       // Before anything starts: a signal during preparation must still reach the cleanup.
       const signals = abortOnSignals();
@@ -193,7 +201,7 @@ export function register(program: Command): void {
         report(await record({
           store, target, profile, label: opts.label ?? (opts.target === 'qemu' ? `qemu ${profile.qemu_version ?? ''} recording`.replace('  ', ' ') : `${opts.patched ? 'minimig-patched' : 'minimig'} recording`),
           pollMs: opts.pollMs, timeoutMs: opts.timeout * 1000, gdbPath: opts.gdb, progress: say, signal: signals.signal,
-          meta: { invocation: invocationOf('record', opts, extra) },
+          meta: { invocation: invocationOf('record', opts, extra) }, backend,
         }), opts.json);
       } finally {
         signals.dispose();

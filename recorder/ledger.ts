@@ -8,8 +8,9 @@ import { processIsAlive, procStartTime } from '../trace/proc.js';
  * down as it happens, so that a later migrace can clean up after one that
  * died without cleaning up (SIGKILL, the OOM killer): child processes (by
  * pid and start time, so a reused pid is never hit), private temp folders,
- * kernel probe groups, and processes it attached to (which may be left
- * stopped). One small JSON file per process in the temp folder, rewritten
+ * and processes it attached to (which may be left stopped). Kernel probe
+ * groups carry the pid in their name and are swept from tracefs itself
+ * (recorder/uprobe/tracefs.ts). One small JSON file per process in the temp folder, rewritten
  * atomically on every change and removed at a normal exit.
  *
  * `sweepLeftovers` is the other half: at the start of every command it
@@ -29,7 +30,6 @@ interface LedgerData {
   children: LedgerProcess[];
   attached: LedgerProcess[];
   dirs: string[];
-  probeGroups: string[];
 }
 
 const PREFIX = 'migrace-ledger-';
@@ -47,7 +47,7 @@ let exitHook = false;
 
 function current(): LedgerData {
   if (!data) {
-    data = { pid: process.pid, start: procStartTime(process.pid), children: [], attached: [], dirs: [], probeGroups: [] };
+    data = { pid: process.pid, start: procStartTime(process.pid), children: [], attached: [], dirs: [] };
     if (!exitHook) {
       exitHook = true;
       // Registered after the reaper's hook (ledger entries are made after a pid is tracked): by now it has killed everything.
@@ -59,7 +59,7 @@ function current(): LedgerData {
 
 function save(): void {
   const d = current();
-  const empty = d.children.length === 0 && d.attached.length === 0 && d.dirs.length === 0 && d.probeGroups.length === 0;
+  const empty = d.children.length === 0 && d.attached.length === 0 && d.dirs.length === 0;
   try {
     if (empty) {
       rmSync(ledgerFile(), { force: true });
@@ -108,29 +108,11 @@ export function ledgerRemoveDir(path: string): void {
   save();
 }
 
-export function ledgerAddProbeGroup(group: string): void {
-  current().probeGroups.push(group);
-  save();
-}
-
-export function ledgerRemoveProbeGroup(group: string): void {
-  const d = current();
-  d.probeGroups = d.probeGroups.filter((g) => g !== group);
-  save();
-}
-
-/** Removes a kernel probe group a dead run left; set by the uprobe backend, which knows tracefs. */
-export type ProbeGroupRemover = (group: string) => boolean;
-let removeProbeGroup: ProbeGroupRemover | null = null;
-export function setProbeGroupRemover(fn: ProbeGroupRemover): void {
-  removeProbeGroup = fn;
-}
-
 function readLedger(path: string): LedgerData | null {
   try {
     const d = JSON.parse(readFileSync(path, 'utf8')) as LedgerData;
     if (typeof d.pid !== 'number' || !Array.isArray(d.children) || !Array.isArray(d.dirs)) return null;
-    return { ...d, attached: d.attached ?? [], probeGroups: d.probeGroups ?? [] };
+    return { ...d, attached: d.attached ?? [] };
   } catch {
     return null;
   }
@@ -178,16 +160,11 @@ export function sweepLeftovers(): string[] {
         /* not ours to signal */
       }
     }
-    for (const g of d.probeGroups) {
-      if (removeProbeGroup?.(g)) done.push(`removed kernel probe group ${g}`);
-    }
     for (const dir of d.dirs) {
       if (!isOurDir(dir) || !existsSync(dir)) continue;
       rmSync(dir, { recursive: true, force: true });
       done.push(`removed ${dir}`);
     }
-    // Probe groups need the uprobe backend loaded; keep the ledger until they are gone.
-    if (d.probeGroups.length > 0 && removeProbeGroup === null) continue;
     rmSync(file, { force: true });
     if (done.length > 0) said.push(`cleaned up after migrace process ${d.pid}, which died without doing it: ${done.join(', ')}`);
   }

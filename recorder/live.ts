@@ -1,12 +1,12 @@
 import { writeFileSync } from 'node:fs';
 import { MigraceError, messageOf } from '../trace/errors.js';
-import type { NewEvent, StateValue, TraceEvent } from '../trace/schema.js';
+import type { NewEvent, TraceEvent } from '../trace/schema.js';
 import type { SessionWriter, TraceStore } from '../trace/store.js';
 import { assertShellSafePath, GdbSession, type StoppedEvent } from './gdb/session.js';
 import type { Probe, Profile } from './probes/profile.js';
 import { logTail } from './targets/private-dir.js';
 import type { PreparedTarget } from './targets/types.js';
-import { parseAddress, parseStateValue } from './values.js';
+import { probeEvent, RunClock, RunFailure, type RecordingBackend } from './backend.js';
 
 /**
  * A target running under gdb in non-stop mode with a profile's probes
@@ -47,17 +47,15 @@ export interface ThreadState {
   confirmed: boolean;
 }
 
-export class LiveTarget {
+export class LiveTarget implements RecordingBackend {
+  readonly backend = 'gdb' as const;
   readonly gdb: GdbSession;
   readonly threads = new Map<number, ThreadState>();
-  private readonly startNs: bigint;
-  private readonly startWall: number;
+  private readonly clock = new RunClock();
+  private readonly failed = new RunFailure();
   private readonly byBreakpoint = new Map<string, Probe>();
   private handler: HitHandler = () => 'continue';
   private queue: Promise<void> = Promise.resolve();
-  private rejectFailed: ((e: MigraceError) => void) | null = null;
-  private failed: MigraceError | null = null;
-  private readonly failedPromise: Promise<never>;
   /** The query in flight, for query-begin events (queries are sequential). */
   currentQuery: string | null = null;
   /** The thread that entered qmp_query_migrate for each query. */
@@ -69,13 +67,6 @@ export class LiveTarget {
 
   private constructor(private readonly opts: LiveOptions, gdb: GdbSession) {
     this.gdb = gdb;
-    this.startNs = process.hrtime.bigint();
-    this.startWall = Date.now();
-    this.failedPromise = new Promise<never>((_, reject) => {
-      this.rejectFailed = reject;
-    });
-    // Nobody may be awaiting failedPromise yet; an unhandled rejection would kill the process.
-    this.failedPromise.catch(() => undefined);
   }
 
   static async start(opts: LiveOptions): Promise<LiveTarget> {
@@ -94,18 +85,16 @@ export class LiveTarget {
 
   /** Why the run cannot go on (gdb died, the target died early, a hit could not be handled), once that happened. */
   get failure(): MigraceError | null {
-    return this.failed;
+    return this.failed.failure;
   }
 
   fail(e: MigraceError): void {
-    if (this.failed) return;
-    this.failed = e;
-    this.rejectFailed?.(e);
+    this.failed.fail(e);
   }
 
   /** Race a step against the failure of the run. */
   guard<T>(p: Promise<T>): Promise<T> {
-    return Promise.race([p, this.failedPromise]);
+    return this.failed.guard(p);
   }
 
   setHandler(handler: HitHandler): void {
@@ -114,16 +103,15 @@ export class LiveTarget {
 
   /** ns since the session started, from a gdb arrival stamp. */
   nsSince(at: bigint): number {
-    const d = at - this.startNs;
-    return d < 0n ? 0 : Number(d);
+    return this.clock.nsSince(at);
   }
 
   wallAt(ns: number): string {
-    return new Date(this.startWall + ns / 1e6).toISOString();
+    return this.clock.wallAt(ns);
   }
 
   now(): number {
-    return this.nsSince(process.hrtime.bigint());
+    return this.clock.now();
   }
 
   push(event: NewEvent): TraceEvent {
@@ -222,34 +210,12 @@ export class LiveTarget {
     if (decision === 'continue') await this.gdb.continueThread(tid);
   }
 
-  private stateValue(text: string | undefined): StateValue {
-    if (text === undefined) return { value: null, name: null };
-    return parseStateValue(text, this.opts.profile.status_table);
-  }
-
   private eventFor(probe: Probe, tid: number, t_ns: number, stop: StoppedEvent, raw: Record<string, string>): NewEvent {
-    const base = {
-      t_ns, wall: this.wallAt(t_ns), thread: tid, probe: probe.name,
-      pc: stop.frame?.addr ?? null, func: stop.frame?.func ?? null,
-      file: stop.frame?.file ?? null, line: stop.frame?.line ?? null,
-    };
-    switch (probe.role) {
-      case 'transition':
-        return { ...base, kind: 'transition', data: {
-          addr: raw.addr === undefined ? null : parseAddress(raw.addr),
-          old: raw.old === undefined ? null : this.stateValue(raw.old),
-          new: this.stateValue(raw.new),
-        } };
-      case 'read':
-        return { ...base, kind: 'read', data: { value: this.stateValue(raw.value) } };
-      case 'publish':
-        return { ...base, kind: 'publish', data: { value: this.stateValue(raw.value) } };
-      case 'query': {
-        const query = this.currentQuery ?? `unsolicited-${this.hits}`;
-        this.queryThreads.set(query, tid);
-        return { ...base, kind: 'query-begin', data: { query } };
-      }
-    }
+    const place = { pc: stop.frame?.addr ?? null, func: stop.frame?.func ?? null, file: stop.frame?.file ?? null, line: stop.frame?.line ?? null };
+    const event = probeEvent(probe, tid, t_ns, this.wallAt(t_ns), place, raw, this.opts.profile.status_table,
+      { current: this.currentQuery, unsolicited: () => `unsolicited-${this.hits}` });
+    if (event.kind === 'query-begin') this.queryThreads.set(event.data.query, tid);
+    return event;
   }
 
   /** Let a held thread go. */
@@ -278,6 +244,12 @@ export class LiveTarget {
       }
     }
     await this.gdb.shutdown();
+  }
+
+  readonly lostEvents = 0;
+
+  sessionMeta(): Record<string, unknown> {
+    return { backend: 'gdb' };
   }
 
   /** The next stops will be the target's own exit, not a failure. */

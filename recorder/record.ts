@@ -1,18 +1,44 @@
 import { MigraceError, messageOf } from '../trace/errors.js';
 import { SessionWriter, type TraceStore } from '../trace/store.js';
-import type { NewSession } from '../trace/schema.js';
+import type { NewSession, TraceEvent } from '../trace/schema.js';
+import { sleep } from '../trace/async.js';
+import { uprobeUnavailable } from './uprobe/tracefs.js';
+import { UprobeRecorder } from './uprobe/recorder.js';
+import type { RecordingBackend } from './backend.js';
 import { LiveTarget } from './live.js';
 import type { Profile } from './probes/profile.js';
 import { QmpClient } from './qmp.js';
 import type { PreparedTarget } from './targets/types.js';
 
 /**
- * The live recording: start the target under gdb with the probes placed,
- * migrate, poll query-migrate until the migration ends, and write every
- * probe hit and every reply as it happens. Whatever stops the run, the
- * session is closed (complete or aborted with the reason) and gdb, the
- * target and its helpers are gone.
+ * The live recording: start the target with the probes placed (gdb
+ * breakpoints, or kernel uprobes that never stop it), migrate, poll
+ * query-migrate until the migration ends, and write every probe hit and
+ * every reply as it happens. Whatever stops the run, the session is closed
+ * (complete or aborted with the reason) and gdb, the target and its helpers
+ * are gone.
  */
+
+export type Backend = 'gdb' | 'uprobe';
+export type BackendChoice = Backend | 'auto';
+
+/**
+ * The backend a run uses: `auto` takes uprobes when root and tracefs allow
+ * them (they never stop the target) and falls back to gdb, saying why.
+ */
+export function chooseBackend(choice: BackendChoice, say?: (m: string) => void): Backend {
+  if (choice === 'gdb') return 'gdb';
+  const why = uprobeUnavailable();
+  if (choice === 'uprobe') {
+    if (why) throw new MigraceError('UPROBE', `--backend uprobe cannot run here: ${why}`);
+    return 'uprobe';
+  }
+  if (why) {
+    say?.(`recording through gdb (uprobes unavailable: ${why})`);
+    return 'gdb';
+  }
+  return 'uprobe';
+}
 
 export interface RecordOptions {
   store: TraceStore;
@@ -29,6 +55,8 @@ export interface RecordOptions {
   meta?: Record<string, unknown>;
   /** How long to wait for the target's QMP socket (default 15 s). */
   qmpTimeoutMs?: number;
+  /** gdb breakpoints (default) or kernel uprobes. */
+  backend?: Backend;
 }
 
 export interface RecordResult {
@@ -40,22 +68,25 @@ export interface RecordResult {
   queries: number;
   wallMs: number;
   lastStatus: string | null;
+  backend: Backend;
+  /** Probe hits the kernel dropped (uprobe backend): the session is then incomplete. */
+  lostEvents: number;
 }
 
 /** Statuses a migration does not leave. */
 export const FINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled']);
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export { sleep };
 
 /** Abort the run when the caller's signal fires. */
-export function failOnAbort(live: LiveTarget, signal: AbortSignal | undefined): void {
+export function failOnAbort(live: RecordingBackend, signal: AbortSignal | undefined): void {
   if (!signal) return;
   const onAbort = (): void => live.fail(new MigraceError('INTERRUPTED', `interrupted (${String(signal.reason ?? 'SIGINT')}); the session keeps what was recorded`));
   if (signal.aborted) onAbort();
   else signal.addEventListener('abort', onAbort, { once: true });
 }
 
-export async function connectQmp(live: LiveTarget, target: PreparedTarget, timeoutMs = 15_000): Promise<QmpClient> {
+export async function connectQmp(live: RecordingBackend, target: PreparedTarget, timeoutMs = 15_000): Promise<QmpClient> {
   const qmp = await live.guard(QmpClient.connect(target.qmpPath, {
     timeoutMs,
     isAlive: () => !live.exited,
@@ -68,7 +99,7 @@ export async function connectQmp(live: LiveTarget, target: PreparedTarget, timeo
  * One query-migrate with its events: query-begin (from the probe when the
  * profile has one, else at send time), query-end and the reply.
  */
-export async function queryOnce(live: LiveTarget, qmp: QmpClient, queryId: string, hasQueryProbe: boolean, timeoutMs = 10_000): Promise<Record<string, unknown>> {
+export async function queryOnce(live: RecordingBackend, qmp: QmpClient, queryId: string, hasQueryProbe: boolean, timeoutMs = 10_000): Promise<Record<string, unknown>> {
   live.currentQuery = queryId;
   if (!hasQueryProbe) {
     const t = live.now();
@@ -97,7 +128,7 @@ export async function queryOnce(live: LiveTarget, qmp: QmpClient, queryId: strin
  * it and the QMP socket closes: whichever pipe is read first, the cause is
  * gdb's death, so wait briefly for it before naming a secondary symptom.
  */
-export async function rootCause(live: LiveTarget | null, e: unknown): Promise<MigraceError> {
+export async function rootCause(live: RecordingBackend | null, e: unknown): Promise<MigraceError> {
   const err = e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `recording failed: ${messageOf(e)}`, { cause: e });
   if (!live || err.code === 'GDB_EXITED' || err.code === 'INTERRUPTED') return err;
   for (let i = 0; i < 15 && !live.failure; i++) await sleep(20);
@@ -126,7 +157,7 @@ export interface RunParts {
   sessionId: number;
   writer: SessionWriter;
   target: PreparedTarget;
-  live: LiveTarget | null;
+  live: RecordingBackend | null;
   qmp: QmpClient | null;
 }
 
@@ -142,6 +173,14 @@ export async function endRun(run: RunParts, error: MigraceError | null): Promise
   await run.live?.drain().catch(() => undefined);
   await run.live?.shutdown().catch(() => undefined);
   await run.target.dispose().catch(() => undefined);
+  const facts = run.live?.sessionMeta() ?? {};
+  if (Object.keys(facts).length > 0) {
+    try {
+      run.store.updateSession(run.sessionId, { meta: facts });
+    } catch {
+      /* the close below meets the same storage problem and reports it */
+    }
+  }
   try {
     return run.writer.finish(error);
   } catch (e) {
@@ -152,23 +191,33 @@ export async function endRun(run: RunParts, error: MigraceError | null): Promise
   }
 }
 
+/** Start the backend a run asked for on a target migrace starts. */
+async function startBackend(opts: RecordOptions, sessionId: number, writer: SessionWriter): Promise<RecordingBackend> {
+  const { store, target, profile } = opts;
+  if ((opts.backend ?? 'gdb') === 'uprobe') {
+    return UprobeRecorder.start({ writer, profile, binary: target.binary, target, gdbPath: opts.gdbPath, progress: opts.progress });
+  }
+  return LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress });
+}
+
 export async function record(opts: RecordOptions): Promise<RecordResult> {
   const { store, target, profile } = opts;
+  const backend = opts.backend ?? 'gdb';
   const pollMs = opts.pollMs ?? 20;
   const timeoutMs = opts.timeoutMs ?? 120_000;
   const began = Date.now();
   const { sessionId, writer } = await openRun(store, target, {
     label: opts.label, origin: 'live', target: target.info, profile,
-    meta: { poll_ms: pollMs, args: target.args, ...opts.meta },
+    meta: { poll_ms: pollMs, args: target.args, backend, ...opts.meta },
   });
-  let live: LiveTarget | null = null;
+  let live: RecordingBackend | null = null;
   let qmp: QmpClient | null = null;
   let error: MigraceError | null = null;
   let queries = 0;
   let lastStatus: string | null = null;
   try {
-    opts.progress?.(`session ${sessionId}: starting ${target.binary} under gdb`);
-    live = await LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress });
+    opts.progress?.(`session ${sessionId}: starting ${target.binary} ${backend === 'gdb' ? 'under gdb' : 'with kernel uprobes'}`);
+    live = await startBackend(opts, sessionId, writer);
     failOnAbort(live, opts.signal);
     qmp = await connectQmp(live, target, opts.qmpTimeoutMs);
     opts.progress?.(`migrating to ${target.migrateUri}`);
@@ -196,6 +245,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   return {
     sessionId, state: error ? 'aborted' : 'complete', error: error?.message ?? null,
     events: writer.stored, hits: live?.hits ?? 0, queries, wallMs: Date.now() - began, lastStatus,
+    backend, lostEvents: live?.lostEvents ?? 0,
   };
 }
 
@@ -204,7 +254,11 @@ export interface AttachOptions {
   pid: number;
   /** The running program (/proc/PID/exe), whatever the profile says. */
   binary: string;
-  /** The QMP socket migrace polls query-migrate on (a monitor of its own: QEMU serves one client per socket). */
+  /**
+   * A QMP socket migrace polls query-migrate on (a monitor of its own: QEMU
+   * serves one client per socket). Without one the recording is passive:
+   * the queries others make (libvirt's polling) are what is recorded.
+   */
   qmpPath: string | null;
   profile: Profile;
   label: string;
@@ -212,16 +266,20 @@ export interface AttachOptions {
   gdbPath?: string;
   progress?: (msg: string) => void;
   signal?: AbortSignal;
+  backend?: Backend;
 }
 
 /**
  * Record a QEMU that is already running and driven by somebody else (the
  * user, libvirt). migrace only watches: it polls query-migrate on its own
- * monitor and stops when the migration ends or on Ctrl-C, then detaches,
- * leaving QEMU running. Ctrl-C is the normal end here, not an abort.
+ * monitor when it has one, and stops when the migration ends (a reply or a
+ * transition into a final state) or on Ctrl-C, leaving QEMU running: the
+ * uprobe backend never touches it, the gdb backend detaches. Ctrl-C is the
+ * normal end here, not an abort.
  */
 export async function recordAttached(opts: AttachOptions): Promise<RecordResult> {
   const { store, profile } = opts;
+  const backend = opts.backend ?? 'gdb';
   const began = Date.now();
   const target: PreparedTarget = {
     info: { kind: 'attach', binary: opts.binary, build_id: profile.build_id, qemu_version: profile.qemu_version, variant: profile.variant, status_table: profile.status_table },
@@ -229,8 +287,11 @@ export async function recordAttached(opts: AttachOptions): Promise<RecordResult>
     args: [], env: {}, qmpPath: opts.qmpPath ?? '', migrateUri: '', logPath: '', setup: [],
     dispose: async () => undefined,
   };
-  const { sessionId, writer } = await openRun(store, target, { label: opts.label, origin: 'live', target: target.info, profile, meta: { attached_pid: opts.pid, poll_ms: opts.pollMs ?? 20 } });
-  let live: LiveTarget | null = null;
+  const { sessionId, writer } = await openRun(store, target, {
+    label: opts.label, origin: 'live', target: target.info, profile,
+    meta: { attached_pid: opts.pid, poll_ms: opts.pollMs ?? 20, backend, passive: opts.qmpPath === null },
+  });
+  let live: RecordingBackend | null = null;
   let qmp: QmpClient | null = null;
   let error: MigraceError | null = null;
   let queries = 0;
@@ -242,10 +303,29 @@ export async function recordAttached(opts: AttachOptions): Promise<RecordResult>
   });
   let userStopped = false;
   void stopped.then(() => { userStopped = true; });
+  // Passive: the end is a transition into a final state, seen by the probes.
+  let finalAt: number | null = null;
+  const watchFinal = (e: TraceEvent): void => {
+    if (e.kind === 'transition' && e.data.new.name && FINAL.has(e.data.new.name)) finalAt ??= Date.now();
+  };
   try {
-    live = await LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress, attachPid: opts.pid });
-    opts.progress?.(`attached to ${opts.pid}; recording until the migration ends or Ctrl-C`);
-    if (opts.qmpPath) qmp = await live.guard(QmpClient.connect(opts.qmpPath, { timeoutMs: 15_000, isAlive: () => !live?.exited }));
+    if (backend === 'uprobe') {
+      const r = await UprobeRecorder.start({ writer, profile, binary: opts.binary, attachPid: opts.pid, gdbPath: opts.gdbPath, progress: opts.progress, queryReturns: opts.qmpPath === null });
+      r.onHit = watchFinal;
+      live = r;
+    } else {
+      const l = await LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress, attachPid: opts.pid });
+      l.setHandler((hit) => {
+        watchFinal(hit.event);
+        return 'continue';
+      });
+      live = l;
+    }
+    const attachedLive = live;
+    opts.progress?.(backend === 'uprobe'
+      ? `recording ${opts.pid} through kernel uprobes (never stopped, never ptraced) until the migration ends or Ctrl-C`
+      : `attached to ${opts.pid} under gdb; recording until the migration ends or Ctrl-C`);
+    if (opts.qmpPath) qmp = await live.guard(QmpClient.connect(opts.qmpPath, { timeoutMs: 15_000, isAlive: () => !attachedLive.exited }));
     const hasQueryProbe = profile.probes.some((p) => p.role === 'query');
     let sawMigration = false;
     while (!userStopped) {
@@ -255,11 +335,14 @@ export async function recordAttached(opts: AttachOptions): Promise<RecordResult>
         lastStatus = typeof ret.status === 'string' ? ret.status : null;
         if (lastStatus && !FINAL.has(lastStatus)) sawMigration = true;
         if (sawMigration && lastStatus && FINAL.has(lastStatus)) break;
+      } else if (finalAt !== null && Date.now() - finalAt > 1000) {
+        // A second for the queries that follow the end (libvirt asks once more).
+        break;
       }
       await Promise.race([live.guard(sleep(opts.pollMs ?? 20)), stopped]);
     }
     if (userStopped) ended = 'stopped by the user';
-    opts.progress?.(`${ended}; detaching from ${opts.pid}`);
+    opts.progress?.(`${ended}; ${backend === 'uprobe' ? 'removing the probes' : `detaching from ${opts.pid}`}`);
   } catch (e) {
     error = await rootCause(live, e);
   } finally {
@@ -273,5 +356,6 @@ export async function recordAttached(opts: AttachOptions): Promise<RecordResult>
   return {
     sessionId, state: error ? 'aborted' : 'complete', error: error?.message ?? null,
     events: writer.stored, hits: live?.hits ?? 0, queries, wallMs: Date.now() - began, lastStatus,
+    backend, lostEvents: live?.lostEvents ?? 0,
   };
 }

@@ -21,6 +21,7 @@ export type ErrorCode =
   | 'QMP'
   | 'QMP_TIMEOUT'
   | 'PROBES'
+  | 'UPROBE'
   | 'REPLAY'
   | 'REPLAY_TIMEOUT'
   | 'INTERRUPTED'

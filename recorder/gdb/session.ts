@@ -1241,6 +1241,12 @@ export class GdbSession {
     }
     const gdbIsOurs = (): boolean => isAlive(gdbPid) && (this.gdbStartTime === null || procStartTime(gdbPid) === this.gdbStartTime);
     if (!this.exitInfo && gdbIsOurs()) {
+      // A stopped gdb (kill -STOP) must run again to quit: on SIGTERM it kills what it
+      // started and detaches from what it attached to, taking its breakpoints out first.
+      signalQuietly(gdbPid, 'SIGCONT');
+      await Promise.race([this.closed, sleep(1000)]);
+    }
+    if (!this.exitInfo && gdbIsOurs()) {
       signalQuietly(gdbPid, 'SIGTERM');
       await Promise.race([this.closed, sleep(1000)]);
     }

@@ -26,7 +26,8 @@ function byName(threads: Thread[], name: string): Thread {
 
 async function recordMinimig(patched: boolean) {
   const db = tempStore();
-  const target = await prepareMinimig({ patched });
+  // 300 ms in setup: queries land there even when a loaded machine is slow to start polling.
+  const target = await prepareMinimig({ patched, setupMs: 300 });
   const profile = minimigProfile(minimigDir(), target.binary, patched);
   const result = await record({ store: db.store, target, profile, label: 't', pollMs: 20 });
   return { db, result };

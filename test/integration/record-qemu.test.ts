@@ -15,6 +15,7 @@ import { TraceStore } from '../../trace/store.js';
 import type { TraceEvent } from '../../trace/schema.js';
 import { tempStore } from '../helpers/db.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
+import { checkRecording } from '../helpers/recording.js';
 import { bookwormQemu, bullseyeQemu } from '../helpers/qemu-binaries.js';
 
 const CLI = join(process.cwd(), 'bin', 'migrace.js');
@@ -24,36 +25,6 @@ const builds = [
   { name: 'bookworm 7.2 (patched)', get: bookwormQemu, variant: 'patched', read: '*qmp_query_migrate+133', publishes: ['+332', '+513', '+676'] },
   { name: 'bullseye 5.2 (unpatched)', get: bullseyeQemu, variant: 'unpatched', read: '*qmp_query_migrate+123', publishes: ['+187', '+457', '+636'] },
 ] as const;
-
-function checkRecording(events: TraceEvent[], threads: Array<{ tid: number; name: string | null; lwp: number | null }>): void {
-  const main = threads.find((t) => t.name === 'qemu-system-x86');
-  const mig = threads.find((t) => t.name === 'live_migration');
-  expect(main?.lwp, JSON.stringify(threads)).toBeGreaterThan(0);
-  expect(mig?.lwp).toBeGreaterThan(0);
-  const transitions = events.filter((e) => e.kind === 'transition');
-  expect(transitions.map((e) => [e.thread, e.data.old?.name, e.data.new.name])).toEqual([
-    [main!.tid, 'none', 'setup'],
-    [mig!.tid, 'setup', 'active'],
-    [mig!.tid, 'active', 'completed'],
-  ]);
-  expect(new Set(transitions.map((e) => e.data.addr)).size).toBe(1);
-  expect(transitions[0].data.addr).toMatch(/^0x[0-9a-f]+$/);
-  // Every query while a migration existed has its read and publish on the main thread, and its reply.
-  const begins = events.filter((e) => e.kind === 'query-begin');
-  expect(begins.length).toBeGreaterThanOrEqual(2);
-  for (const b of begins) {
-    if (b.kind !== 'query-begin') continue;
-    const reply = events.find((e) => e.kind === 'reply' && e.data.query === b.data.query);
-    expect(reply, `reply to ${b.data.query}`).toBeDefined();
-    const inWindow = events.filter((e) => e.seq > b.seq && e.seq < reply!.seq && e.thread === main!.tid);
-    expect(inWindow.filter((e) => e.kind === 'read')).toHaveLength(1);
-    expect(inWindow.filter((e) => e.kind === 'publish')).toHaveLength(1);
-    const pub = inWindow.find((e) => e.kind === 'publish');
-    if (reply?.kind === 'reply' && pub?.kind === 'publish') expect(reply.data.status).toBe(pub.data.value.name);
-  }
-  const last = events.filter((e) => e.kind === 'reply').at(-1);
-  expect(last?.kind === 'reply' && last.data.status).toBe('completed');
-}
 
 const rejection = expectRejection;
 
@@ -176,7 +147,7 @@ describe('record --attach', () => {
       await new Promise<void>((resolve, reject) => {
         child.stderr.on('data', (d) => {
           stderr += String(d);
-          if (stderr.includes('recording until')) resolve();
+          if (stderr.includes('until the migration ends')) resolve();
         });
         child.on('exit', () => reject(new Error(`migrace exited early: ${stderr}`)));
       });

@@ -1,0 +1,123 @@
+import { MigraceError } from '../trace/errors.js';
+import type { NewEvent, TraceEvent } from '../trace/schema.js';
+import type { StatusTableId } from '../trace/status.js';
+import type { Probe } from './probes/profile.js';
+import { parseAddress, parseStateValue } from './values.js';
+
+/**
+ * What the recording loop (record.ts) needs from whatever places the
+ * probes: gdb breakpoints (live.ts) or kernel uprobes (uprobe/recorder.ts).
+ * Both make the same events from the same profile through `probeEvent`,
+ * keep the session's clock in a `RunClock` and end the run through a
+ * `RunFailure`.
+ */
+export interface RecordingBackend {
+  readonly backend: 'gdb' | 'uprobe';
+  /** The query in flight, for query-begin events (queries are sequential). */
+  currentQuery: string | null;
+  /** The thread that entered qmp_query_migrate for each query. */
+  readonly queryThreads: Map<string, number>;
+  readonly hits: number;
+  /** The target process is gone. */
+  readonly exited: boolean;
+  readonly failure: MigraceError | null;
+  fail(e: MigraceError): void;
+  guard<T>(p: Promise<T>): Promise<T>;
+  nsSince(at: bigint): number;
+  wallAt(ns: number): string;
+  now(): number;
+  push(event: NewEvent): TraceEvent;
+  /** Resolves when every probe hit that happened before the call is pushed. */
+  drain(): Promise<void>;
+  /** The next exit of the target is the end of the scenario, not a failure. */
+  expectExit(): void;
+  /** Everything placed is removed and everything started is gone (an attached process is left running). */
+  shutdown(): Promise<void>;
+  /** Probe hits the kernel could not store (uprobe backend); known after shutdown. */
+  readonly lostEvents: number;
+  /** What the session should say about how it was recorded, after shutdown. */
+  sessionMeta(): Record<string, unknown>;
+}
+
+/** The session's clock: CLOCK_MONOTONIC ns since the run started, and wall time for display. */
+export class RunClock {
+  readonly startNs = process.hrtime.bigint();
+  readonly startWall = Date.now();
+
+  nsSince(at: bigint): number {
+    const d = at - this.startNs;
+    return d < 0n ? 0 : Number(d);
+  }
+
+  wallAt(ns: number): string {
+    return new Date(this.startWall + ns / 1e6).toISOString();
+  }
+
+  now(): number {
+    return this.nsSince(process.hrtime.bigint());
+  }
+}
+
+/** The first reason a run cannot go on, and a promise every step races against. */
+export class RunFailure {
+  private failed: MigraceError | null = null;
+  private reject: ((e: MigraceError) => void) | null = null;
+  private readonly promise: Promise<never>;
+
+  constructor() {
+    this.promise = new Promise<never>((_, reject) => {
+      this.reject = reject;
+    });
+    // Nobody may be awaiting it yet; an unhandled rejection would kill the process.
+    this.promise.catch(() => undefined);
+  }
+
+  get failure(): MigraceError | null {
+    return this.failed;
+  }
+
+  fail(e: MigraceError): void {
+    if (this.failed) return;
+    this.failed = e;
+    this.reject?.(e);
+  }
+
+  guard<T>(p: Promise<T>): Promise<T> {
+    return Promise.race([p, this.promise]);
+  }
+}
+
+export interface HitPlace {
+  pc: string | null;
+  func: string | null;
+  file: string | null;
+  line: number | null;
+}
+
+/**
+ * The event a probe hit is, from the values as text (gdb's printing or the
+ * kernel's): the same for every backend. A query probe opens the query in
+ * flight, or an unsolicited one (somebody else's query-migrate) named by
+ * `unsolicited`.
+ */
+export function probeEvent(
+  probe: Probe, tid: number, t_ns: number, wall: string, place: HitPlace, raw: Record<string, string>,
+  table: StatusTableId, query: { current: string | null; unsolicited: () => string },
+): NewEvent {
+  const state = (text: string | undefined) => (text === undefined ? { value: null, name: null } : parseStateValue(text, table));
+  const base = { t_ns, wall, thread: tid, probe: probe.name, ...place };
+  switch (probe.role) {
+    case 'transition':
+      return { ...base, kind: 'transition', data: {
+        addr: raw.addr === undefined ? null : parseAddress(raw.addr),
+        old: raw.old === undefined ? null : state(raw.old),
+        new: state(raw.new),
+      } };
+    case 'read':
+      return { ...base, kind: 'read', data: { value: state(raw.value) } };
+    case 'publish':
+      return { ...base, kind: 'publish', data: { value: state(raw.value) } };
+    case 'query':
+      return { ...base, kind: 'query-begin', data: { query: query.current ?? query.unsolicited() } };
+  }
+}

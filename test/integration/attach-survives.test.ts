@@ -1,0 +1,226 @@
+import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterEach, describe, expect, it } from 'vitest';
+import { discoverProfile } from '../../recorder/probes/discover.js';
+import { QmpClient } from '../../recorder/qmp.js';
+import { isAlive, track, waitGone } from '../../recorder/reaper.js';
+import { makePrivateDir } from '../../recorder/targets/private-dir.js';
+import { startDestination } from '../../recorder/targets/qemu.js';
+import { uprobeUnavailable } from '../../recorder/uprobe/tracefs.js';
+import { readProcStat, tracerPid } from '../../trace/proc.js';
+import { TraceStore } from '../../trace/store.js';
+import { tempStore } from '../helpers/db.js';
+import { expectNoSurvivors } from '../helpers/processes.js';
+import { bookwormQemu } from '../helpers/qemu-binaries.js';
+
+/**
+ * A QEMU somebody else runs and migrates, recorded with `record --attach`
+ * (the default backend as root: kernel uprobes). Whatever happens to
+ * migrace, that QEMU lives on: it is never ptraced (TracerPid 0 at every
+ * sample), it is never left stopped, it keeps answering its own monitor,
+ * and the probes of a SIGKILLed migrace are removed by the next command.
+ */
+
+const run = promisify(execFile);
+const CLI = join(process.cwd(), 'bin', 'migrace.js');
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const bin = bookwormQemu();
+const noUprobes = uprobeUnavailable();
+const skip = 'skip' in bin ? bin.skip : noUprobes;
+
+afterEach(() => expectNoSurvivors());
+
+interface Guest {
+  qemu: ChildProcess;
+  pid: number;
+  user: QmpClient;
+  migraceSock: string;
+  destUri: string;
+  stop: () => Promise<void>;
+}
+
+/** A guest with two monitors (the user's and one for migrace) and a destination, slow enough to stay active for seconds. */
+async function startGuest(dir: string, bandwidth: number): Promise<Guest> {
+  if ('skip' in bin) throw new Error(bin.skip);
+  const found = await discoverProfile(bin.path, { env: bin.env });
+  const dest = await startDestination({ qemu: bin.path, profile: found.profile, memory: '512' }, dir);
+  const ours = join(dir, 'user.sock');
+  const theirs = join(dir, 'migrace.sock');
+  const qemu = spawn(bin.path, ['-nodefaults', '-display', 'none', '-S', '-m', '512', '-name', 'guest,debug-threads=on',
+    '-qmp', `unix:${ours},server=on,wait=off`, '-qmp', `unix:${theirs},server=on,wait=off`], { stdio: 'ignore' });
+  const untrack = track(qemu.pid!, 'attach test qemu');
+  const user = await QmpClient.connect(ours, { timeoutMs: 15_000 });
+  await user.execute('migrate-set-parameters', { 'max-bandwidth': bandwidth });
+  return {
+    qemu, pid: qemu.pid!, user, migraceSock: theirs, destUri: dest.uri,
+    stop: async () => {
+      await user.execute('quit').catch(() => undefined);
+      await user.close();
+      if (!(await waitGone(qemu.pid!, 5000))) qemu.kill('SIGKILL');
+      untrack();
+      await dest.stop();
+    },
+  };
+}
+
+/** TracerPid and state of the guest, sampled every 20 ms until stopped. */
+function sampler(pid: number): { stop: () => { samples: number; traced: number; stopped: number } } {
+  let samples = 0;
+  let traced = 0;
+  let stopped = 0;
+  const t = setInterval(() => {
+    samples++;
+    if ((tracerPid(pid) ?? 0) !== 0) traced++;
+    const st = readProcStat(pid)?.state;
+    if (st === 'T' || st === 't') stopped++;
+  }, 20);
+  return { stop: () => { clearInterval(t); return { samples, traced, stopped }; } };
+}
+
+function startRecorder(guest: Guest, db: string): { child: ChildProcess; started: Promise<void>; exit: Promise<number | null>; stderr: () => string } {
+  const child = spawn(process.execPath, [CLI, 'record', '--attach', String(guest.pid), '--qmp', guest.migraceSock, '--db', db, '--poll-ms', '10'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  const started = new Promise<void>((resolve, reject) => {
+    child.stderr!.on('data', (d) => {
+      stderr += String(d);
+      if (stderr.includes('until the migration ends')) resolve();
+    });
+    void exit.then(() => reject(new Error(`migrace exited early: ${stderr}`)));
+  });
+  child.stdout!.resume();
+  return { child, started, exit, stderr: () => stderr };
+}
+
+async function expectHealthy(guest: Guest): Promise<void> {
+  expect(isAlive(guest.pid)).toBe(true);
+  expect(tracerPid(guest.pid)).toBe(0);
+  expect(readProcStat(guest.pid)?.state).not.toMatch(/^[Tt]$/);
+  const r = await guest.user.execute<{ status?: string }>('query-migrate');
+  expect(typeof r.ret).toBe('object');
+}
+
+function ourGroups(): string[] {
+  return readFileSync('/sys/kernel/tracing/uprobe_events', 'utf8').split('\n').filter((l) => /^[pr]:migrace_\d+\//.test(l));
+}
+
+describe.skipIf(skip !== null)('record --attach through uprobes leaves the attached QEMU alone', () => {
+  it('records a whole migration without ever tracing or stopping the guest', async () => {
+    const dir = makePrivateDir('migrace-attach-up');
+    const db = tempStore();
+    db.store.close();
+    const guest = await startGuest(dir.path, 8 * 1024 * 1024);
+    try {
+      const s = sampler(guest.pid);
+      const rec = startRecorder(guest, db.path);
+      await rec.started;
+      await guest.user.execute('migrate', { uri: guest.destUri });
+      const code = await rec.exit;
+      const seen = s.stop();
+      expect(code, rec.stderr()).toBe(0);
+      expect(seen.samples).toBeGreaterThan(10);
+      expect(seen).toMatchObject({ traced: 0, stopped: 0 });
+      await expectHealthy(guest);
+      const store = TraceStore.open(db.path, { readonly: true });
+      const [session] = store.listSessions();
+      expect(session.meta.backend).toBe('uprobe');
+      const events = store.events(session.id);
+      const kinds = new Set(events.map((e) => e.kind));
+      for (const k of ['transition', 'read', 'publish', 'query-begin', 'reply']) expect(kinds.has(k as never), k).toBe(true);
+      const moves = events.flatMap((e) => (e.kind === 'transition' ? [`${e.data.old?.name}->${e.data.new.name}`] : []));
+      expect(moves).toEqual(expect.arrayContaining(['setup->active', 'active->completed']));
+      store.close();
+      expect(ourGroups()).toEqual([]);
+    } finally {
+      await guest.stop();
+      dir.remove();
+      db.cleanup();
+    }
+  }, 90_000);
+
+  it('a SIGKILLed migrace at any point: the guest runs on untraced, and the next command removes the dead run\'s probes', async () => {
+    const dir = makePrivateDir('migrace-attach-kill');
+    const db = tempStore();
+    db.store.close();
+    const guest = await startGuest(dir.path, 64 * 1024);
+    try {
+      await guest.user.execute('migrate', { uri: guest.destUri });
+      for (const afterMs of [0, 150, 600, 1500]) {
+        const s = sampler(guest.pid);
+        const rec = startRecorder(guest, db.path);
+        await rec.started;
+        await sleep(afterMs);
+        rec.child.kill('SIGKILL');
+        await rec.exit;
+        await sleep(100);
+        const seen = s.stop();
+        expect(seen).toMatchObject({ traced: 0, stopped: 0 });
+        await expectHealthy(guest);
+        expect(ourGroups().length).toBeGreaterThan(0);
+        const { stderr } = await run(process.execPath, [CLI, 'sessions', '--db', db.path]);
+        expect(stderr).toContain(`of migrace process ${rec.child.pid}, which died without removing them`);
+        expect(ourGroups()).toEqual([]);
+        await expectHealthy(guest);
+      }
+      // The killed runs' sessions are aborted with what they stored; the guest migrated on regardless.
+      const store = TraceStore.open(db.path, { readonly: true });
+      const sessions = store.listSessions();
+      store.close();
+      expect(sessions).toHaveLength(4);
+      for (const x of sessions) expect(x.state).toBe('aborted');
+      expect(sessions.reduce((n, x) => n + x.events, 0)).toBeGreaterThan(0);
+      await guest.user.execute('migrate_cancel').catch(() => undefined);
+    } finally {
+      await guest.stop();
+      dir.remove();
+      db.cleanup();
+    }
+  }, 120_000);
+});
+
+describe.skipIf('skip' in bin)('record --attach --backend gdb when gdb hangs', () => {
+  it('a stopped gdb (kill -STOP) is woken to detach: the guest lives on, untraced and running', async () => {
+    const dir = makePrivateDir('migrace-attach-gdbstop');
+    const db = tempStore();
+    db.store.close();
+    const guest = await startGuest(dir.path, 64 * 1024);
+    try {
+      await guest.user.execute('migrate', { uri: guest.destUri });
+      const child = spawn(process.execPath, [CLI, 'record', '--attach', String(guest.pid), '--qmp', guest.migraceSock, '--db', db.path, '--poll-ms', '10', '--backend', 'gdb'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+      await new Promise<void>((resolve, reject) => {
+        child.stderr!.on('data', (d) => {
+          stderr += String(d);
+          if (stderr.includes('until the migration ends')) resolve();
+        });
+        void exit.then(() => reject(new Error(stderr)));
+      });
+      await sleep(300);
+      const gdb = Number(execFileSyncText('pgrep', ['-P', String(child.pid), '-x', 'gdb']).trim().split('\n')[0]);
+      expect(gdb).toBeGreaterThan(0);
+      process.kill(gdb, 'SIGSTOP');
+      const code = await exit;
+      expect(code).toBe(1);
+      expect(stderr).toMatch(/warning: recording an attached process under gdb/);
+      expect(stderr.trim().split('\n').at(-1)).toMatch(/^migrace: session \d+: aborted after \d+ events: /);
+      expect(await waitGone(gdb, 5000)).toBe(true);
+      await sleep(200);
+      await expectHealthy(guest);
+    } finally {
+      await guest.stop();
+      dir.remove();
+      db.cleanup();
+    }
+  }, 90_000);
+});
+
+function execFileSyncText(cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8' });
+  } catch {
+    return '';
+  }
+}

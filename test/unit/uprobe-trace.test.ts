@@ -1,0 +1,62 @@
+import { describe, expect, it } from 'vitest';
+import { LineSplitter, parseTraceLine } from '../../recorder/uprobe/trace-line.js';
+import { definitionLine } from '../../recorder/uprobe/tracefs.js';
+
+/** Lines captured from a tracing instance's trace_pipe on this machine (kernel 6.18), recording Debian QEMU 7.2 and minimig. */
+const CAPTURED = [
+  '            node-8598    [001] ...1.  7943.666961: tracing_mark_write: hello marker',
+  ' qemu-system-x86-8616    [000] DBZff  7943.708847: transition_0: (0x563b62abbee0) addr=0x563b86c04bc8 old=0 new=1',
+  '  live_migration-8633    [001] DBZff  7943.713472: transition_0: (0x563b62abbee0) addr=0x563b86c04bc8 old=1 new=4',
+  ' qemu-system-x86-8616    [000] DBZff  7943.754034: query_0: (0x563b62abb140)',
+  ' qemu-system-x86-8616    [000] DBZff  7943.754098: read_0: (0x563b62abb1c5) value=4',
+  ' qemu-system-x86-8616    [000] DBZff  7943.754772: query_0_ret: (0x563b62de257d <- 0x563b62abb140)',
+  '         minimig-1232    [000] DBZff  7332.428109: read_0: (0x564a1f3e2d46) value=1',
+];
+
+describe('trace_pipe lines', () => {
+  it('reads comm (with dashes), tid, cpu, the monotonic time in ns, the event and its values', () => {
+    expect(parseTraceLine(CAPTURED[1])).toEqual({
+      kind: 'hit', comm: 'qemu-system-x86', tid: 8616, cpu: 0, tsNs: 7943708847000n, event: 'transition_0',
+      ip: '0x563b62abbee0', args: new Map([['addr', '0x563b86c04bc8'], ['old', '0'], ['new', '1']]),
+    });
+    expect(parseTraceLine(CAPTURED[2])).toMatchObject({ comm: 'live_migration', tid: 8633, cpu: 1, event: 'transition_0' });
+    expect(parseTraceLine(CAPTURED[3])).toMatchObject({ event: 'query_0', args: new Map() });
+    expect(parseTraceLine(CAPTURED[6])).toMatchObject({ comm: 'minimig', tid: 1232, event: 'read_0', args: new Map([['value', '1']]) });
+  });
+
+  it('takes the return address of a return probe and reads markers', () => {
+    expect(parseTraceLine(CAPTURED[5])).toMatchObject({ event: 'query_0_ret', ip: '0x563b62de257d' });
+    expect(parseTraceLine(CAPTURED[0])).toEqual({ kind: 'marker', tsNs: 7943666961000n, text: 'hello marker' });
+  });
+
+  it('keeps a comm with spaces whole, and ignores what is not an event line', () => {
+    expect(parseTraceLine('       CPU 0/TCG-8620    [001] DBZff  7943.800000: transition_0: (0x1) old=4 new=5')).toMatchObject({ comm: 'CPU 0/TCG', tid: 8620 });
+    expect(parseTraceLine('')).toBeNull();
+    expect(parseTraceLine('CPU:1 [LOST 12 EVENTS]')).toBeNull();
+  });
+
+  it('splits a stream into lines whatever the chunk boundaries', () => {
+    const s = new LineSplitter();
+    const all = `${CAPTURED.join('\n')}\n`;
+    const lines: string[] = [];
+    for (let i = 0; i < all.length; i += 37) lines.push(...s.push(all.slice(i, i + 37)));
+    expect(lines).toEqual(CAPTURED);
+  });
+});
+
+describe('uprobe definitions', () => {
+  const d = { event: 'transition_0', path: '/usr/bin/qemu-system-x86_64', fileOffset: 0x5fcee0, args: [{ name: 'old', fetch: '%si:s32' }, { name: 'p', fetch: '+4(-24(%bp)):s32' }] };
+
+  it('writes one line in the kernel syntax', () => {
+    expect(definitionLine('migrace_1', d)).toBe('p:migrace_1/transition_0 /usr/bin/qemu-system-x86_64:0x5fcee0 old=%si:s32 p=+4(-24(%bp)):s32');
+    expect(definitionLine('migrace_1', { ...d, args: [], ret: true })).toBe('r:migrace_1/transition_0 /usr/bin/qemu-system-x86_64:0x5fcee0');
+  });
+
+  it('refuses anything that could hold a second definition or another place', () => {
+    expect(() => definitionLine('g', { ...d, path: '/tmp/a b' })).toThrow(/without white space/);
+    expect(() => definitionLine('g', { ...d, path: '/tmp/a\nr:g/x /bin/sh:0x0' })).toThrow(/without white space/);
+    expect(() => definitionLine('g', { ...d, event: 'x y' })).toThrow(/bad probe event name/);
+    expect(() => definitionLine('g', { ...d, args: [{ name: 'v', fetch: '%si\n-:g/x' }] })).toThrow(/bad fetch argument/);
+    expect(() => definitionLine('g', { ...d, args: [{ name: 'v', fetch: '%si x=%di' }] })).toThrow(/bad fetch argument/);
+  });
+});
