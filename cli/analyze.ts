@@ -3,7 +3,7 @@ import { findInterleavings } from '../analyzer/interleavings.js';
 import { explore } from '../analyzer/explore.js';
 import type { Analysis } from '../analyzer/types.js';
 import { MigraceError } from '../trace/errors.js';
-import { cleanText } from '../reports/timeline.js';
+import { cleanText } from '../reports/safe-text.js';
 import type { TraceStore } from '../trace/store.js';
 import { action, dbOption, jsonOption, openStore, out, printJson, sessionId, type DbOptions } from './common.js';
 

@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { MigraceError, messageOf } from '../trace/errors.js';
 import { TraceStore } from '../trace/store.js';
-import { cleanText } from '../reports/timeline.js';
+import { cleanText } from '../reports/safe-text.js';
 
 /** Options every command that touches the trace database takes. */
 export interface DbOptions {

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { Argument } from 'commander';
 import { MigraceError, messageOf } from '../trace/errors.js';
 import { importFiles, readLogFile, type ImportKind } from '../recorder/import/index.js';
-import { cleanText } from '../reports/timeline.js';
+import { cleanText } from '../reports/safe-text.js';
 import { analyzeSession } from './analyze.js';
 import { action, dbOption, jsonOption, openStore, out, printJson, type DbOptions } from './common.js';
 

@@ -1,9 +1,9 @@
 import type { Session, Thread, TraceEvent } from '../trace/schema.js';
 import type { Analysis, Finding, Verdict } from '../analyzer/types.js';
-import {
-  cleanText, layoutTimeline, reproduceCommand, stateName, truncate, wrapWords,
-  type LayoutOptions, type TimelineLayout, type VerdictKind,
-} from './timeline.js';
+import { layoutTimeline, type LayoutOptions, type TimelineLayout, type VerdictKind } from './timeline.js';
+import { displayStateName } from './labels.js';
+import { reproduceCommand } from './reproduce.js';
+import { cleanText, truncate, wrapWords } from './safe-text.js';
 import { renderSvg } from './svg.js';
 import { findingsHtml, h, htmlPage, timelineHtml } from './html.js';
 import { swimlaneDiagram } from './text.js';
@@ -84,7 +84,7 @@ export function findingKey(f: Finding, bundle: SessionBundle): string {
   const table = bundle.session.target.status_table;
   const t = f.reader.tid !== null ? bundle.threads.find((x) => x.tid === f.reader.tid) : undefined;
   const role = threadRole(t?.name ?? f.reader.name);
-  const transitions = f.crossing.map((c) => `${stateName(c.old, table)}->${stateName(c.new, table)}`).join(',');
+  const transitions = f.crossing.map((c) => `${displayStateName(c.old, table)}->${displayStateName(c.new, table)}`).join(',');
   return `${f.class}|${role}|${transitions}`;
 }
 
@@ -129,12 +129,12 @@ export function queryOutcomes(bundle: SessionBundle): QueryOutcome[] {
       }
       case 'read': {
         const q = e.thread !== null ? openOnThread.get(e.thread) : undefined;
-        if (q && q.read === null) q.read = stateName(e.data.value, table);
+        if (q && q.read === null) q.read = displayStateName(e.data.value, table);
         break;
       }
       case 'publish': {
         const q = e.thread !== null ? openOnThread.get(e.thread) : undefined;
-        if (q) q.published = stateName(e.data.value, table);
+        if (q) q.published = displayStateName(e.data.value, table);
         break;
       }
       case 'reply': {

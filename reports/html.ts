@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import type { Session, Thread, TraceEvent } from '../trace/schema.js';
 import type { Analysis, Verdict } from '../analyzer/types.js';
-import {
-  cleanMultiline, cleanText, formatDuration, layoutTimeline, reproduceCommand, truncate,
-  type LayoutOptions, type Mark, type TimelineLayout,
-} from './timeline.js';
+import { layoutTimeline, type LayoutOptions, type Mark, type TimelineLayout } from './timeline.js';
+import { formatDuration } from './labels.js';
+import { reproduceCommand } from './reproduce.js';
+import { cleanMultiline, cleanText, truncate } from './safe-text.js';
 import { renderSvg } from './svg.js';
 
 /*

@@ -1,9 +1,8 @@
 import type { Session, Thread, TraceEvent } from '../trace/schema.js';
 import type { Analysis } from '../analyzer/types.js';
-import {
-  cleanText, layoutTimeline, reproduceCommand, truncate,
-  type LayoutOptions, type Mark, type TimelineLayout,
-} from './timeline.js';
+import { layoutTimeline, type LayoutOptions, type Mark, type TimelineLayout } from './timeline.js';
+import { reproduceCommand } from './reproduce.js';
+import { cleanText, truncate } from './safe-text.js';
 
 /*
  * Chrome trace-event JSON (the object form) for Perfetto and chrome://tracing.

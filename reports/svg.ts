@@ -5,10 +5,8 @@ import { D3Node } from 'd3-node';
 import type { Session, Thread, TraceEvent } from '../trace/schema.js';
 import type { Analysis } from '../analyzer/types.js';
 import { RAM_REQUIRED_BY_OLD_LIBVIRT, normalizeStatusName } from '../trace/status.js';
-import {
-  CHAR_W, cleanMultiline, cleanText, layoutTimeline, truncate, wrapWords,
-  type LayoutOptions, type Mark, type TimelineLayout,
-} from './timeline.js';
+import { CHAR_W, layoutTimeline, type LayoutOptions, type Mark, type TimelineLayout } from './timeline.js';
+import { cleanMultiline, cleanText, truncate, wrapWords } from './safe-text.js';
 
 /*
  * The timeline as SVG, built through d3-node's DOM: every piece of trace text

@@ -1,9 +1,8 @@
 import type { Session, Thread, TraceEvent } from '../trace/schema.js';
 import type { Analysis } from '../analyzer/types.js';
-import {
-  cleanText, layoutTimeline, reproduceCommand, truncate, wrapWords,
-  type Bin, type LayoutOptions, type Mark, type TimelineLayout,
-} from './timeline.js';
+import { layoutTimeline, type Bin, type LayoutOptions, type Mark, type TimelineLayout } from './timeline.js';
+import { reproduceCommand } from './reproduce.js';
+import { cleanText, truncate, wrapWords } from './safe-text.js';
 
 /*
  * Plain text and Markdown for a Launchpad or Bugzilla comment: a swimlane

@@ -1,5 +1,5 @@
 import { describe, expect, it, beforeAll } from 'vitest';
-import { findInterleavings, stateName as analyzerStateName } from '../../analyzer/interleavings.js';
+import { findInterleavings, stateName } from '../../analyzer/interleavings.js';
 import { STATUS_TABLES } from '../../trace/status.js';
 import { BODIES, MAIN, MIG, Trace } from '../helpers/events.js';
 import { createHash } from 'node:crypto';
@@ -8,9 +8,10 @@ import { existsSync } from 'node:fs';
 // @ts-ignore d3-node has no type declarations; its jsdom window parses what we render.
 import { D3Node } from 'd3-node';
 import { buildLp1994002Bundle, EVIL, EVIL_SCRIPT, type Bundle } from '../bench/reports.bench.js';
-import {
-  cleanText, layoutTimeline, reproduceCommand, shellQuote, stateName, type TimelineLayout,
-} from '../../reports/timeline.js';
+import { layoutTimeline, type TimelineLayout } from '../../reports/timeline.js';
+import { displayStateName } from '../../reports/labels.js';
+import { reproduceCommand } from '../../reports/reproduce.js';
+import { cleanText, printableShellWord } from '../../reports/safe-text.js';
 import { renderSvg, renderSessionSvg } from '../../reports/svg.js';
 import { escapeHtml, renderHtml, REPORT_CSS, REPORT_SCRIPT } from '../../reports/html.js';
 import { escapeMarkdown, renderMarkdown, renderText } from '../../reports/text.js';
@@ -202,16 +203,16 @@ describe('timeline layout', () => {
   });
 });
 
-describe('stateName', () => {
+describe('displayStateName', () => {
   it("is the analyzer's name, cleaned, with ? for none", () => {
     for (const [id, names] of Object.entries(STATUS_TABLES) as Array<[keyof typeof STATUS_TABLES, readonly string[]]>) {
       for (let v = -1; v <= names.length; v++) {
-        expect(stateName({ value: v, name: null }, id)).toBe(analyzerStateName({ value: v, name: null }, id));
+        expect(displayStateName({ value: v, name: null }, id)).toBe(stateName({ value: v, name: null }, id));
       }
-      expect(stateName({ value: 1, name: 'MIGRATION_STATUS_POSTCOPY_ACTIVE' }, id)).toBe('postcopy-active');
-      expect(stateName({ value: null, name: 'set\x1bup\u202e' }, id)).toBe('set\ufffdup\ufffd');
-      expect(stateName({ value: null, name: null }, id)).toBe('?');
-      expect(stateName(null, id)).toBe('?');
+      expect(displayStateName({ value: 1, name: 'MIGRATION_STATUS_POSTCOPY_ACTIVE' }, id)).toBe('postcopy-active');
+      expect(displayStateName({ value: null, name: 'set\x1bup\u202e' }, id)).toBe('set\ufffdup\ufffd');
+      expect(displayStateName({ value: null, name: null }, id)).toBe('?');
+      expect(displayStateName(null, id)).toBe('?');
     }
   });
 });
@@ -224,7 +225,7 @@ describe('reproduceCommand', () => {
     expect(reproduceCommand(q.session, null)).toBe('migrace replay --scenario lp1994002 --target qemu --qemu /opt/qemu-5.2/usr/bin/qemu-system-x86_64');
     const odd = { ...q.session, target: { ...q.session.target, binary: "/tmp/my qemu/it's" } };
     expect(reproduceCommand(odd, null)).toBe(`migrace replay --scenario lp1994002 --target qemu --qemu '/tmp/my qemu/it'\\''s'`);
-    expect(shellQuote('$(rm -rf ~)')).toBe(`'$(rm -rf ~)'`);
+    expect(printableShellWord('$(rm -rf ~)')).toBe(`'$(rm -rf ~)'`);
   });
 
   it('picks the scenario that forces the finding, else replays the finding from the database', () => {
@@ -249,13 +250,13 @@ describe('reproduceCommand', () => {
     const qs = { ...q.session, target: { ...q.session.target, binary: "/opt/it's\\\u2066x\u2069\u0085" } };
     expect(reproduceCommand(qs, null)).toBe(`migrace replay --scenario lp1994002 --target qemu --qemu $'/opt/it\\'s\\\\\\u2066x\\u2069\\u0085'`);
     // Plain quoting stays as it was for everything else.
-    expect(shellQuote('a b')).toBe(`'a b'`);
-    expect(shellQuote('')).toBe(`''`);
+    expect(printableShellWord('a b')).toBe(`'a b'`);
+    expect(printableShellWord('')).toBe(`''`);
   });
 
   it.skipIf(!existsSync('/bin/bash'))('a $\'...\' word reads back in bash as the same bytes', () => {
     const evil = "/tmp/x\x07\x1b[31m\r\u202e it's \\ \u2066\x7f\u0085";
-    const got = execFileSync('/bin/bash', ['-c', `printf %s ${shellQuote(evil)}`], { env: { LC_ALL: 'C.UTF-8' } });
+    const got = execFileSync('/bin/bash', ['-c', `printf %s ${printableShellWord(evil)}`], { env: { LC_ALL: 'C.UTF-8' } });
     expect(got.toString('utf8')).toBe(evil);
   });
 
