@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { findInterleavings } from '../analyzer/interleavings.js';
-import type { SessionBundle } from '../reports/diff.js';
+import type { SessionBundle } from '../analyzer/compare.js';
 import { MigraceError, messageOf } from '../trace/errors.js';
 import type { TraceStore } from '../trace/store.js';
 import { resolveSession } from './analyze.js';

@@ -1,7 +1,10 @@
-import type { Session, Thread, TraceEvent } from '../trace/schema.js';
-import type { Analysis, Finding, Verdict } from '../analyzer/types.js';
+import type { Session } from '../trace/schema.js';
+import type { Finding } from '../analyzer/types.js';
+import {
+  compareSessions, type Comparable, type Outcome, type Pair, type QueryOutcome, type QueryPair, type SessionBundle,
+} from '../analyzer/compare.js';
 import { layoutTimeline, type LayoutOptions, type TimelineLayout, type VerdictKind } from './timeline.js';
-import { displayStateName } from './labels.js';
+import { replyBrief } from './labels.js';
 import { reproduceCommand } from './reproduce.js';
 import { cleanText, truncate, wrapWords } from './safe-text.js';
 import { renderSvg } from './svg.js';
@@ -9,39 +12,14 @@ import { findingsHtml, h, htmlPage, timelineHtml } from './html.js';
 import { swimlaneDiagram } from './text.js';
 
 /*
- * Two sessions side by side, typically the same scenario on an unpatched and
- * a patched build. The comparison is pure data: what each side published and
- * replied per query (paired by order), which findings one side has and the
- * other does not, and each side's verdict. Findings match on class, the
- * reader's role (main or migration thread, so minimig and QEMU compare) and
- * the transitions that crossed.
+ * Two sessions side by side, typically the same schedule on an unpatched and
+ * a patched build. analyzer/compare.ts does the comparison (findings paired
+ * by what they are, queries by order); this file adds each side's verdict and
+ * reproduce command (diffSessions) and renders it all: 80-column text
+ * (renderDiffText) and a page with the two timelines (renderDiffHtml). A
+ * pair whose outcome changed is one row: "setup -> active inside q1:
+ * manifested (active, no ram) -> benign (setup)".
  */
-
-export interface SessionBundle {
-  session: Session;
-  threads: readonly Thread[];
-  events: readonly TraceEvent[];
-  analysis: Analysis | null;
-}
-
-export interface QueryOutcome {
-  query: string;
-  /** Ordinal of the query in its session, from 1. */
-  n: number;
-  read: string | null;
-  published: string | null;
-  reply: { seq: number; status: string | null; has_ram: boolean } | null;
-  verdict: Verdict | null;
-  /** Findings whose query this is. */
-  findings: string[];
-}
-
-export interface QueryPair {
-  n: number;
-  a: QueryOutcome | null;
-  b: QueryOutcome | null;
-  same: boolean;
-}
 
 export interface SideSummary {
   session: { id: number; label: string; origin: string; state: string };
@@ -52,112 +30,18 @@ export interface SideSummary {
   reproduce: string;
 }
 
-export interface FindingMatch {
-  key: string;
-  a: Finding;
-  b: Finding;
-}
-
 export interface SessionDiff {
   a: SideSummary;
   b: SideSummary;
+  /** Findings that are the same interleaving on both sides, in A's order. */
+  pairs: Pair<Finding>[];
+  onlyA: Comparable<Finding>[];
+  onlyB: Comparable<Finding>[];
   queries: QueryPair[];
   /** Queries whose outcome differs. */
   differing: number;
-  onlyA: Array<{ key: string; finding: Finding }>;
-  onlyB: Array<{ key: string; finding: Finding }>;
-  both: FindingMatch[];
   /** One line: what changed between the two. */
   summary: string;
-}
-
-/** Which thread of the program: names differ between minimig and QEMU, roles do not. */
-export function threadRole(name: string | null): string {
-  if (!name) return 'unknown';
-  const n = name.toLowerCase();
-  if (/^(qemu-system|qemu-kvm|qemu\b|minimig|main\b)/.test(n)) return 'main';
-  if (/migration|live_migration|mig\/src/.test(n)) return 'migration';
-  return cleanText(n).replace(/\s*\d+(\/\w+)?$/, '').trim() || 'thread';
-}
-
-export function findingKey(f: Finding, bundle: SessionBundle): string {
-  const table = bundle.session.target.status_table;
-  const t = f.reader.tid !== null ? bundle.threads.find((x) => x.tid === f.reader.tid) : undefined;
-  const role = threadRole(t?.name ?? f.reader.name);
-  const transitions = f.crossing.map((c) => `${displayStateName(c.old, table)}->${displayStateName(c.new, table)}`).join(',');
-  return `${f.class}|${role}|${transitions}`;
-}
-
-/** Per query: what the reader read and published and what the client got back. */
-export function queryOutcomes(bundle: SessionBundle): QueryOutcome[] {
-  const table = bundle.session.target.status_table;
-  const byId = new Map<string, QueryOutcome>();
-  const order: QueryOutcome[] = [];
-  const openOnThread = new Map<number, QueryOutcome>();
-  const get = (id: string): QueryOutcome => {
-    let q = byId.get(id);
-    if (!q) {
-      q = { query: id, n: order.length + 1, read: null, published: null, reply: null, verdict: null, findings: [] };
-      byId.set(id, q);
-      order.push(q);
-    }
-    return q;
-  };
-  const verdicts = new Map<number, Verdict>();
-  for (const v of bundle.analysis?.replies ?? []) if (v.reply_seq !== null) verdicts.set(v.reply_seq, v);
-  for (const f of bundle.analysis?.findings ?? []) {
-    if (f.reply?.reply_seq != null) verdicts.set(f.reply.reply_seq, f.reply);
-  }
-  let sorted = bundle.events;
-  for (let i = 1; i < sorted.length; i++) {
-    if (sorted[i]!.seq <= sorted[i - 1]!.seq) {
-      sorted = [...bundle.events].sort((x, y) => x.seq - y.seq);
-      break;
-    }
-  }
-  for (const e of sorted) {
-    switch (e.kind) {
-      case 'query-begin': {
-        const q = get(e.data.query);
-        if (e.thread !== null) openOnThread.set(e.thread, q);
-        break;
-      }
-      case 'query-end': {
-        const q = get(e.data.query);
-        if (e.thread !== null && openOnThread.get(e.thread) === q) openOnThread.delete(e.thread);
-        break;
-      }
-      case 'read': {
-        const q = e.thread !== null ? openOnThread.get(e.thread) : undefined;
-        if (q && q.read === null) q.read = displayStateName(e.data.value, table);
-        break;
-      }
-      case 'publish': {
-        const q = e.thread !== null ? openOnThread.get(e.thread) : undefined;
-        if (q) q.published = displayStateName(e.data.value, table);
-        break;
-      }
-      case 'reply': {
-        // A reply with no query id (imported logs) is a query of its own.
-        const q = get(e.data.query ?? `reply #${e.seq}`);
-        q.reply = { seq: e.seq, status: e.data.status, has_ram: e.data.has_ram };
-        q.verdict = verdicts.get(e.seq) ?? null;
-        break;
-      }
-      default:
-        break;
-    }
-  }
-  for (const f of bundle.analysis?.findings ?? []) {
-    const id = f.query?.id;
-    if (id && byId.has(id)) byId.get(id)!.findings.push(f.id);
-  }
-  return order;
-}
-
-function sameOutcome(a: QueryOutcome | null, b: QueryOutcome | null): boolean {
-  if (!a || !b) return false;
-  return a.published === b.published && a.reply?.status === b.reply?.status && a.reply?.has_ram === b.reply?.has_ram;
 }
 
 function side(bundle: SessionBundle, layout: TimelineLayout, queries: number): SideSummary {
@@ -173,44 +57,16 @@ function side(bundle: SessionBundle, layout: TimelineLayout, queries: number): S
 }
 
 function diffWithLayouts(a: SessionBundle, b: SessionBundle, la: TimelineLayout, lb: TimelineLayout): SessionDiff {
-  const qa = queryOutcomes(a);
-  const qb = queryOutcomes(b);
-  const queries: QueryPair[] = [];
-  let differing = 0;
-  for (let i = 0; i < Math.max(qa.length, qb.length); i++) {
-    const pa = qa[i] ?? null;
-    const pb = qb[i] ?? null;
-    const same = sameOutcome(pa, pb);
-    if (!same) differing++;
-    queries.push({ n: i + 1, a: pa, b: pb, same });
-  }
-
-  const keyed = (bundle: SessionBundle) => (bundle.analysis?.findings ?? []).map((f) => ({ key: findingKey(f, bundle), finding: f }));
-  const fa = keyed(a);
-  const fb = keyed(b);
-  const both: FindingMatch[] = [];
-  const onlyA: SessionDiff['onlyA'] = [];
-  const usedB = new Set<number>();
-  for (const x of fa) {
-    const j = fb.findIndex((y, k) => !usedB.has(k) && y.key === x.key);
-    if (j < 0) onlyA.push(x);
-    else {
-      usedB.add(j);
-      both.push({ key: x.key, a: x.finding, b: fb[j]!.finding });
-    }
-  }
-  const onlyB = fb.filter((_, k) => !usedB.has(k));
-
-  const sa = side(a, la, qa.length);
-  const sb = side(b, lb, qb.length);
+  const c = compareSessions(a, b);
+  const { pairs, onlyA, onlyB } = c.findings;
+  const sa = side(a, la, c.queries.filter((q) => q.a).length);
+  const sb = side(b, lb, c.queries.filter((q) => q.b).length);
+  const changed = pairs.filter((p) => p.changed).length;
   const name = (s: SideSummary): string => `session ${s.session.id} (${s.target.variant})`;
-  let summary: string;
-  if (sa.verdict.kind === sb.verdict.kind && onlyA.length === 0 && onlyB.length === 0) {
-    summary = `Both sessions agree: ${sa.verdict.kind}; ${differing} of ${queries.length} queries differ in outcome.`;
-  } else {
-    summary = `${name(sa)}: ${sa.verdict.kind}; ${name(sb)}: ${sb.verdict.kind}. ${onlyA.length} finding(s) only in A, ${onlyB.length} only in B; ${differing} of ${queries.length} queries differ in what was published or replied.`;
-  }
-  return { a: sa, b: sb, queries, differing, onlyA, onlyB, both, summary };
+  const summary = sa.verdict.kind === sb.verdict.kind && changed === 0 && onlyA.length === 0 && onlyB.length === 0
+    ? `Both sessions agree: ${sa.verdict.kind}; ${c.differing} of ${c.queries.length} queries differ in outcome.`
+    : `${name(sa)}: ${sa.verdict.kind}; ${name(sb)}: ${sb.verdict.kind}. ${changed} ${changed === 1 ? 'finding' : 'findings'} with another outcome, ${pairs.length - changed} the same, ${onlyA.length} only in A, ${onlyB.length} only in B; ${c.differing} of ${c.queries.length} queries differ in what was published or replied.`;
+  return { a: sa, b: sb, pairs, onlyA, onlyB, queries: c.queries, differing: c.differing, summary };
 }
 
 /** Compare two sessions. Pure. */
@@ -221,11 +77,32 @@ export function diffSessions(a: SessionBundle, b: SessionBundle, opts: LayoutOpt
   return diffWithLayouts(a, b, la, lb);
 }
 
-function outcomeText(q: QueryOutcome | null): string {
+/** "manifested (active, no ram)", "benign (setup)". Cleaned. */
+function findingOutcomeText(o: Outcome): string {
+  return `${cleanText(o.class)} (${o.reply ? replyBrief(o.reply.status, o.reply.has_ram) : 'no reply'})`;
+}
+
+/** What the paired findings are: "setup -> active inside q1" (q1 / q3 when the positions differ). Cleaned. */
+function pairSubject(p: Pair<Finding>): string {
+  const id = p.a.identity;
+  const where = id.query === null ? '' : p.samePlace ? ` inside q${id.query}` : ` inside q${id.query} / q${p.b.identity.query ?? '?'}`;
+  const at = id.readPoint !== null && id.readPoint !== 'read' ? ` at ${id.readPoint}` : '';
+  return cleanText(`${id.transition || 'a transition'}${where}${at}`);
+}
+
+/** One row per pair: the outcome change, or the outcome both share. */
+export function pairText(p: Pair<Finding>): string {
+  return p.changed
+    ? `${pairSubject(p)}: ${findingOutcomeText(p.a.outcome)} -> ${findingOutcomeText(p.b.outcome)}`
+    : `${pairSubject(p)}: ${findingOutcomeText(p.a.outcome)} on both`;
+}
+
+/** "setup/active -> active no ram FAILS": read/published -> reply. Cleaned. */
+function queryOutcomeText(q: QueryOutcome | null): string {
   if (!q) return '-';
   const reply = q.reply ? `${q.reply.status ?? '{}'}${q.reply.has_ram ? '+ram' : q.reply.status === 'active' ? ' no ram' : ''}` : 'no reply';
   const fails = q.verdict && (q.verdict.old_libvirt === 'fails' || q.verdict.current_libvirt === 'fails') ? ' FAILS' : '';
-  return `${q.read ?? '?'}/${q.published ?? '?'} -> ${reply}${fails}`;
+  return cleanText(`${q.read ?? '?'}/${q.published ?? '?'} -> ${reply}${fails}`);
 }
 
 /** Pairs worth listing: every differing one, plus the first few, up to `max`. */
@@ -235,8 +112,8 @@ function shownPairs(d: SessionDiff, max: number): QueryPair[] {
   return picked.slice(0, max);
 }
 
-function findingLine(x: { key: string; finding: Finding }): string {
-  return `${cleanText(x.finding.id)} ${x.finding.class}: ${cleanText(x.finding.summary)}`;
+function findingLine(x: Comparable<Finding>): string {
+  return `${cleanText(x.item.id)} ${x.item.class}: ${cleanText(x.item.summary)}`;
 }
 
 /** Plain text, 80 columns: verdicts, findings on one side only, queries that differ, both diagrams. */
@@ -259,23 +136,25 @@ export function renderDiffText(a: SessionBundle, b: SessionBundle, opts: LayoutO
   lines.push('');
   wrap(d.summary);
   lines.push('');
+  lines.push('Findings in both, paired by what they are (reader, read point, crossing, query):');
+  if (d.pairs.length === 0) lines.push('  (none)');
+  for (const p of d.pairs) {
+    wrap(pairText(p), '     ', '  ');
+    wrap(`A ${p.a.item.id}, B ${p.b.item.id}; reader: ${p.a.identity.reader} thread`, '     ', '     ');
+  }
   lines.push('Findings only in A:');
   if (d.onlyA.length === 0) lines.push('  (none)');
   for (const x of d.onlyA) wrap(findingLine(x), '     ', '  ');
   lines.push('Findings only in B:');
   if (d.onlyB.length === 0) lines.push('  (none)');
   for (const x of d.onlyB) wrap(findingLine(x), '     ', '  ');
-  if (d.both.length) {
-    lines.push('In both:');
-    for (const m of d.both) wrap(`${cleanText(m.a.id)} / ${cleanText(m.b.id)}: ${m.key}`, '     ', '  ');
-  }
   lines.push('');
   lines.push('Queries (read/published -> reply), paired by order:');
   const colW = Math.floor((width - 8) / 2);
   lines.push(`${'  #'.padEnd(6)}  ${'A'.padEnd(colW)}${'B'}`);
   for (const q of shownPairs(d, 40)) {
     const mark = q.same ? ' ' : '*';
-    lines.push(truncate(`${mark}${String(q.n).padStart(4)}   ${truncate(outcomeText(q.a), colW - 1).padEnd(colW)}${truncate(outcomeText(q.b), colW)}`, width));
+    lines.push(truncate(`${mark}${String(q.n).padStart(4)}   ${truncate(queryOutcomeText(q.a), colW - 1).padEnd(colW)}${truncate(queryOutcomeText(q.b), colW)}`, width));
   }
   if (d.queries.length > 40) lines.push(`  (${d.queries.length} queries; ${d.differing} differ; differing ones and the first few are listed)`);
   lines.push('  * = the outcome differs');
@@ -325,9 +204,17 @@ export function renderDiffHtml(a: SessionBundle, b: SessionBundle, opts: LayoutO
     gridRow('side-reproduce', (s) => `<p>Reproduce ${s.tag}:</p><pre class="cmd"><code>${h(reproduceCommand(s.bundle.session, s.layout.findings[0]?.finding ?? null))}</code></pre>`),
   ].join('\n');
   const row = (q: QueryPair): string =>
-    `<tr class="${q.same ? 'same' : 'differs'}"><td>${q.n}</td><td>${h(q.a?.query ?? '-')}</td><td>${h(outcomeText(q.a))}</td><td>${h(q.b?.query ?? '-')}</td><td>${h(outcomeText(q.b))}</td></tr>`;
-  const list = (xs: Array<{ key: string; finding: Finding }>): string =>
-    xs.length ? `<ul>${xs.map((x) => `<li><strong>${h(x.finding.id)} ${h(x.finding.class)}</strong>: ${h(x.finding.summary)} <small class="muted">(${h(x.key)})</small></li>`).join('')}</ul>` : '<p class="muted">none</p>';
+    `<tr class="${q.same ? 'same' : 'differs'}"><td>${q.n}</td><td>${h(q.a?.query ?? '-')}</td><td>${h(queryOutcomeText(q.a))}</td><td>${h(q.b?.query ?? '-')}</td><td>${h(queryOutcomeText(q.b))}</td></tr>`;
+  const identityText = (x: Comparable<Finding>): string =>
+    `reader ${x.identity.reader}, read point ${x.identity.readPoint ?? 'none'}, ${x.identity.transition || 'no transition'}${x.identity.query !== null ? `, q${x.identity.query}` : ''}`;
+  const list = (xs: Comparable<Finding>[]): string =>
+    xs.length ? `<ul>${xs.map((x) => `<li><strong>${h(x.item.id)} ${h(x.item.class)}</strong>: ${h(x.item.summary)} <small class="muted">(${h(identityText(x))})</small></li>`).join('')}</ul>` : '<p class="muted">none</p>';
+  const pairRow = (p: Pair<Finding>): string =>
+    `<tr class="${p.changed ? 'differs' : 'same'}"><td class="pair">${h(pairText(p))}</td><td>${h(p.a.item.id)}</td><td>${h(p.b.item.id)}</td><td>${h(p.a.identity.reader)}</td></tr>`;
+  const pairsHtml = d.pairs.length
+    ? `<table class="diff pairs"><thead><tr><th>the same interleaving: A's outcome -&gt; B's</th><th>A</th><th>B</th><th>reader</th></tr></thead>
+<tbody>${d.pairs.map(pairRow).join('\n')}</tbody></table>`
+    : '<p class="muted">none</p>';
   const shown = shownPairs(d, 200);
   const body = `<header>
 <h1>migrace diff: session ${d.a.session.id} vs session ${d.b.session.id}</h1>
@@ -337,9 +224,11 @@ export function renderDiffHtml(a: SessionBundle, b: SessionBundle, opts: LayoutO
 ${sidesHtml}
 </section>
 <section id="diff-findings"><h2>Findings</h2>
+<h3>In both</h3>
+<p class="legend-note">Paired by what they are: the reader's part in the program, its read point, the crossing transition and the query.</p>
+${pairsHtml}
 <h3>Only in A (session ${d.a.session.id})</h3>${list(d.onlyA)}
 <h3>Only in B (session ${d.b.session.id})</h3>${list(d.onlyB)}
-<h3>In both</h3>${d.both.length ? `<ul>${d.both.map((m) => `<li>${h(m.a.id)} / ${h(m.b.id)}: ${h(m.key)}</li>`).join('')}</ul>` : '<p class="muted">none</p>'}
 </section>
 <section id="diff-queries"><h2>Queries</h2>
 <p class="legend-note">Paired by order. Each cell: read/published -&gt; reply. ${d.differing} of ${d.queries.length} differ${d.queries.length > shown.length ? `; the differing ones and the first few are listed` : ''}.</p>

@@ -42,11 +42,16 @@ function needsRam(status: string | null): boolean {
   return status !== null && RAM_REQUIRED_BY_OLD_LIBVIRT.has(normalizeStatusName(status));
 }
 
-export function replyLabel(status: string | null, hasRam: boolean): string {
-  if (status === null) return 'reply {} (no status)';
+/** What a reply said, briefly: `active, no ram`, `setup`, `{} (no status)`. */
+export function replyBrief(status: string | null, hasRam: boolean): string {
+  if (status === null) return '{} (no status)';
   const s = cleanText(normalizeStatusName(status));
-  if (needsRam(s) || hasRam) return `reply ${s}, ${hasRam ? 'ram' : 'no ram'}`;
-  return `reply ${s}`;
+  if (needsRam(s) || hasRam) return `${s}, ${hasRam ? 'ram' : 'no ram'}`;
+  return s;
+}
+
+export function replyLabel(status: string | null, hasRam: boolean): string {
+  return `reply ${replyBrief(status, hasRam)}`;
 }
 
 /** One short label per event: `setup -> active`, `read setup`, `publish active`, `reply active, no ram`. */

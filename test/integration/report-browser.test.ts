@@ -202,7 +202,7 @@ describe.skipIf(!hasChromium)('reports in chromium', () => {
     }
     expect(await page.locator('.side[data-side="A"] svg .crossing-arrow').count()).toBe(1);
     expect(await page.locator('.side[data-side="B"] svg .crossing-arrow').count()).toBe(1);
-    expect(await page.locator('#diff-findings').textContent()).toContain('F1 manifested');
+    expect(await page.locator('#diff-findings table.pairs tr.differs td.pair').textContent()).toMatch(/^setup -> active inside q\d+: manifested \(active, no ram\) -> benign \(setup\)$/);
     // The two timelines sit next to each other.
     const a = await page.locator('.side[data-side="A"] svg.migrace-timeline').boundingBox();
     const b = await page.locator('.side[data-side="B"] svg.migrace-timeline').boundingBox();

@@ -1,8 +1,10 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { replay } from '../../analyzer/replay.js';
 import { builtinSchedule } from '../../analyzer/schedule.js';
-import { loadBundle } from '../../cli/report.js';
+import { loadBundle, writeReports } from '../../cli/report.js';
 import { importFiles } from '../../recorder/import/index.js';
 import { minimigProfile } from '../../recorder/probes/minimig.js';
 import { minimigDir, prepareMinimig } from '../../recorder/targets/minimig.js';
@@ -12,7 +14,7 @@ import { perfettoTrace } from '../../reports/perfetto.js';
 import { renderSessionSvg } from '../../reports/svg.js';
 import { renderMarkdown, renderText } from '../../reports/text.js';
 import { layoutTimeline } from '../../reports/timeline.js';
-import type { SessionBundle } from '../../reports/diff.js';
+import type { SessionBundle } from '../../analyzer/compare.js';
 import { tempStore } from '../helpers/db.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
 
@@ -88,8 +90,22 @@ describe('reports of a real replay', () => {
   it('diffs the unpatched replay against the patched one', () => {
     const text = renderDiffText(unpatched, patched);
     expect(patched.analysis!.findings.map((f) => f.class)).toEqual(['benign']);
-    expect(text).toMatch(/manifested/);
-    expect(text).toMatch(/benign/);
+    // The same interleaving with another outcome: one paired row, nothing left apart.
+    expect(text).toContain('\n  setup -> active inside q1: manifested (active, no ram) -> benign (setup)\n');
+    expect(text).toMatch(/Findings only in A:\n {2}\(none\)\nFindings only in B:\n {2}\(none\)/);
+  });
+
+  it("writes the demo's files, with the paired row in diff.txt and diff.html", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'migrace-report-real-'));
+    try {
+      const files = await writeReports(db.store, unpatched.session.id, patched.session.id, dir);
+      expect(files.map((f) => f.slice(dir.length + 1))).toEqual(['report.html', 'report.svg', 'report.md', 'report.perfetto.json', 'diff.html', 'diff.txt']);
+      const row = 'setup -> active inside q1: manifested (active, no ram) -> benign (setup)';
+      expect(readFileSync(join(dir, 'diff.txt'), 'utf8')).toContain(`\n  ${row}\n`);
+      expect(readFileSync(join(dir, 'diff.html'), 'utf8')).toContain(`<td class="pair">setup -&gt; active inside q1: manifested (active, no ram) -&gt; benign (setup)</td>`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('reports an imported GDB transcript (no clock) with the same structure', () => {

@@ -16,7 +16,7 @@ import { renderSvg, renderSessionSvg } from '../../reports/svg.js';
 import { escapeHtml, renderHtml, REPORT_CSS, REPORT_SCRIPT } from '../../reports/html.js';
 import { escapeMarkdown, renderMarkdown, renderText } from '../../reports/text.js';
 import { perfettoTrace, renderPerfetto, type ChromeTraceEvent } from '../../reports/perfetto.js';
-import { diffSessions, renderDiffHtml, renderDiffText, threadRole } from '../../reports/diff.js';
+import { diffSessions, pairText, renderDiffHtml, renderDiffText } from '../../reports/diff.js';
 import type { TraceEvent } from '../../trace/schema.js';
 
 interface Win {
@@ -523,12 +523,16 @@ describe('perfetto', () => {
 });
 
 describe('diff', () => {
-  it('finds the finding on one side only and what each side published and replied', () => {
+  it('pairs the same interleaving on both sides as one row with the outcome change', () => {
     const d = diffSessions(unpatched, patched);
-    expect(d.onlyA.map((x) => x.finding.class)).toEqual(['manifested']);
-    expect(d.onlyB.map((x) => x.finding.class)).toEqual(['benign']);
-    expect(d.both).toHaveLength(0);
-    expect(d.onlyA[0]!.key).toBe('manifested|main|setup->active');
+    expect(d.onlyA).toEqual([]);
+    expect(d.onlyB).toEqual([]);
+    expect(d.pairs).toHaveLength(1);
+    const p = d.pairs[0]!;
+    expect(p.a.identity).toEqual({ reader: 'main', readPoint: 'read', transition: 'setup -> active', query: 2 });
+    expect(p.changed).toBe(true);
+    expect(pairText(p)).toBe('setup -> active inside q2: manifested (active, no ram) -> benign (setup)');
+    expect(d.summary).toContain('1 finding with another outcome, 0 the same, 0 only in A, 0 only in B');
     expect(d.a.verdict.kind).toBe('reproduced');
     expect(d.b.verdict.kind).toBe('not-reproduced');
     const raced = d.queries.find((q) => !q.same)!;
@@ -545,18 +549,18 @@ describe('diff', () => {
   it('matches findings across minimig and QEMU by thread role', () => {
     const q = buildLp1994002Bundle({ target: 'qemu', sessionId: 9 });
     const d = diffSessions(unpatched, q);
-    expect(d.both).toHaveLength(1);
+    expect(d.pairs).toHaveLength(1);
+    expect(d.pairs[0]!.changed).toBe(false);
+    expect(pairText(d.pairs[0]!)).toBe('setup -> active inside q2: manifested (active, no ram) on both');
     expect(d.onlyA).toHaveLength(0);
     expect(d.onlyB).toHaveLength(0);
-    expect(threadRole('qemu-system-x86')).toBe('main');
-    expect(threadRole('minimig')).toBe('main');
-    expect(threadRole('live_migration')).toBe('migration');
   });
 
   it('renders text in 80 columns and a page with two timelines', () => {
     const text = renderDiffText(unpatched, patched);
     expect(width80(text)).toEqual([]);
     expect(text).toContain('Findings only in A:');
+    expect(text).toContain('\n  setup -> active inside q2: manifested (active, no ram) -> benign (setup)\n');
     expect(text).toMatch(/\*\s+2\s+setup\/active -> active no ram FAILS\s+setup\/setup -> setup/);
     const html = renderDiffHtml(unpatched, patched);
     const doc = parseHtml(html);
@@ -566,6 +570,7 @@ describe('diff', () => {
     expect(new Set(ids).size).toBe(2);
     expect(doc.querySelector('meta[http-equiv="Content-Security-Policy"]')!.getAttribute('content')).toContain("default-src 'none'");
     expect(doc.querySelector('table.diff tr.differs')).not.toBeNull();
+    expect(doc.querySelector('#diff-findings table.pairs tr.differs td.pair')!.textContent).toBe('setup -> active inside q2: manifested (active, no ram) -> benign (setup)');
   });
 });
 
