@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { writeFileSync } from 'node:fs';
+import { closeSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { findInterleavings } from '../analyzer/interleavings.js';
 import type { SessionBundle } from '../analyzer/compare.js';
@@ -39,16 +39,38 @@ function write(path: string, text: string): string {
   return path;
 }
 
+/** Write a file as `produce` hands it over in chunks: a large export is never one string. */
+function writeStreamed(path: string, produce: (sink: (chunk: string) => void) => void): string {
+  let fd: number;
+  try {
+    fd = openSync(path, 'w');
+  } catch (e) {
+    throw new MigraceError('BAD_INPUT', `cannot write ${path}: ${messageOf(e)}`);
+  }
+  try {
+    produce((chunk) => {
+      const bytes = Buffer.from(chunk, 'utf8');
+      for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off);
+    });
+  } catch (e) {
+    if (e instanceof MigraceError) throw e;
+    throw new MigraceError('BAD_INPUT', `cannot write ${path}: ${messageOf(e)}`);
+  } finally {
+    closeSync(fd);
+  }
+  return path;
+}
+
 /** What the demo leaves behind: every rendering of the unpatched replay, and the diff against the patched one. */
 export async function writeReports(store: TraceStore, unpatched: number, patched: number, dir: string): Promise<string[]> {
-  const { renderHtml, renderSessionSvg, renderMarkdown, renderPerfetto, renderDiffHtml, renderDiffText } = await renderers();
+  const { renderHtml, renderSessionSvg, renderMarkdown, writePerfetto, renderDiffHtml, renderDiffText } = await renderers();
   const a = loadBundle(store, unpatched);
   const b = loadBundle(store, patched);
   return [
     write(join(dir, 'report.html'), renderHtml(a.session, a.threads, a.events, a.analysis)),
     write(join(dir, 'report.svg'), renderSessionSvg(a.session, a.threads, a.events, a.analysis)),
     write(join(dir, 'report.md'), renderMarkdown(a.session, a.threads, a.events, a.analysis)),
-    write(join(dir, 'report.perfetto.json'), renderPerfetto(a.session, a.threads, a.events, a.analysis)),
+    writeStreamed(join(dir, 'report.perfetto.json'), (sink) => writePerfetto(a.session, a.threads, a.events, a.analysis, sink)),
     write(join(dir, 'diff.html'), renderDiffHtml(a, b)),
     write(join(dir, 'diff.txt'), renderDiffText(a, b)),
   ];
@@ -72,21 +94,21 @@ export function register(program: Command): void {
     .option('--svg <file>', 'the timeline as SVG')
     .option('--text', 'plain text for a bug comment, on stdout')
     .option('--markdown', 'Markdown for a bug comment, on stdout')
-    .option('--perfetto <file>', 'Chrome trace-event JSON for ui.perfetto.dev')
+    .option('--perfetto <file>', 'Chrome trace-event JSON for ui.perfetto.dev, every event')
     .option('--columns <n>', 'text width', parseIntOption('--columns', 60, 400), 80)
     .addOption(dbOption())
     .action(action(async (id: string | undefined, opts: ReportOptions) => {
       if (!opts.html && !opts.svg && !opts.text && !opts.markdown && !opts.perfetto) {
         throw new MigraceError('USAGE', 'report needs at least one of --html FILE, --svg FILE, --text, --markdown, --perfetto FILE');
       }
-      const { renderHtml, renderSessionSvg, renderPerfetto, renderText, renderMarkdown } = await renderers();
+      const { renderHtml, renderSessionSvg, writePerfetto, renderText, renderMarkdown } = await renderers();
       const store = openStore(opts, { readonly: true });
       try {
         const b = loadBundle(store, resolveSession(store, id));
         const args = [b.session, b.threads, b.events, b.analysis] as const;
         if (opts.html) process.stderr.write(`wrote ${write(opts.html, renderHtml(...args))}\n`);
         if (opts.svg) process.stderr.write(`wrote ${write(opts.svg, renderSessionSvg(...args))}\n`);
-        if (opts.perfetto) process.stderr.write(`wrote ${write(opts.perfetto, renderPerfetto(...args))}\n`);
+        if (opts.perfetto) process.stderr.write(`wrote ${writeStreamed(opts.perfetto, (sink) => writePerfetto(...args, sink))}\n`);
         if (opts.text) out(renderText(...args, { columns: opts.columns }));
         if (opts.markdown) out(renderMarkdown(...args, { columns: opts.columns }));
       } finally {

@@ -1,33 +1,44 @@
 import type { Session, Thread, TraceEvent } from '../trace/schema.js';
 import type { Analysis } from '../analyzer/types.js';
-import { layoutTimeline, type LayoutOptions, type Mark, type TimelineLayout } from './timeline.js';
+import { timelineFacts, type FindingView, type Lane, type TimelineFacts } from './timeline.js';
 import { reproduceCommand } from './reproduce.js';
 import { cleanText, truncate } from './safe-text.js';
 
 /*
- * Chrome trace-event JSON (the object form) for Perfetto and chrome://tracing.
+ * Chrome trace-event JSON (the object form) for Perfetto and chrome://tracing,
+ * with every event of the session: the user who opens Perfetto wants to zoom
+ * into each one (the HTML report summarizes large sessions; this does not).
+ * It is written as a stream, one event per line, in chunks handed to a sink,
+ * so a million-event session never becomes one string.
  *
- * What Perfetto's legacy JSON importer accepts shaped this file
+ * What Perfetto's legacy JSON importer accepts shaped the output
  * (src/trace_processor/importers/json in google/perfetto):
  *  - v2 flows (`bind_id` + `flow_out` / `flow_in`) are read on B, X, b and n
- *    events only, never on instants; so the two ends of each flow arrow are
- *    zero-duration X slices, and every other transition/read/publish is an
- *    instant (ph 'i', s 't'). bind_id must be a number (a string is read as
- *    hex).
+ *    events only, never on instants: the two ends of each flow arrow are
+ *    zero-duration X slices, every other event is an instant (ph 'i', s 't').
+ *    bind_id must be a number (a string is read as hex).
  *  - displayTimeUnit is honoured only near the start of the file, an unknown
  *    top-level key stops the import, and otherData is skipped: so the keys are
  *    displayTimeUnit, otherData, traceEvents, in that order.
  *  - the tokenizer looks for `ts` in each event and gives up on a top-level
- *    array value before it: `ts` comes right after `name` and `ph`, arrays
- *    only inside args.
- *  - X slices on one thread must nest; overlapping ones are clipped here.
+ *    array value before it: `ts` comes right after `name` and `ph`, and no
+ *    event has an array.
+ *  - slices on one thread must nest. Query windows, holds and finding windows
+ *    are B/E pairs opened and closed as the events come: a slice still open
+ *    when an outer one closes ends with it, and what is open at the end
+ *    closes at the last event's time.
  * Times are microseconds since the first event; with no clock (imports) each
  * event is one microsecond after the previous.
+ *
+ * Parts: Tracks (pid/tid per lane and their metadata), planFlows (every
+ * finding's arrows, numbered), planWindows (where each finding's window opens
+ * and closes), PerfettoWriter (the pass over the events: what opens at an
+ * event, its own mark, what closes), then writePerfetto and renderPerfetto.
  */
 
 export interface ChromeTraceEvent {
   name: string;
-  ph: 'M' | 'X' | 'i' | 'C';
+  ph: 'M' | 'B' | 'E' | 'X' | 'i';
   ts: number;
   pid: number;
   tid: number;
@@ -40,18 +51,11 @@ export interface ChromeTraceEvent {
   args?: Record<string, unknown>;
 }
 
-export interface ChromeTrace {
-  displayTimeUnit: 'ns';
-  otherData: Record<string, string>;
-  traceEvents: ChromeTraceEvent[];
-}
+/** Receives the JSON text in order, in chunks of about CHUNK characters. */
+export type PerfettoSink = (chunk: string) => void;
 
-export type PerfettoOptions = LayoutOptions;
-
-function us(layout: TimelineLayout, clock: number): number {
-  const v = layout.clock === 'time' ? clock / 1000 : clock;
-  return Math.round(v * 1000) / 1000;
-}
+const CHUNK = 1 << 20;
+const CAT = 'migrace';
 
 function str(s: string, max = 500): string {
   return truncate(cleanText(s), max);
@@ -65,8 +69,142 @@ function jsonText(v: unknown, max: number): string {
   }
 }
 
-function markArgs(m: Mark): Record<string, unknown> {
-  const e: TraceEvent = m.event;
+/** pid and tid per lane: real LWPs when they are all known and distinct (what a kernel trace of the same run would show), else synthetic ones. */
+class Tracks {
+  readonly pid: number;
+  private readonly tids: number[] = [];
+  private readonly clientLane: number | null;
+  private readonly clientPid: number;
+
+  constructor(private readonly lanes: readonly Lane[]) {
+    const threadLanes = lanes.filter((l) => l.kind === 'thread');
+    const lwps = threadLanes.map((l) => l.lwp);
+    const useLwp = lwps.length > 0 && lwps.every((l) => l !== null) && new Set(lwps).size === lwps.length;
+    threadLanes.forEach((l, i) => { this.tids[l.index] = useLwp ? l.lwp! : 1000 + i; });
+    this.pid = useLwp ? Math.min(...(lwps as number[])) : 1000;
+    const client = lanes.find((l) => l.kind === 'client');
+    this.clientLane = client?.index ?? null;
+    this.clientPid = Math.max(this.pid, ...threadLanes.map((l) => this.tids[l.index]!)) + 1;
+    if (client) this.tids[client.index] = this.clientPid;
+  }
+
+  pidOf(lane: number): number {
+    return lane === this.clientLane ? this.clientPid : this.pid;
+  }
+
+  tidOf(lane: number): number {
+    return this.tids[lane]!;
+  }
+
+  /** Process and thread names and their order. */
+  metadata(session: Session): ChromeTraceEvent[] {
+    const t = session.target;
+    const procName = `${t.kind}${t.binary ? ` ${str(t.binary, 200)}` : ''} (${t.variant}) - session ${session.id}`;
+    const out: ChromeTraceEvent[] = [
+      { name: 'process_name', ph: 'M', ts: 0, pid: this.pid, tid: this.pid, args: { name: procName } },
+      { name: 'process_sort_index', ph: 'M', ts: 0, pid: this.pid, tid: this.pid, args: { sort_index: 0 } },
+    ];
+    if (this.clientLane !== null) {
+      out.push({ name: 'process_name', ph: 'M', ts: 0, pid: this.clientPid, tid: this.clientPid, args: { name: 'QMP client (replies)' } });
+      out.push({ name: 'process_sort_index', ph: 'M', ts: 0, pid: this.clientPid, tid: this.clientPid, args: { sort_index: 1 } });
+    }
+    for (const l of this.lanes) {
+      const pid = this.pidOf(l.index);
+      const tid = this.tidOf(l.index);
+      out.push({ name: 'thread_name', ph: 'M', ts: 0, pid, tid, args: { name: str(`${l.label}${l.role ? ` [${l.role}]` : ''}`, 200) } });
+      out.push({ name: 'thread_sort_index', ph: 'M', ts: 0, pid, tid, args: { sort_index: l.index } });
+    }
+    return out;
+  }
+}
+
+function hasSeq(events: readonly TraceEvent[], seq: number): boolean {
+  let lo = 0;
+  let hi = events.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (events[mid]!.seq < seq) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < events.length && events[lo]!.seq === seq;
+}
+
+interface FlowEnd { id: number; dir: 'out' | 'in'; finding: string }
+
+/**
+ * One flow per crossing of every finding, numbered from 1: from the
+ * transition (from its release when the writer was held there: the swap
+ * happened then) to the publish it spoiled, or the query end. Both ends
+ * must be events of the session.
+ */
+function planFlows(facts: TimelineFacts): Map<number, FlowEnd[]> {
+  const at = new Map<number, FlowEnd[]>();
+  const add = (seq: number, end: FlowEnd): void => {
+    const list = at.get(seq) ?? [];
+    list.push(end);
+    at.set(seq, list);
+  };
+  let id = 0;
+  for (const v of facts.findings) {
+    const to = v.finding.publish?.seq ?? v.finding.query?.end_seq ?? null;
+    if (to === null || !hasSeq(facts.events, to)) continue;
+    for (const c of v.crossing) {
+      const from = c.released !== null && hasSeq(facts.events, c.released) ? c.released : c.seq;
+      if (from === to || !hasSeq(facts.events, from)) continue;
+      id++;
+      add(from, { id, dir: 'out', finding: v.id });
+      add(to, { id, dir: 'in', finding: v.id });
+    }
+  }
+  return at;
+}
+
+interface Window {
+  key: string;
+  lane: number;
+  name: string;
+  args: Record<string, unknown>;
+}
+
+/** Each finding's window on its reader's lane: read -> publish, else the query window, else the evidence. */
+function planWindows(facts: TimelineFacts): { opens: Map<number, Window[]>; closes: Map<number, Window[]> } {
+  const opens = new Map<number, Window[]>();
+  const closes = new Map<number, Window[]>();
+  const add = (m: Map<number, Window[]>, seq: number, w: Window): void => {
+    const list = m.get(seq) ?? [];
+    list.push(w);
+    m.set(seq, list);
+  };
+  for (const v of facts.findings) {
+    const f = v.finding;
+    const from = f.read?.seq ?? f.query?.begin_seq ?? v.evidence[0];
+    const to = f.publish?.seq ?? f.query?.end_seq ?? v.evidence[v.evidence.length - 1];
+    if (v.lane === null || from == null || to == null || from >= to || !hasSeq(facts.events, from) || !hasSeq(facts.events, to)) continue;
+    const w: Window = {
+      key: `finding:${v.id}`,
+      lane: v.lane,
+      name: `${str(v.id, 40)} ${v.cls}: read ${v.read?.value ?? '?'} -> publish ${v.publish?.value ?? '?'}`,
+      args: windowArgs(v),
+    };
+    add(opens, from, w);
+    add(closes, to, w);
+  }
+  return { opens, closes };
+}
+
+function windowArgs(v: FindingView): Record<string, unknown> {
+  const a: Record<string, unknown> = { finding: str(v.id), class: v.cls, explanation: str(v.explanation, 1000), evidence: v.evidence.join(' ') };
+  // The reply comes after the query's end: a query slice cannot carry it, the finding's window can.
+  if (v.reply) {
+    a.reply_seq = v.reply.seq;
+    a.reply = str(v.reply.label);
+    a.verdict = str(v.reply.verdict.summary, 1000);
+  }
+  a.reproduce = str(v.reproduce);
+  return a;
+}
+
+function eventArgs(e: TraceEvent, findings: readonly string[], verdict: string | null): Record<string, unknown> {
   const a: Record<string, unknown> = { seq: e.seq, kind: e.kind };
   if (e.func) a.func = str(e.func);
   if (e.file) a.file = str(e.file);
@@ -104,213 +242,164 @@ function markArgs(m: Mark): Record<string, unknown> {
       a.text = str(e.data.text, 2000);
       break;
   }
-  if (m.findings.length) a.findings = m.findings.map((f) => str(f)).join(' ');
-  if (m.verdict) a.verdict = str(m.verdict.text);
+  if (findings.length) a.findings = findings.map((f) => str(f)).join(' ');
+  if (verdict) a.verdict = str(verdict);
   return a;
 }
 
-/** The trace as an object (for tests and callers that embed it). */
-export function perfettoTrace(session: Session, layout: TimelineLayout): ChromeTrace {
-  const cat = 'migrace';
-  // Real LWPs as tids when they are all known and distinct (what a kernel
-  // trace of the same run would show); else synthetic ones.
-  const threadLanes = layout.lanes.filter((l) => l.kind === 'thread');
-  const lwps = threadLanes.map((l) => l.lwp);
-  const useLwp = lwps.length > 0 && lwps.every((l) => l !== null) && new Set(lwps).size === lwps.length;
-  const tidOf = new Map<number, number>();
-  threadLanes.forEach((l, i) => tidOf.set(l.index, useLwp ? l.lwp! : 1000 + i));
-  const pid = useLwp ? Math.min(...(lwps as number[])) : 1000;
-  const client = layout.lanes.find((l) => l.kind === 'client');
-  const clientPid = Math.max(pid, ...tidOf.values()) + 1;
-  if (client) tidOf.set(client.index, clientPid);
-  const pidOf = (lane: number): number => (client && lane === client.index ? clientPid : pid);
+interface OpenSlice { key: string; name: string }
 
-  const out: ChromeTraceEvent[] = [];
-  const target = session.target;
-  const procName = `${target.kind}${target.binary ? ` ${str(target.binary, 200)}` : ''} (${target.variant}) - session ${session.id}`;
-  out.push({ name: 'process_name', ph: 'M', ts: 0, pid, tid: pid, args: { name: procName } });
-  out.push({ name: 'process_sort_index', ph: 'M', ts: 0, pid, tid: pid, args: { sort_index: 0 } });
-  if (client) {
-    out.push({ name: 'process_name', ph: 'M', ts: 0, pid: clientPid, tid: clientPid, args: { name: 'QMP client (replies)' } });
-    out.push({ name: 'process_sort_index', ph: 'M', ts: 0, pid: clientPid, tid: clientPid, args: { sort_index: 1 } });
-  }
-  for (const l of layout.lanes) {
-    const tid = tidOf.get(l.index)!;
-    out.push({ name: 'thread_name', ph: 'M', ts: 0, pid: pidOf(l.index), tid, args: { name: str(`${l.label}${l.role ? ` [${l.role}]` : ''}`, 200) } });
-    out.push({ name: 'thread_sort_index', ph: 'M', ts: 0, pid: pidOf(l.index), tid, args: { sort_index: l.index } });
+/**
+ * The pass over the events. At each event: the slices it opens (a query,
+ * a finding's window, a hold), its own mark (an instant, or one zero-length
+ * slice per flow that ends there), then the slices it closes, innermost
+ * first. Per lane, a stack of open slices keeps B/E balanced and nested.
+ */
+class PerfettoWriter {
+  private buf = '';
+  private first = true;
+  private lastTs = 0;
+  private readonly stacks: OpenSlice[][];
+
+  constructor(
+    private readonly facts: TimelineFacts,
+    private readonly tracks: Tracks,
+    private readonly flows: Map<number, FlowEnd[]>,
+    private readonly windows: ReturnType<typeof planWindows>,
+    private readonly sink: PerfettoSink,
+  ) {
+    this.stacks = facts.lanes.map(() => []);
   }
 
-  // Flows: one per arrow, numbered; each end is a zero-duration X slice.
-  const markBySeq = new Map<number, Mark>();
-  for (const m of layout.marks) markBySeq.set(m.seq, m);
-  const flowsAt = new Map<number, Array<{ id: number; dir: 'out' | 'in'; finding: string }>>();
-  let flowId = 0;
-  for (const a of layout.arrows) {
-    if (a.toSeq === null) continue;
-    const from = markBySeq.get(a.fromSeq);
-    const to = markBySeq.get(a.toSeq);
-    if (!from || !to) continue;
-    const id = ++flowId;
-    const add = (seq: number, dir: 'out' | 'in'): void => {
-      const list = flowsAt.get(seq) ?? [];
-      list.push({ id, dir, finding: a.finding });
-      flowsAt.set(seq, list);
-    };
-    add(a.fromSeq, 'out');
-    add(a.toSeq, 'in');
-  }
-
-  // Slices per thread: query windows, holds, finding windows.
-  interface Slice { lane: number; ts: number; end: number; name: string; args: Record<string, unknown> }
-  const slices: Slice[] = [];
-  const pairedQueryMarks = new Set<number>();
-  const begins = new Map<string, Mark>();
-  const replyOfQuery = new Map<string, Mark>();
-  for (const m of layout.marks) {
-    const e = m.event;
-    if (e.kind === 'reply' && e.data.query !== null) replyOfQuery.set(e.data.query, m);
-  }
-  for (const m of layout.marks) {
-    const e = m.event;
-    if (e.kind === 'query-begin') begins.set(e.data.query, m);
-    else if (e.kind === 'query-end') {
-      const b = begins.get(e.data.query);
-      if (!b) continue;
-      begins.delete(e.data.query);
-      const lane = layout.lanes[m.lane]!.kind === 'thread' ? m.lane : b.lane;
-      const reply = replyOfQuery.get(e.data.query);
-      const args: Record<string, unknown> = { query: str(e.data.query), begin_seq: b.seq, end_seq: m.seq };
-      if (reply && reply.event.kind === 'reply') {
-        args.reply_seq = reply.seq;
-        args.reply = str(reply.label);
-        if (reply.verdict) args.verdict = str(reply.verdict.text);
-      }
-      slices.push({ lane, ts: us(layout, b.clock), end: us(layout, m.clock), name: `query-migrate ${str(e.data.query, 60)}`, args });
-      pairedQueryMarks.add(b.seq).add(m.seq);
-    }
-  }
-  const holds = new Map<number, Mark[]>();
-  for (const m of layout.marks) {
-    const e = m.event;
-    if (e.kind === 'hold') {
-      const list = holds.get(m.lane) ?? [];
-      list.push(m);
-      holds.set(m.lane, list);
-    } else if (e.kind === 'release') {
-      const h = holds.get(m.lane)?.shift();
-      if (!h || h.event.kind !== 'hold') continue;
-      slices.push({
-        lane: m.lane, ts: us(layout, h.clock), end: us(layout, m.clock), name: `held (${str(h.event.data.role, 60)})`,
-        args: { hold_seq: h.seq, release_seq: m.seq, reason: str(h.event.data.reason) },
-      });
-    }
-  }
-  const lastClock = layout.marks.length ? us(layout, layout.marks[layout.marks.length - 1]!.clock) : 0;
-  for (const list of holds.values()) {
-    for (const h of list) {
-      if (h.event.kind !== 'hold') continue;
-      slices.push({ lane: h.lane, ts: us(layout, h.clock), end: lastClock, name: `held (${str(h.event.data.role, 60)}), never released`,
-        args: { hold_seq: h.seq, reason: str(h.event.data.reason) } });
-    }
-  }
-  for (const f of layout.findings) {
-    const band = layout.bands.find((b) => b.finding === f.id);
-    if (!band || band.approximate) continue;
-    const a = markBySeq.get(band.fromSeq);
-    const b = markBySeq.get(band.toSeq);
-    if (!a || !b) continue;
-    slices.push({
-      lane: band.lane, ts: us(layout, a.clock), end: us(layout, b.clock),
-      name: `${str(f.id, 40)} ${f.cls}: read ${f.read?.value ?? '?'} -> publish ${f.publish?.value ?? '?'}`,
-      args: { finding: str(f.id), class: f.cls, explanation: str(f.explanation, 1000), evidence: f.evidence.join(' '), reproduce: str(f.reproduce) },
-    });
-  }
-
-  // Nest per lane: sort by start, longer first; clip a slice that would
-  // outlive its parent (the importer drops improperly nested slices).
-  const byLane = new Map<number, Slice[]>();
-  for (const s of slices) {
-    const list = byLane.get(s.lane) ?? [];
-    list.push(s);
-    byLane.set(s.lane, list);
-  }
-  for (const [lane, list] of byLane) {
-    list.sort((x, y) => x.ts - y.ts || (y.end - y.ts) - (x.end - x.ts));
-    const stack: Slice[] = [];
-    for (const s of list) {
-      while (stack.length && stack[stack.length - 1]!.end < s.ts) stack.pop();
-      const parent = stack[stack.length - 1];
-      if (parent && s.end > parent.end) s.end = parent.end;
-      stack.push(s);
-      out.push({ name: s.name, ph: 'X', ts: s.ts, pid: pidOf(lane), tid: tidOf.get(lane)!, cat, dur: Math.max(0, Math.round((s.end - s.ts) * 1000) / 1000), args: s.args });
-    }
-  }
-
-  // Marks: instants, or zero-duration slices where a flow binds.
-  for (const m of layout.marks) {
-    if (pairedQueryMarks.has(m.seq) && !flowsAt.has(m.seq)) continue;
-    const ts = us(layout, m.clock);
-    const p = pidOf(m.lane);
-    const tid = tidOf.get(m.lane)!;
-    const name = str(m.label, 120);
-    const flows = flowsAt.get(m.seq);
-    if (!flows) {
-      out.push({ name, ph: 'i', ts, pid: p, tid, cat, s: 't', args: markArgs(m) });
-      continue;
-    }
-    flows.forEach((f, i) => {
-      const ev: ChromeTraceEvent = {
-        name: i === 0 ? name : `${name} (${str(f.finding, 40)})`, ph: 'X', ts, pid: p, tid, cat, dur: 0, bind_id: f.id,
-        args: i === 0 ? markArgs(m) : { seq: m.seq, finding: str(f.finding) },
-      };
-      if (f.dir === 'out') ev.flow_out = true;
-      else ev.flow_in = true;
-      out.push(ev);
-    });
-  }
-
-  // Summarized stretches: events per lane per bin as counters.
-  for (let i = 0; i < layout.bins.length; i++) {
-    const b = layout.bins[i]!;
-    const args: Record<string, number> = {};
-    b.perLane.forEach((c, li) => { args[str(layout.lanes[li]!.label, 100)] = c; });
-    out.push({ name: 'events (summarized)', ph: 'C', ts: us(layout, b.clock0), pid, tid: pid, cat, args });
-    const next = layout.bins[i + 1];
-    if (!next || next.fromIndex !== b.toIndex + 1) {
-      const zero: Record<string, number> = {};
-      for (const k of Object.keys(args)) zero[k] = 0;
-      out.push({ name: 'events (summarized)', ph: 'C', ts: us(layout, b.clock1), pid, tid: pid, cat, args: zero });
-    }
-  }
-
-  return {
-    displayTimeUnit: 'ns',
-    otherData: {
+  start(session: Session): void {
+    const t = session.target;
+    const facts = this.facts;
+    const otherData = {
       generator: 'migrace',
       session: `${session.id}: ${str(session.label, 200)}`,
       origin: session.origin,
       state: session.state,
-      target: `${target.kind} ${target.binary ? str(target.binary, 200) : '-'} variant ${target.variant}${target.qemu_version ? ` QEMU ${str(target.qemu_version, 40)}` : ''}${target.build_id ? ` build-id ${str(target.build_id, 80)}` : ''}`,
-      clock: layout.clock === 'time' ? 'microseconds since the first event' : 'event order (1 us per event; the session has no clock)',
-      verdict: str(layout.verdict.sentence, 1000),
-      reproduce: str(reproduceCommand(session, layout.findings[0]?.finding ?? null)),
-      events: `${layout.totalEvents}${layout.summarized ? ' (summarized: counters stand for the elided stretches)' : ''}`,
-    },
-    traceEvents: out,
-  };
+      target: `${t.kind} ${t.binary ? str(t.binary, 200) : '-'} variant ${t.variant}${t.qemu_version ? ` QEMU ${str(t.qemu_version, 40)}` : ''}${t.build_id ? ` build-id ${str(t.build_id, 80)}` : ''}`,
+      clock: facts.clock === 'time' ? 'microseconds since the first event' : 'event order (1 us per event; the session has no clock)',
+      verdict: str(facts.verdict.sentence, 1000),
+      reproduce: str(reproduceCommand(session, facts.findings[0]?.finding ?? null)),
+      events: `${facts.events.length} (every event)`,
+    };
+    this.buf = `{"displayTimeUnit":"ns","otherData":${JSON.stringify(otherData)},"traceEvents":[\n`;
+    for (const m of this.tracks.metadata(session)) this.emit(m);
+  }
+
+  event(i: number): void {
+    const facts = this.facts;
+    const e = facts.events[i]!;
+    const lane = facts.laneAt(i);
+    const c = facts.clockAt(i);
+    const ts = Math.round((facts.clock === 'time' ? c / 1000 : c) * 1000) / 1000;
+    this.lastTs = ts;
+
+    if (e.kind === 'query-begin') this.open(lane, `query:${e.data.query}`, `query-migrate ${str(e.data.query, 60)}`, ts, { query: str(e.data.query), begin_seq: e.seq });
+    for (const w of this.windows.opens.get(e.seq) ?? []) this.open(w.lane, w.key, w.name, ts, w.args);
+    if (e.kind === 'hold') this.open(lane, 'hold', `held (${str(e.data.role, 60)})`, ts, { hold_seq: e.seq, reason: str(e.data.reason) });
+
+    const flows = this.flows.get(e.seq);
+    const slicedQuery = e.kind === 'query-begin' || (e.kind === 'query-end' && this.isOpen(lane, `query:${e.data.query}`));
+    if (flows) this.flowEnds(e, i, lane, ts, flows);
+    else if (!slicedQuery) this.mark(e, i, lane, ts);
+
+    // Innermost first: windows that end together close as they nest.
+    const ending = [...(this.windows.closes.get(e.seq) ?? [])].sort((x, y) => this.depth(y.lane, y.key) - this.depth(x.lane, x.key));
+    for (const w of ending) this.close(w.lane, w.key, ts, { end_seq: e.seq });
+    if (e.kind === 'release') this.close(lane, 'hold', ts, { release_seq: e.seq });
+    if (e.kind === 'query-end') this.close(lane, `query:${e.data.query}`, ts, { end_seq: e.seq });
+  }
+
+  finish(): void {
+    this.stacks.forEach((stack, lane) => {
+      while (stack.length) this.end(lane, stack.pop()!, this.lastTs, { unfinished: true });
+    });
+    this.buf += '\n]}\n';
+    this.sink(this.buf);
+    this.buf = '';
+  }
+
+  private mark(e: TraceEvent, i: number, lane: number, ts: number): void {
+    const verdict = e.kind === 'reply' ? this.facts.replyVerdict(e.seq)?.text ?? null : null;
+    this.emit({
+      name: str(this.facts.labelAt(i), 120), ph: 'i', ts, pid: this.tracks.pidOf(lane), tid: this.tracks.tidOf(lane), cat: CAT, s: 't',
+      args: eventArgs(e, this.facts.findingsOf(e.seq), verdict),
+    });
+  }
+
+  private flowEnds(e: TraceEvent, i: number, lane: number, ts: number, flows: FlowEnd[]): void {
+    const name = str(this.facts.labelAt(i), 120);
+    const verdict = e.kind === 'reply' ? this.facts.replyVerdict(e.seq)?.text ?? null : null;
+    flows.forEach((f, k) => {
+      const ev: ChromeTraceEvent = {
+        name: k === 0 ? name : `${name} (${str(f.finding, 40)})`, ph: 'X', ts, pid: this.tracks.pidOf(lane), tid: this.tracks.tidOf(lane),
+        cat: CAT, dur: 0, bind_id: f.id,
+        args: k === 0 ? eventArgs(e, this.facts.findingsOf(e.seq), verdict) : { seq: e.seq, finding: str(f.finding) },
+      };
+      if (f.dir === 'out') ev.flow_out = true;
+      else ev.flow_in = true;
+      this.emit(ev);
+    });
+  }
+
+  private isOpen(lane: number, key: string): boolean {
+    return this.depth(lane, key) >= 0;
+  }
+
+  /** Position of the innermost open slice with this key in its lane's stack, or -1. */
+  private depth(lane: number, key: string): number {
+    const stack = this.stacks[lane]!;
+    for (let k = stack.length - 1; k >= 0; k--) if (stack[k]!.key === key) return k;
+    return -1;
+  }
+
+  private open(lane: number, key: string, name: string, ts: number, args: Record<string, unknown>): void {
+    this.stacks[lane]!.push({ key, name });
+    this.emit({ name, ph: 'B', ts, pid: this.tracks.pidOf(lane), tid: this.tracks.tidOf(lane), cat: CAT, args });
+  }
+
+  /** Close the innermost open slice with this key, and what is still open inside it. */
+  private close(lane: number, key: string, ts: number, args: Record<string, unknown>): void {
+    const stack = this.stacks[lane]!;
+    const at = this.depth(lane, key);
+    if (at < 0) return;
+    while (stack.length > at + 1) this.end(lane, stack.pop()!, ts, { cut_short_by: key });
+    this.end(lane, stack.pop()!, ts, args);
+  }
+
+  private end(lane: number, s: OpenSlice, ts: number, args: Record<string, unknown>): void {
+    this.emit({ name: s.name, ph: 'E', ts, pid: this.tracks.pidOf(lane), tid: this.tracks.tidOf(lane), cat: CAT, args });
+  }
+
+  private emit(e: ChromeTraceEvent): void {
+    this.buf += this.first ? JSON.stringify(e) : `,\n${JSON.stringify(e)}`;
+    this.first = false;
+    if (this.buf.length >= CHUNK) {
+      this.sink(this.buf);
+      this.buf = '';
+    }
+  }
 }
 
-/** The JSON text to load in ui.perfetto.dev or chrome://tracing. */
+/** Write the trace of a session, every event, to `sink` in chunks. Pure but for the sink. */
+export function writePerfetto(
+  session: Session, threads: readonly Thread[], events: readonly TraceEvent[], analysis: Analysis | null, sink: PerfettoSink,
+): void {
+  const facts = timelineFacts(session, threads, events, analysis);
+  const w = new PerfettoWriter(facts, new Tracks(facts.lanes), planFlows(facts), planWindows(facts), sink);
+  w.start(session);
+  for (let i = 0; i < facts.events.length; i++) w.event(i);
+  w.finish();
+}
+
+/** The whole JSON text as one string: for small sessions and tests (a file export streams with writePerfetto). */
 export function renderPerfetto(
   session: Session, threads: readonly Thread[], events: readonly TraceEvent[], analysis: Analysis | null,
-  opts: PerfettoOptions = {},
 ): string {
-  const layout = layoutTimeline(session, threads, events, analysis, opts);
-  return renderPerfettoFromLayout(session, layout);
-}
-
-export function renderPerfettoFromLayout(session: Session, layout: TimelineLayout): string {
-  const trace = perfettoTrace(session, layout);
-  // One event per line: diffable, and still one JSON object.
-  return `{"displayTimeUnit":"ns","otherData":${JSON.stringify(trace.otherData)},"traceEvents":[\n${trace.traceEvents.map((e) => JSON.stringify(e)).join(',\n')}\n]}\n`;
+  const parts: string[] = [];
+  writePerfetto(session, threads, events, analysis, (chunk) => parts.push(chunk));
+  return parts.join('');
 }

@@ -27,6 +27,8 @@ import { explainFinding, sessionVerdict } from './sentences.js';
  *                the reader lane and an arrow from the crossing into it
  *  7. ticks      keepTicks: time labels that do not overprint each other
  * Then the tooltips (labels.ts) and the verdict sentence (sentences.ts).
+ * timelineFacts runs phases 1 to 3 and the finding views only: the reading
+ * without the drawing, for exports that write every event (perfetto.ts).
  * Shared parts live beside it: safe-text.ts (cleaning trace text), labels.ts
  * (names and tooltips), reproduce.ts (the replay command), sentences.ts.
  */
@@ -732,6 +734,10 @@ function readerLanesOfCrossings(findings: readonly Finding[], lanes: LaneSet): M
   return readerLaneOfCrossing;
 }
 
+function markLabel(e: TraceEvent, table: Session['target']['status_table']): string {
+  return truncate(eventLabel(e, table), LABEL_MAX);
+}
+
 const labelWidth = (s: string): number => Math.ceil(Array.from(s).length * CHAR_W) + 8;
 
 interface PlacementInput {
@@ -810,7 +816,7 @@ class Placement {
     const e = cols.sorted[i]!;
     const lane = lanes.laneAt(i);
     const isLab = sel.labelled[i] === 1;
-    const label = truncate(eventLabel(e, table), LABEL_MAX);
+    const label = markLabel(e, table);
     const verdict = e.kind === 'reply' ? this.verdictOfReply.get(e.seq) ?? null : null;
     let x = x0;
     let tier: 0 | 1 = 0;
@@ -909,7 +915,8 @@ class Placement {
 /** Bands beyond this many are not drawn (their findings are still listed). */
 const MAX_BANDS = 500;
 
-function findingView(f: Finding, session: Session, cols: EventColumns, lanes: LaneSet, sel: Selection, placement: Placement): FindingView {
+/** A finding as the renderers show it; `drawn` tells whether the event at a position is drawn as a mark (null: the finding is not drawn in full). */
+function findingView(f: Finding, session: Session, cols: EventColumns, lanes: LaneSet, drawn: ((i: number) => boolean) | null): FindingView {
   const table = session.target.status_table;
   const reader = lanes.label(f.reader);
   const read = f.read ? { seq: f.read.seq, value: displayStateName(f.read.value, table) } : null;
@@ -924,9 +931,9 @@ function findingView(f: Finding, session: Session, cols: EventColumns, lanes: La
     && crossing.some((c) => c.old === 'setup' && c.new === 'active') && !(f.reply?.has_ram ?? false)
     ? 'LP#1994002' : null;
   const evidence = [...f.evidence].sort((a, b) => a - b);
-  const drawnInFull = sel.fullFindings.has(f.id) && evidence.every((s) => {
+  const drawnInFull = drawn !== null && evidence.every((s) => {
     const i = cols.indexOf(s);
-    return i >= 0 && placement.markOf(i) !== undefined;
+    return i >= 0 && drawn(i);
   });
   return {
     id: f.id, cls: f.class, finding: f, lane: lanes.laneOf(f.reader.tid), reader, read, crossing, publish,
@@ -1022,6 +1029,71 @@ function keepTicks(placement: Placement, views: readonly FindingView[], cols: Ev
 // ---------------------------------------------------------------------------
 // The layout: the phases in order.
 
+/** Phases 1 to 3: what every rendering needs before anything is drawn. */
+interface SessionReading {
+  cols: EventColumns;
+  clock: Clock;
+  t0: number | null;
+  /** Worst first. */
+  findings: Finding[];
+  lanes: LaneSet;
+  cites: Citations;
+  warnings: string[];
+}
+
+function readSession(threads: readonly Thread[], events: readonly TraceEvent[], analysis: Analysis | null): SessionReading {
+  const warnings: string[] = [];
+  const cols = EventColumns.of(events);
+  const { clock, t0 } = chooseClock(cols);
+  // Worst first, for the summarization budget.
+  const findings = [...(analysis?.findings ?? [])].sort((a, b) => findingRank(a.class) - findingRank(b.class));
+  const lanes = new LaneSet(threads, cols, findings, warnings);
+  return { cols, clock, t0, findings, lanes, cites: new Citations(findings), warnings };
+}
+
+/**
+ * The session read as the layout reads it, without drawing anything: for
+ * exports that write every event (Perfetto). Events are in seq order and
+ * index every per-event value here.
+ */
+export interface TimelineFacts {
+  clock: Clock;
+  /** First event's t_ns (time clock), else null. */
+  t0: number | null;
+  lanes: Lane[];
+  /** Worst first; drawnInFull is false (nothing is drawn). */
+  findings: FindingView[];
+  verdict: { kind: VerdictKind; sentence: string };
+  warnings: string[];
+  events: readonly TraceEvent[];
+  /** Per event: ns since the first event (never backwards), or its position without a clock. */
+  clockAt(i: number): number;
+  /** Per event: its lane. */
+  laneAt(i: number): number;
+  /** Findings whose evidence cites an event. */
+  findingsOf(seq: number): readonly string[];
+  /** The verdict beside a finding's reply. */
+  replyVerdict(seq: number): MarkVerdict | null;
+  /** Short label of the event at position i (eventLabel, truncated like a mark's). */
+  labelAt(i: number): string;
+}
+
+export function timelineFacts(session: Session, threads: readonly Thread[], events: readonly TraceEvent[], analysis: Analysis | null): TimelineFacts {
+  const r = readSession(threads, events, analysis);
+  const views = r.findings.map((f) => findingView(f, session, r.cols, r.lanes, null));
+  const verdicts = replyVerdicts(r.findings);
+  const table = session.target.status_table;
+  return {
+    clock: r.clock, t0: r.t0, lanes: r.lanes.lanes, findings: views, verdict: sessionVerdict(views, analysis), warnings: r.warnings,
+    events: r.cols.sorted,
+    clockAt: (i) => r.cols.clk[i]!,
+    laneAt: (i) => r.lanes.laneAt(i),
+    findingsOf: (seq) => r.cites.findingsOfSeq.get(seq) ?? [],
+    replyVerdict: (seq) => verdicts.get(seq) ?? null,
+    labelAt: (i) => markLabel(r.cols.sorted[i]!, table),
+  };
+}
+
 /**
  * Lay out a session. `threads` gives the lanes (one per thread, in this order
  * except that readers and writers of findings come first), `events` the marks
@@ -1036,14 +1108,7 @@ export function layoutTimeline(
 ): TimelineLayout {
   const o = { ...DEFAULTS, ...opts };
   const table = session.target.status_table;
-  const warnings: string[] = [];
-
-  const cols = EventColumns.of(events);
-  const { clock, t0 } = chooseClock(cols);
-  // Worst first, for the summarization budget.
-  const findings = [...(analysis?.findings ?? [])].sort((a, b) => findingRank(a.class) - findingRank(b.class));
-  const lanes = new LaneSet(threads, cols, findings, warnings);
-  const cites = new Citations(findings);
+  const { cols, clock, t0, findings, lanes, cites, warnings } = readSession(threads, events, analysis);
   const sel = selectMarks(cols, findings, cites, o, warnings);
   const spacing = new Spacing(sel.items, cols, clock, sel.labelled, lanes.lanes, o.width);
   const placement = new Placement({ cols, clock, lanes, sel, spacing, cites, table, findings }).run();
@@ -1052,7 +1117,7 @@ export function layoutTimeline(
   const bands: Band[] = [];
   const arrows: Arrow[] = [];
   for (const f of findings) {
-    const v = findingView(f, session, cols, lanes, sel, placement);
+    const v = findingView(f, session, cols, lanes, sel.fullFindings.has(f.id) ? (i) => placement.markOf(i) !== undefined : null);
     views.push(v);
     const drawn = bandAndArrows(v, cols, lanes, placement, bands.length < MAX_BANDS, warnings);
     if (!drawn) continue;

@@ -2,19 +2,30 @@ import type { Session, Thread, TraceEvent, StateValue } from '../../trace/schema
 import type { Analysis, Finding, Verdict } from '../../analyzer/types.js';
 import { renderHtml } from '../../reports/html.js';
 import { renderText } from '../../reports/text.js';
-import { renderPerfetto } from '../../reports/perfetto.js';
+import { writePerfetto } from '../../reports/perfetto.js';
+import { checkChromeTraceFile } from '../helpers/chrome-trace.js';
+import { spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /*
  * Report speed and size on LP#1994002 sessions of 1 thousand, 100 thousand
  * and 1 million events, each against JSON.stringify of the same events in the
- * same run: the ratio says what drawing costs over merely serializing.
+ * same run: the ratio says what drawing costs over merely serializing. The
+ * Perfetto export writes every event to a file as a stream: it is measured
+ * in a node process of its own (time, peak memory added over the loaded
+ * events, file size) against the same events written one JSON line each,
+ * also in a process of its own, and its file is checked streaming against
+ * what Perfetto's importer needs (test/helpers/chrome-trace.ts).
  *
  * The session builder is exported for the report tests: a hand-made
  * recording of the race (and its patched twin) with hand-made findings, so
  * the reports are tested without the analyzer.
  */
 
-export interface BenchRow { name: string; baselineMs: number; ms: number; ratio: number; bytes: number }
+export interface BenchRow { name: string; baselineMs: number; ms: number; ratio: number; bytes: number; [extra: string]: string | number }
 
 export interface Bundle {
   session: Session;
@@ -208,6 +219,72 @@ function gc(): void {
   (globalThis as { gc?: () => void }).gc?.();
 }
 
+/** What one streamed export cost, measured in a process of its own. */
+interface StreamRun { ms: number; bytes: number; rssBeforeMb: number; peakRssMb: number; peakHeapMb: number; valid?: boolean; problems?: string[] }
+
+const MB = 1024 * 1024;
+
+/**
+ * Write `n` events to `file` in 1 MiB chunks, sampling memory at every
+ * chunk: `perfetto` is writePerfetto; `baseline` is the least any full
+ * export does, each event JSON.stringify'd on a line of its own.
+ */
+function streamRun(mode: 'perfetto' | 'baseline', n: number, file: string): StreamRun {
+  const b = buildLp1994002Bundle({ events: n, target: 'qemu' });
+  gc();
+  const rssBefore = process.memoryUsage.rss();
+  let peakRss = rssBefore;
+  let peakHeap = process.memoryUsage().heapUsed;
+  let bytes = 0;
+  const fd = openSync(file, 'w');
+  const sink = (chunk: string): void => {
+    const buf = Buffer.from(chunk, 'utf8');
+    for (let off = 0; off < buf.length;) off += writeSync(fd, buf, off);
+    bytes += buf.length;
+    const m = process.memoryUsage();
+    peakRss = Math.max(peakRss, m.rss);
+    peakHeap = Math.max(peakHeap, m.heapUsed);
+  };
+  const t0 = performance.now();
+  try {
+    if (mode === 'perfetto') writePerfetto(b.session, b.threads, b.events, b.analysis, sink);
+    else {
+      let buf = '';
+      for (const e of b.events) {
+        buf += `${JSON.stringify(e)}\n`;
+        if (buf.length >= MB) {
+          sink(buf);
+          buf = '';
+        }
+      }
+      sink(buf);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  const ms = performance.now() - t0;
+  return { ms, bytes, rssBeforeMb: rssBefore / MB, peakRssMb: peakRss / MB, peakHeapMb: peakHeap / MB };
+}
+
+/** Run streamRun in a fresh node (so its peak memory is its own), then check the file streaming. */
+function streamRunIsolated(mode: 'perfetto' | 'baseline', n: number, file: string): StreamRun {
+  const r = spawnSync(process.execPath, ['--expose-gc', fileURLToPath(import.meta.url), CHILD_FLAG, mode, String(n), file], { encoding: 'utf8', maxBuffer: 16 * MB });
+  if (r.status !== 0) throw new Error(`bench child ${mode} ${n} failed (${r.status ?? r.signal}): ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
+  const run = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as StreamRun;
+  if (mode === 'perfetto') {
+    const check = checkChromeTraceFile(file);
+    run.valid = check.problems.length === 0 && check.seqs >= n - 100;
+    run.problems = check.problems.slice(0, 3);
+  }
+  return run;
+}
+
+const CHILD_FLAG = '--reports-bench-child';
+
+function sizeLabel(n: number): string {
+  return n >= 1_000_000 ? `${n / 1_000_000}M` : n >= 1000 ? `${n / 1000}k` : String(n);
+}
+
 export async function benchReports(sizes: number[] = [1_000, 100_000, 1_000_000]): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   // Warm up once (module initialization, jsdom's first document, JIT), so
@@ -215,21 +292,45 @@ export async function benchReports(sizes: number[] = [1_000, 100_000, 1_000_000]
   const warm = buildLp1994002Bundle({});
   renderHtml(warm.session, warm.threads, warm.events, warm.analysis);
   renderText(warm.session, warm.threads, warm.events, warm.analysis);
-  renderPerfetto(warm.session, warm.threads, warm.events, warm.analysis);
   for (const n of sizes) {
     let b: Bundle | null = buildLp1994002Bundle({ events: n });
     gc();
     const base = time(() => JSON.stringify(b!.events).length);
     const baselineMs = base.ms;
-    const label = n >= 1_000_000 ? `${n / 1_000_000}M` : n >= 1000 ? `${n / 1000}k` : String(n);
+    const label = sizeLabel(n);
     const html = time(() => renderHtml(b!.session, b!.threads, b!.events, b!.analysis));
     rows.push({ name: `html report, ${label} events`, baselineMs, ms: html.ms, ratio: html.ms / baselineMs, bytes: Buffer.byteLength(html.value) });
     const text = time(() => renderText(b!.session, b!.threads, b!.events, b!.analysis));
     rows.push({ name: `text report, ${label} events`, baselineMs, ms: text.ms, ratio: text.ms / baselineMs, bytes: Buffer.byteLength(text.value) });
-    const perfetto = time(() => renderPerfetto(b!.session, b!.threads, b!.events, b!.analysis));
-    rows.push({ name: `perfetto json, ${label} events`, baselineMs, ms: perfetto.ms, ratio: perfetto.ms / baselineMs, bytes: Buffer.byteLength(perfetto.value) });
     b = null;
     gc();
   }
+  // Perfetto writes every event, streamed to a file: each size in a process
+  // of its own against the baseline (every event as a JSON line) in another.
+  const dir = mkdtempSync(join(tmpdir(), 'migrace-bench-perfetto-'));
+  try {
+    for (const n of sizes) {
+      const base = streamRunIsolated('baseline', n, join(dir, `baseline-${n}.jsonl`));
+      const p = streamRunIsolated('perfetto', n, join(dir, `perfetto-${n}.json`));
+      rmSync(join(dir, `baseline-${n}.jsonl`), { force: true });
+      rmSync(join(dir, `perfetto-${n}.json`), { force: true });
+      const added = p.peakRssMb - p.rssBeforeMb;
+      const baseAdded = base.peakRssMb - base.rssBeforeMb;
+      rows.push({
+        name: `perfetto json (every event, streamed), ${sizeLabel(n)} events`, baselineMs: base.ms, ms: p.ms, ratio: p.ms / base.ms,
+        bytes: p.bytes, baselineBytes: base.bytes,
+        peakAddedMb: Math.round(added), baselinePeakAddedMb: Math.round(baseAdded), memRatio: Number((Math.max(1, added) / Math.max(1, baseAdded)).toFixed(2)),
+        eventsLoadedMb: Math.round(p.rssBeforeMb), peakRssMb: Math.round(p.peakRssMb), peakHeapMb: Math.round(p.peakHeapMb),
+        importerChecks: p.valid ? 'pass' : `FAIL ${p.problems?.join('; ')}`,
+      });
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
   return rows;
+}
+
+if (process.argv[2] === CHILD_FLAG && process.argv[1] === fileURLToPath(import.meta.url)) {
+  const [mode, n, file] = process.argv.slice(3);
+  process.stdout.write(`${JSON.stringify(streamRun(mode as 'perfetto' | 'baseline', Number(n), file!))}\n`);
 }

@@ -10,11 +10,12 @@ import { minimigProfile } from '../../recorder/probes/minimig.js';
 import { minimigDir, prepareMinimig } from '../../recorder/targets/minimig.js';
 import { renderDiffText } from '../../reports/diff.js';
 import { renderHtml } from '../../reports/html.js';
-import { perfettoTrace } from '../../reports/perfetto.js';
+import { renderPerfetto, type ChromeTraceEvent } from '../../reports/perfetto.js';
 import { renderSessionSvg } from '../../reports/svg.js';
 import { renderMarkdown, renderText } from '../../reports/text.js';
 import { layoutTimeline } from '../../reports/timeline.js';
 import type { SessionBundle } from '../../analyzer/compare.js';
+import { checkChromeTraceFile } from '../helpers/chrome-trace.js';
 import { tempStore } from '../helpers/db.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
 
@@ -78,7 +79,7 @@ describe('reports of a real replay', () => {
     const html = renderHtml(session, threads, events, analysis);
     expect(html).toMatch(/http-equiv="Content-Security-Policy" content="default-src (&#39;|')none/);
     expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org)/);
-    const trace = perfettoTrace(session, layoutOf(unpatched));
+    const trace = JSON.parse(renderPerfetto(session, threads, events, analysis)) as { traceEvents: ChromeTraceEvent[] };
     const names = trace.traceEvents.filter((e) => e.ph === 'M' && e.name === 'thread_name').map((e) => (e.args as { name: string }).name);
     for (const t of threads) expect(names.some((n) => n.startsWith(t.name!))).toBe(true);
     const out = trace.traceEvents.filter((e) => (e as { flow_out?: boolean }).flow_out).map((e) => (e as { bind_id?: number }).bind_id);
@@ -102,6 +103,10 @@ describe('reports of a real replay', () => {
       expect(files.map((f) => f.slice(dir.length + 1))).toEqual(['report.html', 'report.svg', 'report.md', 'report.perfetto.json', 'diff.html', 'diff.txt']);
       const row = 'setup -> active inside q1: manifested (active, no ram) -> benign (setup)';
       expect(readFileSync(join(dir, 'diff.txt'), 'utf8')).toContain(`\n  ${row}\n`);
+      const trace = checkChromeTraceFile(join(dir, 'report.perfetto.json'));
+      expect(trace.problems).toEqual([]);
+      expect(trace.seqs).toBe(unpatched.events.length);
+      expect(trace.flows).toBe(1);
       expect(readFileSync(join(dir, 'diff.html'), 'utf8')).toContain(`<td class="pair">setup -&gt; active inside q1: manifested (active, no ram) -&gt; benign (setup)</td>`);
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -1,10 +1,12 @@
-import { describe, expect, it, beforeAll } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findInterleavings, stateName } from '../../analyzer/interleavings.js';
 import { STATUS_TABLES } from '../../trace/status.js';
 import { BODIES, MAIN, MIG, Trace } from '../helpers/events.js';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 // @ts-ignore d3-node has no type declarations; its jsdom window parses what we render.
 import { D3Node } from 'd3-node';
 import { buildLp1994002Bundle, EVIL, EVIL_SCRIPT, type Bundle } from '../bench/reports.bench.js';
@@ -15,7 +17,8 @@ import { cleanText, printableShellWord } from '../../reports/safe-text.js';
 import { renderSvg, renderSessionSvg } from '../../reports/svg.js';
 import { escapeHtml, renderHtml, REPORT_CSS, REPORT_SCRIPT } from '../../reports/html.js';
 import { escapeMarkdown, renderMarkdown, renderText } from '../../reports/text.js';
-import { perfettoTrace, renderPerfetto, type ChromeTraceEvent } from '../../reports/perfetto.js';
+import { renderPerfetto, writePerfetto, type ChromeTraceEvent } from '../../reports/perfetto.js';
+import { checkChromeTraceFile } from '../helpers/chrome-trace.js';
 import { diffSessions, pairText, renderDiffHtml, renderDiffText } from '../../reports/diff.js';
 import type { TraceEvent } from '../../trace/schema.js';
 
@@ -443,6 +446,25 @@ describe('perfetto', () => {
   const load = (b: Bundle) => JSON.parse(renderPerfetto(b.session, b.threads, b.events, b.analysis)) as {
     displayTimeUnit: string; otherData: Record<string, string>; traceEvents: ChromeTraceEvent[];
   };
+  /** Stream a bundle's trace into a file and check it as the importer needs it. */
+  const written = (b: Pick<Bundle, 'session' | 'threads' | 'events' | 'analysis'>) => {
+    const file = join(tmp, `trace-${++files}.json`);
+    const chunks: number[] = [];
+    const fd = openSync(file, 'w');
+    try {
+      writePerfetto(b.session, b.threads, b.events, b.analysis, (c) => {
+        chunks.push(c.length);
+        writeSync(fd, c);
+      });
+    } finally {
+      closeSync(fd);
+    }
+    return { file, chunks, check: checkChromeTraceFile(file) };
+  };
+  let tmp: string;
+  let files = 0;
+  beforeAll(() => { tmp = mkdtempSync(join(tmpdir(), 'migrace-perfetto-')); });
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
   it('is the JSON object format, keys in the order the importer needs', () => {
     const text = renderPerfetto(unpatched.session, unpatched.threads, unpatched.events, unpatched.analysis);
@@ -459,7 +481,7 @@ describe('perfetto', () => {
   it('names every thread it uses and marks transitions, reads and publishes as instants', () => {
     const json = load(unpatched);
     const named = new Set(json.traceEvents.filter((e) => e.ph === 'M' && e.name === 'thread_name').map((e) => `${e.pid}/${e.tid}`));
-    const used = new Set(json.traceEvents.filter((e) => e.ph !== 'M' && e.ph !== 'C').map((e) => `${e.pid}/${e.tid}`));
+    const used = new Set(json.traceEvents.filter((e) => e.ph !== 'M').map((e) => `${e.pid}/${e.tid}`));
     for (const u of used) expect(named).toContain(u);
     expect(named.size).toBe(3);
     const threadNames = json.traceEvents.filter((e) => e.name === 'thread_name').map((e) => e.args!.name);
@@ -468,8 +490,8 @@ describe('perfetto', () => {
     expect(instants.every((e) => e.s === 't')).toBe(true);
     expect(instants.map((e) => e.name)).toContain('read setup');
     expect(instants.map((e) => e.name)).toContain('none -> setup');
-    const slices = json.traceEvents.filter((e) => e.ph === 'X');
-    expect(slices.map((e) => e.name)).toEqual(expect.arrayContaining(['query-migrate q2', 'held (reader)', 'F1 manifested: read setup -> publish active']));
+    const begins = json.traceEvents.filter((e) => e.ph === 'B').map((e) => e.name);
+    expect(begins).toEqual(expect.arrayContaining(['query-migrate q2', 'held (reader)', 'F1 manifested: read setup -> publish active']));
   });
 
   it('pairs flows from the crossing transition to the publish it spoiled', () => {
@@ -496,29 +518,92 @@ describe('perfetto', () => {
     expect(inn.ts).toBeGreaterThan(out.ts);
   });
 
-  it('nests slices on each thread', () => {
+  it('nests the slices of each thread: the finding inside its query, the held reader inside the finding', () => {
+    const { check } = written(unpatched);
+    expect(check.problems).toEqual([]);
     const json = load(unpatched);
-    const byTid = new Map<number, ChromeTraceEvent[]>();
-    for (const e of json.traceEvents) if (e.ph === 'X') byTid.set(e.tid, [...(byTid.get(e.tid) ?? []), e]);
-    for (const list of byTid.values()) {
-      list.sort((a, b) => a.ts - b.ts || b.dur! - a.dur!);
-      const stack: ChromeTraceEvent[] = [];
-      for (const s of list) {
-        while (stack.length && stack[stack.length - 1]!.ts + stack[stack.length - 1]!.dur! < s.ts) stack.pop();
-        const parent = stack[stack.length - 1];
-        if (parent) expect(s.ts + s.dur!).toBeLessThanOrEqual(parent.ts + parent.dur! + 1e-9);
-        stack.push(s);
-      }
-    }
+    const onReader = json.traceEvents.filter((e) => (e.ph === 'B' || e.ph === 'E') && e.tid === 4242).map((e) => `${e.ph} ${e.name}`);
+    const raced = onReader.indexOf('B query-migrate q2');
+    expect(onReader.slice(raced, raced + 6)).toEqual([
+      'B query-migrate q2', 'B F1 manifested: read setup -> publish active', 'B held (reader)',
+      'E held (reader)', 'E F1 manifested: read setup -> publish active', 'E query-migrate q2',
+    ]);
   });
 
   it('uses event order as the clock when there is none', () => {
     const b = buildLp1994002Bundle({ clock: false });
-    const l = layoutTimeline(b.session, b.threads, b.events, b.analysis);
-    const t = perfettoTrace(b.session, l);
+    const t = load(b);
     const ts = t.traceEvents.filter((e) => e.ph === 'i').map((e) => e.ts);
     expect(ts.every((x) => Number.isInteger(x))).toBe(true);
     expect(t.otherData.clock).toContain('event order');
+    expect(written(b).check.problems).toEqual([]);
+  });
+
+  it('writes every event of a session the HTML summarizes, in chunks, with the flows of every finding', () => {
+    const b = buildLp1994002Bundle({ events: 20_000, target: 'qemu' });
+    const f = b.analysis.findings[0]!;
+    // Three findings: every one gets its flow and its window.
+    const more = [2, 3].map((k) => ({ ...f, id: `F${k}` }));
+    const analysis = { ...b.analysis, findings: [f, ...more] };
+    const { check, chunks, file } = written({ ...b, analysis });
+    expect(check.problems).toEqual([]);
+    expect(check.seqs).toBe(b.events.length);
+    const count = (k: string) => b.events.filter((e) => e.kind === k).length;
+    for (const k of ['transition', 'read', 'publish', 'reply', 'hold', 'release']) expect(check.kinds[k], k).toBe(count(k));
+    // query begin and end are the B and E of the query slices.
+    expect(check.byPhase.B).toBe(count('query-begin') + 3 + count('hold'));
+    expect(check.byPhase.E).toBe(check.byPhase.B);
+    expect(check.flows).toBe(3);
+    // Windows that end together close as they nest: none was cut short.
+    expect(readFileSync(file, 'utf8')).not.toContain('cut_short_by');
+    expect(String(check.otherData!.events)).toBe(`${b.events.length} (every event)`);
+    expect(chunks.length).toBeGreaterThan(2);
+    expect(Math.max(...chunks)).toBeLessThan((1 << 20) + 10_000);
+  });
+
+  it('has a checker that rejects what the importer would not take', () => {
+    const file = join(tmp, 'bad.json');
+    const check = (events: object[], head = '{"displayTimeUnit":"ns","otherData":{},"traceEvents":[') => {
+      writeFileSync(file, `${head}\n${events.map((e) => JSON.stringify(e)).join(',\n')}\n]}\n`);
+      return checkChromeTraceFile(file).problems.join('; ');
+    };
+    const named = { name: 'thread_name', ph: 'M', ts: 0, pid: 1, tid: 1, args: { name: 't' } };
+    const i = (ts: number, extra: object = {}) => ({ name: 'x', ph: 'i', ts, pid: 1, tid: 1, s: 't', ...extra });
+    expect(check([named, i(1), i(2)])).toBe('');
+    expect(check([named, i(2), i(1)])).toContain('ts 1 before 2');
+    expect(check([named, { name: 'q', ph: 'B', ts: 1, pid: 1, tid: 1 }])).toContain('never closed');
+    expect(check([named, { name: 'q', ph: 'E', ts: 1, pid: 1, tid: 1 }])).toContain('nothing open');
+    expect(check([named, { name: 'a', ph: 'X', ts: 1, pid: 1, tid: 1, dur: 0, bind_id: 1, flow_out: true }])).toContain('flow 1 has no flow_in');
+    expect(check([named, i(1, { bind_id: 2, flow_in: true })])).toContain('flow on a i event');
+    expect(check([named, { ph: 'i', name: 'x', ts: 1, pid: 1, tid: 1, s: 't' }])).toContain('not name,ph,ts');
+    expect(check([named, i(1, { args: {} }), { name: 'x', ph: 'i', ts: 2, pid: 1, tid: 2, s: 't' }])).toContain('thread 1/2 has no thread_name');
+    expect(check([named], '{"otherData":{},"displayTimeUnit":"ns","traceEvents":[')).toContain('top-level keys otherData,displayTimeUnit,traceEvents');
+    // Truncated files and strings with structure inside them.
+    writeFileSync(file, '{"displayTimeUnit":"ns","otherData":{"a":"} ] \\" ,"},"traceEvents":[\n{"name":"x","ph":"i"');
+    expect(() => checkChromeTraceFile(file)).toThrow(/end of file/);
+    expect(check([named, i(1, { name: 'a "}]" \\', args: { s: '[{' } })])).toBe('');
+  });
+
+  it('keeps B/E balanced when the session does not nest: a hold outliving its query, a query never ended, an end never begun', () => {
+    const tr = new Trace();
+    tr.transition(MAIN, 'none', 'setup');
+    tr.queryBegin(MAIN, 'q1');
+    tr.read(MAIN, 'setup');
+    tr.hold(MAIN, 'reader');
+    tr.queryEnd(MAIN, 'q1');
+    tr.release(MAIN, 'reader');
+    tr.queryEnd(MAIN, 'q9');
+    tr.queryBegin(MAIN, 'q2');
+    tr.read(MAIN, 'setup');
+    const session = tr.session();
+    const b = { session, threads: tr.threads, events: tr.events, analysis: findInterleavings(session, tr.threads, tr.events) };
+    expect(written(b).check.problems).toEqual([]);
+    const json = load(b as Bundle);
+    const es = json.traceEvents.filter((e) => e.ph === 'E');
+    expect(es.find((e) => e.name === 'held (reader)')!.args).toEqual({ cut_short_by: 'query:q1' });
+    expect(es.find((e) => e.name === 'query-migrate q2')!.args).toEqual({ unfinished: true });
+    // The lone end is still there, as an instant.
+    expect(json.traceEvents.filter((e) => e.ph === 'i' && e.args!.query === 'q9')).toHaveLength(1);
   });
 });
 
@@ -608,11 +693,6 @@ describe('large sessions', () => {
     expect(text).toContain('setup -> active >>F1');
     expect(text).toMatch(/\.\.\. 99,99\d polls elided/);
 
-    const perfetto = renderPerfetto(b.session, b.threads, b.events, b.analysis);
-    expect(Buffer.byteLength(perfetto)).toBeLessThan(2 * 1024 * 1024);
-    const pj = JSON.parse(perfetto) as { traceEvents: ChromeTraceEvent[] };
-    expect(pj.traceEvents.filter((e) => e.flow_out)).toHaveLength(1);
-    expect(pj.traceEvents.filter((e) => e.ph === 'C').length).toBeGreaterThan(0);
   });
 });
 
