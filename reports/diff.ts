@@ -5,10 +5,10 @@ import {
 } from '../analyzer/compare.js';
 import { layoutTimeline, type LayoutOptions, type TimelineLayout, type VerdictKind } from './timeline.js';
 import { replyBrief } from './labels.js';
-import { reproduceCommand } from './reproduce.js';
+import { reproduction, scheduleJsonLines, type Reproduction } from './reproduce.js';
 import { cleanText, truncate, wrapWords } from './safe-text.js';
 import { renderSvg } from './svg.js';
-import { findingsHtml, h, htmlPage, timelineHtml } from './html.js';
+import { findingsHtml, h, htmlPage, reproduceHtml, timelineHtml } from './html.js';
 import { swimlaneDiagram } from './text.js';
 
 /*
@@ -27,7 +27,8 @@ export interface SideSummary {
   verdict: { kind: VerdictKind; sentence: string };
   findings: number;
   queries: number;
-  reproduce: string;
+  /** Its schedule, when it replayed one from a file, is saved as schedule-a.json / schedule-b.json. */
+  reproduce: Reproduction;
 }
 
 export interface SessionDiff {
@@ -44,7 +45,7 @@ export interface SessionDiff {
   summary: string;
 }
 
-function side(bundle: SessionBundle, layout: TimelineLayout, queries: number): SideSummary {
+function side(tag: 'a' | 'b', bundle: SessionBundle, layout: TimelineLayout, queries: number): SideSummary {
   const s = bundle.session;
   return {
     session: { id: s.id, label: s.label, origin: s.origin, state: s.state },
@@ -52,15 +53,15 @@ function side(bundle: SessionBundle, layout: TimelineLayout, queries: number): S
     verdict: layout.verdict,
     findings: bundle.analysis?.findings.length ?? 0,
     queries,
-    reproduce: reproduceCommand(s, layout.findings[0]?.finding ?? null),
+    reproduce: reproduction(s, layout.findings[0]?.finding ?? null, { scheduleFile: `schedule-${tag}.json` }),
   };
 }
 
 function diffWithLayouts(a: SessionBundle, b: SessionBundle, la: TimelineLayout, lb: TimelineLayout): SessionDiff {
   const c = compareSessions(a, b);
   const { pairs, onlyA, onlyB } = c.findings;
-  const sa = side(a, la, c.queries.filter((q) => q.a).length);
-  const sb = side(b, lb, c.queries.filter((q) => q.b).length);
+  const sa = side('a', a, la, c.queries.filter((q) => q.a).length);
+  const sb = side('b', b, lb, c.queries.filter((q) => q.b).length);
   const changed = pairs.filter((p) => p.changed).length;
   const name = (s: SideSummary): string => `session ${s.session.id} (${s.target.variant})`;
   const summary = sa.verdict.kind === sb.verdict.kind && changed === 0 && onlyA.length === 0 && onlyB.length === 0
@@ -167,9 +168,14 @@ export function renderDiffText(a: SessionBundle, b: SessionBundle, opts: LayoutO
   }
   lines.push('');
   lines.push('Reproduce:');
-  lines.push(`  A: ${d.a.reproduce}`);
-  lines.push(`  B: ${d.b.reproduce}`);
-  return `${lines.map((l) => truncate(l, width)).join('\n')}\n`;
+  const out = lines.map((l) => truncate(l, width));
+  // A schedule's JSON is never cut: it must read back as the same schedule.
+  for (const [tag, s] of [['A', d.a], ['B', d.b]] as const) {
+    const r = s.reproduce;
+    if (r.schedule) out.push('```json', ...scheduleJsonLines(r.schedule, width).lines, '```', `  ${tag}: save as ${r.scheduleFile}, then:`);
+    out.push(truncate(`  ${tag}: ${r.command}`, width));
+  }
+  return `${out.join('\n')}\n`;
 }
 
 /** Two timelines side by side, the comparison below. Same page rules as the single report. */
@@ -201,7 +207,7 @@ export function renderDiffHtml(a: SessionBundle, b: SessionBundle, opts: LayoutO
     gridRow('side-head', sideFacts),
     gridRow('side-timeline', (s) => timelineHtml(s.layout, renderSvg(s.layout, { idPrefix: `${s.tag.toLowerCase()}${s.bundle.session.id}`, header: false }), s.prefix, false)),
     gridRow('side-findings', (s) => `<h3>Findings</h3>\n${findingsHtml(s.layout, s.prefix, s.bundle.analysis, false)}`),
-    gridRow('side-reproduce', (s) => `<p>Reproduce ${s.tag}:</p><pre class="cmd"><code>${h(reproduceCommand(s.bundle.session, s.layout.findings[0]?.finding ?? null))}</code></pre>`),
+    gridRow('side-reproduce', (s) => `<p>Reproduce ${s.tag}:</p>${reproduceHtml(s.tag === 'A' ? d.a.reproduce : d.b.reproduce)}`),
   ].join('\n');
   const row = (q: QueryPair): string =>
     `<tr class="${q.same ? 'same' : 'differs'}"><td>${q.n}</td><td>${h(q.a?.query ?? '-')}</td><td>${h(queryOutcomeText(q.a))}</td><td>${h(q.b?.query ?? '-')}</td><td>${h(queryOutcomeText(q.b))}</td></tr>`;

@@ -1,8 +1,8 @@
 import type { Session, Thread, TraceEvent } from '../trace/schema.js';
 import type { Analysis } from '../analyzer/types.js';
 import { timelineFacts, type FindingView, type Lane, type TimelineFacts } from './timeline.js';
-import { reproduceCommand } from './reproduce.js';
-import { cleanText, truncate } from './safe-text.js';
+import { reproduction } from './reproduce.js';
+import { cleanText, printableJson, truncate } from './safe-text.js';
 
 /*
  * Chrome trace-event JSON (the object form) for Perfetto and chrome://tracing,
@@ -33,7 +33,7 @@ import { cleanText, truncate } from './safe-text.js';
  * Parts: Tracks (pid/tid per lane and their metadata), planFlows (every
  * finding's arrows, numbered), planWindows (where each finding's window opens
  * and closes), PerfettoWriter (the pass over the events: what opens at an
- * event, its own mark, what closes), then writePerfetto and renderPerfetto.
+ * event, its own mark, what closes), then writePerfetto.
  */
 
 export interface ChromeTraceEvent {
@@ -118,17 +118,6 @@ class Tracks {
   }
 }
 
-function hasSeq(events: readonly TraceEvent[], seq: number): boolean {
-  let lo = 0;
-  let hi = events.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (events[mid]!.seq < seq) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo < events.length && events[lo]!.seq === seq;
-}
-
 interface FlowEnd { id: number; dir: 'out' | 'in'; finding: string }
 
 /**
@@ -147,10 +136,10 @@ function planFlows(facts: TimelineFacts): Map<number, FlowEnd[]> {
   let id = 0;
   for (const v of facts.findings) {
     const to = v.finding.publish?.seq ?? v.finding.query?.end_seq ?? null;
-    if (to === null || !hasSeq(facts.events, to)) continue;
+    if (to === null || !facts.has(to)) continue;
     for (const c of v.crossing) {
-      const from = c.released !== null && hasSeq(facts.events, c.released) ? c.released : c.seq;
-      if (from === to || !hasSeq(facts.events, from)) continue;
+      const from = c.released !== null && facts.has(c.released) ? c.released : c.seq;
+      if (from === to || !facts.has(from)) continue;
       id++;
       add(from, { id, dir: 'out', finding: v.id });
       add(to, { id, dir: 'in', finding: v.id });
@@ -179,7 +168,7 @@ function planWindows(facts: TimelineFacts): { opens: Map<number, Window[]>; clos
     const f = v.finding;
     const from = f.read?.seq ?? f.query?.begin_seq ?? v.evidence[0];
     const to = f.publish?.seq ?? f.query?.end_seq ?? v.evidence[v.evidence.length - 1];
-    if (v.lane === null || from == null || to == null || from >= to || !hasSeq(facts.events, from) || !hasSeq(facts.events, to)) continue;
+    if (v.lane === null || from == null || to == null || from >= to || !facts.has(from) || !facts.has(to)) continue;
     const w: Window = {
       key: `finding:${v.id}`,
       lane: v.lane,
@@ -274,7 +263,8 @@ class PerfettoWriter {
   start(session: Session): void {
     const t = session.target;
     const facts = this.facts;
-    const otherData = {
+    const r = reproduction(session, facts.findings[0]?.finding ?? null);
+    const otherData: Record<string, string> = {
       generator: 'migrace',
       session: `${session.id}: ${str(session.label, 200)}`,
       origin: session.origin,
@@ -282,9 +272,11 @@ class PerfettoWriter {
       target: `${t.kind} ${t.binary ? str(t.binary, 200) : '-'} variant ${t.variant}${t.qemu_version ? ` QEMU ${str(t.qemu_version, 40)}` : ''}${t.build_id ? ` build-id ${str(t.build_id, 80)}` : ''}`,
       clock: facts.clock === 'time' ? 'microseconds since the first event' : 'event order (1 us per event; the session has no clock)',
       verdict: str(facts.verdict.sentence, 1000),
-      reproduce: str(reproduceCommand(session, facts.findings[0]?.finding ?? null)),
+      reproduce: str(r.command),
       events: `${facts.events.length} (every event)`,
     };
+    // The schedule to save first, whole: the trace must stand alone like the other reports.
+    if (r.schedule) otherData.schedule = `save as ${r.scheduleFile}: ${printableJson(r.schedule)}`;
     this.buf = `{"displayTimeUnit":"ns","otherData":${JSON.stringify(otherData)},"traceEvents":[\n`;
     for (const m of this.tracks.metadata(session)) this.emit(m);
   }
@@ -393,13 +385,4 @@ export function writePerfetto(
   w.start(session);
   for (let i = 0; i < facts.events.length; i++) w.event(i);
   w.finish();
-}
-
-/** The whole JSON text as one string: for small sessions and tests (a file export streams with writePerfetto). */
-export function renderPerfetto(
-  session: Session, threads: readonly Thread[], events: readonly TraceEvent[], analysis: Analysis | null,
-): string {
-  const parts: string[] = [];
-  writePerfetto(session, threads, events, analysis, (chunk) => parts.push(chunk));
-  return parts.join('');
 }

@@ -7,7 +7,9 @@
  *  - cleanText / cleanMultiline: one printable line (or lines) for a
  *    terminal, an SVG or a tooltip;
  *  - truncate / wrapWords: fit that text to a width, counting code points;
- *  - printableShellWord: one word of a command a user pastes into a shell.
+ *  - printableShellWord: one word of a command a user pastes into a shell;
+ *  - printableJson: JSON whose strings escape what must not reach a
+ *    terminal, so it reads back as the same value.
  *
  * HTML and Markdown escaping happen after cleaning, in html.ts and text.ts.
  */
@@ -93,4 +95,17 @@ export function printableShellWord(s: string): string {
     const n = c.charCodeAt(0);
     return n < 0x80 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
   })}'`;
+}
+
+/** What JSON.stringify leaves raw but a terminal must not see: DEL, C1 controls, bidi, BOM, line and paragraph separators. */
+// eslint-disable-next-line no-control-regex
+const UNSAFE_IN_JSON = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]/g;
+
+/**
+ * JSON.stringify, with every character that must not reach a terminal
+ * written as a \uXXXX escape (JSON.stringify itself escapes C0 controls and
+ * lone surrogates): printable, and JSON.parse gives the same value back.
+ */
+export function printableJson(value: unknown, space?: number): string {
+  return (JSON.stringify(value, null, space) ?? 'null').replace(UNSAFE_IN_JSON, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }

@@ -1,12 +1,15 @@
+import type { Session } from '../trace/schema.js';
 import type { Analysis, FindingClass, Verdict } from '../analyzer/types.js';
 import { cleanText } from './safe-text.js';
+import { infeasibleOf } from './session-meta.js';
 import type { FindingView, VerdictKind } from './timeline.js';
 
 /*
  * The sentences a report says, from the layout's own reading of the
  * evidence: one per finding (what crossed what, and what was published) and
  * one for the whole session (the verdict, with what libvirt does with the
- * reply). Names in them are already cleaned by the layout.
+ * reply, or why a replay's schedule could not happen). Names in them are
+ * already cleaned by the layout.
  */
 
 function quoteStatus(status: string | null): string {
@@ -38,8 +41,17 @@ export function explainFinding(
   return `${x0 ? `${x0.thread} moved ${x0.old} -> ${x0.new} (#${x0.seq}${x0.released !== null ? `, held there and released at #${x0.released}` : ''})` : 'A transition happened'} after ${reader} read ${read?.value ?? '?'}${read ? ` (#${read.seq})` : ''}${pub}${tail}.`;
 }
 
-/** The session's verdict: the worst finding, else what the replies say. */
-export function sessionVerdict(views: FindingView[], analysis: Analysis | null): { kind: VerdictKind; sentence: string } {
+/**
+ * The session's verdict: an infeasible replay says so (with the lock its
+ * reader waits on), else the worst finding, else what the replies say.
+ */
+export function sessionVerdict(session: Session, views: FindingView[], analysis: Analysis | null): { kind: VerdictKind; sentence: string } {
+  const infeasible = infeasibleOf(session);
+  if (infeasible) {
+    const stack = infeasible.stack.length ? ` Lock-wait stack: ${infeasible.stack.map(cleanText).join(' <- ')}.` : '';
+    const reason = cleanText(infeasible.reason).replace(/\.$/, '');
+    return { kind: 'infeasible', sentence: `Infeasible: the schedule cannot happen on this build: ${reason}.${infeasible.reason.includes(' <- ') ? '' : stack}` };
+  }
   if (!analysis) return { kind: 'unanalyzed', sentence: 'Not analyzed: this session has no findings or reply verdicts yet.' };
   const manifested = views.filter((f) => f.cls === 'manifested');
   const more = (n: number, what: string): string => (n > 1 ? ` (${n} ${what} in this session)` : '');

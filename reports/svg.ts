@@ -141,7 +141,8 @@ export function renderSvg(layout: TimelineLayout, opts: SvgOptions = {}): string
   head?.append('text').attr('x', 10).attr('y', 17).attr('font-size', 13).attr('font-weight', 'bold').attr('fill', COLORS.ink)
     .text(truncate(t(layout.title), Math.floor((layout.width - 20) / 7.8)));
   const vColor = layout.verdict.kind === 'reproduced' || layout.verdict.kind === 'replies-fail'
-    ? COLORS.manifested : layout.verdict.kind === 'not-reproduced' || layout.verdict.kind === 'clean' ? COLORS.benign : COLORS.muted;
+    ? COLORS.manifested : layout.verdict.kind === 'not-reproduced' || layout.verdict.kind === 'clean' ? COLORS.benign
+      : layout.verdict.kind === 'infeasible' ? COLORS['window-only'] : COLORS.muted;
   const perLine = Math.max(40, Math.floor((layout.width - 20) / CHAR_W));
   wrapWords(t(layout.verdict.sentence), perLine, 2).forEach((line, i) => {
     head?.append('text').attr('class', 'verdict-line').attr('x', 10).attr('y', 34 + i * 14).attr('fill', vColor).text(line);

@@ -1,16 +1,20 @@
 import type { Session, Thread, TraceEvent } from '../trace/schema.js';
 import type { Analysis } from '../analyzer/types.js';
 import { layoutTimeline, type Bin, type LayoutOptions, type Mark, type TimelineLayout } from './timeline.js';
-import { reproduceCommand } from './reproduce.js';
+import { reproduction, scheduleJsonLines } from './reproduce.js';
 import { cleanText, truncate, wrapWords } from './safe-text.js';
+import { infeasibleOf } from './session-meta.js';
 
 /*
  * Plain text and Markdown for a Launchpad or Bugzilla comment: a swimlane
  * diagram that fits 80 columns (a column per thread, a row per event in seq
  * order, runs of uninteresting events folded into one line), the findings
- * with their evidence seqs, the verdict and the command that reproduces it.
- * Every line of the plain text, and every line inside the Markdown fences,
- * is at most `width` characters.
+ * with their evidence seqs, the verdict and the command that reproduces it
+ * (with the schedule itself, as fenced JSON, when the session replayed one
+ * that is not built in). Every line of the plain text, and every line inside
+ * the Markdown fences, is at most `width` characters, but for a schedule's
+ * JSON: plain text shortens a long description to fit (names it cannot),
+ * Markdown prints the schedule whole.
  */
 
 export interface TextOptions extends LayoutOptions {
@@ -245,11 +249,43 @@ function findingLines(layout: TimelineLayout, width: number): string[] {
   return out;
 }
 
+/** An infeasible replay's lock-wait stack, innermost frame first. */
+function lockWaitLines(session: Session): string[] {
+  const inf = infeasibleOf(session);
+  if (!inf || inf.stack.length === 0) return [];
+  return [`The reader's stack${inf.lock ? `, waiting in ${cleanText(inf.lock)}` : ''}:`, ...inf.stack.map((f, i) => `  #${i} ${cleanText(f)}`)];
+}
+
+/**
+ * The Reproduce part: the schedule to save first as fenced JSON (whose
+ * lines are never cut: `raw` lists them), then the command, fenced in
+ * Markdown, indented in plain text.
+ */
+function reproduceLines(session: Session, layout: TimelineLayout, width: number, markdown: boolean): { lines: string[]; raw: Set<number> } {
+  const r = reproduction(session, layout.findings[0]?.finding ?? null);
+  const lines: string[] = [];
+  const raw = new Set<number>();
+  if (r.schedule) {
+    // Plain text keeps its width (a long description is shortened); Markdown keeps the schedule whole.
+    const json = scheduleJsonLines(r.schedule, markdown ? undefined : width);
+    for (const l of fence(json.lines, 'json')) {
+      raw.add(lines.length);
+      lines.push(l);
+    }
+    if (json.shortened) lines.push(...wrap('(the description is shortened to fit; the replay does not read it)', width, '  ', ''));
+    lines.push(`save as ${r.scheduleFile}, then:`);
+  }
+  lines.push(...(markdown ? fence(wrapCommand(r.command, width, ''), 'sh') : wrapCommand(r.command, width, '  ')));
+  return { lines, raw };
+}
+
 function textFromLayout(session: Session, layout: TimelineLayout, width: number): string {
   const lines: string[] = [];
   lines.push(...headerLines(session, layout, width));
   lines.push('');
   lines.push(...wrap(`Verdict: ${layout.verdict.sentence}`, width, '  ', ''));
+  const stack = lockWaitLines(session);
+  if (stack.length) lines.push('', ...stack.map((l) => fit(l, width)));
   lines.push('');
   lines.push(...swimlaneDiagram(layout, width));
   lines.push('');
@@ -257,8 +293,10 @@ function textFromLayout(session: Session, layout: TimelineLayout, width: number)
   lines.push(...findingLines(layout, width));
   lines.push('');
   lines.push('Reproduce:');
-  lines.push(...wrapCommand(reproduceCommand(session, layout.findings[0]?.finding ?? null), width, '  '));
-  return `${lines.map((l) => fit(l, width)).join('\n')}\n`;
+  const rep = reproduceLines(session, layout, width, false);
+  const out = lines.map((l) => fit(l, width));
+  rep.lines.forEach((l, i) => out.push(rep.raw.has(i) ? l : fit(l, width)));
+  return `${out.join('\n')}\n`;
 }
 
 /** Plain text for a bug comment. */
@@ -296,6 +334,8 @@ function markdownFromLayout(session: Session, layout: TimelineLayout, width: num
   md.push('');
   md.push(`**Verdict:** ${escapeMarkdown(layout.verdict.sentence)}`);
   md.push('');
+  const stack = lockWaitLines(session);
+  if (stack.length) md.push(...fence(stack, 'text'), '');
   md.push(`- **target:** ${escapeMarkdown(t.kind)}${t.binary ? ` ${codeSpan(t.binary)}` : ''}, variant ${escapeMarkdown(t.variant)}${t.qemu_version ? `, QEMU ${codeSpan(t.qemu_version)}` : ''}${t.build_id ? `, build-id ${codeSpan(t.build_id)}` : ''}`);
   md.push(`- **session:** ${escapeMarkdown(session.origin)}, ${escapeMarkdown(session.state)}, ${layout.totalEvents} events${layout.summarized ? ' (summarized)' : ''}, clock: ${layout.clock === 'time' ? 'real time' : 'event order'}`);
   if (session.error) md.push(`- **error:** ${escapeMarkdown(session.error)}`);
@@ -313,7 +353,7 @@ function markdownFromLayout(session: Session, layout: TimelineLayout, width: num
   md.push('');
   md.push('#### Reproduce');
   md.push('');
-  md.push(...fence(wrapCommand(reproduceCommand(session, layout.findings[0]?.finding ?? null), width, ''), 'sh'));
+  md.push(...reproduceLines(session, layout, width, true).lines);
   return `${md.join('\n')}\n`;
 }
 

@@ -30,7 +30,9 @@ import { explainFinding, sessionVerdict } from './sentences.js';
  * timelineFacts runs phases 1 to 3 and the finding views only: the reading
  * without the drawing, for exports that write every event (perfetto.ts).
  * Shared parts live beside it: safe-text.ts (cleaning trace text), labels.ts
- * (names and tooltips), reproduce.ts (the replay command), sentences.ts.
+ * (names and tooltips), reproduce.ts (the replay command and its schedule),
+ * sentences.ts (finding explanations, the verdict), session-meta.ts (what a
+ * session's meta says about how it was made).
  */
 
 export interface LayoutOptions {
@@ -51,7 +53,7 @@ export interface LayoutOptions {
 }
 
 export type Clock = 'time' | 'order';
-export type VerdictKind = 'reproduced' | 'not-reproduced' | 'undetermined' | 'replies-fail' | 'clean' | 'unanalyzed';
+export type VerdictKind = 'reproduced' | 'not-reproduced' | 'undetermined' | 'replies-fail' | 'clean' | 'unanalyzed' | 'infeasible';
 
 export interface Lane {
   index: number;
@@ -1076,6 +1078,8 @@ export interface TimelineFacts {
   replyVerdict(seq: number): MarkVerdict | null;
   /** Short label of the event at position i (eventLabel, truncated like a mark's). */
   labelAt(i: number): string;
+  /** The session has an event with this seq. */
+  has(seq: number): boolean;
 }
 
 export function timelineFacts(session: Session, threads: readonly Thread[], events: readonly TraceEvent[], analysis: Analysis | null): TimelineFacts {
@@ -1084,13 +1088,14 @@ export function timelineFacts(session: Session, threads: readonly Thread[], even
   const verdicts = replyVerdicts(r.findings);
   const table = session.target.status_table;
   return {
-    clock: r.clock, t0: r.t0, lanes: r.lanes.lanes, findings: views, verdict: sessionVerdict(views, analysis), warnings: r.warnings,
+    clock: r.clock, t0: r.t0, lanes: r.lanes.lanes, findings: views, verdict: sessionVerdict(session, views, analysis), warnings: r.warnings,
     events: r.cols.sorted,
     clockAt: (i) => r.cols.clk[i]!,
     laneAt: (i) => r.lanes.laneAt(i),
     findingsOf: (seq) => r.cites.findingsOfSeq.get(seq) ?? [],
     replyVerdict: (seq) => verdicts.get(seq) ?? null,
     labelAt: (i) => markLabel(r.cols.sorted[i]!, table),
+    has: (seq) => r.cols.indexOf(seq) >= 0,
   };
 }
 
@@ -1128,7 +1133,7 @@ export function layoutTimeline(
   for (const m of placement.marks) m.tooltip = markTooltip(m, cols.n, lanes.lanes, clock, t0, table, views);
   const ticks = keepTicks(placement, views, cols, clock);
 
-  const verdict = sessionVerdict(views, analysis);
+  const verdict = sessionVerdict(session, views, analysis);
   const width = Math.ceil(Math.max(o.width, placement.right + 40));
   const height = TOP + lanes.lanes.length * LANE_H + BOTTOM;
   const title = o.title ?? `migrace session ${session.id}: ${cleanText(session.label)}`;

@@ -1,5 +1,6 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
+import { writePerfetto } from '../../reports/perfetto.js';
 
 /*
  * A streaming reader and checker of Chrome trace-event JSON (object form),
@@ -14,8 +15,15 @@ import { StringDecoder } from 'node:string_decoder';
  *    in no earlier than the out; bind_id a number;
  *  - every thread used is named by thread_name metadata.
  * The parse itself is by characters, never by lines: a value is whatever
- * JSON says it is.
+ * JSON says it is. perfettoText collects a small session's export whole.
  */
+
+/** The whole Perfetto JSON of a session as one string (small sessions in tests; files stream). */
+export function perfettoText(...args: Parameters<typeof writePerfetto> extends [...infer A, unknown] ? A : never): string {
+  const parts: string[] = [];
+  writePerfetto(...args, (chunk) => parts.push(chunk));
+  return parts.join('');
+}
 
 /** Characters of a file, read in chunks. */
 class CharReader {

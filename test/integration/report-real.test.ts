@@ -3,19 +3,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { replay } from '../../analyzer/replay.js';
-import { builtinSchedule } from '../../analyzer/schedule.js';
+import { builtinSchedule, parseSchedule, readThenTransition } from '../../analyzer/schedule.js';
 import { loadBundle, writeReports } from '../../cli/report.js';
 import { importFiles } from '../../recorder/import/index.js';
 import { minimigProfile } from '../../recorder/probes/minimig.js';
 import { minimigDir, prepareMinimig } from '../../recorder/targets/minimig.js';
 import { renderDiffText } from '../../reports/diff.js';
 import { renderHtml } from '../../reports/html.js';
-import { renderPerfetto, type ChromeTraceEvent } from '../../reports/perfetto.js';
+import type { ChromeTraceEvent } from '../../reports/perfetto.js';
 import { renderSessionSvg } from '../../reports/svg.js';
 import { renderMarkdown, renderText } from '../../reports/text.js';
 import { layoutTimeline } from '../../reports/timeline.js';
 import type { SessionBundle } from '../../analyzer/compare.js';
-import { checkChromeTraceFile } from '../helpers/chrome-trace.js';
+import { checkChromeTraceFile, perfettoText } from '../helpers/chrome-trace.js';
 import { tempStore } from '../helpers/db.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
 
@@ -24,6 +24,19 @@ let db: ReturnType<typeof tempStore>;
 let unpatched: SessionBundle;
 let patched: SessionBundle;
 let imported: SessionBundle;
+let infeasible: SessionBundle;
+const bqlStep = readThenTransition('bql-step', 'active', 'completed', "the step into completed, taken under minimig's big lock");
+
+/** A --schedule replay that cannot happen: with --bql-completion the held writer owns the lock the reader waits for. */
+async function replayInfeasible(): Promise<number> {
+  const target = await prepareMinimig({ bqlCompletion: true });
+  const r = await replay({
+    store: db.store, target, profile: minimigProfile(minimigDir(), target.binary, false), schedule: bqlStep, label: 'bql step',
+    meta: { command: ['migrace', 'replay', '--schedule', 'bql-step.json', '--target', 'minimig', '--bql-completion'] },
+  });
+  expect(r.outcome, r.error ?? '').toBe('infeasible');
+  return r.sessionId;
+}
 
 async function replayMinimig(isPatched: boolean): Promise<number> {
   const target = await prepareMinimig({ patched: isPatched });
@@ -38,6 +51,7 @@ beforeAll(async () => {
   patched = loadBundle(db.store, await replayMinimig(true));
   const [id] = importFiles(db.store, 'gdb', [join(process.cwd(), 'samples/transcripts/minimig-unpatched.gdb.txt')], { label: 'transcript' });
   imported = loadBundle(db.store, id);
+  infeasible = loadBundle(db.store, await replayInfeasible());
   expectNoSurvivors();
 }, 120_000);
 afterAll(() => db.cleanup());
@@ -79,7 +93,7 @@ describe('reports of a real replay', () => {
     const html = renderHtml(session, threads, events, analysis);
     expect(html).toMatch(/http-equiv="Content-Security-Policy" content="default-src (&#39;|')none/);
     expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org)/);
-    const trace = JSON.parse(renderPerfetto(session, threads, events, analysis)) as { traceEvents: ChromeTraceEvent[] };
+    const trace = JSON.parse(perfettoText(session, threads, events, analysis)) as { traceEvents: ChromeTraceEvent[] };
     const names = trace.traceEvents.filter((e) => e.ph === 'M' && e.name === 'thread_name').map((e) => (e.args as { name: string }).name);
     for (const t of threads) expect(names.some((n) => n.startsWith(t.name!))).toBe(true);
     const out = trace.traceEvents.filter((e) => (e as { flow_out?: boolean }).flow_out).map((e) => (e as { bind_id?: number }).bind_id);
@@ -111,6 +125,23 @@ describe('reports of a real replay', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('reports an infeasible --schedule replay: the verdict with the lock-wait stack, the schedule to save, the exact command', () => {
+    const { session, threads, events, analysis } = infeasible;
+    const text = renderText(session, threads, events, analysis);
+    expect(text.split('\n').every((line) => [...line].length <= 80)).toBe(true);
+    // The verdict paragraph, unwrapped.
+    expect(text.replace(/\n {2}(?=\S)/g, ' ')).toMatch(/^Verdict: Infeasible: the schedule cannot happen on this build: reader .* cannot arrive: thread 1 "minimig" waits in /m);
+    const stack = /^The reader's stack, waiting in (\S+):\n((?: {2}#\d+ .*\n)+)/m.exec(text);
+    expect(stack, text).not.toBeNull();
+    expect(stack![2]).toMatch(/pthread_mutex_lock|lll_lock_wait/);
+    const json = /^```json\n([\s\S]*?)\n```$/m.exec(text)![1]!;
+    expect(parseSchedule(JSON.parse(json), 'report')).toEqual(bqlStep);
+    expect(text).toContain('save as schedule.json, then:\n  migrace replay --schedule schedule.json --target minimig --bql-completion\n');
+    const html = renderHtml(session, threads, events, analysis);
+    expect(html).toContain('<p class="verdict infeasible">Infeasible: ');
+    expect(html).toContain('<pre class="stack">#0 ');
   });
 
   it('reports an imported GDB transcript (no clock) with the same structure', () => {

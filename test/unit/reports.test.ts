@@ -12,13 +12,15 @@ import { D3Node } from 'd3-node';
 import { buildLp1994002Bundle, EVIL, EVIL_SCRIPT, type Bundle } from '../bench/reports.bench.js';
 import { layoutTimeline, type TimelineLayout } from '../../reports/timeline.js';
 import { displayStateName } from '../../reports/labels.js';
-import { reproduceCommand } from '../../reports/reproduce.js';
-import { cleanText, printableShellWord } from '../../reports/safe-text.js';
+import { reproduceCommand, reproduction } from '../../reports/reproduce.js';
+import { infeasibleOf, invocationOf, parseCommand } from '../../reports/session-meta.js';
+import { builtinSchedule, parseSchedule, readThenTransition } from '../../analyzer/schedule.js';
+import { cleanText, printableJson, printableShellWord } from '../../reports/safe-text.js';
 import { renderSvg, renderSessionSvg } from '../../reports/svg.js';
 import { escapeHtml, renderHtml, REPORT_CSS, REPORT_SCRIPT } from '../../reports/html.js';
 import { escapeMarkdown, renderMarkdown, renderText } from '../../reports/text.js';
-import { renderPerfetto, writePerfetto, type ChromeTraceEvent } from '../../reports/perfetto.js';
-import { checkChromeTraceFile } from '../helpers/chrome-trace.js';
+import { writePerfetto, type ChromeTraceEvent } from '../../reports/perfetto.js';
+import { checkChromeTraceFile, perfettoText } from '../helpers/chrome-trace.js';
 import { diffSessions, pairText, renderDiffHtml, renderDiffText } from '../../reports/diff.js';
 import type { TraceEvent } from '../../trace/schema.js';
 
@@ -273,6 +275,133 @@ describe('reproduceCommand', () => {
   });
 });
 
+describe('reproducing a replay exactly', () => {
+  const custom = readThenTransition('mine', 'active', 'cancelling', 'hold the reader on active while the migration is cancelled');
+  const qemuReplay = (meta: Record<string, unknown>) => {
+    const q = buildLp1994002Bundle({ target: 'qemu' });
+    return { ...q, session: { ...q.session, origin: 'replay' as const, meta: { schedule: custom, scenario: custom.name, ...meta } } };
+  };
+  const argv = ['migrace', 'replay', '--schedule', 'my schedule.json', '--target', 'qemu', '--qemu', '/opt/q/qemu-system-x86_64',
+    '--profile', '/tmp/p.json', '--memory', '512', '--max-bandwidth', '1048576', '--repeat', '5', '--', '-cpu', 'max', '-smp', '2'];
+  const expected = 'migrace replay --schedule schedule.json --target qemu --qemu /opt/q/qemu-system-x86_64 --profile /tmp/p.json --memory 512 --max-bandwidth 1048576 -- -cpu max -smp 2';
+  /** The fenced JSON of a text or Markdown report, parsed as replay would read the file. */
+  const fencedSchedule = (text: string) => parseSchedule(JSON.parse(/^```json\n([\s\S]*?)\n```$/m.exec(text)![1]!), 'report');
+
+  it('replays a --schedule replay from the schedule it prints, with the QEMU, profile, memory, bandwidth and extra arguments (meta.command)', () => {
+    const b = qemuReplay({ command: argv });
+    const r = reproduction(b.session, b.analysis.findings[0]);
+    expect(r.command).toBe(expected);
+    expect(r.schedule).toEqual(custom);
+    const text = renderText(b.session, b.threads, b.events, b.analysis);
+    expect(width80(text)).toEqual([]);
+    expect(fencedSchedule(text)).toEqual({ ...custom, description: expect.any(String) });
+    expect(text).toMatch(/^save as schedule\.json, then:\n {2}migrace replay --schedule schedule\.json --target qemu --qemu/m);
+    expect(text).toContain('-- -cpu max -smp 2\n');
+    expect(text).not.toContain('--scenario lp1994002');
+    const md = renderMarkdown(b.session, b.threads, b.events, b.analysis);
+    expect(fencedSchedule(md)).toEqual(custom);
+    expect(md).toMatch(/save as schedule\.json, then:\n```sh\nmigrace replay --schedule schedule\.json/);
+    const doc = parseHtml(renderHtml(b.session, b.threads, b.events, b.analysis));
+    expect(parseSchedule(JSON.parse(doc.querySelector('#reproduce pre.schedule')!.textContent!), 'html')).toEqual(custom);
+    expect(doc.querySelector('#reproduce p')!.textContent).toBe('save as schedule.json, then:');
+    expect(doc.querySelector('#reproduce pre.cmd')!.textContent).toBe(expected);
+    const otherData = JSON.parse(perfettoText(b.session, b.threads, b.events, b.analysis)).otherData as Record<string, string>;
+    expect(otherData.reproduce).toBe(expected);
+    expect(parseSchedule(JSON.parse(otherData.schedule!.replace(/^save as schedule\.json: /, '')), 'perfetto')).toEqual(custom);
+  });
+
+  it('reads the same from meta.invocation, which wins over meta.command', () => {
+    const invocation = {
+      command: 'replay', target: 'qemu', patched: false, binary: null, qemu: '/opt/q/qemu-system-x86_64', profile: '/tmp/p.json',
+      memory: '512', extra_args: ['-cpu', 'max', '-smp', '2'], max_bandwidth: 1048576, setup_ms: null, transfer_ms: null, bql_completion: false,
+    };
+    expect(reproduceCommand(qemuReplay({ invocation }).session)).toBe(expected);
+    expect(reproduceCommand(qemuReplay({ invocation, command: ['migrace', 'replay', '--target', 'qemu', '--qemu', '/elsewhere'] }).session)).toBe(expected);
+    // Without a profile file or extras, none are invented; the default memory is left out.
+    expect(reproduceCommand(qemuReplay({ invocation: { ...invocation, profile: null, memory: '128', extra_args: [], max_bandwidth: null } }).session))
+      .toBe('migrace replay --schedule schedule.json --target qemu --qemu /opt/q/qemu-system-x86_64');
+    const minimig = { ...unpatched.session, origin: 'replay' as const, meta: { schedule: custom, invocation: { target: 'minimig', patched: true, setup_ms: 300, transfer_ms: 2000, bql_completion: true } } };
+    expect(reproduceCommand(minimig)).toBe('migrace replay --schedule schedule.json --target minimig --patched --setup-ms 300 --transfer-ms 2000 --bql-completion');
+  });
+
+  it('replays a --finding replay from its schedule, and a schedule that is a built-in scenario by name', () => {
+    const fromFinding = readThenTransition('session7-F1', 'setup', 'cancelling', 'replay of F1 in session 7');
+    const s = { ...unpatched.session, origin: 'replay' as const, meta: { schedule: fromFinding, command: ['migrace', 'replay', '--finding', '7:F1', '--target', 'minimig', '--patched'] } };
+    expect(reproduction(s).command).toBe('migrace replay --schedule schedule.json --target minimig --patched');
+    expect(reproduction(s).schedule).toEqual(fromFinding);
+    const builtin = { ...s, meta: { schedule: builtinSchedule('lp1994002'), command: ['migrace', 'replay', '--schedule', 'copy.json', '--target', 'minimig'] } };
+    expect(reproduction(builtin)).toMatchObject({ command: 'migrace replay --scenario lp1994002 --target minimig', schedule: null });
+    // A meta.schedule that is not a schedule is not printed as one.
+    const broken = { ...s, meta: { schedule: { format: 'migrace-schedule', steps: 'x' }, command: ['migrace', 'replay', '--schedule', 'x.json', '--target', 'minimig'] } };
+    expect(reproduction(broken)).toMatchObject({ command: 'migrace replay --schedule x.json --target minimig', schedule: null });
+  });
+
+  it('falls back to the target arguments (meta.args) for memory and extra QEMU arguments', () => {
+    const q = buildLp1994002Bundle({ target: 'qemu' });
+    const args = ['-nodefaults', '-display', 'none', '-S', '-m', '1024', '-name', 'source,debug-threads=on', '-qmp', 'unix:/tmp/x/qmp.sock,server=on,wait=off', '-cpu', 'max'];
+    const rec = { ...q.session, origin: 'live' as const, meta: { args } };
+    expect(reproduceCommand(rec, q.analysis.findings[0])).toBe('migrace replay --scenario lp1994002 --target qemu --qemu /opt/qemu-5.2/usr/bin/qemu-system-x86_64 --memory 1024 -- -cpu max');
+    expect(invocationOf(rec)).toMatchObject({ source: 'args', memory: '1024', extraArgs: ['-cpu', 'max'] });
+    // The demo's argv has no extra arguments; its target's own arguments still count.
+    const demo = { ...rec, origin: 'replay' as const, meta: { args, command: ['migrace', 'replay', '--scenario', 'lp1994002', '--target', 'qemu', '--qemu', '/q'] } };
+    expect(reproduceCommand(demo)).toBe('migrace replay --scenario lp1994002 --target qemu --qemu /q --memory 1024 -- -cpu max');
+  });
+
+  it('reads argv as commander does: --opt=value, variadic --env, bare words are QEMU arguments', () => {
+    expect(parseCommand(['migrace', 'replay', '--qemu=/q', '--target', 'qemu', '--env', 'A=1', 'B=2', '--patched', '-cpu', 'max'])).toMatchObject({
+      target: 'qemu', qemu: '/q', env: ['A=1', 'B=2'], patched: true, extraArgs: ['-cpu', 'max'],
+    });
+    expect(parseCommand(['migrace', 'replay', '--scenario', 'lp1994002'])).toMatchObject({ target: 'minimig', scenario: 'lp1994002', extraArgs: [] });
+  });
+
+  it('keeps hostile schedule text printable and exact, and the text within 80 columns', () => {
+    const evil = { ...custom, description: `x\u202ey\x1b[2J\u2028${'long '.repeat(30)}\`\`\`` };
+    const b = qemuReplay({ schedule: evil, command: argv });
+    const text = renderText(b.session, b.threads, b.events, b.analysis);
+    expect(width80(text)).toEqual([]);
+    // eslint-disable-next-line no-control-regex
+    expect(text).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u202a-\u202e]/);
+    expect(text).toContain('(the description is shortened to fit; the replay does not read it)');
+    const md = renderMarkdown(b.session, b.threads, b.events, b.analysis);
+    const block = /^(`{3,})json\n([\s\S]*?)\n\1$/m.exec(md)!;
+    expect(block[1]!.length).toBeGreaterThan(3);
+    expect(parseSchedule(JSON.parse(block[2]!), 'md')).toEqual(evil);
+    expect(printableJson('a\u202eb\u0085')).toBe('"a\\u202eb\\u0085"');
+  });
+});
+
+describe('an infeasible replay', () => {
+  // As analyzer/replay.ts stores it (a real one: minimig --bql-completion, active -> completed).
+  const REASON = 'reader (the read probe with value active) cannot arrive: thread 1 "minimig" waits in futex_wait (futex_wait <- __GI___lll_lock_wait <- lll_mutex_lock_optimized <- ___pthread_mutex_lock <- bql_lock <- handle_line) while writer (migrate_set_state(active -> completed)) is held; the held thread owns the lock';
+  const infeasible = (v: unknown) => {
+    const events = unpatched.events.slice(0, 3);
+    return { ...unpatched, events, session: { ...unpatched.session, meta: { ...unpatched.session.meta, infeasible: v } }, analysis: { ...unpatched.analysis, findings: [], replies: [] } };
+  };
+
+  it('says so in the verdict, with the lock-wait stack, in every rendering', () => {
+    const b = infeasible(REASON);
+    const l = layoutTimeline(b.session, b.threads, b.events, b.analysis);
+    expect(l.verdict.kind).toBe('infeasible');
+    expect(l.verdict.sentence).toBe(`Infeasible: the schedule cannot happen on this build: ${REASON}.`);
+    const text = renderText(b.session, b.threads, b.events, b.analysis);
+    expect(width80(text)).toEqual([]);
+    expect(text).toContain("The reader's stack, waiting in futex_wait:\n  #0 futex_wait\n  #1 __GI___lll_lock_wait\n");
+    expect(text).toContain('  #5 handle_line\n');
+    const doc = parseHtml(renderHtml(b.session, b.threads, b.events, b.analysis));
+    expect(doc.querySelector('.verdict.infeasible')!.textContent).toContain('waits in futex_wait');
+    expect(doc.querySelector('pre.stack')!.textContent!.split('\n')).toHaveLength(6);
+    expect(renderMarkdown(b.session, b.threads, b.events, b.analysis)).toContain('**Verdict:** Infeasible');
+  });
+
+  it('reads a structured meta.infeasible too', () => {
+    const b = infeasible({ reason: 'the writer holds the big lock', lock: 'bql_lock_impl', stack: [{ func: 'pthread_mutex_lock' }, { func: 'bql_lock_impl' }, { func: 'qmp_dispatch' }] });
+    expect(infeasibleOf(b.session)).toEqual({ reason: 'the writer holds the big lock', lock: 'bql_lock_impl', stack: ['pthread_mutex_lock', 'bql_lock_impl', 'qmp_dispatch'] });
+    const l = layoutTimeline(b.session, b.threads, b.events, b.analysis);
+    expect(l.verdict.sentence).toBe('Infeasible: the schedule cannot happen on this build: the writer holds the big lock. Lock-wait stack: pthread_mutex_lock <- bql_lock_impl <- qmp_dispatch.');
+    expect(infeasibleOf(unpatched.session)).toBeNull();
+  });
+});
+
 describe('escaping', () => {
   it('escapeHtml escapes the five characters', () => {
     expect(escapeHtml(`<img src=x onerror=alert(1)>`)).toBe('&lt;img src=x onerror=alert(1)&gt;');
@@ -314,7 +443,7 @@ describe('escaping', () => {
     expect(md).toContain('`race </title><script>alert(3)</script> <img src=x onerror=alert(1)>`');
     expect(escapeMarkdown('<b>*x*</b>')).toBe('\\<b\\>\\*x\\*\\</b\\>');
 
-    const json = JSON.parse(renderPerfetto(b.session, b.threads, b.events, b.analysis)) as { traceEvents: ChromeTraceEvent[] };
+    const json = JSON.parse(perfettoText(b.session, b.threads, b.events, b.analysis)) as { traceEvents: ChromeTraceEvent[] };
     const names = json.traceEvents.filter((e) => e.name === 'thread_name').map((e) => e.args!.name as string);
     expect(names.some((n) => n.startsWith(EVIL))).toBe(true);
 
@@ -443,7 +572,7 @@ describe('text and markdown', () => {
 });
 
 describe('perfetto', () => {
-  const load = (b: Bundle) => JSON.parse(renderPerfetto(b.session, b.threads, b.events, b.analysis)) as {
+  const load = (b: Bundle) => JSON.parse(perfettoText(b.session, b.threads, b.events, b.analysis)) as {
     displayTimeUnit: string; otherData: Record<string, string>; traceEvents: ChromeTraceEvent[];
   };
   /** Stream a bundle's trace into a file and check it as the importer needs it. */
@@ -467,7 +596,7 @@ describe('perfetto', () => {
   afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
   it('is the JSON object format, keys in the order the importer needs', () => {
-    const text = renderPerfetto(unpatched.session, unpatched.threads, unpatched.events, unpatched.analysis);
+    const text = perfettoText(unpatched.session, unpatched.threads, unpatched.events, unpatched.analysis);
     const json = JSON.parse(text) as Record<string, unknown>;
     expect(Object.keys(json)).toEqual(['displayTimeUnit', 'otherData', 'traceEvents']);
     expect(json.displayTimeUnit).toBe('ns');
@@ -702,7 +831,7 @@ describe('odd sessions', () => {
     for (const b of [empty]) {
       expect(() => renderHtml(b.session, b.threads, b.events, b.analysis)).not.toThrow();
       expect(width80(renderText(b.session, b.threads, b.events, b.analysis))).toEqual([]);
-      expect(() => JSON.parse(renderPerfetto(b.session, b.threads, b.events, b.analysis))).not.toThrow();
+      expect(() => JSON.parse(perfettoText(b.session, b.threads, b.events, b.analysis))).not.toThrow();
     }
     const replies = unpatched.events.filter((e) => e.kind === 'reply').map((e) => ({ ...e, t_ns: null, thread: null }));
     const imp = { ...unpatched, session: { ...unpatched.session, origin: 'import:libvirt-log' as const, target: { ...unpatched.session.target, kind: 'import' as const, binary: null } }, threads: [], events: replies, analysis: { ...unpatched.analysis, findings: [] } };
