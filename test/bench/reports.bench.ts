@@ -220,7 +220,7 @@ function gc(): void {
 }
 
 /** What one streamed export cost, measured in a process of its own. */
-interface StreamRun { ms: number; bytes: number; rssBeforeMb: number; peakRssMb: number; peakHeapMb: number; valid?: boolean; problems?: string[] }
+interface StreamRun { ms: number; cpuMs: number; bytes: number; rssBeforeMb: number; peakRssMb: number; peakHeapMb: number; valid?: boolean; problems?: string[] }
 
 const MB = 1024 * 1024;
 
@@ -246,6 +246,7 @@ function streamRun(mode: 'perfetto' | 'baseline', n: number, file: string): Stre
     peakHeap = Math.max(peakHeap, m.heapUsed);
   };
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   try {
     if (mode === 'perfetto') writePerfetto(b.session, b.threads, b.events, b.analysis, sink);
     else {
@@ -263,7 +264,8 @@ function streamRun(mode: 'perfetto' | 'baseline', n: number, file: string): Stre
     closeSync(fd);
   }
   const ms = performance.now() - t0;
-  return { ms, bytes, rssBeforeMb: rssBefore / MB, peakRssMb: peakRss / MB, peakHeapMb: peakHeap / MB };
+  const cpu = process.cpuUsage(cpu0);
+  return { ms, cpuMs: (cpu.user + cpu.system) / 1000, bytes, rssBeforeMb: rssBefore / MB, peakRssMb: peakRss / MB, peakHeapMb: peakHeap / MB };
 }
 
 /** Run streamRun in a fresh node (so its peak memory is its own), then check the file streaming. */
@@ -318,6 +320,8 @@ export async function benchReports(sizes: number[] = [1_000, 100_000, 1_000_000]
       const baseAdded = base.peakRssMb - base.rssBeforeMb;
       rows.push({
         name: `perfetto json (every event, streamed), ${sizeLabel(n)} events`, baselineMs: base.ms, ms: p.ms, ratio: p.ms / base.ms,
+        // CPU time too: on a shared machine the wall time is mostly waiting.
+        cpuMs: Math.round(p.cpuMs), baselineCpuMs: Math.round(base.cpuMs), cpuRatio: Number((p.cpuMs / base.cpuMs).toFixed(2)),
         bytes: p.bytes, baselineBytes: base.bytes,
         peakAddedMb: Math.round(added), baselinePeakAddedMb: Math.round(baseAdded), memRatio: Number((Math.max(1, added) / Math.max(1, baseAdded)).toFixed(2)),
         eventsLoadedMb: Math.round(p.rssBeforeMb), peakRssMb: Math.round(p.peakRssMb), peakHeapMb: Math.round(p.peakHeapMb),
