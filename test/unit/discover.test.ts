@@ -3,10 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MigraceError } from '../../trace/errors.js';
-import {
-  analyzeDisassembly, buildProfile, calleesToInspect, discoverProfile, findGlobal, FIRST_PASS_FUNCTIONS, loadProfileFile,
-  parseProfileText, parseVersionOutput,
-} from '../../recorder/probes/discover.js';
+import { analyzeDisassembly, buildProfile, calleesToInspect, findGlobal, FIRST_PASS_FUNCTIONS } from '../../recorder/probes/analysis.js';
+import { discoverProfile, loadProfileFile, parseProfileText, parseVersionOutput } from '../../recorder/probes/discover.js';
 import { parseDisasmLine, parseDisassembly, parseOperand } from '../../recorder/probes/disasm.js';
 import { buildIdFromNotes, readElfInfo } from '../../recorder/probes/elf.js';
 import { ProfileSchema } from '../../recorder/probes/profile.js';
