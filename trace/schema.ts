@@ -15,7 +15,20 @@ export type Variant = z.infer<typeof Variant>;
 export const SessionStateSchema = z.enum(['recording', 'complete', 'aborted']);
 export type SessionState = z.infer<typeof SessionStateSchema>;
 
-export const StatusTableIdSchema = z.enum(['4.2', '9.1', '10.2']);
+export const StatusTableIdSchema = z.enum(['4.2', '9.1', '10.2', '11.0']);
+
+/**
+ * The MigrationStatus names a session's numbers mean (index = C value) and
+ * where they came from: `binary`, the target's own MigrationStatus_lookup;
+ * `version-table`, trace/status.ts's table for its QEMU version, used when
+ * the binary has no lookup table. Absent (imports, sessions from before
+ * names were carried): the version table `status_table` named them.
+ */
+export const StatusNamesSchema = z.object({
+  source: z.enum(['binary', 'version-table']),
+  names: z.array(z.string().min(1).max(64)).min(1).max(256),
+});
+export type StatusNames = z.infer<typeof StatusNamesSchema>;
 
 export const TargetSchema = z.object({
   kind: z.enum(['minimig', 'qemu', 'attach', 'import']),
@@ -23,8 +36,9 @@ export const TargetSchema = z.object({
   build_id: z.string().nullable(),
   qemu_version: z.string().nullable(),
   variant: Variant,
-  /** Which MigrationStatus numbering the values of this session use. */
+  /** The MigrationStatus version table of this QEMU version (the one whose names status_names equals, when one does). */
   status_table: StatusTableIdSchema,
+  status_names: StatusNamesSchema.optional(),
 });
 export type Target = z.infer<typeof TargetSchema>;
 

@@ -62,18 +62,43 @@ typedef enum MigrationStatus {
     MIGRATION_STATUS__MAX = 14,
 } MigrationStatus;
 
-static const char *const MigrationStatus_lookup[MIGRATION_STATUS__MAX] = {
-    "none", "setup", "cancelling", "cancelled", "active",
-    "postcopy-active", "postcopy-paused", "postcopy-recover", "completed",
-    "failed", "colo", "pre-switchover", "device", "wait-unplug",
+/*
+ * The names, exported the way QEMU's QAPI generator emits them (QEMU 6.1
+ * and later: include/qapi/util.h, qapi-types-migration.c): migrace reads
+ * them from the binary, so this table is what names minimig's states.
+ */
+typedef struct QEnumLookup {
+    const char *const *array;
+    const unsigned char *const special_features;
+    const int size;
+} QEnumLookup;
+
+const QEnumLookup MigrationStatus_lookup = {
+    .array = (const char *const[]) {
+        [MIGRATION_STATUS_NONE] = "none",
+        [MIGRATION_STATUS_SETUP] = "setup",
+        [MIGRATION_STATUS_CANCELLING] = "cancelling",
+        [MIGRATION_STATUS_CANCELLED] = "cancelled",
+        [MIGRATION_STATUS_ACTIVE] = "active",
+        [MIGRATION_STATUS_POSTCOPY_ACTIVE] = "postcopy-active",
+        [MIGRATION_STATUS_POSTCOPY_PAUSED] = "postcopy-paused",
+        [MIGRATION_STATUS_POSTCOPY_RECOVER] = "postcopy-recover",
+        [MIGRATION_STATUS_COMPLETED] = "completed",
+        [MIGRATION_STATUS_FAILED] = "failed",
+        [MIGRATION_STATUS_COLO] = "colo",
+        [MIGRATION_STATUS_PRE_SWITCHOVER] = "pre-switchover",
+        [MIGRATION_STATUS_DEVICE] = "device",
+        [MIGRATION_STATUS_WAIT_UNPLUG] = "wait-unplug",
+    },
+    .size = MIGRATION_STATUS__MAX
 };
 
 const char *MigrationStatus_str(int status)
 {
-    if (status < 0 || status >= MIGRATION_STATUS__MAX) {
+    if (status < 0 || status >= MigrationStatus_lookup.size) {
         return "unknown";
     }
-    return MigrationStatus_lookup[status];
+    return MigrationStatus_lookup.array[status];
 }
 
 /* QEMU's qatomic_read/qatomic_set: relaxed, untorn, no ordering promises. */
