@@ -1,11 +1,15 @@
 import { MigraceError } from '../../trace/errors.js';
-import { tableIdFor } from '../../trace/status.js';
 import type { Variant } from '../../trace/schema.js';
-import { describe, gdbRegister, hex, isCall, parseDisassembly, parseOperand, type DisasmLine, type DisasmListing, type Operand } from './disasm.js';
+import { describe, gdbRegister, hex, isCall, parseOperand, type DisasmLine, type DisasmListing, type Operand } from './disasm.js';
 import {
   ARG_REGS, FunctionModel, get, parseFieldLabel, put, symbolBase, uniformGlobal, uniformOffset, type Context, type GlobalInfo, type State,
 } from './dataflow.js';
-import { ProfileSchema, type Probe, type Profile } from './profile.js';
+import { ProfileSchema, type Probe, type Profile, type ReadPoint } from './profile.js';
+import {
+  callWritesOf, CodeMap, QUERY_PATH_DEPTH, readPointsOn, toKnown, walkQueryPath, type FoundRead, type FunctionCode, type KnownFunction, type QueryPath,
+  type WantedCode,
+} from './query-path.js';
+import type { StatusDecision } from './status-lookup.js';
 
 /**
  * The pure analysis of discovery: from gdb's disassembly text to what a
@@ -13,12 +17,15 @@ import { ProfileSchema, type Probe, type Profile } from './profile.js';
  *
  * Parts, in order:
  * - the functions asked for, and the shapes the analysis returns;
+ * - Anchors: how a location names code (a symbol gdb resolves right, or an
+ *   offset from one, for code a stripped build names nowhere);
  * - helpers that read one listing (the global behind migrate_get_current,
  *   the state offset an exported helper reveals, the state loads);
+ * - planQueryPath: which callees the effects should disassemble next;
  * - analyzeDisassembly, one named step each: required functions, where
  *   MigrationState lives, the state offset, the read, the destination-side
  *   loads it skips, the publishes, the variant, the transition probe, the
- *   state address;
+ *   state address, the read points of the query path;
  * - buildProfile: the analysis as a profile (schema in profile.ts).
  */
 
@@ -31,7 +38,7 @@ export const FIRST_PASS_FUNCTIONS = [...REQUIRED_FUNCTIONS, 'migrate_get_current
  * Bumped whenever discovery would place probes differently: cached profiles
  * from an older revision are rediscovered rather than trusted.
  */
-export const DISCOVERY_REVISION = 1;
+export const DISCOVERY_REVISION = 2;
 export const REVISION_NOTE = `discovery revision ${DISCOVERY_REVISION}`;
 
 /** `info->status` sits after `bool has_status` in every QAPI-generated MigrationInfo we have seen. */
@@ -43,6 +50,22 @@ const ALLOCATORS = new Set(['g_malloc0', 'g_malloc0_n', 'g_try_malloc0', 'g_try_
 export interface DisassemblyInput {
   /** gdb's `disassemble` text per function; null when gdb had no such symbol. */
   listings: Record<string, string | null>;
+  /** Callees on the query path, disassembled by address range (planQueryPath says which). */
+  code?: FunctionCode[];
+  /** Names in `listings` that are no gdb location for their code (with debug info gdb resolves them to a clone). */
+  notAnchors?: string[];
+  /** Why names are not anchors: the message when no name is left to place a probe from. */
+  anchorProblems?: string[];
+  /** Why a function in `listings` is missing from the symbol table (only clones of it, several of it). */
+  symbolProblems?: Record<string, string>;
+  /**
+   * With debug info, where the transition probe stops when a breakpoint on
+   * the name would also land on inlined copies: the out-of-line copy's
+   * first location, and what was left out.
+   */
+  transitionEntry?: { address: number; leftOut: string[] };
+  /** File, line and inlined function per instruction address (hex), from debug info. */
+  sourceLines?: Record<string, string>;
   /** The binary has DWARF (in the file or a separate debug file gdb loads). */
   debugInfo: boolean;
   /** offsetof(MigrationState, state) as gdb reports it from debug info. */
@@ -54,6 +77,8 @@ export interface DisassemblyInput {
 
 export interface PointFinding {
   fn: string;
+  /** Link-time address of the instruction the probe is placed at. */
+  address: number;
   /** Offset of the instruction the probe is placed at. */
   offset: number;
   location: string;
@@ -80,8 +105,57 @@ export interface Analysis {
   query: Probe;
   variant: Variant;
   variantWhy: string;
+  /** Every read of the state on the query path, the switch read among them. */
+  readPoints: ReadPoint[];
   /** Every finding, in order, as the report prints it. */
   notes: string[];
+}
+
+/* ------------------------------------------------------------------ */
+/* Anchors: the names a location can start from */
+
+/** The exported names a location is placed from, most readable first. */
+const ANCHOR_ORDER = ['qmp_query_migrate', 'migrate_set_state', 'migrate_get_current'] as const;
+
+/**
+ * A gdb location must name code through a symbol gdb resolves to that code.
+ * A function is an anchor when its name is one (the effects check the
+ * symbol table, and gdb's own lookup when debug info is loaded); code of a
+ * non-anchor is placed as an offset from the first anchor of ANCHOR_ORDER.
+ */
+class Anchors {
+  private readonly named = new Map<string, KnownFunction>();
+
+  constructor(private readonly input: DisassemblyInput, code: CodeMap) {
+    for (const f of code.all()) if (f.anchor) this.named.set(f.name, f);
+  }
+
+  private primary(): KnownFunction {
+    for (const name of ANCHOR_ORDER) {
+      const f = this.named.get(name);
+      if (f) return f;
+    }
+    const why = this.input.anchorProblems?.length ? `: ${this.input.anchorProblems.join('; ')}` : '';
+    throw probesError(this.input.binary, `no function name gdb resolves to the code the symbol table gives it (${ANCHOR_ORDER.join(', ')})${why}`);
+  }
+
+  /** `*fn+OFF`, or `*anchor±DELTA` for code whose own name gdb cannot be trusted with. */
+  at(fn: KnownFunction, offset: number): string {
+    if (fn.anchor) return `*${fn.name}+${offset}`;
+    const a = this.primary();
+    const d = fn.start + offset - a.start;
+    return d >= 0 ? `*${a.name}+${d}` : `*${a.name}-${-d}`;
+  }
+
+  /** The entry of a named function: its name (gdb skips the prologue), or its address from an anchor. */
+  entry(name: string, fn: KnownFunction | null): string {
+    return fn && fn.anchor ? name : fn ? this.at(fn, 0) : name;
+  }
+
+  /** The symbol state_addr_expr counts from: migrate_get_current when it is an anchor (the form profiles always had). */
+  expressionBase(): KnownFunction {
+    return this.named.get('migrate_get_current') ?? this.primary();
+  }
 }
 
 
@@ -97,11 +171,19 @@ function probesError(binary: string | undefined, what: string): MigraceError {
   );
 }
 
+function knownOf(input: DisassemblyInput, fn: string): KnownFunction | null {
+  return toKnown(fn, input.listings[fn] ?? null, !(input.notAnchors ?? []).includes(fn));
+}
+
 function listingOf(input: DisassemblyInput, fn: string): DisasmListing | null {
-  const text = input.listings[fn];
-  if (!text) return null;
-  const listing = parseDisassembly(text);
-  return listing.lines.length > 0 ? listing : null;
+  return knownOf(input, fn)?.listing ?? null;
+}
+
+/** Every listing the input has, named or reached by address. */
+function codeMapOf(input: DisassemblyInput): CodeMap {
+  const named = Object.keys(input.listings).map((n) => knownOf(input, n)).filter((f): f is KnownFunction => f !== null);
+  const callees = (input.code ?? []).map((c) => toKnown(c.name, c.text, c.anchor)).filter((f): f is KnownFunction => f !== null);
+  return new CodeMap([...named, ...callees]);
 }
 
 /** Skip endbr64 and a frame-pointer prologue: the body starts after them. */
@@ -149,16 +231,45 @@ function offsetFromHelper(fn: string, listing: DisasmListing, base: Omit<Context
 }
 
 interface ReadSearch {
+  fn: KnownFunction;
   model: FunctionModel;
   ins: Array<State | undefined>;
   ctx: Context;
   loads: Array<{ idx: number; off: number; dst: Operand | null }>;
 }
 
-function searchReads(model: FunctionModel, entry: State, ctx: Context, stateOffset: number | null): ReadSearch {
+function searchReads(fn: KnownFunction, entry: State, ctx: Context, stateOffset: number | null): ReadSearch {
+  const model = new FunctionModel(fn.listing, fn.name);
   const ins = model.dataflow(entry, ctx);
   const loads = model.fieldAccesses(ins, ctx).filter((a) => a.load && (stateOffset === null || a.off === stateOffset));
-  return { model, ins, ctx, loads };
+  return { fn, model, ins, ctx, loads };
+}
+
+/** The context of qmp_query_migrate: the call that allocates the reply, what calls to known code write. */
+function rootContext(qmp: DisasmListing, base: Base, code: CodeMap): Context {
+  const allocSite = qmp.lines.findIndex((l) => isCall(l.mnemonic) && ALLOCATORS.has(symbolBase(l.targetSymbol) ?? ''));
+  return { ...base, allocSite, offsetOnly: null, callWrites: callWritesOf(code, base) };
+}
+
+function calleeContext(base: Base, code: CodeMap): Context {
+  return { ...base, allocSite: -1, offsetOnly: null, callWrites: callWritesOf(code, base) };
+}
+
+/** The global behind migrate_get_current and migrate_get_current itself: what code that reads MigrationState refers to. */
+export function stateHandles(input: DisassemblyInput): Base {
+  return findMigrationState(input, []);
+}
+
+/**
+ * What the effects should disassemble next: the calls of the query path no
+ * listing covers yet. Never throws: it runs before anything is known.
+ */
+export function planQueryPath(input: DisassemblyInput): WantedCode[] {
+  const code = codeMapOf(input);
+  const qmp = knownOf(input, 'qmp_query_migrate');
+  if (!qmp) return [];
+  const base = findMigrationState(input, []);
+  return walkQueryPath(qmp, rootContext(qmp.listing, base, code), code, calleeContext(base, code)).wanted;
 }
 
 function tracesMigrationState(ins: Array<State | undefined>): boolean {
@@ -175,39 +286,44 @@ export function analyzeDisassembly(input: DisassemblyInput): Analysis {
   const notes: string[] = [];
   const statusOff = input.statusFieldOffset ?? STATUS_FIELD_OFFSET;
   const { setState, qmp } = requiredListings(input);
+  const code = codeMapOf(input);
+  const anchors = new Anchors(input, code);
   const base = findMigrationState(input, notes);
   const offset = findStateOffset(input, base, notes);
-  const found = findRead(input, qmp, base, offset, notes);
+  const found = findRead(input, qmp, base, offset, code, anchors, notes);
   noteDestinationLoads(found, notes);
-  const publishes = findPublishes(found, statusOff, notes);
+  const publishes = findPublishes(found, statusOff, anchors, notes);
   const { variant, variantWhy } = classifyVariant(found, publishes);
   notes.push(`variant: ${variant}: ${variantWhy}`);
-  const transition = transitionProbe(setState, input.debugInfo, notes);
+  const transition = transitionProbe(setState, input, anchors, knownOf(input, 'migrate_set_state'), notes);
   const query: Probe = {
-    name: 'query', role: 'query', locations: ['qmp_query_migrate'], values: {},
+    name: 'query', role: 'query', locations: [anchors.entry('qmp_query_migrate', qmp)], values: {},
     why: 'entry of qmp_query_migrate: opens the query window',
   };
-  const stateAddrExpr = stateAddressExpression(offset.stateOffset, base, notes);
+  const stateAddrExpr = stateAddressExpression(offset.stateOffset, base, anchors, notes);
+  const path = walkQueryPath(qmp, rootContext(qmp.listing, base, code), code, calleeContext(base, code));
+  const readPoints = queryPathReadPoints(input, path, found, publishes, stateAddrExpr, anchors, notes);
   return {
     stateOffset: offset.stateOffset, workingStateOffset: found.workingStateOffset,
     stateOffsetWhy: offset.why || `assumed ${hex(found.workingStateOffset)} (see notes)`,
     global: base.global, migrateGetCurrent: base.migrateGetCurrent, stateAddrExpr, transition, read: found.read, publishes, query,
-    variant, variantWhy, notes,
+    variant, variantWhy, readPoints, notes,
   };
 }
 
 /** migrate_set_state and qmp_query_migrate, or a PROBES error naming what is missing. */
-function requiredListings(input: DisassemblyInput): { setState: DisasmListing; qmp: DisasmListing } {
+function requiredListings(input: DisassemblyInput): { setState: DisasmListing; qmp: KnownFunction } {
   const missing = REQUIRED_FUNCTIONS.filter((f) => !listingOf(input, f));
   if (missing.length > 0) {
     const all = Object.values(input.listings).every((t) => !t);
+    const why = missing.map((f) => input.symbolProblems?.[f]).filter(Boolean);
     throw probesError(
       input.binary,
-      `${missing.map((f) => `symbol ${f}`).join(' and ')} not found${all ? ' (gdb found none of the QEMU migration functions: not a QEMU system emulator, or stripped of its dynamic symbols)' : ''}; ` +
+      `${missing.map((f) => `symbol ${f}`).join(' and ')} not found${why.length > 0 ? ` (${why.join('; ')})` : all ? ' (none of the QEMU migration functions is in the symbol table: not a QEMU system emulator, or stripped of its dynamic symbols)' : ''}; ` +
         `migrace needs ${missing.join(' and ')} for the transition and read probes`,
     );
   }
-  return { setState: listingOf(input, 'migrate_set_state')!, qmp: listingOf(input, 'qmp_query_migrate')! };
+  return { setState: listingOf(input, 'migrate_set_state')!, qmp: knownOf(input, 'qmp_query_migrate')! };
 }
 
 type Base = Pick<Context, 'global' | 'migrateGetCurrent'>;
@@ -273,35 +389,33 @@ interface ReadFound {
 }
 
 /** The read: the first load of the state into a register on the source path of qmp_query_migrate (or the callee that has it). */
-function findRead(input: DisassemblyInput, qmp: DisasmListing, base: Base, offset: StateOffset, notes: string[]): ReadFound {
+function findRead(
+  input: DisassemblyInput, qmp: KnownFunction, base: Base, offset: StateOffset, code: CodeMap, anchors: Anchors, notes: string[],
+): ReadFound {
   const { stateOffset, tried } = offset;
-  const qmpModel = new FunctionModel(qmp, 'qmp_query_migrate');
-  const allocSite = qmpModel.lines.findIndex((l) => isCall(l.mnemonic) && ALLOCATORS.has(symbolBase(l.targetSymbol) ?? ''));
-  let ctx: Context = { ...base, allocSite, offsetOnly: null };
-  let search = searchReads(qmpModel, new Map(), ctx, stateOffset);
+  let ctx = rootContext(qmp.listing, base, code);
+  let search = searchReads(qmp, new Map(), ctx, stateOffset);
   if (search.loads.length === 0 && stateOffset !== null && !tracesMigrationState(search.ins)) {
     ctx = { ...ctx, offsetOnly: stateOffset };
-    search = searchReads(qmpModel, new Map(), ctx, stateOffset);
+    search = searchReads(qmp, new Map(), ctx, stateOffset);
     if (search.loads.length > 0) notes.push(`warning: no MigrationState pointer traced in qmp_query_migrate; state loads matched by offset ${hex(stateOffset)} alone`);
   }
   const searchedIn = ['qmp_query_migrate'];
   if (search.loads.length === 0) {
     // fill_source_migration_info is inlined in distribution builds; at -O0 or with noinline it is a callee.
+    const qmpModel = search.model;
     for (let i = 0; i < qmpModel.lines.length && search.loads.length === 0; i++) {
       const l = qmpModel.lines[i];
-      const callee = symbolBase(l.targetSymbol);
-      if (!isCall(l.mnemonic) || !callee || l.targetSymbol?.endsWith('@plt') || callee === 'migrate_get_current') continue;
-      const listing = listingOf(input, callee);
-      if (!listing) continue;
-      searchedIn.push(callee);
+      if (!isCall(l.mnemonic) || l.target === null || l.targetSymbol?.endsWith('@plt') || l.target === base.migrateGetCurrent) continue;
+      const callee = code.at(l.target) ?? knownOf(input, symbolBase(l.targetSymbol) ?? '');
+      if (!callee || callee.name === 'migrate_get_current') continue;
+      searchedIn.push(callee.name);
       const callerState = search.ins[i];
       const entry: State = new Map();
       for (const r of ARG_REGS) if (callerState?.has(r)) put(entry, r, callerState.get(r)!);
-      const model = new FunctionModel(listing, callee);
-      const cctx: Context = { ...base, allocSite: -1, offsetOnly: null };
-      const found = searchReads(model, entry, cctx, stateOffset);
+      const found = searchReads(callee, entry, calleeContext(base, code), stateOffset);
       if (found.loads.length > 0) {
-        notes.push(`qmp_query_migrate calls ${callee} (${describe(l)}): the source part is there, not inlined`);
+        notes.push(`qmp_query_migrate calls ${callee.name} (${describe(l)}): the source part is there, not inlined`);
         search = found;
       }
     }
@@ -330,9 +444,10 @@ function findRead(input: DisassemblyInput, qmp: DisasmListing, base: Base, offse
   const next = model.lines[readIdx + 1];
   if (!next) throw probesError(input.binary, `pattern not found: the state load ${at(model, readIdx)} is the last instruction of ${model.name}`);
   const readReg = chosen.dst!.kind === 'reg' ? chosen.dst!.reg : '';
-  const readLoc = `*${model.name}+${next.offset}`;
+  const readLoc = anchors.at(search.fn, next.offset);
   const read: PointFinding = {
     fn: model.name,
+    address: next.address,
     offset: next.offset,
     location: readLoc,
     register: readReg,
@@ -362,7 +477,7 @@ function noteDestinationLoads({ search: { model, ins }, readIdx }: ReadFound, no
 }
 
 /** Publishes: stores of a 32-bit register into info->status reached from the read, with where each stored value came from. */
-function findPublishes({ search: { model, ins }, readIdx, workingStateOffset }: ReadFound, statusOff: number, notes: string[]): StoreFinding[] {
+function findPublishes({ search: { fn, model, ins }, readIdx, workingStateOffset }: ReadFound, statusOff: number, anchors: Anchors, notes: string[]): StoreFinding[] {
   const afterRead = model.reachableFrom(readIdx);
   const tracesReply = ins.some((st) => st && [...st.values()].some((v) => [...v].some((x) => x.startsWith('I+'))));
   if (!tracesReply) notes.push(`warning: the reply allocation was not traced in ${model.name}; any store to offset ${statusOff} counts as info->status`);
@@ -398,8 +513,9 @@ function findPublishes({ search: { model, ins }, readIdx, workingStateOffset }: 
     sources.sort((a, b) => (a.offset ?? -1) - (b.offset ?? -1));
     publishes.push({
       fn: model.name,
+      address: l.address,
       offset: l.offset,
-      location: `*${model.name}+${l.offset}`,
+      location: anchors.at(fn, l.offset),
       register: src.reg,
       value: gdbRegister(src.reg),
       sources,
@@ -446,51 +562,103 @@ function classifyVariant({ search: { model }, readIdx }: ReadFound, publishes: S
   return { variant: 'unknown', variantWhy: 'the status stores publish the switch read on some paths and an untraced value on others' };
 }
 
-/** The transition: the entry of migrate_set_state, its arguments by name with debug info, by the SysV ABI without. */
-function transitionProbe(setState: DisasmListing, debugInfo: boolean, notes: string[]): Probe {
+/**
+ * The transition: the entry of migrate_set_state, its arguments by name
+ * with debug info (gdb stops after the prologue, where -O0 code has stored
+ * them), by the SysV ABI without, or when the location is its first
+ * instruction (only the registers hold them for certain there). With debug
+ * info a breakpoint on the name also lands on copies inlined into callers,
+ * where the arguments may be optimized out: then the probe is the
+ * out-of-line copy's own location, and the notes say what was left out.
+ */
+function transitionProbe(setState: DisasmListing, input: DisassemblyInput, anchors: Anchors, fn: KnownFunction | null, notes: string[]): Probe {
   const cas = setState.lines.find((l) => l.mnemonic.startsWith('cmpxchg'));
   const casWhy = cas ? `; its compare-and-swap is ${describe(cas)}` : '';
-  const transition: Probe = debugInfo
+  const entry = input.transitionEntry && fn ? input.transitionEntry : null;
+  const location = entry && fn ? anchors.at(fn, entry.address - fn.start) : anchors.entry('migrate_set_state', fn);
+  const named = input.debugInfo && (location === 'migrate_set_state' || entry !== null);
+  const leftOut = entry && entry.leftOut.length > 0 ? `; not placed on the copies inlined into callers (${entry.leftOut.join(', ')}), whose arguments may be optimized out` : '';
+  const transition: Probe = named
     ? {
-        name: 'transition', role: 'transition', locations: ['migrate_set_state'],
+        name: 'transition', role: 'transition', locations: [location],
         values: { addr: 'state', old: 'old_state', new: 'new_state' },
-        why: `debug info: entry of migrate_set_state, its parameters by name (state, old_state, new_state)${casWhy}`,
+        why: `debug info: entry of migrate_set_state, its parameters by name (state, old_state, new_state)${leftOut}${casWhy}`,
       }
     : {
-        name: 'transition', role: 'transition', locations: ['migrate_set_state'],
+        name: 'transition', role: 'transition', locations: [location],
         values: { addr: '$rdi', old: '$esi', new: '$edx' },
-        why: `exported symbol migrate_set_state(int *state, int old_state, int new_state), x86-64 SysV arguments at entry: $rdi, $esi, $edx${casWhy}`,
+        why: `${location === 'migrate_set_state' ? 'exported symbol' : `the symbol table's migrate_set_state at ${location} (gdb's own lookup of the name lands elsewhere)`} migrate_set_state(int *state, int old_state, int new_state), x86-64 SysV arguments at entry: $rdi, $esi, $edx${casWhy}`,
       };
-  notes.push(`transition: migrate_set_state, ${Object.entries(transition.values).map(([k, v]) => `${k}=${v}`).join(' ')}${debugInfo ? ' (debug info)' : ' (no debug info: ABI registers)'}`);
+  const how = named ? ' (debug info)' : input.debugInfo ? ' (placed by address: ABI registers)' : ' (no debug info: ABI registers)';
+  notes.push(`transition: ${location}, ${Object.entries(transition.values).map(([k, v]) => `${k}=${v}`).join(' ')}${how}${leftOut}`);
   return transition;
 }
 
 /** The state's address relative to a symbol, so that it holds for a PIE loaded anywhere, with no inferior call. */
-function stateAddressExpression(stateOffset: number | null, { global, migrateGetCurrent }: Base, notes: string[]): string | null {
+function stateAddressExpression(stateOffset: number | null, { global, migrateGetCurrent }: Base, anchors: Anchors, notes: string[]): string | null {
   if (stateOffset === null || !global || migrateGetCurrent === null) {
     notes.push('state address: not known statically; take it from the first migrate_set_state hit ($rdi)');
     return null;
   }
+  const from = anchors.expressionBase();
   const sign = (n: number): string => (n < 0 ? `- ${hex(-n)}` : `+ ${hex(n)}`);
   const expr = global.kind === 'pointer'
-    ? `(int *)(*(char **)((char *)migrate_get_current ${sign(global.address - migrateGetCurrent)}) + ${hex(stateOffset)})`
-    : `(int *)((char *)migrate_get_current ${sign(global.address - migrateGetCurrent + stateOffset)})`;
+    ? `(int *)(*(char **)((char *)${from.name} ${sign(global.address - from.start)}) + ${hex(stateOffset)})`
+    : `(int *)((char *)${from.name} ${sign(global.address - from.start + stateOffset)})`;
   notes.push(`state address: ${expr}`);
   return expr;
 }
 
-/** Names of direct callees of qmp_query_migrate worth disassembling when the read is not inlined. */
-export function calleesToInspect(listings: Record<string, string | null>): string[] {
-  const text = listings.qmp_query_migrate;
-  if (!text) return [];
-  const listing = parseDisassembly(text);
-  const names = new Set<string>();
-  for (const l of listing.lines) {
-    if (!isCall(l.mnemonic) || !l.targetSymbol || l.targetSymbol.endsWith('@plt')) continue;
-    const name = symbolBase(l.targetSymbol);
-    if (name && !(name in listings) && /^[A-Za-z_]\w*$/.test(name)) names.add(name);
+/**
+ * Every read of the state on the query path as a profile entry: the switch
+ * read, the re-reads that feed a publish, and every load, compare or test
+ * in qmp_query_migrate and what it calls.
+ */
+function queryPathReadPoints(
+  input: DisassemblyInput, path: QueryPath, found: ReadFound, publishes: StoreFinding[], stateAddrExpr: string | null, anchors: Anchors, notes: string[],
+): ReadPoint[] {
+  const reads = readPointsOn(path, found.workingStateOffset, stateAddrExpr);
+  const switchRead = found.search.model.lines[found.readIdx].address;
+  const published = new Map<number, number[]>();
+  for (const p of publishes) {
+    for (const src of p.sources) {
+      if (src.kind !== 're-read' || src.offset === null) continue;
+      const addr = found.search.fn.start + src.offset;
+      published.set(addr, [...(published.get(addr) ?? []), p.offset]);
+    }
   }
-  return [...names].slice(0, 12);
+  const points = reads.filter((f) => f.next).map((f) => readPoint(input, f, switchRead, published, anchors));
+  const depth = Math.max(0, ...path.functions.map((p) => p.depth));
+  notes.push(`query path: ${path.functions.length} function(s) to depth ${depth} of ${QUERY_PATH_DEPTH}: ${path.functions.map((p) => p.fn.name).join(', ')}`);
+  notes.push(points.length > 0
+    ? `read points: ${points.map((r) => `${r.name} (${r.access})`).join(', ')}`
+    : 'read points: none beside the read probe');
+  return points;
+}
+
+function readPoint(input: DisassemblyInput, f: FoundRead, switchRead: number, published: Map<number, number[]>, anchors: Anchors): ReadPoint {
+  const fn = f.path.fn;
+  const next = f.next!;
+  const what = f.read.access === 'load' ? 'loads' : f.read.access === 'compare' ? `${f.line.mnemonic.startsWith('test') ? 'tests' : 'compares'}` : 'reads';
+  const role = f.line.address === switchRead
+    ? '; the read the switch uses (probe "read")'
+    : published.has(f.line.address) ? `; the re-read published at ${published.get(f.line.address)!.map((o) => `+${o}`).join(', ')}` : '';
+  const pointer = f.read.mem.base === 'rip' ? 'the MigrationState global' : `%${f.read.mem.base}, a MigrationState pointer on every path here`;
+  return {
+    name: `${fn.name}+${f.line.offset}`,
+    function: fn.name,
+    offset: f.line.offset,
+    pc: hex(f.line.address),
+    next_pc: hex(next.address),
+    instruction: f.line.text.replace(/\s+/, ' '),
+    access: f.read.access,
+    location: anchors.at(fn, next.offset),
+    value: f.value,
+    via: f.path.via,
+    found: ['static'],
+    source: input.sourceLines?.[hex(f.line.address)] ?? null,
+    why: `${describe(f.line)} ${what} MigrationState.state through ${pointer}${role}`,
+  };
 }
 
 export interface ProfileMeta {
@@ -499,6 +667,8 @@ export interface ProfileMeta {
   qemuVersion: string | null;
   /** What the binary printed for -version, for the report. */
   versionLine?: string | null;
+  /** The names of the states (status-lookup.ts decideStatusNames). */
+  status: StatusDecision;
 }
 
 export function buildProfile(a: Analysis, meta: ProfileMeta): Profile {
@@ -511,12 +681,12 @@ export function buildProfile(a: Analysis, meta: ProfileMeta): Profile {
     values: { value },
     why: stores.map((s) => s.why).join(' | '),
   }));
-  const tableId = tableIdFor(meta.qemuVersion);
   const notes = [...a.notes];
   notes.push(REVISION_NOTE);
   notes.push(meta.qemuVersion
-    ? `QEMU ${meta.qemuVersion}${meta.versionLine ? ` (${meta.versionLine})` : ''}: MigrationStatus table ${tableId}`
-    : `no QEMU version (the binary printed no "QEMU emulator version"): MigrationStatus table ${tableId}`);
+    ? `QEMU ${meta.qemuVersion}${meta.versionLine ? ` (${meta.versionLine})` : ''}: MigrationStatus table ${meta.status.status_table}`
+    : `no QEMU version (the binary printed no "QEMU emulator version"): MigrationStatus table ${meta.status.status_table}`);
+  notes.push(meta.status.note);
   return ProfileSchema.parse({
     format: 'migrace-profile',
     version: 1,
@@ -524,7 +694,8 @@ export function buildProfile(a: Analysis, meta: ProfileMeta): Profile {
     binary: meta.binary,
     build_id: meta.buildId,
     qemu_version: meta.qemuVersion,
-    status_table: tableId,
+    status_table: meta.status.status_table,
+    status_names: meta.status.status_names,
     variant: a.variant,
     state_offset: a.stateOffset,
     state_addr_expr: a.stateAddrExpr,
@@ -534,7 +705,7 @@ export function buildProfile(a: Analysis, meta: ProfileMeta): Profile {
       ...publishProbes,
       a.query,
     ],
+    read_points: a.readPoints,
     notes,
   });
 }
-

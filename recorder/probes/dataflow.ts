@@ -62,13 +62,13 @@ function union(a: LabelSet, b: LabelSet): LabelSet {
   return out;
 }
 
-function joinStates(a: State, b: State): State {
+export function joinStates(a: State, b: State): State {
   const out: State = new Map();
   for (const k of new Set([...a.keys(), ...b.keys()])) put(out, k, union(get(a, k), get(b, k)));
   return out;
 }
 
-function sameStates(a: State, b: State): boolean {
+export function sameStates(a: State, b: State): boolean {
   if (a.size !== b.size) return false;
   for (const [k, v] of a) {
     const w = b.get(k);
@@ -109,6 +109,7 @@ export function parseFieldLabel(l: Label): { off: number; idx: number } | null {
 
 const CALLER_SAVED = ['rax', 'rcx', 'rdx', 'rsi', 'rdi', 'r8', 'r9', 'r10', 'r11'];
 export const ARG_REGS = ['rdi', 'rsi', 'rdx', 'rcx', 'r8', 'r9'];
+const GPRS = ['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15'];
 
 export function symbolBase(sym: string | null): string | null {
   if (!sym) return null;
@@ -122,6 +123,8 @@ export interface Context {
   allocSite: number;
   /** No MigrationState pointer could be traced: match state loads by offset alone. */
   offsetOnly: number | null;
+  /** The registers a call to this address may write, when its code is known; otherwise every caller-saved one. */
+  callWrites?: (target: number) => ReadonlySet<string> | null;
 }
 
 /* ------------------------------------------------------------------ */
@@ -301,7 +304,9 @@ export class FunctionModel {
       return out;
     }
     if (isCall(m)) {
-      for (const r of CALLER_SAVED) out.delete(r);
+      // A callee whose code is known may leave some caller-saved registers alone, and gcc's IPA-RA relies on it.
+      const writes = l.target !== null ? ctx.callWrites?.(l.target) ?? null : null;
+      for (const r of CALLER_SAVED) if (!writes || writes.has(r)) out.delete(r);
       const callee = symbolBase(l.targetSymbol);
       if ((ctx.migrateGetCurrent !== null && l.target === ctx.migrateGetCurrent) || callee === 'migrate_get_current') {
         put(out, 'rax', new Set(['S+0']));
@@ -336,6 +341,7 @@ export class FunctionModel {
     }
     if (m.startsWith('cmpxchg')) {
       out.delete('rax');
+      if (/^cmpxchg(8|16)b$/.test(m)) out.delete('rdx');
       if (last?.kind === 'reg') setReg(last, UNKNOWN);
       return out;
     }
@@ -361,6 +367,19 @@ export class FunctionModel {
       if (slot) out.delete(slot);
     }
     return out;
+  }
+
+  /**
+   * The general-purpose registers instruction i may write: the transfer
+   * function run on a state where each register holds only its own name.
+   */
+  writes(i: number, ctx: Context): string[] {
+    const marked: State = new Map(GPRS.map((r) => [r, new Set([`R:${r}`])]));
+    const out = this.transfer(i, marked, ctx);
+    return GPRS.filter((r) => {
+      const v = out.get(r);
+      return !v || v.size !== 1 || !v.has(`R:${r}`);
+    });
   }
 
   /** In-states per instruction (undefined: not reached). */
@@ -420,6 +439,56 @@ export class FunctionModel {
     });
     return found;
   }
+
+  /**
+   * Every instruction that reads the state field (`off` of MigrationState,
+   * any width within its 4 bytes): a load into a register, a cmp or test
+   * against it, or another instruction taking it as a source. Stores and
+   * atomic exchanges are writes, and `lea` reads nothing.
+   */
+  stateReads(ins: Array<State | undefined>, ctx: Context, off: number): StateRead[] {
+    const found: StateRead[] = [];
+    this.lines.forEach((l, i) => {
+      const st = ins[i];
+      if (!st) return;
+      const m = l.mnemonic;
+      if (m === 'lea' || isNop(l) || /^(cmpxchg|xchg|xadd)/.test(m) || l.prefixes.includes('lock')) return;
+      const ops = this.ops[i];
+      ops.forEach((op, at) => {
+        if (op.kind !== 'mem' || op.index || op.seg) return;
+        const field = this.fieldOf(i, op, st, ctx);
+        if (field === null || field < off || field >= off + 4) return;
+        const isLast = at === ops.length - 1;
+        let access: StateRead['access'];
+        if (/^(cmp|test)/.test(m)) access = 'compare';
+        else if (/^mov/.test(m) && isLast) return; // a store into the state
+        else if (/^mov/.test(m) && ops[ops.length - 1]?.kind === 'reg') access = 'load';
+        else access = 'other';
+        found.push({ idx: i, access, mem: op, dst: access === 'load' ? ops[ops.length - 1] : null });
+      });
+    });
+    return found;
+  }
+
+  /** The MigrationState field offset a memory operand addresses, or null when it is not MigrationState. */
+  private fieldOf(i: number, op: Extract<Operand, { kind: 'mem' }>, st: State, ctx: Context): number | null {
+    if (op.base === 'rip') {
+      const a = this.lines[i].commentAddress;
+      const g = ctx.global;
+      return g?.kind === 'object' && a !== null && a >= g.address && a - g.address < 0x10000 ? a - g.address : null;
+    }
+    if (!op.base || (op.base === 'rsp' || (op.base === 'rbp' && this.framePointer))) return null;
+    const k = uniformOffset(get(st, op.base), 'S');
+    return k === null ? null : k + op.disp;
+  }
+}
+
+export interface StateRead {
+  idx: number;
+  access: 'load' | 'compare' | 'other';
+  mem: Extract<Operand, { kind: 'mem' }>;
+  /** The register a load writes. */
+  dst: Operand | null;
 }
 
 export function reach(starts: number[], succ: number[][]): Set<number> {

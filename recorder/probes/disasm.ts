@@ -1,15 +1,22 @@
 /**
  * gdb's `disassemble` output (AT&T syntax, gdb 13) as data. Pure: the
- * text comes from `gdb -batch -nx -ex 'disassemble FUNC' BINARY`.
+ * text comes from `gdb -batch -nx -ex 'disassemble FUNC' BINARY` or, for
+ * an address range, `disassemble START,END`, whose lines carry the nearest
+ * symbol (`<migrate_get_current+7>`) or, where no symbol covers the code of
+ * a stripped build, no label at all:
  *
  *    0x0000000000518fa5 <+117>:\tmov    0x238(%rbx),%eax
  *    0x0000000000518f41 <+17>:\tmov    0x8b0788(%rip),%rbx        # 0xdc96d0
  *    0x0000000000518fae <+126>:\tja     0x518feb <qmp_query_migrate+187>
+ *    0x00000000005179e3:\tmov    %rsi,%rbp
+ *
+ * Parts: the listing and its lines, then operands (registers, memory,
+ * immediates) and how reports print them.
  */
 
 export interface DisasmLine {
   address: number;
-  /** Bytes from the function's start (`<+117>`). */
+  /** Bytes from the function's start (`<+117>`, or from the range's start when one is given). */
   offset: number;
   /** The instruction as gdb printed it, without the `# ...` comment. */
   text: string;
@@ -38,10 +45,15 @@ const PREFIXES = new Set([
   'data16', 'data32', 'addr32', 'xacquire', 'xrelease', 'rex', 'rex.W', 'rex.B', 'rex.R', 'rex.X',
 ]);
 
-const LINE = /^\s*(?:=>\s*)?(0x[0-9a-fA-F]+)\s+<([^>]*)>:\s*(.*)$/;
+const LINE = /^\s*(?:=>\s*)?(0x[0-9a-fA-F]+)(?:\s+<([^>]*)>)?:\s*(.*)$/;
 
-export function parseDisassembly(text: string): DisasmListing {
-  let fn: string | null = null;
+/**
+ * A whole listing. `range` is the function a range disassembly covers: its
+ * name, and its start, from which offsets are counted (the labels of a
+ * range may name another symbol, or none).
+ */
+export function parseDisassembly(text: string, range?: { name: string; start: number }): DisasmListing {
+  let fn: string | null = range?.name ?? null;
   const lines: DisasmLine[] = [];
   for (const raw of text.split('\n')) {
     const head = /^Dump of assembler code for function (.+?):\s*$/.exec(raw);
@@ -50,7 +62,7 @@ export function parseDisassembly(text: string): DisasmListing {
       continue;
     }
     const parsed = parseDisasmLine(raw);
-    if (parsed) lines.push(parsed);
+    if (parsed) lines.push(range ? { ...parsed, offset: parsed.address - range.start } : parsed);
   }
   return { function: fn, lines };
 }
@@ -60,7 +72,7 @@ export function parseDisasmLine(raw: string): DisasmLine | null {
   const m = LINE.exec(raw);
   if (!m) return null;
   const address = Number.parseInt(m[1], 16);
-  const where = /([+-]\d+)$/.exec(m[2]);
+  const where = /([+-]\d+)$/.exec(m[2] ?? '');
   const offset = where ? Number(where[1]) : 0;
   let body = m[3].trim();
   let comment: string | null = null;

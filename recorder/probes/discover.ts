@@ -3,23 +3,28 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { MigraceError } from '../../trace/errors.js';
-import { track } from '../reaper.js';
-import { analyzeDisassembly, buildProfile, calleesToInspect, FIRST_PASS_FUNCTIONS, REVISION_NOTE, type Analysis, type DisassemblyInput } from './analysis.js';
+import { analyzeDisassembly, buildProfile, REVISION_NOTE, type Analysis } from './analysis.js';
 import { readElfInfo, type ElfInfo } from './elf.js';
+import { addDebugFacts, gatherCode } from './gather.js';
+import { describeFailure, exitText, spawnFailure, tracked } from './gdb-batch.js';
 import { ProfileSchema, type Profile } from './profile.js';
+import { decideStatusNames, readStatusLookup } from './status-lookup.js';
 
 /**
  * Probe discovery, the effects: where to stop in a QEMU binary to see the
- * state read that decides the query-migrate reply and the stores that
- * publish a status. The reasoning is pure and lives elsewhere (dataflow.ts:
- * the x86 model; analysis.ts: offset, read, publishes, variant, profile);
- * this file runs what it needs and keeps what it found.
+ * state read that decides the query-migrate reply, the stores that publish
+ * a status and every other read of the state on the query path, and what
+ * the binary calls its states. The reasoning is pure and lives elsewhere
+ * (dataflow.ts: the x86 model; analysis.ts and query-path.ts: offset,
+ * read, publishes, variant, read points, profile); gather.ts collects the
+ * code through gdb; this file runs the steps and keeps what they found.
  *
  * Parts, in order:
  * - options, results, the cache directory, profiles read from a file;
- * - running children (gdb -batch, QEMU -version) registered with the reaper;
+ * - QEMU -version;
  * - the profile cache, keyed by build-id;
- * - discoverProfile: ELF facts, cache, gdb passes, analysis, version, cache write.
+ * - discoverProfile: ELF facts, cache, code, analysis, debug facts, status
+ *   names, version, cache write.
  */
 
 export interface DiscoverOptions {
@@ -75,106 +80,6 @@ export function parseProfileText(text: string, what: string): Profile {
     throw new MigraceError('BAD_INPUT', `${what}: not a valid migrace profile: ${problems.join('; ')}${more}`);
   }
   return parsed.data;
-}
-
-/** What execa says about a run, the part that matters for a message. */
-interface RunResult {
-  failed?: boolean;
-  code?: string;
-  exitCode?: number;
-  signal?: string;
-  timedOut?: boolean;
-  shortMessage?: string;
-  originalMessage?: string;
-}
-
-/** The errno code (ENOENT, EACCES, ...) when the program could not be started at all, else null. */
-function spawnFailure(r: RunResult): string | null {
-  return r.failed && r.exitCode === undefined && !r.signal && !r.timedOut && typeof r.code === 'string' ? r.code : null;
-}
-
-function describeFailure(r: RunResult): string {
-  const m = r.originalMessage ?? r.shortMessage ?? '';
-  return m ? ` (${m})` : '';
-}
-
-function exitText(r: RunResult): string {
-  if (r.timedOut) return 'timed out';
-  if (r.exitCode !== undefined) return `exit ${r.exitCode}`;
-  if (r.signal) return `killed by ${r.signal}`;
-  return r.shortMessage ?? 'no exit status';
-}
-
-/**
- * A child registered with the reaper while it runs (a signal or an exit of
- * ours mid-discovery must not leave gdb or QEMU behind).
- */
-async function tracked<T>(child: Promise<T> & { pid?: number }, label: string): Promise<T> {
-  const untrack = child.pid ? track(child.pid, label) : () => undefined;
-  try {
-    return await child;
-  } finally {
-    untrack();
-  }
-}
-
-async function runGdb(binary: string, script: Array<{ marker: string; commands: string[] }>, opts: DiscoverOptions): Promise<Map<string, string>> {
-  const args = ['-batch', '-nx', '-q',
-    // Never reach for the network or run scripts shipped next to the binary.
-    '-iex', 'set debuginfod enabled off', '-iex', 'set auto-load no', '-iex', 'set width 0', '-iex', 'set height 0'];
-  for (const s of script) {
-    args.push('-ex', `echo @@migrace ${s.marker}\\n`);
-    for (const c of s.commands) args.push('-ex', c);
-  }
-  args.push(binary);
-  const gdb = opts.gdb ?? 'gdb';
-  const timeoutMs = opts.timeoutMs ?? 60_000;
-  let r;
-  try {
-    r = await tracked(execa(gdb, args, {
-      reject: false, timeout: timeoutMs, forceKillAfterDelay: 2000, stdin: 'ignore', env: { LC_ALL: 'C' }, maxBuffer: 64 * 1024 * 1024,
-    }), 'gdb (probe discovery)');
-  } catch (e) {
-    throw new MigraceError('GDB_ERROR', `gdb failed to start: ${(e as Error).message}`);
-  }
-  const spawnCode = spawnFailure(r);
-  if (spawnCode === 'ENOENT') {
-    throw new MigraceError('GDB_MISSING', `${gdb} is not installed (apt-get install -y gdb)`);
-  }
-  if (spawnCode) throw new MigraceError('GDB_ERROR', `cannot run gdb (${gdb}): ${spawnCode}${describeFailure(r)}`);
-  if (r.timedOut) throw new MigraceError('GDB_TIMEOUT', `gdb took longer than ${timeoutMs / 1000} s to disassemble ${binary}`);
-  const out = new Map<string, string>();
-  let current: string | null = null;
-  let buf: string[] = [];
-  for (const line of String(r.stdout).split('\n')) {
-    const m = /^@@migrace (\S+)$/.exec(line);
-    if (m) {
-      if (current) out.set(current, buf.join('\n'));
-      current = m[1];
-      buf = [];
-    } else if (current) {
-      buf.push(line);
-    }
-  }
-  if (current) out.set(current, buf.join('\n'));
-  if (out.size === 0) {
-    const said = String(r.stderr ?? '').trim().split('\n').slice(-3).join(' / ');
-    throw new MigraceError('GDB_ERROR', `gdb printed nothing for ${binary}: ${said || exitText(r)}`);
-  }
-  return out;
-}
-
-async function disassemble(binary: string, fns: string[], opts: DiscoverOptions, withDebugOffset: boolean): Promise<{ listings: Record<string, string | null>; debugOffset: number | null }> {
-  const script = fns.map((f) => ({ marker: `fn:${f}`, commands: [`disassemble ${f}`] }));
-  if (withDebugOffset) script.push({ marker: 'offset', commands: ['print/x (long)&((MigrationState *)0)->state'] });
-  const out = await runGdb(binary, script, opts);
-  const listings: Record<string, string | null> = {};
-  for (const f of fns) {
-    const text = out.get(`fn:${f}`) ?? '';
-    listings[f] = /Dump of assembler code/.test(text) ? text : null;
-  }
-  const off = /^\$\d+ = (0x[0-9a-f]+)/m.exec(out.get('offset') ?? '');
-  return { listings, debugOffset: off ? Number.parseInt(off[1], 16) : null };
 }
 
 /** `QEMU emulator version 5.2.0 (Debian 1:5.2+dfsg-11+deb11u3)` -> 5.2.0 and the whole line. */
@@ -260,26 +165,35 @@ export async function discoverProfile(binary: string, opts: DiscoverOptions = {}
     report.push('no build-id: the profile cannot be cached');
   }
 
-  const debugInfo = elf.hasDebugInfo || elf.separateDebugFile !== null;
-  const first = await disassemble(path, FIRST_PASS_FUNCTIONS, opts, debugInfo);
-  const input: DisassemblyInput = { listings: first.listings, debugInfo, debugStateOffset: first.debugOffset, binary: path };
-  let analysis: Analysis;
+  const gathered = await gatherCode(path, elf, opts);
+  report.push(...gathered.notes);
+  let analysis: Analysis | null = null;
+  let firstFailure: unknown = null;
   try {
-    analysis = analyzeDisassembly(input);
+    analysis = analyzeDisassembly(gathered.input);
   } catch (e) {
-    // The source part may be a separate function (-O0, noinline): look one call deeper before giving up.
-    const callees = calleesToInspect(first.listings);
-    if (callees.length === 0) throw e;
-    const more = await disassemble(path, callees, opts, false);
-    analysis = analyzeDisassembly({ ...input, listings: { ...first.listings, ...more.listings } });
+    firstFailure = e;
   }
+  if (elf.hasDebugInfo || elf.separateDebugFile) {
+    // Debug info may fix what failed (the state offset, a name gdb resolves to a clone): analyze again either way.
+    report.push(...await addDebugFacts(gathered, analysis, opts));
+    analysis = analyzeDisassembly(gathered.input);
+  } else if (!analysis) {
+    throw firstFailure;
+  }
+  const lookup = readStatusLookup(gathered.image, gathered.symbols);
   const version = await qemuVersion(path, opts.env);
-  const profile = buildProfile(analysis, { binary: path, buildId: elf.buildId, qemuVersion: version.found?.version ?? null, versionLine: version.found?.line ?? null });
+  const qemuVersionFound = version.found?.version ?? null;
+  const status = decideStatusNames(lookup, qemuVersionFound);
+  if ('refused' in status) {
+    throw new MigraceError('PROBES', `${path}: ${status.refused}${version.failure ? ` (${version.failure})` : ''}; write a profile by hand (with status_names) and pass it with --profile FILE`);
+  }
+  const profile = buildProfile(analysis, { binary: path, buildId: elf.buildId, qemuVersion: qemuVersionFound, versionLine: version.found?.line ?? null, status });
   report.push(...profile.notes);
   if (version.failure) report.push(version.failure);
   if (cacheFile && version.failure) {
-    // A profile without the version would pick the wrong status table for good.
-    report.push('not cached: -version failed, so the QEMU version (and the status table) may be wrong; run again with the environment the binary needs');
+    // A profile without the version would keep it unknown for good.
+    report.push('not cached: -version failed, so the QEMU version may be wrong; run again with the environment the binary needs');
   } else if (cacheFile) {
     const problem = writeCache(cacheFile, cacheDir, profile);
     report.push(problem ?? `cached as ${cacheFile}`);

@@ -1,4 +1,4 @@
-import { cStringIn, loadElfLayout, SHT_NOBITS, u64, type ElfLayout, type ElfSection } from './elf.js';
+import { cStringIn, ELF, loadElfLayout, u64, type ElfLayout, type ElfSection } from './elf.js';
 
 /**
  * A loaded ELF file as discovery reads it without running it: symbols,
@@ -30,13 +30,6 @@ export interface Extent {
   end: number;
 }
 
-const SHT_SYMTAB = 2;
-const SHT_RELA = 4;
-const SHT_DYNSYM = 11;
-const STT_OBJECT = 1;
-const STT_FUNC = 2;
-const R_X86_64_64 = 1;
-const R_X86_64_RELATIVE = 8;
 
 interface Relocation {
   type: number;
@@ -58,13 +51,13 @@ export class ElfImage {
   }
 
   section(name: string): ElfSection | null {
-    return this.layout.sections.find((s) => s.name === name && s.type !== SHT_NOBITS) ?? null;
+    return this.layout.sections.find((s) => s.name === name && s.type !== ELF.SHT_NOBITS) ?? null;
   }
 
   /** Every defined symbol with a name, exported ones first. */
   symbols(): ElfSymbol[] {
     if (!this.symbolList) {
-      this.symbolList = [...this.symbolsOf(SHT_DYNSYM, 'dynsym'), ...this.symbolsOf(SHT_SYMTAB, 'symtab')].filter((s) => s.name && s.value !== 0);
+      this.symbolList = [...this.symbolsOf(ELF.SHT_DYNSYM, 'dynsym'), ...this.symbolsOf(ELF.SHT_SYMTAB, 'symtab')].filter((s) => s.name && s.value !== 0);
     }
     return this.symbolList;
   }
@@ -74,7 +67,7 @@ export class ElfImage {
     for (const s of this.layout.sections) {
       if (s.type !== type || s.entsize < 24 || s.offset + s.size > this.data.length) continue;
       const strings = this.layout.sections[s.link];
-      if (!strings || strings.type === SHT_NOBITS || strings.offset + strings.size > this.data.length) continue;
+      if (!strings || strings.type === ELF.SHT_NOBITS || strings.offset + strings.size > this.data.length) continue;
       const names = this.data.subarray(strings.offset, strings.offset + strings.size);
       for (let at = s.offset; at + 24 <= s.offset + s.size; at += s.entsize) {
         const info = this.data[at + 4];
@@ -86,7 +79,7 @@ export class ElfImage {
           name: cStringIn(names, this.data.readUInt32LE(at)),
           value: u64(this.data, at + 8),
           size: u64(this.data, at + 16),
-          kind: t === STT_FUNC ? 'func' : t === STT_OBJECT ? 'object' : 'other',
+          kind: t === ELF.STT_FUNC ? 'func' : t === ELF.STT_OBJECT ? 'object' : 'other',
           binding: b === 0 ? 'local' : b === 2 ? 'weak' : 'global',
           table,
         });
@@ -129,8 +122,8 @@ export class ElfImage {
   /** A 64-bit pointer at vaddr as the loader leaves it (relative to a load base of 0), or null. */
   pointer(vaddr: number): number | null {
     const rel = this.relocationAt(vaddr);
-    if (rel?.type === R_X86_64_RELATIVE) return rel.addend;
-    if (rel?.type === R_X86_64_64) {
+    if (rel?.type === ELF.R_X86_64_RELATIVE) return rel.addend;
+    if (rel?.type === ELF.R_X86_64_64) {
       const sym = this.dynamicSymbol(rel.sym);
       return sym ? sym.value + rel.addend : null;
     }
@@ -143,7 +136,7 @@ export class ElfImage {
     if (!this.relocations) {
       this.relocations = new Map();
       for (const s of this.layout.sections) {
-        if (s.type !== SHT_RELA || s.entsize < 24 || s.offset + s.size > this.data.length) continue;
+        if (s.type !== ELF.SHT_RELA || s.entsize < 24 || s.offset + s.size > this.data.length) continue;
         // .rela.plt fills function slots at run time; data pointers live in .rela.dyn.
         if (s.name === '.rela.plt') continue;
         for (let at = s.offset; at + 24 <= s.offset + s.size; at += s.entsize) {
@@ -159,7 +152,7 @@ export class ElfImage {
 
   private dynamicSymbol(index: number): ElfSymbol | null {
     if (!this.dynamicSymbols) {
-      const dynsym = this.layout.sections.find((s) => s.type === SHT_DYNSYM);
+      const dynsym = this.layout.sections.find((s) => s.type === ELF.SHT_DYNSYM);
       this.dynamicSymbols = [];
       if (dynsym && dynsym.entsize >= 24) {
         const strings = this.layout.sections[dynsym.link];

@@ -60,16 +60,19 @@ export interface ElfLayout {
   segments: ElfSegment[];
 }
 
-export const SHT_NOBITS = 8;
-const EM_X86_64 = 62;
-const SHT_NOTE = 7;
-const PT_LOAD = 1;
-const PT_NOTE = 4;
-const NT_GNU_BUILD_ID = 3;
+/** The ELF numbers migrace reads (elf.h), in one place for elf.ts and elf-image.ts. */
+export const ELF = {
+  EM_X86_64: 62,
+  SHT_SYMTAB: 2, SHT_RELA: 4, SHT_NOTE: 7, SHT_NOBITS: 8, SHT_DYNSYM: 11,
+  PT_LOAD: 1, PT_NOTE: 4,
+  NT_GNU_BUILD_ID: 3,
+  STT_OBJECT: 1, STT_FUNC: 2,
+  R_X86_64_64: 1, R_X86_64_RELATIVE: 8,
+} as const;
 /** Section tables this large are not something a compiler wrote. */
 const MAX_SECTIONS = 65535;
 /** gdb's default global debug directory (`show debug-file-directory`). */
-export const GLOBAL_DEBUG_DIR = '/usr/lib/debug';
+const GLOBAL_DEBUG_DIR = '/usr/lib/debug';
 
 /** Bytes at a file offset: a file handle for the headers only, a buffer for the whole file. */
 interface Reader {
@@ -122,7 +125,7 @@ export function buildIdFromNotes(notes: Buffer): string | null {
     const next = descStart + align4(descsz);
     if (next > notes.length || descStart + descsz > notes.length) return null;
     const name = notes.subarray(nameStart, nameStart + namesz).toString('latin1').replace(/\0+$/, '');
-    if (name === 'GNU' && type === NT_GNU_BUILD_ID && descsz > 0) {
+    if (name === 'GNU' && type === ELF.NT_GNU_BUILD_ID && descsz > 0) {
       return notes.subarray(descStart, descStart + descsz).toString('hex');
     }
     at = next;
@@ -201,7 +204,7 @@ async function parseLayout(r: Reader, path: string): Promise<ElfLayout> {
   }
   const eType = eh.readUInt16LE(16);
   const machine = eh.readUInt16LE(18);
-  if (machine !== EM_X86_64) {
+  if (machine !== ELF.EM_X86_64) {
     throw new MigraceError('BAD_INPUT', `${path}: ELF machine ${machine} (${machineName(machine)}), not x86-64; migrace only understands x86-64 binaries`);
   }
   const phoff = u64(eh, 32);
@@ -247,16 +250,16 @@ async function parseLayout(r: Reader, path: string): Promise<ElfLayout> {
     const at = i * phentsize;
     const type = programHeaders.readUInt32LE(at);
     const offset = u64(programHeaders, at + 8);
-    if (type === PT_LOAD) {
+    if (type === ELF.PT_LOAD) {
       segments.push({ vaddr: u64(programHeaders, at + 16), offset, filesz: u64(programHeaders, at + 32), memsz: u64(programHeaders, at + 40) });
-    } else if (type === PT_NOTE) {
+    } else if (type === ELF.PT_NOTE) {
       noteRanges.push({ offset, size: u64(programHeaders, at + 32) });
     }
   }
 
   let buildId: string | null = null;
   for (const s of sections) {
-    if (s.type !== SHT_NOTE || s.size === 0 || s.offset + s.size > r.size) continue;
+    if (s.type !== ELF.SHT_NOTE || s.size === 0 || s.offset + s.size > r.size) continue;
     buildId = buildIdFromNotes(await r.read(s.offset, s.size));
     if (buildId) break;
   }
@@ -266,10 +269,10 @@ async function parseLayout(r: Reader, path: string): Promise<ElfLayout> {
     buildId = buildIdFromNotes(await r.read(n.offset, n.size));
   }
 
-  const link = sections.find((s) => s.name === '.gnu_debuglink' && s.type !== SHT_NOBITS && s.offset + s.size <= r.size);
+  const link = sections.find((s) => s.name === '.gnu_debuglink' && s.type !== ELF.SHT_NOBITS && s.offset + s.size <= r.size);
   const debugLink = link ? parseDebugLink(await r.read(link.offset, link.size)) : null;
   const sectionNames = sections.map((s) => s.name);
-  const hasDebugInfo = sections.some((s) => (s.name === '.debug_info' || s.name === '.zdebug_info') && s.type !== SHT_NOBITS);
+  const hasDebugInfo = sections.some((s) => (s.name === '.debug_info' || s.name === '.zdebug_info') && s.type !== ELF.SHT_NOBITS);
   return {
     info: {
       path,

@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { statusTable } from '../../trace/status.js';
+import { statusNamesOf, statusSourceOf } from '../../trace/status.js';
 import { discoverProfile, loadProfileFile, type DiscoverOptions, type DiscoveryResult } from './discover.js';
 import { readElfInfo, type ElfInfo } from './elf.js';
 import type { Profile } from './profile.js';
@@ -7,7 +7,8 @@ import type { Profile } from './profile.js';
 /**
  * What `migrace probes BINARY` prints: enough for a maintainer to check
  * every probe against `gdb -batch -ex 'disassemble qmp_query_migrate'`
- * by hand, and the same as JSON for scripts.
+ * by hand, and the same as JSON for scripts: the facts, the probes record
+ * places, the read points it does not (for the hunt), and the findings.
  */
 
 export interface ProbesOptions extends DiscoverOptions {
@@ -21,6 +22,10 @@ export interface ProbesJson {
   debug_info: 'embedded' | 'separate' | 'none';
   qemu_version: string | null;
   status_table: Profile['status_table'];
+  /** Where the state names came from: the binary's MigrationStatus_lookup, or the version table. */
+  status_source: 'binary' | 'version-table';
+  /** Index = the C value. */
+  status_names: readonly string[];
   variant: Profile['variant'];
   variant_why: string | null;
   state_offset: number | null;
@@ -30,6 +35,8 @@ export interface ProbesJson {
   cache_file: string | null;
   ms: number;
   probes: Profile['probes'];
+  /** Every read of the state on the query path; record places none of them. */
+  read_points: Profile['read_points'];
   report: string[];
   profile: Profile;
 }
@@ -52,6 +59,8 @@ export function probesJson(result: DiscoveryResult, source: ProbesJson['source']
     debug_info: debugInfo(result.elf),
     qemu_version: p.qemu_version,
     status_table: p.status_table,
+    status_source: statusSourceOf(p),
+    status_names: statusNamesOf(p),
     variant: p.variant,
     variant_why: variantNote,
     state_offset: p.state_offset,
@@ -61,6 +70,7 @@ export function probesJson(result: DiscoveryResult, source: ProbesJson['source']
     cache_file: result.cacheFile,
     ms: Math.round(result.ms * 10) / 10,
     probes: p.probes,
+    read_points: p.read_points,
     report: result.report,
     profile: p,
   };
@@ -72,8 +82,7 @@ function pad(s: string, n: number): string {
 
 export function probesText(j: ProbesJson): string {
   const out: string[] = [];
-  const table = statusTable(j.status_table);
-  const mark = (name: string): string => `${name}=${table.indexOf(name)}`;
+  const mark = (name: string): string => `${name}=${j.status_names.indexOf(name)}`;
   const field = (k: string, v: string): void => {
     out.push(`  ${pad(k, 16)}${v}`);
   };
@@ -81,7 +90,8 @@ export function probesText(j: ProbesJson): string {
   field('build-id', j.build_id ?? 'none');
   field('debug info', j.debug_info === 'embedded' ? 'in the file' : j.debug_info === 'separate' ? 'separate debug file' : 'none (stripped)');
   field('QEMU version', j.qemu_version ?? 'unknown (not a QEMU emulator, or it printed no version)');
-  field('status table', `${j.status_table} (${['setup', 'active', 'completed'].map(mark).join(' ')})`);
+  const source = j.status_source === 'binary' ? 'from the binary (MigrationStatus_lookup)' : `version table ${j.status_table}`;
+  field('status names', `${source}: ${['setup', 'active', 'completed'].map(mark).join(' ')} (${j.status_names.length} values)`);
   field('variant', j.variant_why ? `${j.variant}: ${j.variant_why}` : j.variant);
   field('state offset', j.state_offset === null ? 'unknown: take it from the first migrate_set_state hit ($rdi - (long)migrate_get_current())' : `0x${j.state_offset.toString(16)}`);
   field('state address', j.state_addr_expr ?? 'from the first migrate_set_state hit ($rdi)');
@@ -95,6 +105,13 @@ export function probesText(j: ProbesJson): string {
     for (const loc of p.locations.slice(1)) out.push(`  ${' '.repeat(21)}${loc}`);
     if (values) out.push(`  ${' '.repeat(21)}values: ${values}`);
     for (const why of p.why.split(' | ').filter(Boolean)) out.push(`  ${' '.repeat(21)}why: ${why}`);
+  }
+  out.push('');
+  out.push(`read points (${j.read_points.length}; listed for the hunt, record places none of them)`);
+  for (const r of j.read_points) {
+    out.push(`  ${pad(r.name, 31)}${pad(r.pc, 11)}${r.access.padEnd(8)}${r.instruction}`);
+    out.push(`  ${' '.repeat(31)}stop ${r.location}${r.value ? `, value ${r.value}` : ''}; via ${r.via.join(' > ')}`);
+    if (r.source) out.push(`  ${' '.repeat(31)}source ${r.source}`);
   }
   out.push('');
   out.push('findings');

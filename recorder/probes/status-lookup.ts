@@ -31,8 +31,13 @@ export type StatusLookup =
   | { found: true; names: string[]; symbol: string; address: number; how: string }
   | { found: false; why: string };
 
-export function readStatusLookup(img: ElfImage): StatusLookup {
-  const sym = lookupSymbol(img.symbols());
+/**
+ * `symbols`: where to find the table's address; a stripped binary whose
+ * symbols live in its separate debug file passes those (the data is the
+ * binary's either way).
+ */
+export function readStatusLookup(img: ElfImage, symbols: ElfSymbol[] = img.symbols()): StatusLookup {
+  const sym = lookupSymbol(symbols);
   if (!sym) return { found: false, why: `${img.path} has no ${STATUS_LOOKUP_SYMBOL} symbol (neither exported nor local)` };
   const where = `${STATUS_LOOKUP_SYMBOL} at 0x${sym.value.toString(16)} (${sym.size} bytes, ${sym.table})`;
   const sizeAt = sym.size === 16 ? 8 : sym.size === 24 ? 16 : null;

@@ -11,6 +11,7 @@ import { readElfInfo } from '../../recorder/probes/elf.js';
 import { ProfileSchema, type Profile } from '../../recorder/probes/profile.js';
 import { probesCommandOutput } from '../../recorder/probes/report.js';
 import { track, untrack, waitGone } from '../../recorder/reaper.js';
+import { STATUS_TABLES } from '../../trace/status.js';
 import { bookwormQemu, bullseyeQemu } from '../helpers/qemu-binaries.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
 
@@ -45,20 +46,25 @@ async function coldThenCached(label: string, binary: string, env: Record<string,
 /* ------------------------------------------------------------------ */
 /* A profile checked live: gdb places every probe and prints its values */
 
-function gdbScript(profile: Profile, env: Record<string, string>): string {
+/**
+ * The probes, or the read points (gdb runs only the first command list of
+ * breakpoints that share an address, and the read probe shares one with
+ * its read point): each prints its values and the state as the profile's
+ * address expression finds it.
+ */
+function gdbScript(profile: Profile, env: Record<string, string>, what: 'probes' | 'read points' = 'probes'): string {
   const lines = ['set pagination off', 'set confirm off', 'set startup-with-shell off', 'set debuginfod enabled off',
     'handle SIGUSR1 SIGUSR2 SIGPIPE nostop noprint pass'];
   for (const [k, v] of Object.entries(env)) lines.push(`set environment ${k}=${v}`);
-  for (const p of profile.probes) {
-    if (p.role === 'query') continue;
-    const values = Object.entries(p.values);
+  const points = what === 'probes'
+    ? profile.probes.filter((p) => p.role !== 'query').flatMap((p) => p.locations.map((loc) => ({ name: p.name, loc, values: Object.entries(p.values) })))
+    : profile.read_points.filter((r) => r.value).map((r) => ({ name: `rp:${r.name}`, loc: r.location, values: [['value', r.value!]] as Array<[string, string]> }));
+  for (const { name, loc, values } of points) {
     if (profile.state_addr_expr) values.push(['stateaddr', `(long)(${profile.state_addr_expr})`], ['state', `*(${profile.state_addr_expr})`]);
-    for (const loc of p.locations) {
-      lines.push(`break ${loc}`, 'commands', 'silent');
-      const fmt = values.map(([k]) => `${k}=%ld`).join(' ');
-      const args = values.map(([, v]) => `(long)(${v})`).join(', ');
-      lines.push(`printf "MIGRACE ${p.name} at=${loc} ${fmt}\\n", ${args}`, 'continue', 'end');
-    }
+    lines.push(`break ${loc}`, 'commands', 'silent');
+    const fmt = values.map(([k]) => `${k}=%ld`).join(' ');
+    const args = values.map(([, v]) => `(long)(${v})`).join(', ');
+    lines.push(`printf "MIGRACE ${name} at=${loc} ${fmt}\\n", ${args}`, 'continue', 'end');
   }
   lines.push('run');
   return `${lines.join('\n')}\n`;
@@ -131,9 +137,10 @@ async function withQmp<T>(path: string, fn: (cmd: Qmp) => Promise<T>): Promise<T
 
 async function underGdb<T>(
   profile: Profile, binary: string, args: string[], env: Record<string, string>, qmpPath: string, drive: (cmd: Qmp) => Promise<T>,
+  what: 'probes' | 'read points' = 'probes',
 ): Promise<{ hits: Hit[]; result: T; stdout: string }> {
   const script = join(tmp, `gdb-${Date.now()}-${Math.random().toString(36).slice(2)}.gdb`);
-  writeFileSync(script, gdbScript(profile, env));
+  writeFileSync(script, gdbScript(profile, env, what));
   // Shorter than the test timeout, so the cleanup below always runs.
   const gdb = execa('gdb', ['-batch', '-nx', '-q', '-x', script, '--args', binary, ...args], { reject: false, stdin: 'ignore', timeout: 40_000, env: { LC_ALL: 'C' } });
   const gdbPid = gdb.pid!;
@@ -158,6 +165,34 @@ async function underGdb<T>(
   }
 }
 
+/** minimig migrates; query until completed, then quit. The statuses the replies had. */
+async function migrateAndQuery(cmd: Qmp): Promise<string[]> {
+  await cmd('qmp_capabilities');
+  await cmd('migrate', { uri: 'tcp:127.0.0.1:0' });
+  const seen: string[] = [];
+  for (let i = 0; i < 200; i++) {
+    const r = (await cmd('query-migrate')) as { return?: { status?: string } };
+    seen.push(r.return?.status ?? '?');
+    if (r.return?.status === 'completed') break;
+    await new Promise((res) => setTimeout(res, 25));
+  }
+  await cmd('quit');
+  return seen;
+}
+
+/** A QEMU that never migrates, under gdb with the probes or the read points: one query-migrate, then quit. */
+function queryOnceUnderGdb(profile: Profile, binary: string, env: Record<string, string>, tag: string, what: 'probes' | 'read points' = 'probes') {
+  const sock = join(tmp, `qmp-${tag}-${process.pid}.sock`);
+  return underGdb(profile, binary,
+    ['-machine', 'none', '-nodefaults', '-display', 'none', '-S', '-qmp', `unix:${sock},server=on,wait=off`], env, sock,
+    async (cmd) => {
+      await cmd('qmp_capabilities');
+      const reply = await cmd('query-migrate');
+      await cmd('quit');
+      return reply;
+    }, what);
+}
+
 /* ------------------------------------------------------------------ */
 
 describe('discovery on the installed Debian bookworm QEMU (patched 7.2)', () => {
@@ -169,6 +204,7 @@ describe('discovery on the installed Debian bookworm QEMU (patched 7.2)', () => 
     expect(p.variant).toBe('patched');
     expect(p.qemu_version).toMatch(/^7\.2\./);
     expect(p.status_table).toBe('4.2');
+    expect(p.status_names).toEqual({ source: 'binary', names: [...STATUS_TABLES['4.2']] });
     expect(probe(p, 'transition').values).toEqual({ addr: '$rdi', old: '$esi', new: '$edx' });
     if (cold.elf.buildId === BOOKWORM_ID) {
       expect(p.state_offset).toBe(0x2e8);
@@ -176,6 +212,13 @@ describe('discovery on the installed Debian bookworm QEMU (patched 7.2)', () => 
       expect(probe(p, 'publish')).toMatchObject({
         locations: ['*qmp_query_migrate+332', '*qmp_query_migrate+513', '*qmp_query_migrate+676'], values: { value: '$r13d' },
       });
+      // The read once, populate_time_info's compares (inlined twice), populate_ram_info's (out of line, no symbol).
+      expect(p.read_points.map((r) => [r.name, r.pc, r.access, r.location])).toEqual([
+        ['qmp_query_migrate+125', '0x5fc1bd', 'load', '*qmp_query_migrate+133'],
+        ['qmp_query_migrate+432', '0x5fc2f0', 'compare', '*qmp_query_migrate+441'],
+        ['qmp_query_migrate+606', '0x5fc39e', 'compare', '*qmp_query_migrate+615'],
+        ['sub_5fa520+339', '0x5fa673', 'compare', '*qmp_query_migrate-6854'],
+      ]);
     } else {
       console.log(`[probes] bookworm QEMU has build-id ${cold.elf.buildId}, not ${BOOKWORM_ID}: exact offsets not checked`);
     }
@@ -184,15 +227,7 @@ describe('discovery on the installed Debian bookworm QEMU (patched 7.2)', () => 
   it.skipIf('skip' in q)('the read probe and the state address hold in a live process', async () => {
     if ('skip' in q) return;
     const { profile } = await discoverProfile(q.path, { env: q.env, cacheDir: join(tmp, 'live-cache') });
-    const sock = join(tmp, `qmp-72-${process.pid}.sock`);
-    const { hits, result, stdout } = await underGdb(profile, q.path,
-      ['-machine', 'none', '-nodefaults', '-display', 'none', '-S', '-qmp', `unix:${sock},server=on,wait=off`], q.env, sock,
-      async (cmd) => {
-        await cmd('qmp_capabilities');
-        const reply = await cmd('query-migrate');
-        await cmd('quit');
-        return reply;
-      });
+    const { hits, result, stdout } = await queryOnceUnderGdb(profile, q.path, q.env, '72');
     const reads = hits.filter((h) => h.probe === 'read');
     expect(reads, stdout).toHaveLength(1);
     // No migration yet: the state is none (0), and the address expression points at it.
@@ -201,7 +236,26 @@ describe('discovery on the installed Debian bookworm QEMU (patched 7.2)', () => 
     expect(result).toEqual({ return: {} });
     expectNoSurvivors();
   });
+
+  it.skipIf('skip' in q)('every read point is accepted by gdb in the running PIE; with no migration only the switch read is reached', async () => {
+    if ('skip' in q) return;
+    await readPointsWithoutMigration(q.path, q.env, '72');
+  });
 });
+
+/**
+ * The read points placed in a QEMU that never migrates: gdb must accept
+ * every one (a location gdb cannot resolve after the PIE is relocated
+ * would print an error), and a query in state none reaches the first only.
+ */
+async function readPointsWithoutMigration(binary: string, env: Record<string, string>, tag: string): Promise<void> {
+  const { profile } = await discoverProfile(binary, { env, cacheDir: join(tmp, `rp-cache-${tag}`) });
+  const { hits, stdout } = await queryOnceUnderGdb(profile, binary, env, `rp-${tag}`, 'read points');
+  expect(stdout).not.toMatch(/Cannot access memory|Cannot insert breakpoint|No symbol/);
+  expect(stdout.match(/^Breakpoint \d+ at /gm) ?? [], stdout).toHaveLength(profile.read_points.length);
+  expect(hits.map((h) => [h.probe, h.values.value, h.values.state])).toEqual([[`rp:${profile.read_points[0].name}`, 0, 0]]);
+  expectNoSurvivors();
+}
 
 describe('discovery on the fetched Debian bullseye QEMU (unpatched 5.2)', () => {
   const q = bullseyeQemu();
@@ -212,12 +266,18 @@ describe('discovery on the fetched Debian bullseye QEMU (unpatched 5.2)', () => 
     const p = cold.profile;
     expect(p.variant).toBe('unpatched');
     expect(p.qemu_version).toBe('5.2.0');
+    expect(p.status_names).toEqual({ source: 'binary', names: [...STATUS_TABLES['4.2']] });
     if (cold.elf.buildId === BULLSEYE_ID) {
       expect(p.state_offset).toBe(0x238);
       expect(probe(p, 'read')).toMatchObject({ locations: ['*qmp_query_migrate+123'], values: { value: '$eax' } });
       expect(probe(p, 'publish')).toMatchObject({
         locations: ['*qmp_query_migrate+187', '*qmp_query_migrate+457', '*qmp_query_migrate+636'], values: { value: '$eax' },
       });
+      expect(p.read_points.map((r) => `${r.name} ${r.pc} ${r.access}`)).toEqual([
+        'qmp_query_migrate+117 0x518fa5 load', 'qmp_query_migrate+181 0x518fe5 load', 'qmp_query_migrate+290 0x519052 compare',
+        'qmp_query_migrate+425 0x5190d9 load', 'qmp_query_migrate+451 0x5190f3 load', 'qmp_query_migrate+528 0x519140 load',
+        'qmp_query_migrate+570 0x51916a compare', 'qmp_query_migrate+630 0x5191a6 load', 'sub_5179e0+271 0x517aef compare',
+      ]);
     } else {
       console.log(`[probes] bullseye QEMU has build-id ${cold.elf.buildId}, not ${BULLSEYE_ID}: exact offsets not checked`);
     }
@@ -234,17 +294,15 @@ describe('discovery on the fetched Debian bullseye QEMU (unpatched 5.2)', () => 
     expect(existsSync(r.cacheFile!)).toBe(false);
   });
 
+  it.skipIf('skip' in q)('every read point is accepted by gdb in the running PIE (library path in the inferior)', async () => {
+    if ('skip' in q) return;
+    await readPointsWithoutMigration(q.path, q.env, '52');
+  });
+
   it.skipIf('skip' in q)('the read probe and the state address hold in a live process (library path in the inferior)', async () => {
     if ('skip' in q) return;
     const { profile } = await discoverProfile(q.path, { env: q.env, cacheDir: join(tmp, 'live-cache') });
-    const sock = join(tmp, `qmp-52-${process.pid}.sock`);
-    const { hits, stdout } = await underGdb(profile, q.path,
-      ['-machine', 'none', '-nodefaults', '-display', 'none', '-S', '-qmp', `unix:${sock},server=on,wait=off`], q.env, sock,
-      async (cmd) => {
-        await cmd('qmp_capabilities');
-        await cmd('query-migrate');
-        await cmd('quit');
-      });
+    const { hits, stdout } = await queryOnceUnderGdb(profile, q.path, q.env, '52');
     const reads = hits.filter((h) => h.probe === 'read');
     expect(reads, stdout).toHaveLength(1);
     expect(reads[0].values).toMatchObject({ value: 0, state: 0 });
@@ -274,19 +332,7 @@ describe('minimig (debug info): symbolic transition probe, discovered read and p
     const { profile } = await discoverProfile(MINIMIG, { cacheDir: join(tmp, 'minimig-cache') });
     const sock = join(tmp, `qmp-mm-${process.pid}.sock`);
     const { hits, result: statuses, stdout } = await underGdb(profile, MINIMIG,
-      ['-qmp', `unix:${sock},server,wait=off`, '--setup-ms', '300', '--transfer-ms', '100'], {}, sock, async (cmd) => {
-        await cmd('qmp_capabilities');
-        await cmd('migrate', { uri: 'tcp:127.0.0.1:0' });
-        const seen: string[] = [];
-        for (let i = 0; i < 200; i++) {
-          const r = (await cmd('query-migrate')) as { return?: { status?: string } };
-          seen.push(r.return?.status ?? '?');
-          if (r.return?.status === 'completed') break;
-          await new Promise((res) => setTimeout(res, 25));
-        }
-        await cmd('quit');
-        return seen;
-      });
+      ['-qmp', `unix:${sock},server,wait=off`, '--setup-ms', '300', '--transfer-ms', '100'], {}, sock, migrateAndQuery);
     expect(statuses).toContain('completed');
     const transitions = hits.filter((h) => h.probe === 'transition');
     expect(transitions.length, stdout).toBeGreaterThanOrEqual(2);
@@ -300,6 +346,112 @@ describe('minimig (debug info): symbolic transition probe, discovered read and p
     for (const r of reads) expect([1, 4, 8]).toContain(r.values.value);
     expectNoSurvivors();
   });
+});
+
+describe('minimig: every read point fires during a migration', () => {
+  const built = existsSync(MINIMIG) && existsSync(MINIMIG_PATCHED);
+  for (const [label, binary, expected] of [
+    ['minimig', MINIMIG, ['fill_source_migration_info+29', 'fill_source_migration_info+171', 'populate_time_info+61']],
+    ['minimig-patched', MINIMIG_PATCHED, ['fill_source_migration_info+29', 'populate_time_info+61']],
+  ] as const) {
+    it.skipIf(!built)(`${label}: the switch read, ${label === 'minimig' ? 'the re-read it publishes, ' : ''}populate_time_info's`, async () => {
+      const { profile } = await discoverProfile(binary, { cacheDir: join(tmp, `minimig-rp-${label}`) });
+      expect(profile.read_points.map((r) => r.name)).toEqual(expected);
+      expect(profile.status_names).toEqual({ source: 'binary', names: [...STATUS_TABLES['4.2']] });
+      expect(profile.read_points.every((r) => r.source?.startsWith('minimig.c:'))).toBe(true);
+      const sock = join(tmp, `qmp-mmrp-${label}-${process.pid}.sock`);
+      const { hits, result: statuses, stdout } = await underGdb(profile, binary,
+        ['-qmp', `unix:${sock},server,wait=off`, '--setup-ms', '300', '--transfer-ms', '100'], {}, sock, migrateAndQuery, 'read points');
+      const at = (name: string): number[] => hits.filter((h) => h.probe === `rp:${name}`).map((h) => h.values.value);
+      // The switch read sees every query; populate_time_info only those of an active or completed migration.
+      expect(at('fill_source_migration_info+29'), stdout).toHaveLength(statuses.length);
+      for (const v of at('fill_source_migration_info+29')) expect([1, 4, 8]).toContain(v);
+      expect(at('populate_time_info+61').length).toBe(statuses.filter((x) => x === 'active' || x === 'completed').length);
+      for (const v of at('populate_time_info+61')) expect([4, 8]).toContain(v);
+      if (label === 'minimig') expect(at('fill_source_migration_info+171')).toHaveLength(statuses.length);
+      expectNoSurvivors();
+    });
+  }
+});
+
+/* ------------------------------------------------------------------ */
+/* QEMU 10.0.2 (bookworm-backports) and QEMU 5.2 built with -O2 -g */
+
+const ROOT = resolve('.');
+const QEMU_10 = process.env.MIGRACE_QEMU_10_0_2 ?? join(ROOT, 'samples/.cache/qemu-10.0.2/root/usr/bin/qemu-system-x86_64');
+const QEMU_52_DBG = join(ROOT, 'samples/.cache/qemu-5.2-dbg');
+
+describe('discovery on Debian bookworm-backports QEMU 10.0.2 (patched, endbr64, no migration_in_setup)', () => {
+  const skip = existsSync(QEMU_10) ? null : `no QEMU 10.0.2 at ${QEMU_10} (fetch it, or set MIGRACE_QEMU_10_0_2)`;
+  if (skip) console.log(`[probes] QEMU 10.0.2 tests skipped: ${skip}`);
+  it.skipIf(skip !== null)(`finds the read once at +191 and populate_time_info/populate_ram_info's re-reads${skip ? ` (skipped: ${skip})` : ''}`, async () => {
+    const { cold } = await coldThenCached('bookworm-backports 10.0.2', QEMU_10, {});
+    const p = cold.profile;
+    expect(p).toMatchObject({ variant: 'patched', qemu_version: '10.0.2', status_table: '9.1', state_offset: 0x2f8 });
+    expect(p.status_names).toEqual({ source: 'binary', names: [...STATUS_TABLES['9.1']] });
+    expect(probe(p, 'read')).toMatchObject({ locations: ['*qmp_query_migrate+199'], values: { value: '$r13d' } });
+    expect(probe(p, 'publish')).toMatchObject({ locations: ['*qmp_query_migrate+484'], values: { value: '$r13d' } });
+    expect(p.read_points[0]).toMatchObject({ name: 'qmp_query_migrate+191', access: 'load', instruction: 'mov 0x2f8(%r12),%r13d' });
+    // populate_time_info and populate_ram_info are out of line here (no symbol in the stripped build): completed is 9.
+    const callees = p.read_points.filter((r) => r.function.startsWith('sub_'));
+    expect(callees.length).toBeGreaterThanOrEqual(2);
+    expect(callees.filter((r) => r.access === 'compare').every((r) => /^cmpl \$0x9,0x2f8\(%r\w+\)$/.test(r.instruction))).toBe(true);
+    console.log(`[probes] 10.0.2 read points: ${p.read_points.map((r) => `${r.name} ${r.instruction}`).join('; ')}`);
+  });
+
+  it.skipIf(skip !== null)('every read point is accepted by gdb in the running PIE', async () => {
+    await readPointsWithoutMigration(QEMU_10, {}, '10');
+  });
+});
+
+describe('QEMU 5.2 built from Debian\'s source with -O2 -g: unstripped, with a separate debug file, and --strip-debug', () => {
+  const unstripped = join(QEMU_52_DBG, 'qemu-system-x86_64');
+  const linked = join(QEMU_52_DBG, 'split/qemu-system-x86_64');
+  const skip = existsSync(join(QEMU_52_DBG, '.complete')) && existsSync(unstripped) && existsSync(linked) ? null : `no -O2 -g build of QEMU 5.2 under ${QEMU_52_DBG}`;
+  if (skip) console.log(`[probes] QEMU 5.2 -O2 -g tests skipped: ${skip}`);
+  it.skipIf(skip !== null)(`the same read points and probe locations as the --strip-debug build; gdb's own lookup lands on migrate_get_current.part.0${skip ? ` (skipped: ${skip})` : ''}`, async () => {
+    const stripped = join(tmp, 'qemu-5.2-dbg.strip-debug');
+    execFileSync('strip', ['--strip-debug', '-o', stripped, unstripped]);
+    const runs = [];
+    for (const [label, bin] of [['unstripped', unstripped], ['.gnu_debuglink', linked], ['--strip-debug', stripped]] as const) {
+      const r = await discoverProfile(bin, { cacheDir: mkdtempSync(join(tmp, 'dbg-cache-')), refresh: true });
+      console.log(`[probes] 5.2 -O2 -g ${label}: ${r.ms.toFixed(0)} ms, ${r.profile.read_points.length} read points`);
+      runs.push({ label, r });
+    }
+    const [full, split, plain] = runs.map((x) => x.r);
+    const placement = (p: Profile) => ({
+      probes: p.probes.map((x) => [x.name, x.locations]),
+      read_points: p.read_points.map((r) => [r.pc, r.instruction, r.access, r.location, r.value]),
+      state_offset: p.state_offset, variant: p.variant,
+    });
+    expect(placement(full.profile)).toEqual(placement(plain.profile));
+    expect(placement(split.profile)).toEqual(placement(plain.profile));
+    const { binary: _a, ...a } = full.profile;
+    const { binary: _b, ...b } = split.profile;
+    expect(b).toEqual(a);
+    expect(full.elf.hasDebugInfo).toBe(true);
+    expect(split.elf.separateDebugFile).toBe(`${linked}.debug`);
+    expect(full.profile).toMatchObject({ variant: 'unpatched', state_offset: 0x200, status_names: { source: 'binary' } });
+    expect(probe(full.profile, 'transition').values).toEqual({ addr: 'state', old: 'old_state', new: 'new_state' });
+    expect(probe(plain.profile, 'transition').values).toEqual({ addr: '$rdi', old: '$esi', new: '$edx' });
+    expect(full.report.join('\n')).toMatch(/gdb resolves migrate_get_current to 0x[0-9a-f]+ \(migrate_get_current\.part\.0\)/);
+    expect(full.profile.state_addr_expr).not.toContain('migrate_get_current');
+    // The switch read on migration.c:1059 (facts.md), in fill_source_migration_info inlined into qmp_query_migrate.
+    expect(full.profile.read_points[0].source).toBe('../migration/migration.c:1059 in fill_source_migration_info (inlined into qmp_query_migrate)');
+    expect(full.profile.read_points.every((r) => r.source !== null)).toBe(true);
+  });
+
+  for (const [label, rel] of [['unstripped', 'qemu-system-x86_64'], ['.gnu_debuglink', 'split/qemu-system-x86_64']] as const) {
+    it.skipIf(skip !== null)(`${label}: the read probe, the state address and every read point hold in a live process`, async () => {
+      const bin = join(QEMU_52_DBG, rel);
+      const { profile } = await discoverProfile(bin, { cacheDir: join(tmp, `dbg-live-${label}`) });
+      const { hits, stdout } = await queryOnceUnderGdb(profile, bin, {}, `dbg-${label.replace(/\W/g, '')}`);
+      const reads = hits.filter((h) => h.probe === 'read');
+      expect(reads, stdout).toHaveLength(1);
+      expect(reads[0].values).toMatchObject({ value: 0, state: 0 });
+      await readPointsWithoutMigration(bin, {}, `dbg-${label.replace(/\W/g, '')}`);
+    });
+  }
 });
 
 describe('what discovery refuses', () => {

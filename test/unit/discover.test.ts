@@ -3,10 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MigraceError } from '../../trace/errors.js';
-import { analyzeDisassembly, buildProfile, calleesToInspect, findGlobal, FIRST_PASS_FUNCTIONS } from '../../recorder/probes/analysis.js';
+import { analyzeDisassembly, buildProfile, findGlobal, FIRST_PASS_FUNCTIONS, planQueryPath, type DisassemblyInput } from '../../recorder/probes/analysis.js';
+import { decideStatusNames, type StatusDecision } from '../../recorder/probes/status-lookup.js';
 import { discoverProfile, loadProfileFile, parseProfileText, parseVersionOutput } from '../../recorder/probes/discover.js';
 import { parseDisasmLine, parseDisassembly, parseOperand } from '../../recorder/probes/disasm.js';
-import { buildIdFromNotes, readElfInfo } from '../../recorder/probes/elf.js';
+import { buildIdFromNotes, parseDebugLink, readElfInfo } from '../../recorder/probes/elf.js';
+import type { ElfSymbol } from '../../recorder/probes/elf-image.js';
+import { cloneBase, FunctionTable } from '../../recorder/probes/functions.js';
 import { ProfileSchema } from '../../recorder/probes/profile.js';
 import { isAlive, survivors, waitGone } from '../../recorder/reaper.js';
 
@@ -103,6 +106,13 @@ function qemu10(): Record<string, string | null> {
   };
 }
 
+/** The names a binary without MigrationStatus_lookup gets: its version's table. */
+function versionTable(version: string): StatusDecision {
+  const d = decideStatusNames({ found: false, why: 'no MigrationStatus_lookup in a captured listing' }, version);
+  if ('refused' in d) throw new Error(d.refused);
+  return d;
+}
+
 function probe(profile: ReturnType<typeof buildProfile>, name: string) {
   const p = profile.probes.find((x) => x.name === name);
   if (!p) throw new Error(`no probe ${name}`);
@@ -158,7 +168,7 @@ describe('discovery on captured Debian builds', () => {
     expect(a.variant).toBe('patched');
     // The destination side reads current_incoming first, at another offset: not the read.
     expect(a.notes.join('\n')).toMatch(/\+80 `mov 0x1d0\(%rbx\),%eax`.*destination/);
-    const profile = buildProfile(a, { binary: '/usr/bin/qemu-system-x86_64', buildId: 'd9541fd67c4ea37f9ca7fca0f5096f32b3b7e7e0', qemuVersion: '7.2.22' });
+    const profile = buildProfile(a, { binary: '/usr/bin/qemu-system-x86_64', buildId: 'd9541fd67c4ea37f9ca7fca0f5096f32b3b7e7e0', qemuVersion: '7.2.22', status: versionTable('7.2.22') });
     expect(ProfileSchema.parse(profile)).toEqual(profile);
     expect(profile).toMatchObject({ kind: 'address', status_table: '4.2', variant: 'patched', state_offset: 0x2e8 });
     expect(probe(profile, 'transition')).toMatchObject({ locations: ['migrate_set_state'], values: { addr: '$rdi', old: '$esi', new: '$edx' } });
@@ -183,7 +193,7 @@ describe('discovery on captured Debian builds', () => {
     }
     expect(a.variant).toBe('unpatched');
     expect(a.variantWhy).toMatch(/re-read/);
-    const profile = buildProfile(a, { binary: null, buildId: 'e75c4e44f088a4a9c5bb4880bed10e7a81dc2606', qemuVersion: '5.2.0' });
+    const profile = buildProfile(a, { binary: null, buildId: 'e75c4e44f088a4a9c5bb4880bed10e7a81dc2606', qemuVersion: '5.2.0', status: versionTable('5.2.0') });
     expect(profile).toMatchObject({ variant: 'unpatched', state_offset: 0x238, status_table: '4.2' });
     expect(profile.state_addr_expr).toBe('(int *)(*(char **)((char *)migrate_get_current + 0x8b1478) + 0x238)');
   });
@@ -205,7 +215,7 @@ describe('discovery on a QEMU 10.0-shaped listing (endbr64, no migration_in_setu
     expect(a.read).toMatchObject({ location: '*qmp_query_migrate+222', value: '$r13d' });
     expect(a.publishes.map((p) => [p.location, p.value])).toEqual([['*qmp_query_migrate+430', '$r13d']]);
     expect(a.variant).toBe('patched');
-    const profile = buildProfile(a, { binary: null, buildId: null, qemuVersion: '10.0.3' });
+    const profile = buildProfile(a, { binary: null, buildId: null, qemuVersion: '10.0.3', status: versionTable('10.0.3') });
     expect(profile.status_table).toBe('9.1');
   });
 
@@ -216,7 +226,7 @@ describe('discovery on a QEMU 10.0-shaped listing (endbr64, no migration_in_setu
     expect(a.stateAddrExpr).toBeNull();
     expect(a.read.location).toBe('*qmp_query_migrate+222');
     expect(a.notes.join('\n')).toContain('$rdi - (long)migrate_get_current()');
-    const profile = buildProfile(a, { binary: null, buildId: null, qemuVersion: '10.0.3' });
+    const profile = buildProfile(a, { binary: null, buildId: null, qemuVersion: '10.0.3', status: versionTable('10.0.3') });
     expect(profile.state_offset).toBeNull();
   });
 
@@ -228,6 +238,115 @@ describe('discovery on a QEMU 10.0-shaped listing (endbr64, no migration_in_setu
     const a = analyzeDisassembly({ listings: l, debugInfo: false });
     expect(a.variant).toBe('unpatched');
     expect(a.publishes[0].sources).toContainEqual(expect.objectContaining({ kind: 're-read', offset: 426 }));
+  });
+});
+
+/**
+ * test/fixtures/c/split.c built with gcc 12 -O2 -g -rdynamic: gcc split
+ * migrate_get_current into the function and migrate_get_current.part.0 (the
+ * failed assert), made populate_time_info.constprop.0 and
+ * qmp_query_migrate.cold. Listings as discovery takes them: by the symbol
+ * table's range with --readnever; `split.by-name.*` is what `disassemble
+ * migrate_get_current` gives with the debug info loaded.
+ */
+function splitInput(over: Partial<DisassemblyInput> = {}): DisassemblyInput {
+  const read = (f: string): string => readFileSync(join(FIX, `split.${f}.txt`), 'utf8');
+  const listings: Record<string, string | null> = {};
+  for (const f of FIRST_PASS_FUNCTIONS) listings[f] = existsSync(join(FIX, `split.${f}.txt`)) ? read(f) : null;
+  return {
+    listings,
+    code: [
+      { name: 'populate_time_info.constprop.0', start: 0x12d0, text: read('populate_time_info.constprop.0'), anchor: false },
+      { name: 'qmp_query_migrate.cold', start: 0x1090, text: read('qmp_query_migrate.cold'), anchor: false },
+    ],
+    debugInfo: false,
+    ...over,
+  };
+}
+
+describe('discovery on a captured split function (gcc -O2: migrate_get_current and its .part.0)', () => {
+  it('the symbol table\'s migrate_get_current has the global; the name gdb resolves with debug info is the assert path', () => {
+    const real = parseDisassembly(readFileSync(join(FIX, 'split.migrate_get_current.txt'), 'utf8'));
+    expect(findGlobal(real)).toMatchObject({ address: 0x4278, kind: 'pointer' });
+    const byName = readFileSync(join(FIX, 'split.by-name.migrate_get_current.txt'), 'utf8');
+    expect(byName).toContain('__assert_fail@plt');
+    expect(parseDisassembly(byName).lines[0].address).toBe(0x12a0);
+    expect(findGlobal(parseDisassembly(byName))).toBeNull();
+  });
+
+  it('finds the read, both re-reads (one across a call gcc knows leaves %rcx alone) and the read in the .constprop clone', () => {
+    const a = analyzeDisassembly(splitInput());
+    expect(a.stateOffset).toBe(0x200);
+    expect(a.read).toMatchObject({ location: '*qmp_query_migrate+46', value: '$edx' });
+    expect(a.publishes.map((p) => p.location)).toEqual(['*qmp_query_migrate+81', '*qmp_query_migrate+126']);
+    expect(a.variant).toBe('unpatched');
+    expect(a.readPoints.map((r) => [r.name, r.pc, r.next_pc, r.access, r.location, r.value])).toEqual([
+      ['qmp_query_migrate+40', '0x1378', '0x137e', 'load', '*qmp_query_migrate+46', '$edx'],
+      ['qmp_query_migrate+75', '0x139b', '0x13a1', 'load', '*qmp_query_migrate+81', '$edx'],
+      ['qmp_query_migrate+120', '0x13c8', '0x13ce', 'load', '*qmp_query_migrate+126', '$edx'],
+      // A clone's name is no gdb location: placed from qmp_query_migrate.
+      ['populate_time_info.constprop.0+7', '0x12d7', '0x12de', 'compare', '*qmp_query_migrate-114', '*(int *)($rsi + 0x200)'],
+    ]);
+    expect(a.readPoints[3].via).toEqual(['qmp_query_migrate', 'populate_time_info.constprop.0']);
+    expect(a.stateAddrExpr).toBe('(int *)(*(char **)((char *)migrate_get_current + 0x2f78) + 0x200)');
+  });
+
+  it('when gdb resolves migrate_get_current to the clone, nothing is placed from that name', () => {
+    const a = analyzeDisassembly(splitInput({ notAnchors: ['migrate_get_current'], debugInfo: true, debugStateOffset: 0x200 }));
+    expect(a.stateAddrExpr).toBe('(int *)(*(char **)((char *)qmp_query_migrate + 0x2f28) + 0x200)');
+    expect(a.read.location).toBe('*qmp_query_migrate+46');
+    expect(a.transition).toMatchObject({ locations: ['migrate_set_state'], values: { addr: 'state', old: 'old_state', new: 'new_state' } });
+  });
+
+  it('when qmp_query_migrate and migrate_set_state are no anchors either, everything is placed from what is left', () => {
+    const a = analyzeDisassembly(splitInput({ notAnchors: ['qmp_query_migrate', 'migrate_set_state'], debugInfo: true }));
+    expect(a.read.location).toBe('*migrate_get_current+126');
+    expect(a.query.locations).toEqual(['*migrate_get_current+80']);
+    // At an address the registers are the arguments for certain, whatever the debug info says.
+    expect(a.transition).toMatchObject({ locations: ['*migrate_get_current-144'], values: { addr: '$rdi', old: '$esi', new: '$edx' } });
+  });
+
+  it('with no name left to place from: a PROBES error naming the symbols and the clones', () => {
+    const problems = ['gdb resolves migrate_get_current to 0x12a0 (migrate_get_current.part.0), the symbol table has it at 0x1300'];
+    expect(() => analyzeDisassembly(splitInput({ notAnchors: ['qmp_query_migrate', 'migrate_set_state', 'migrate_get_current'], anchorProblems: problems })))
+      .toThrow(/no function name gdb resolves to the code the symbol table gives it .*migrate_get_current\.part\.0.*--profile FILE/);
+  });
+
+  it('a required function that only exists as a clone names the clone and suggests --profile', () => {
+    const l = splitInput();
+    const e = (() => {
+      try {
+        analyzeDisassembly({ ...l, listings: { ...l.listings, qmp_query_migrate: null }, symbolProblems: { qmp_query_migrate: 'no symbol qmp_query_migrate; the symbol table has only qmp_query_migrate.part.0 at 0x1350' } });
+      } catch (x) {
+        return x as MigraceError;
+      }
+      return null;
+    })();
+    expect(e?.code).toBe('PROBES');
+    expect(e?.message).toMatch(/symbol qmp_query_migrate not found \(no symbol qmp_query_migrate; the symbol table has only qmp_query_migrate\.part\.0 at 0x1350\).*--profile FILE/);
+  });
+});
+
+describe('read points of the captured Debian builds (qmp_query_migrate alone: no callee listings here)', () => {
+  it('5.2: the switch read, the re-reads before each publish, and populate_time_info\'s compares', () => {
+    const a = analyzeDisassembly({ listings: captured('5.2'), debugInfo: false });
+    expect(a.readPoints.map((r) => `${r.offset} ${r.access} ${r.instruction}`)).toEqual([
+      '117 load mov 0x238(%rbx),%eax', '181 load mov 0x238(%rbx),%eax', '290 compare cmpl $0x8,0x238(%rbx)',
+      '425 load mov 0x238(%rbx),%eax', '451 load mov 0x238(%rbx),%eax', '528 load mov 0x238(%rbx),%eax',
+      '570 compare cmpl $0x8,0x238(%rbx)', '630 load mov 0x238(%rbx),%eax',
+    ]);
+    expect(a.readPoints[0].why).toMatch(/the read the switch uses/);
+    expect(a.readPoints.find((r) => r.offset === 451)?.why).toMatch(/the re-read published at \+457/);
+    expect(a.readPoints.find((r) => r.offset === 290)).toMatchObject({ location: '*qmp_query_migrate+297', value: '*(int *)($rbx + 0x238)', next_pc: '0x519059' });
+  });
+
+  it('7.2: the read once, then the two compares populate_time_info was inlined into', () => {
+    const a = analyzeDisassembly({ listings: captured('7.2'), debugInfo: false });
+    expect(a.readPoints.map((r) => [r.name, r.pc, r.access])).toEqual([
+      ['qmp_query_migrate+125', '0x5fc1bd', 'load'], ['qmp_query_migrate+432', '0x5fc2f0', 'compare'], ['qmp_query_migrate+606', '0x5fc39e', 'compare'],
+    ]);
+    // The destination side's 0x1d0 of current_incoming is not one of them.
+    expect(a.readPoints.some((r) => r.instruction.includes('0x1d0'))).toBe(false);
   });
 });
 
@@ -259,13 +378,17 @@ describe('what discovery cannot do is a clear PROBES error', () => {
     );
   });
 
-  it('asks for the callees when the source part is not inlined', () => {
-    expect(calleesToInspect({ qmp_query_migrate: '   0x1 <+0>:\tcall   0x2c12 <fill_source_migration_info>\n   0x6 <+5>:\tcall   0x21d0 <calloc@plt>' })).toEqual(['fill_source_migration_info']);
+  it('asks for the callees of qmp_query_migrate, not for library calls', () => {
+    const wanted = planQueryPath({
+      listings: { qmp_query_migrate: '   0x1000 <+0>:\tcall   0x2c12 <fill_source_migration_info>\n   0x1005 <+5>:\tcall   0x21d0 <calloc@plt>\n   0x100a <+10>:\tret' },
+      debugInfo: false,
+    });
+    expect(wanted.map((w) => [w.target, w.depth, w.certain])).toEqual([[0x2c12, 1, true]]);
   });
 });
 
 describe('profiles passed by hand', () => {
-  const good = buildProfile(analyzeDisassembly({ listings: captured('7.2'), debugInfo: false }), { binary: null, buildId: 'abc', qemuVersion: '7.2.22' });
+  const good = buildProfile(analyzeDisassembly({ listings: captured('7.2'), debugInfo: false }), { binary: null, buildId: 'abc', qemuVersion: '7.2.22', status: versionTable('7.2.22') });
 
   it('round-trips through a file', () => {
     const f = join(tmp, 'good.json');
@@ -305,9 +428,60 @@ describe('QEMU -version', () => {
 });
 
 /* ------------------------------------------------------------------ */
+/* Functions by the symbol table */
+
+describe('functions by the symbol table, never by a name lookup', () => {
+  const sym = (name: string, value: number, size: number, table: ElfSymbol['table'] = 'symtab'): ElfSymbol => ({
+    name, value, size, kind: 'func', binding: table === 'dynsym' ? 'global' : 'local', table,
+  });
+  // split.c's symbols, as `nm -S` lists them.
+  const symbols = [
+    sym('migrate_get_current', 0x1300, 0x13, 'dynsym'), sym('migrate_get_current', 0x1300, 0x13), sym('migrate_get_current.part.0', 0x12a0, 0x23),
+    sym('populate_time_info.constprop.0', 0x12d0, 0x30), sym('qmp_query_migrate', 0x1350, 0x88, 'dynsym'), sym('qmp_query_migrate.cold', 0x1090, 0x5),
+    sym('twice', 0x2000, 8), sym('twice', 0x3000, 8), sym('only.isra.0', 0x4000, 16),
+  ];
+  const unwind = (a: number) => (a === 0x5000 ? { start: 0x5000, end: 0x5040 } : null);
+  const t = new FunctionTable(symbols, unwind);
+
+  it('knows gcc\'s clone suffixes', () => {
+    expect(['migrate_get_current.part.0', 'qmp_query_migrate.cold', 'populate_time_info.constprop.0', 'f.isra.0', 'f.constprop.0.isra.0', 'f.lto_priv.0', 'plain'].map(cloneBase))
+      .toEqual(['migrate_get_current', 'qmp_query_migrate', 'populate_time_info', 'f', 'f', 'f', 'plain']);
+  });
+
+  it('a name is the one sized function of exactly that name, the same in .dynsym and .symtab', () => {
+    expect(t.byName('migrate_get_current')).toMatchObject({ found: true, range: { start: 0x1300, end: 0x1313 } });
+    expect(t.unambiguous('migrate_get_current')).toBe(true);
+    expect(t.byName('twice')).toMatchObject({ found: false, why: 'twice names 2 functions in the symbol table (0x2000, 0x3000)' });
+    expect(t.byName('only')).toMatchObject({
+      found: false, why: "no symbol only; the symbol table has only only.isra.0 at 0x4000, copies gcc made whose code and arguments are not only's",
+    });
+    expect(t.byName('absent')).toMatchObject({ found: false, why: 'no symbol absent', clones: [] });
+  });
+
+  it('code that starts at an address: its symbol, else its unwind entry (a stripped build\'s local function)', () => {
+    expect(t.startingAt(0x12d0)).toMatchObject({ name: 'populate_time_info.constprop.0', end: 0x1300 });
+    expect(t.startingAt(0x5000)).toEqual({ name: 'sub_5000', start: 0x5000, end: 0x5040, symbol: null });
+    expect(t.startingAt(0x5004)).toBeNull();
+    expect(t.covering(0x12b0)?.name).toBe('migrate_get_current.part.0');
+    expect(t.hasLocalSymbols()).toBe(true);
+    expect(new FunctionTable(symbols.filter((x) => x.table === 'dynsym'), unwind).hasLocalSymbols()).toBe(false);
+  });
+});
+
+/* ------------------------------------------------------------------ */
 /* ELF */
 
-function elf(opts: { cls?: number; machine?: number; sections?: boolean; debug?: boolean; phNote?: boolean; id?: string }): Buffer {
+interface FakeSymbol { name: string; value: number; size: number }
+
+/**
+ * A small x86-64 ELF: a build-id note, optionally .debug_info, a
+ * .gnu_debuglink and a symbol table of FUNC symbols, and the program header
+ * of the note when asked.
+ */
+function elf(opts: {
+  cls?: number; machine?: number; sections?: boolean; debug?: boolean; phNote?: boolean; id?: string;
+  symbols?: FakeSymbol[]; debugLink?: { file: string; crc: number };
+}): Buffer {
   const id = Buffer.from(opts.id ?? 'd9541fd67c4ea37f9ca7fca0f5096f32b3b7e7e0', 'hex');
   const note = Buffer.alloc(12 + 4 + id.length);
   note.writeUInt32LE(4, 0);
@@ -315,17 +489,44 @@ function elf(opts: { cls?: number; machine?: number; sections?: boolean; debug?:
   note.writeUInt32LE(3, 8);
   note.write('GNU\0', 12, 'latin1');
   id.copy(note, 16);
-  const names = Buffer.from('\0.note.gnu.build-id\0.debug_info\0.shstrtab\0', 'latin1');
-  const noteOff = 64 + 56;
-  const namesOff = noteOff + note.length;
-  const debugOff = namesOff + names.length;
-  const shOff = (debugOff + 8 + 7) & ~7;
-  const secs = [
-    { name: 0, type: 0, off: 0, size: 0 },
-    { name: 1, type: 7, off: noteOff, size: note.length },
-    ...(opts.debug ? [{ name: 20, type: 1, off: debugOff, size: 8 }] : []),
-    { name: 32, type: 3, off: namesOff, size: names.length },
+  const body: Array<{ name: string; type: number; data: Buffer; link?: number; entsize?: number }> = [
+    { name: '.note.gnu.build-id', type: 7, data: note },
   ];
+  if (opts.debug) body.push({ name: '.debug_info', type: 1, data: Buffer.alloc(8) });
+  if (opts.debugLink) {
+    const name = Buffer.from(`${opts.debugLink.file}\0`, 'latin1');
+    const link = Buffer.alloc(((name.length + 3) & ~3) + 4);
+    name.copy(link);
+    link.writeUInt32LE(opts.debugLink.crc, link.length - 4);
+    body.push({ name: '.gnu_debuglink', type: 1, data: link });
+  }
+  if (opts.symbols) {
+    const names = Buffer.from(`\0${opts.symbols.map((x) => `${x.name}\0`).join('')}`, 'latin1');
+    const table = Buffer.alloc(24 * (opts.symbols.length + 1));
+    let at = 1;
+    opts.symbols.forEach((x, i) => {
+      const e = 24 * (i + 1);
+      table.writeUInt32LE(at, e);
+      table[e + 4] = 0x12; // GLOBAL FUNC
+      table.writeUInt16LE(1, e + 6);
+      table.writeBigUInt64LE(BigInt(x.value), e + 8);
+      table.writeBigUInt64LE(BigInt(x.size), e + 16);
+      at += x.name.length + 1;
+    });
+    // section indexes: 0 null, then body in order, so .strtab is the next one after .symtab.
+    body.push({ name: '.symtab', type: 2, data: table, link: body.length + 2, entsize: 24 });
+    body.push({ name: '.strtab', type: 3, data: names });
+  }
+  const shstr = Buffer.from(`\0${body.map((x) => `${x.name}\0`).join('')}.shstrtab\0`, 'latin1');
+  body.push({ name: '.shstrtab', type: 3, data: shstr });
+  let off = 64 + 56;
+  const placed = body.map((x) => {
+    const here = (off + 7) & ~7;
+    off = here + x.data.length;
+    return { ...x, off: here };
+  });
+  const shOff = (off + 7) & ~7;
+  const secs = [{ name: '', type: 0, data: Buffer.alloc(0), off: 0 } as (typeof placed)[number], ...placed];
   const buf = Buffer.alloc(shOff + secs.length * 64);
   buf.writeUInt32BE(0x7f454c46, 0);
   buf[4] = opts.cls ?? 2;
@@ -342,17 +543,22 @@ function elf(opts: { cls?: number; machine?: number; sections?: boolean; debug?:
   buf.writeUInt16LE(opts.sections === false ? 0 : secs.length - 1, 62);
   if (opts.phNote) {
     buf.writeUInt32LE(4, 64);
-    buf.writeBigUInt64LE(BigInt(noteOff), 64 + 8);
+    buf.writeBigUInt64LE(BigInt(placed[0].off), 64 + 8);
     buf.writeBigUInt64LE(BigInt(note.length), 64 + 32);
   }
-  note.copy(buf, noteOff);
-  names.copy(buf, namesOff);
-  secs.forEach((s, i) => {
+  let nameAt = 1;
+  secs.forEach((x, i) => {
+    x.data.copy(buf, x.off);
     const at = shOff + i * 64;
-    buf.writeUInt32LE(s.name, at);
-    buf.writeUInt32LE(s.type, at + 4);
-    buf.writeBigUInt64LE(BigInt(s.off), at + 24);
-    buf.writeBigUInt64LE(BigInt(s.size), at + 32);
+    if (i > 0) {
+      buf.writeUInt32LE(nameAt, at);
+      nameAt += x.name.length + 1;
+    }
+    buf.writeUInt32LE(x.type, at + 4);
+    buf.writeBigUInt64LE(BigInt(x.off), at + 24);
+    buf.writeBigUInt64LE(BigInt(x.data.length), at + 32);
+    buf.writeUInt32LE(x.link ?? 0, at + 40);
+    buf.writeBigUInt64LE(BigInt(x.entsize ?? 0), at + 56);
   });
   return buf;
 }
@@ -386,6 +592,17 @@ describe('ELF build-id and debug info', () => {
     await expect(readElfInfo(tmp)).rejects.toMatchObject({ code: 'BAD_INPUT' });
   });
 
+  it('reads .gnu_debuglink, and finds the debug file beside the binary only when its CRC matches', async () => {
+    expect(parseDebugLink(Buffer.from('qemu.debug\0\0\x78\x56\x34\x12', 'latin1'))).toEqual({ file: 'qemu.debug', crc: 0x12345678 });
+    expect(parseDebugLink(Buffer.from('../etc/passwd\0\0\0\0\0\0', 'latin1'))).toBeNull();
+    const dbg = write('linked.debug', 'the debug file');
+    const { crc32 } = await import('node:zlib');
+    const good = await readElfInfo(write('linked.elf', elf({ debugLink: { file: 'linked.debug', crc: crc32(readFileSync(dbg)) } })));
+    expect(good).toMatchObject({ debugLink: 'linked.debug', separateDebugFile: dbg, hasDebugInfo: false });
+    const bad = await readElfInfo(write('mislinked.elf', elf({ debugLink: { file: 'linked.debug', crc: 1 } })));
+    expect(bad).toMatchObject({ debugLink: 'linked.debug', separateDebugFile: null });
+  });
+
   it('ignores notes that are not the GNU build-id', () => {
     const n = Buffer.alloc(16 + 4);
     n.writeUInt32LE(4, 0);
@@ -402,10 +619,16 @@ describe('ELF build-id and debug info', () => {
 describe('discovery runs gdb and -version as registered children', () => {
   const dir = join(tmp, 'children');
   mkdirSync(dir, { recursive: true });
-  /** An x86-64 ELF with a build-id that is not executable (mode 0644). */
+  /** The functions of the captured 7.2 listings, at their addresses: what discovery looks up before gdb runs. */
+  const captured72 = FIRST_PASS_FUNCTIONS.flatMap((name) => {
+    const text = captured('7.2')[name];
+    const lines = text ? parseDisassembly(text).lines : [];
+    return lines.length > 0 ? [{ name, value: lines[0].address, size: lines[lines.length - 1].address - lines[0].address + 1 }] : [];
+  });
+  /** An x86-64 ELF with a build-id and those symbols that is not executable (mode 0644). */
   const fakeQemu = (): string => {
     const p = join(dir, 'qemu-system-x86_64');
-    writeFileSync(p, elf({ id: '00112233445566778899aabbccddeeff00112233' }));
+    writeFileSync(p, elf({ id: '00112233445566778899aabbccddeeff00112233', symbols: captured72 }));
     return p;
   };
   const script = (name: string, text: string): string => {
@@ -443,23 +666,24 @@ describe('discovery runs gdb and -version as registered children', () => {
     if (isAlive(seen!.pid)) process.kill(seen!.pid, 'SIGKILL');
   });
 
-  it('a QEMU that cannot run: the -version failure names the errno, and the profile is not cached', async () => {
-    // A gdb that answers with the captured 7.2 listings.
+  it('a QEMU that cannot run and has no status table: refused, naming both, and nothing is cached', async () => {
+    // A gdb that answers each range with the captured 7.2 listing that starts there.
+    const cases = captured72.map((x) => `    "echo @@migrace code:0x${x.value.toString(16)}\\n") echo "@@migrace code:0x${x.value.toString(16)}"; cat "${FIX}/qemu-7.2.${x.name}.txt";;`);
     const gdb = script('listing-gdb', `#!/bin/sh
 for a in "$@"; do
   case "$a" in
-    "echo @@migrace "*)
-      m=\${a#echo @@migrace }; m=\${m%\\\\n}; echo "@@migrace $m"
-      f="${FIX}/qemu-7.2.\${m#fn:}.txt"; if [ -f "$f" ]; then cat "$f"; fi;;
+${cases.join('\n')}
+    "echo @@migrace "*) m=\${a#echo @@migrace }; echo "@@migrace \${m%\\\\n}";;
   esac
 done
 `);
     const qemu = fakeQemu();
-    const found = await discoverProfile(qemu, { ...opts, gdb });
-    expect(found.profile.variant).toBe('patched');
-    expect(found.profile.qemu_version).toBeNull();
-    expect(found.report.join('\n')).toMatch(/-version failed: cannot run it: EACCES \(spawn .* EACCES\)/);
-    expect(found.report.join('\n')).toMatch(/not cached: -version failed/);
+    const e = await discoverProfile(qemu, { ...opts, gdb }).then(() => null, (x: unknown) => x);
+    expect(e).toMatchObject({ code: 'PROBES' });
+    expect((e as MigraceError).message).toMatch(/has no MigrationStatus_lookup symbol .*, and no QEMU version, so nothing names its MigrationStatus values/);
+    expect((e as MigraceError).message).toMatch(/-version failed: cannot run it: EACCES/);
+    expect((e as MigraceError).message).toContain('--profile FILE');
+    expect(existsSync(join(opts.cacheDir, '00112233445566778899aabbccddeeff00112233.json'))).toBe(false);
     expect(survivors()).toEqual([]);
   });
 });
