@@ -182,7 +182,7 @@ function listingOf(input: DisassemblyInput, fn: string): DisasmListing | null {
 /** Every listing the input has, named or reached by address. */
 function codeMapOf(input: DisassemblyInput): CodeMap {
   const named = Object.keys(input.listings).map((n) => knownOf(input, n)).filter((f): f is KnownFunction => f !== null);
-  const callees = (input.code ?? []).map((c) => toKnown(c.name, c.text, c.anchor)).filter((f): f is KnownFunction => f !== null);
+  const callees = (input.code ?? []).map((c) => toKnown(c.name, c.text, c.anchor, c.refersToState)).filter((f): f is KnownFunction => f !== null);
   return new CodeMap([...named, ...callees]);
 }
 

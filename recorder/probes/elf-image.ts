@@ -40,7 +40,7 @@ interface Relocation {
 export class ElfImage {
   private symbolList: ElfSymbol[] | null = null;
   private dynamicSymbols: ElfSymbol[] | null = null;
-  private relocations: Map<number, Relocation> | null = null;
+  private relocations: RelocationIndex | null = null;
   private unwind: UnwindIndex | null | undefined;
 
   constructor(readonly path: string, readonly layout: ElfLayout, private readonly data: Buffer) {}
@@ -133,21 +133,8 @@ export class ElfImage {
   }
 
   private relocationAt(vaddr: number): Relocation | undefined {
-    if (!this.relocations) {
-      this.relocations = new Map();
-      for (const s of this.layout.sections) {
-        if (s.type !== ELF.SHT_RELA || s.entsize < 24 || s.offset + s.size > this.data.length) continue;
-        // .rela.plt fills function slots at run time; data pointers live in .rela.dyn.
-        if (s.name === '.rela.plt') continue;
-        for (let at = s.offset; at + 24 <= s.offset + s.size; at += s.entsize) {
-          const info = this.data.readBigUInt64LE(at + 8);
-          this.relocations.set(u64(this.data, at), {
-            type: Number(info & 0xffffffffn), sym: Number(info >> 32n), addend: Number(this.data.readBigInt64LE(at + 16)),
-          });
-        }
-      }
-    }
-    return this.relocations.get(vaddr);
+    this.relocations ??= RelocationIndex.of(this.layout.sections, this.data);
+    return this.relocations.at(vaddr);
   }
 
   private dynamicSymbol(index: number): ElfSymbol | null {
@@ -184,10 +171,65 @@ export class ElfImage {
     return false;
   }
 
+  /** Targets of what decodes as `call rel32` (e8) or `jmp rel32` (e9) anywhere in [start, end): a superset of the direct calls. */
+  branchTargets(start: number, end: number): number[] {
+    const code = this.bytes(start, end - start);
+    if (!code) return [];
+    const out = new Set<number>();
+    for (let p = 0; p + 5 <= code.length; p++) {
+      if (code[p] === 0xe8 || code[p] === 0xe9) out.add(start + p + 5 + code.readInt32LE(p + 1));
+    }
+    return [...out];
+  }
+
   /** The extent of the function that starts at (or contains) addr, from its unwind entry; null without one. */
   unwindExtent(addr: number): Extent | null {
     if (this.unwind === undefined) this.unwind = UnwindIndex.from(this);
     return this.unwind?.extentAt(addr) ?? null;
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* .rela.dyn: searched in place */
+
+/**
+ * QEMU has some 190,000 dynamic relocations, and discovery needs a few
+ * dozen: search the tables where they lie. Linkers sort them by offset, so
+ * halving finds an entry at once; a miss is confirmed by a scan, since
+ * nothing promises the order.
+ */
+class RelocationIndex {
+  private constructor(private readonly tables: ElfSection[], private readonly data: Buffer) {}
+
+  static of(sections: readonly ElfSection[], data: Buffer): RelocationIndex {
+    // .rela.plt fills function slots at run time; data pointers live in .rela.dyn.
+    return new RelocationIndex(sections.filter((s) => s.type === ELF.SHT_RELA && s.entsize >= 24 && s.offset + s.size <= data.length && s.name !== '.rela.plt'), data);
+  }
+
+  private offsetAt(at: number): number {
+    return this.data.readUInt32LE(at) + this.data.readUInt32LE(at + 4) * 2 ** 32;
+  }
+
+  private entry(at: number): Relocation {
+    return { type: this.data.readUInt32LE(at + 8), sym: this.data.readUInt32LE(at + 12), addend: this.data.readUInt32LE(at + 16) + this.data.readInt32LE(at + 20) * 2 ** 32 };
+  }
+
+  at(vaddr: number): Relocation | undefined {
+    for (const t of this.tables) {
+      let lo = 0;
+      let hi = Math.floor(t.size / t.entsize) - 1;
+      while (lo <= hi) {
+        const mid = (lo + hi) >> 1;
+        const o = this.offsetAt(t.offset + mid * t.entsize);
+        if (o === vaddr) return this.entry(t.offset + mid * t.entsize);
+        if (o < vaddr) lo = mid + 1;
+        else hi = mid - 1;
+      }
+    }
+    for (const t of this.tables) {
+      for (let at = t.offset; at + 24 <= t.offset + t.size; at += t.entsize) if (this.offsetAt(at) === vaddr) return this.entry(at);
+    }
+    return undefined;
   }
 }
 

@@ -51,54 +51,97 @@ export async function gatherCode(path: string, elf: ElfInfo, opts: GdbOptions): 
     else if (r.clones.length > 0 || !r.why.startsWith('no symbol')) symbolProblems[name] = r.why;
   }
   for (const [name, why] of Object.entries(symbolProblems)) notes.push(`symbol ${name}: ${why}`);
-  const texts = await disassembleRanges(path, [...named.values()], opts);
-  const listings: Record<string, string | null> = {};
-  for (const name of FIRST_PASS_FUNCTIONS) listings[name] = named.has(name) ? texts.get(named.get(name)!.start) ?? null : null;
   const input: DisassemblyInput = {
-    listings, code: [], debugInfo: false, binary: path, symbolProblems,
+    listings: Object.fromEntries(FIRST_PASS_FUNCTIONS.map((n) => [n, null])), code: [], debugInfo: false, binary: path, symbolProblems,
     notAnchors: FIRST_PASS_FUNCTIONS.filter((n) => !PLAIN_NAME.test(n)),
   };
-  notes.push(...await followQueryPath(path, input, table, image, opts));
-  return { input, table, image, symbols, notes };
+  const g: Gathered = { input, table, image, symbols, notes };
+  notes.push(...await followQueryPath(path, g, named, opts));
+  return g;
 }
 
-/** Rounds of planQueryPath until it wants nothing new (at most one per depth, and one for cold parts). */
-async function followQueryPath(path: string, input: DisassemblyInput, table: FunctionTable, image: ElfImage, opts: GdbOptions): Promise<string[]> {
-  const notes: string[] = [];
-  const asked = new Set<number>();
+/** How many functions a round fetches ahead of need, at most: gdb's start-up is what a round costs. */
+const LOOKAHEAD = 80;
+
+/**
+ * Rounds of planQueryPath until it wants nothing new. Each gdb run also
+ * fetches, ahead of need, what the code it disassembles may call (every
+ * e8/e9 rel32 that lands on a function start): most rounds then find their
+ * code already there. Round 0 is the named functions and qmp_query_migrate's
+ * callees.
+ */
+async function followQueryPath(path: string, g: Gathered, named: Map<string, FunctionRange>, opts: GdbOptions): Promise<string[]> {
+  const { input, table, image } = g;
+  const fetched = new Set<number>();
   const unfollowed: string[] = [];
   let declined = 0;
-  for (let round = 0; round <= QUERY_PATH_DEPTH + 1; round++) {
-    const handles = stateHandles(input);
-    const refersToState = (r: FunctionRange): boolean => image.refersTo(r.start, r.end, (a) =>
-      a === handles.migrateGetCurrent || (handles.global !== null && (handles.global.kind === 'pointer'
-        ? a === handles.global.address
-        : a >= handles.global.address && a < handles.global.address + 0x10000)));
-    const next: FunctionRange[] = [];
+  let runs = 0;
+  let batch: FunctionRange[] = [...named.values()];
+  const qmp = named.get('qmp_query_migrate');
+  for (let round = 0; round <= QUERY_PATH_DEPTH + 1 && (batch.length > 0 || round === 0); round++) {
+    const all = [...batch, ...lookAhead(g, batch, fetched)];
+    if (all.length === 0) break;
+    const texts = await disassembleRanges(path, all, opts);
+    runs++;
+    for (const r of all) fetched.add(r.start);
+    for (const [name, r] of named) if (texts.has(r.start)) input.listings[name] = texts.get(r.start) ?? null;
+    const refers = refersToState(g);
+    for (const r of all) {
+      const text = texts.get(r.start);
+      if (!text || [...named.values()].includes(r)) continue;
+      input.code!.push({
+        name: r.name, start: r.start, text, anchor: r.symbol !== null && PLAIN_NAME.test(r.name) && table.unambiguous(r.name), refersToState: refers(r),
+      });
+    }
+    batch = [];
     for (const w of planQueryPath(input)) {
-      if (asked.has(w.target)) continue;
-      asked.add(w.target);
+      if (fetched.has(w.target)) continue;
+      fetched.add(w.target);
       const range = table.startingAt(w.target);
       if (!range) {
-        unfollowed.push(`${hex(w.target)} (called from ${w.from} ${w.line.text.replace(/\s+/, ' ')})`);
-      } else if (!w.certain && !refersToState(range)) {
+        const inside = image.unwindExtent(w.target);
+        const where = inside ? `inside the code at ${hex(inside.start)}, entered at +${w.target - inside.start}` : 'no symbol or unwind entry gives its extent';
+        unfollowed.push(`${hex(w.target)} (${w.line.mnemonic} from ${w.from}: ${where})`);
+      } else if (!w.certain && !refers(range)) {
         declined++;
       } else {
-        next.push(range);
+        batch.push(range);
       }
     }
-    if (next.length === 0) break;
-    const texts = await disassembleRanges(path, next, opts);
-    for (const r of next) {
-      const text = texts.get(r.start);
-      if (!text) continue;
-      const code: FunctionCode = { name: r.name, start: r.start, text, anchor: r.symbol !== null && PLAIN_NAME.test(r.name) && table.unambiguous(r.name) };
-      input.code!.push(code);
-    }
+    if (!qmp) break;
   }
-  notes.push(`query path: disassembled ${input.code!.length} callee(s) by address; ${declined} deeper call(s) left out (passed no MigrationState, and their code never refers to it)`);
-  if (unfollowed.length > 0) notes.push(`not followed (no symbol or unwind entry gives their extent): ${unfollowed.slice(0, 6).join('; ')}${unfollowed.length > 6 ? `; and ${unfollowed.length - 6} more` : ''}`);
+  const walked = input.code!.length;
+  const notes = [`query path: ${runs} gdb run(s), ${walked} callee(s) disassembled by address (some ahead of need); deeper calls passed no MigrationState are followed only into code that refers to it`];
+  if (declined > 0) notes.push(`query path: ${declined} deeper call(s) left out (passed no MigrationState, and their code never refers to it)`);
+  if (unfollowed.length > 0) notes.push(`not followed (no function starts there): ${unfollowed.slice(0, 6).join('; ')}${unfollowed.length > 6 ? `; and ${unfollowed.length - 6} more` : ''}`);
   return notes;
+}
+
+/** What the batch may call, two calls deep, that nobody fetched yet: at most LOOKAHEAD functions, nearest first. */
+function lookAhead(g: Gathered, batch: FunctionRange[], fetched: Set<number>): FunctionRange[] {
+  const seen = new Set([...fetched, ...batch.map((r) => r.start)]);
+  const out: FunctionRange[] = [];
+  let level = batch;
+  for (let depth = 0; depth < 2 && out.length < LOOKAHEAD; depth++) {
+    const next: FunctionRange[] = [];
+    for (const a of level.flatMap((r) => g.image.branchTargets(r.start, r.end))) {
+      if (seen.has(a)) continue;
+      seen.add(a);
+      const r = g.table.startingAt(a);
+      if (r) next.push(r);
+    }
+    out.push(...next.slice(0, LOOKAHEAD - out.length));
+    level = next;
+  }
+  return out;
+}
+
+/** Whether code may refer to MigrationState itself: the global behind migrate_get_current, or a call to it. */
+function refersToState(g: Gathered): (r: FunctionRange) => boolean {
+  const handles = stateHandles(g.input);
+  const global = handles.global;
+  return (r) => g.image.refersTo(r.start, r.end, (a) =>
+    a === handles.migrateGetCurrent || (global !== null && (global.kind === 'pointer' ? a === global.address : a >= global.address && a < global.address + 0x10000)));
 }
 
 /**

@@ -29,6 +29,8 @@ export interface FunctionCode {
   text: string;
   /** The name is a gdb location that means this function (see Anchors in analysis.ts). */
   anchor: boolean;
+  /** Its bytes refer to the MigrationState global or migrate_get_current: worth walking even when a call passes it nothing. */
+  refersToState: boolean;
 }
 
 export interface KnownFunction {
@@ -36,15 +38,16 @@ export interface KnownFunction {
   start: number;
   listing: DisasmListing;
   anchor: boolean;
+  refersToState: boolean;
 }
 
 /** Offsets always count from the first instruction, whatever gdb's labels say. */
-export function toKnown(name: string, text: string | null, anchor: boolean): KnownFunction | null {
+export function toKnown(name: string, text: string | null, anchor: boolean, refersToState = true): KnownFunction | null {
   if (!text) return null;
   const first = parseDisassembly(text).lines[0];
   if (!first) return null;
   const listing = parseDisassembly(text, { name, start: first.address });
-  return { name, start: first.address, listing, anchor };
+  return { name, start: first.address, listing, anchor, refersToState };
 }
 
 export class CodeMap {
@@ -170,11 +173,13 @@ export function walkQueryPath(root: KnownFunction, rootCtx: Context, code: CodeM
       // A call passes its argument registers; a jump (tail call, cold part) continues with every register as it is.
       const passed: State = new Map([...st].filter(([k]) => !e.call || ARG_REGS.includes(k)));
       const fn = code.at(e.target);
+      const certain = depth <= 1 || !e.call || carriesState(passed);
       if (!fn) {
-        const certain = depth <= 1 || !e.call || carriesState(passed) || (wanted.get(e.target)?.certain ?? false);
-        wanted.set(e.target, { target: e.target, from: node.fn.name, line, depth, certain });
+        wanted.set(e.target, { target: e.target, from: node.fn.name, line, depth, certain: certain || (wanted.get(e.target)?.certain ?? false) });
         continue;
       }
+      // Code the effects fetched ahead of need is walked only where the policy would have fetched it.
+      if (!certain && !fn.refersToState) continue;
       const known = nodes.get(fn.start);
       if (!known) {
         if (nodes.size >= MAX_FUNCTIONS) continue;

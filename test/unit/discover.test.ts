@@ -256,8 +256,8 @@ function splitInput(over: Partial<DisassemblyInput> = {}): DisassemblyInput {
   return {
     listings,
     code: [
-      { name: 'populate_time_info.constprop.0', start: 0x12d0, text: read('populate_time_info.constprop.0'), anchor: false },
-      { name: 'qmp_query_migrate.cold', start: 0x1090, text: read('qmp_query_migrate.cold'), anchor: false },
+      { name: 'populate_time_info.constprop.0', start: 0x12d0, text: read('populate_time_info.constprop.0'), anchor: false, refersToState: false },
+      { name: 'qmp_query_migrate.cold', start: 0x1090, text: read('qmp_query_migrate.cold'), anchor: false, refersToState: false },
     ],
     debugInfo: false,
     ...over,
