@@ -1,8 +1,8 @@
-import { open } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
 import { MigraceError, messageOf } from '../../trace/errors.js';
 import { GdbSession } from '../gdb/session.js';
 import { parseExpression, type Expr, type TypeName } from '../probes/expr.js';
+import { loadElfLayout, type ElfSegment } from '../probes/elf.js';
 import type { Probe, Profile } from '../probes/profile.js';
 import type { ProbeDefinition } from './tracefs.js';
 
@@ -37,43 +37,10 @@ export interface Resolution {
   probes: ResolvedProbe[];
 }
 
-interface Segment { offset: number; vaddr: number; filesz: number; exec: boolean }
-
-/** The PT_LOAD segments of an ELF64 little-endian file. */
-export async function loadSegments(path: string): Promise<Segment[]> {
-  const fh = await open(path, 'r');
-  try {
-    const head = Buffer.alloc(64);
-    await fh.read(head, 0, 64, 0);
-    if (head.readUInt32BE(0) !== 0x7f454c46 || head[4] !== 2 || head[5] !== 1) {
-      throw new MigraceError('UPROBE', `${path} is not a 64-bit little-endian ELF file`);
-    }
-    const phoff = Number(head.readBigUInt64LE(32));
-    const phentsize = head.readUInt16LE(54);
-    const phnum = head.readUInt16LE(56);
-    const table = Buffer.alloc(phentsize * phnum);
-    await fh.read(table, 0, table.length, phoff);
-    const out: Segment[] = [];
-    for (let i = 0; i < phnum; i++) {
-      const b = i * phentsize;
-      if (table.readUInt32LE(b) !== 1) continue; // PT_LOAD
-      const flags = table.readUInt32LE(b + 4);
-      out.push({
-        offset: Number(table.readBigUInt64LE(b + 8)),
-        vaddr: Number(table.readBigUInt64LE(b + 16)),
-        filesz: Number(table.readBigUInt64LE(b + 32)),
-        exec: (flags & 1) !== 0,
-      });
-    }
-    return out;
-  } finally {
-    await fh.close();
-  }
-}
-
-export function fileOffsetOf(segments: readonly Segment[], vaddr: number, path: string): number {
-  const seg = segments.find((s) => s.exec && vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz);
-  if (!seg) throw new MigraceError('UPROBE', `${path}: address 0x${vaddr.toString(16)} is in no executable segment of the file`);
+/** The file offset a uprobe is defined at, for a link-time address in one of the file's PT_LOAD segments. */
+export function fileOffsetOf(segments: readonly ElfSegment[], vaddr: number, path: string): number {
+  const seg = segments.find((s) => vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz);
+  if (!seg) throw new MigraceError('UPROBE', `${path}: address 0x${vaddr.toString(16)} is in no loaded segment of the file`);
   return seg.offset + (vaddr - seg.vaddr);
 }
 
@@ -266,7 +233,7 @@ function eventName(probe: string, i: number): string {
 /** Resolve every probe of a profile for `binary`; gdb runs once, without starting the program. */
 export async function resolveProfile(binary: string, profile: Profile, opts: { gdbPath?: string } = {}): Promise<Resolution> {
   const path = resolvePath(binary);
-  const segments = await loadSegments(path);
+  const { segments } = (await loadElfLayout(path)).layout;
   const gdb = await GdbSession.start({ gdbPath: opts.gdbPath });
   try {
     await gdb.fileExecAndSymbols(path);
