@@ -1,22 +1,94 @@
-import { existsSync, accessSync, constants } from 'node:fs';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { createHash } from 'node:crypto';
+import { accessSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { MigraceError } from '../../trace/errors.js';
+import { isInstalledPackage, packageRoot, userCacheDir } from './package-paths.js';
 import { makePrivateDir } from './private-dir.js';
 import type { PreparedTarget } from './types.js';
 
-/** samples/minimig relative to this file, both from the sources and from dist/. */
+/**
+ * minimig, the bundled C target: where its source and binaries are, and how
+ * to start it.
+ *
+ * - minimigDir(): samples/minimig, the C source and its Makefile.
+ * - minimigBinary(patched): in a checkout, the binaries `make -C
+ *   samples/minimig` (npm run build) leaves there; in an installed package,
+ *   built on first use into $XDG_CACHE_HOME/migrace/minimig/<source hash>/,
+ *   so an edited or upgraded source never runs a stale binary (buildInCache).
+ * - prepareMinimig(): the arguments and private folder for one run.
+ */
+
+const SOURCES = ['Makefile', 'minimig.c'] as const;
+
 export function minimigDir(): string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  for (const up of ['../../samples/minimig', '../../../samples/minimig']) {
-    const dir = resolve(here, up);
-    if (existsSync(join(dir, 'minimig.c'))) return dir;
-  }
-  throw new MigraceError('TARGET_MISSING', 'cannot find samples/minimig next to the migrace sources');
+  const dir = join(packageRoot(), 'samples', 'minimig');
+  if (!existsSync(join(dir, 'minimig.c'))) throw new MigraceError('TARGET_MISSING', `cannot find minimig.c in ${dir}: the installation is incomplete`);
+  return dir;
 }
 
 export function minimigBinary(patched: boolean): string {
-  return join(minimigDir(), patched ? 'minimig-patched' : 'minimig');
+  const dir = isInstalledPackage() ? buildInCache(minimigDir()) : minimigDir();
+  return join(dir, patched ? 'minimig-patched' : 'minimig');
+}
+
+/** The first 16 hex digits of a SHA-256 over the Makefile and the source. */
+function sourceHash(srcDir: string): string {
+  const h = createHash('sha256');
+  for (const f of SOURCES) h.update(`${f}\0`).update(readFileSync(join(srcDir, f))).update('\0');
+  return h.digest('hex').slice(0, 16);
+}
+
+function onPath(tool: string): boolean {
+  return (process.env.PATH ?? '').split(delimiter).some((d) => {
+    try {
+      accessSync(join(d || '.', tool), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * Build both binaries in a fresh folder beside the final one and rename it
+ * into place: concurrent first uses never see a half-built binary, and the
+ * loser of the race just drops its copy.
+ */
+function buildInCache(srcDir: string): string {
+  const dir = userCacheDir('minimig', sourceHash(srcDir));
+  if (existsSync(join(dir, '.complete'))) return dir;
+  const missing = ['gcc', 'make'].filter((t) => !onPath(t));
+  if (missing.length > 0) {
+    throw new MigraceError('TARGET_MISSING',
+      `minimig ships as C source and is built on first use, which needs gcc and make: ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not installed (Debian: apt-get install gcc make)`);
+  }
+  const parent = userCacheDir('minimig');
+  let work: string;
+  try {
+    mkdirSync(parent, { recursive: true });
+    work = mkdtempSync(join(parent, '.build-'));
+  } catch (e) {
+    throw new MigraceError('TARGET_MISSING', `cannot create the minimig build folder in ${parent}: ${(e as Error).message}`);
+  }
+  try {
+    for (const f of SOURCES) copyFileSync(join(srcDir, f), join(work, f));
+    const r = spawnSync('make', ['-s', '-C', work], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, MAKEFLAGS: '' } });
+    if (r.error || r.status !== 0) {
+      const why = r.error ? r.error.message : (r.stderr || r.stdout).trim().split('\n').slice(-3).join(' / ');
+      throw new MigraceError('TARGET_MISSING', `building minimig from ${srcDir} failed: ${why}`);
+    }
+    writeFileSync(join(work, '.complete'), '');
+    try {
+      renameSync(work, dir);
+    } catch (e) {
+      // Another process finished first: its build is as good as ours.
+      if (!existsSync(join(dir, '.complete'))) throw new MigraceError('TARGET_MISSING', `cannot move the minimig build into ${dir}: ${(e as Error).message}`);
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  return dir;
 }
 
 export interface MinimigOptions {
