@@ -2,14 +2,14 @@ import type { Command } from 'commander';
 import { Option } from 'commander';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { explore } from '../analyzer/explore.js';
 import { replay, type ReplayResult } from '../analyzer/replay.js';
 import { builtinSchedule } from '../analyzer/schedule.js';
 import { MigraceError, messageOf } from '../trace/errors.js';
 import { record } from '../recorder/record.js';
 import { isAlive, track, waitGone } from '../recorder/reaper.js';
-import { minimigDir } from '../recorder/targets/minimig.js';
+import { isInstalledPackage, packageRoot, userCacheDir } from '../recorder/targets/package-paths.js';
 import { analysisText, analyzeSession } from './analyze.js';
 import { action, out, progress } from './common.js';
 import { prepareTarget, summarizeRecord, type TargetCliOptions } from './record.js';
@@ -40,7 +40,7 @@ interface Side {
 export const FETCH_TIMEOUT_MS = 600_000;
 
 export interface FetchOptions {
-  /** The fetch script; default samples/fetch-qemu-5.2.sh. */
+  /** The fetch script (run with the argument 5.2); default samples/fetch-qemu.sh. */
   script?: string;
   timeoutMs?: number;
   /** Aborting (SIGINT / SIGTERM through cli/signals.ts) kills the fetch. */
@@ -50,14 +50,16 @@ export interface FetchOptions {
 /**
  * The unpatched Debian QEMU, fetched by the project's script when it is not
  * there yet: its last stdout line is the binary's path. The script runs
- * registered with the reaper, killed at the timeout or on abort.
+ * registered with the reaper, killed at the timeout or on abort. An installed
+ * package caches the build in the user's cache, a checkout in samples/.cache.
  */
 export async function fetchUnpatchedQemu(opts: FetchOptions = {}): Promise<string> {
-  const script = opts.script ?? resolve(minimigDir(), '..', 'fetch-qemu-5.2.sh');
+  const script = opts.script ?? join(packageRoot(), 'samples', 'fetch-qemu.sh');
   const timeoutMs = opts.timeoutMs ?? FETCH_TIMEOUT_MS;
   if (opts.signal?.aborted) throw new MigraceError('INTERRUPTED', `interrupted (${String(opts.signal.reason ?? 'SIGINT')}) before fetching the unpatched QEMU`);
   progress('fetching the unpatched Debian bullseye QEMU 5.2 (once)...');
-  const child = spawn('bash', [script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const env = isInstalledPackage() ? { ...process.env, MIGRACE_QEMU_CACHE: userCacheDir('qemu') } : process.env;
+  const child = spawn('bash', [script, '5.2'], { stdio: ['ignore', 'pipe', 'inherit'], env });
   let stdout = '';
   child.stdout?.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
   const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error: Error | null }>((done) => {
@@ -65,7 +67,7 @@ export async function fetchUnpatchedQemu(opts: FetchOptions = {}): Promise<strin
     child.once('close', (code, signal) => done({ code, signal, error: null }));
   });
   const pid = child.pid;
-  const untrack = pid ? track(pid, 'fetch-qemu-5.2.sh') : () => undefined;
+  const untrack = pid ? track(pid, 'fetch-qemu.sh 5.2') : () => undefined;
   let stopped: 'timeout' | 'interrupted' | null = null;
   const stop = (why: 'timeout' | 'interrupted'): void => {
     if (stopped || !pid) return;

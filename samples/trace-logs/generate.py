@@ -3,7 +3,7 @@
 
 Run from the repository root: python3 samples/trace-logs/generate.py
 Needs /usr/bin/qemu-system-x86_64 (Debian bookworm 7.2) and, for the 5.2
-sample, samples/.cache/qemu-5.2 (samples/fetch-qemu-5.2.sh). Every QEMU it
+sample, samples/.cache/qemu-5.2 (samples/fetch-qemu.sh 5.2). Every QEMU it
 starts is killed before it exits. The 10.1+ ISO-format sample is not made
 here: no such QEMU runs on bookworm (see README.md in this folder).
 """
@@ -135,7 +135,7 @@ def main():
             env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(Q52_ROOT, 'usr', 'lib', 'x86_64-linux-gnu'))
             migrate_once(QEMU52, os.path.join(out, 'qemu52.log'), [], env)
         else:
-            print('no QEMU 5.2 in samples/.cache (run samples/fetch-qemu-5.2.sh); skipped qemu52.log', file=sys.stderr)
+            print('no QEMU 5.2 in samples/.cache (run samples/fetch-qemu.sh 5.2); skipped qemu52.log', file=sys.stderr)
     finally:
         for p in procs:
             if p.poll() is None:

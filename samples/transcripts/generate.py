@@ -12,7 +12,7 @@ for minimig, the HMP socket for QEMU) is driven from here and pasted into the
 transcript where it happened, the way people paste a second terminal.
 
 Run from the repository root after `make -C samples/minimig` and
-samples/fetch-qemu-5.2.sh: python3 samples/transcripts/generate.py
+samples/fetch-qemu.sh 5.2: python3 samples/transcripts/generate.py
 Every process it starts is killed before it exits.
 """
 import io, json, os, re, shutil, socket, subprocess, sys, tempfile, time
@@ -341,7 +341,7 @@ def main():
             lib = os.path.join(Q52_ROOT, 'usr', 'lib', 'x86_64-linux-gnu')
             qemu_run(QEMU52, {'LD_LIBRARY_PATH': lib}, '5.2', 123, 'eax', (187, 457, 636), 'qemu52-stripped.gdb.txt')
         else:
-            print('no QEMU 5.2 in samples/.cache (run samples/fetch-qemu-5.2.sh); skipped', file=sys.stderr)
+            print('no QEMU 5.2 in samples/.cache (run samples/fetch-qemu.sh 5.2); skipped', file=sys.stderr)
     finally:
         for p in procs:
             if p.poll() is None:

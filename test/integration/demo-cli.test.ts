@@ -64,7 +64,7 @@ describe('fetching the unpatched QEMU', () => {
     const controller = new AbortController();
     const running = rejection(fetchUnpatchedQemu({ script: slow, signal: controller.signal }));
     await new Promise((r) => setTimeout(r, 200));
-    expect(survivors().map((s) => s.label)).toEqual(['fetch-qemu-5.2.sh']);
+    expect(survivors().map((s) => s.label)).toEqual(['fetch-qemu.sh 5.2']);
     controller.abort('SIGINT');
     const e = await running;
     expect(e.code).toBe('INTERRUPTED');

@@ -56,7 +56,7 @@ beforeAll(() => {
 describe('the npm package', () => {
   it('ships the built CLI and minimig as C source, without tests, TypeScript, source maps or sample generators', () => {
     for (const f of ['bin/migrace.js', 'dist/cli/main.js', 'dist/recorder/targets/minimig.js', 'samples/minimig/minimig.c',
-      'samples/minimig/Makefile', 'package.json', 'README.md']) {
+      'samples/minimig/Makefile', 'samples/fetch-qemu.sh', 'samples/debian-lib.sh', 'package.json', 'README.md']) {
       expect(files, f).toContain(f);
     }
     const unwanted = files.filter((f) => /^test\/|^dist\/test\/|\.ts$|\.map$|\.py$|^samples\/(sessions|transcripts|trace-logs|libvirt-logs)\/|^samples\/minimig\/minimig(-patched)?$/.test(f));
