@@ -11,8 +11,7 @@ import type { Profile } from '../../recorder/probes/profile.js';
 import type { TraceStore } from '../../trace/store.js';
 import { tempStore } from '../helpers/db.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
-import { bookwormQemu, bullseyeQemu, type QemuBinary } from '../helpers/qemu-binaries.js';
-import { existsSync } from 'node:fs';
+import { BUILDS, qemuBuild, type BuildName } from '../helpers/qemu-binaries.js';
 
 afterEach(() => expectNoSurvivors());
 
@@ -25,19 +24,8 @@ function minimig(opts: MinimigOptions = {}): Launch {
   };
 }
 
-/**
- * QEMU 10.0.2 (bookworm-backports, runs natively; facts.md) until the shared
- * fetch covers it: MIGRACE_QEMU_10 names its qemu-system-x86_64.
- */
-function qemu10(): QemuBinary {
-  const path = process.env.MIGRACE_QEMU_10;
-  if (!path) return { skip: 'MIGRACE_QEMU_10 is not set (the path of an extracted Debian QEMU 10.0.2 qemu-system-x86_64)' };
-  if (!existsSync(path)) return { skip: `MIGRACE_QEMU_10=${path} does not exist` };
-  return { path, env: extractedTreeEnv(path) };
-}
-
-function qemu(get: () => QemuBinary): { launch: Launch; skip: string | null } {
-  const bin = get();
+function qemu(name: BuildName): { launch: Launch; skip: string | null } {
+  const bin = qemuBuild(name);
   if ('skip' in bin) return { launch: async () => { throw new Error(bin.skip); }, skip: bin.skip };
   return {
     skip: null,
@@ -53,17 +41,17 @@ async function runReplay(store: TraceStore, launch: Launch, scenario: string): P
   return replay({ store, target, profile, schedule: builtinSchedule(scenario), label: scenario });
 }
 
-const q72 = qemu(bookwormQemu);
-const q52 = qemu(bullseyeQemu);
-const q100 = qemu(qemu10);
+const q72 = qemu('7.2');
+const q100 = qemu('10.0.2');
 
 // The same schedule, every time, on each build: the outcome issue #4 promises.
 const cases = [
   { name: 'minimig', launch: minimig(), skip: null, outcome: 'manifested', status: 'active', ram: false },
   { name: 'minimig-patched', launch: minimig({ patched: true }), skip: null, outcome: 'benign', status: 'setup', ram: false },
-  { name: 'QEMU 7.2 (bookworm)', launch: q72.launch, skip: q72.skip, outcome: 'benign', status: 'setup', ram: false },
-  { name: 'QEMU 5.2 (bullseye)', launch: q52.launch, skip: q52.skip, outcome: 'manifested', status: 'active', ram: false },
-] as const;
+  // Debian's own builds; the -O2 -g builds are #15's.
+  ...BUILDS.filter((b) => b.debug === 'stripped').map((b) => ({ name: `QEMU ${b.label}`, ...qemu(b.name),
+    ...(b.variant === 'unpatched' ? { outcome: 'manifested', status: 'active' } as const : { outcome: 'benign', status: 'setup' } as const), ram: false })),
+];
 
 describe.each(cases)('replay lp1994002 on $name', (c) => {
   if (c.skip) console.warn(`skipping ${c.name}: ${c.skip}`);
