@@ -1,0 +1,83 @@
+/**
+ * samples/sid-chroot.sh leaves nothing mounted and nothing running, whatever
+ * way it ends: a registry that does not serve sid (exit 3, the reason, no
+ * half-built chroot), a command that fails inside, and a SIGINT while a
+ * command runs inside with /proc, /sys and /dev mounted. The last two need
+ * the chroot .ci/install builds; they skip, saying so, without it.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const SCRIPT = join(process.cwd(), 'samples', 'sid-chroot.sh');
+const CACHE = join(process.cwd(), 'samples', '.cache');
+const tmp = mkdtempSync(join(tmpdir(), 'migrace-sid-chroot-test-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+const isRoot = process.getuid?.() === 0;
+const hasDebootstrap = spawnSync('sh', ['-c', 'command -v debootstrap'], { encoding: 'utf8' }).status === 0;
+const built = existsSync(join(CACHE, 'sid-chroot', '.complete'));
+const cannotBuild = !isRoot ? 'needs root' : !hasDebootstrap ? 'needs debootstrap (.ci/install installs it)' : null;
+const cannotRun = cannotBuild ?? (built ? null : 'no sid chroot built (bash samples/sid-chroot.sh build; .ci/install does)');
+if (cannotRun) console.warn(`[sid-chroot] some tests skipped: ${cannotRun}`);
+
+/** Mount points at or below `dir`, from the kernel's own list. */
+function mountsBelow(dir: string): string[] {
+  const real = realpathSync(dir);
+  return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m): m is string => Boolean(m))
+    .filter((m) => m === real || m.startsWith(`${real}/`));
+}
+
+/** Processes whose root directory is `root`. */
+function processesInside(root: string): number[] {
+  return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((pid) => {
+    try {
+      return readlinkSync(`/proc/${pid}/root`) === root;
+    } catch {
+      return false;
+    }
+  }).map(Number);
+}
+
+describe('samples/sid-chroot.sh', () => {
+  it.skipIf(cannotBuild !== null)('a registry that does not serve sid: exit 3 with the reason, nothing mounted, no half-built chroot', () => {
+    const cache = join(tmp, 'unserved');
+    const r = spawnSync('bash', [SCRIPT, 'build'], {
+      encoding: 'utf8', timeout: 120_000,
+      env: { ...process.env, MIGRACE_QEMU_CACHE: cache, MIGRACE_DEBIAN_URI: 'http://127.0.0.1:9/debian' },
+    });
+    expect(r.status, r.stderr).toBe(3);
+    expect(r.stderr).toMatch(/sid-chroot: the registry at http:\/\/127\.0\.0\.1:9\/debian did not serve sid: Failed getting release file/);
+    expect(mountsBelow(cache)).toEqual([]);
+    expect(existsSync(join(cache, 'sid-chroot', 'root'))).toBe(false);
+  });
+
+  it.skipIf(cannotRun !== null)('a command that fails inside: its exit status, everything unmounted', () => {
+    const r = spawnSync('bash', [SCRIPT, 'run', '--', 'sh', '-c', 'test -r /proc/self/status && test -c /dev/null && exit 7'], { encoding: 'utf8', timeout: 120_000 });
+    expect(r.status, r.stderr).toBe(7);
+    expect(mountsBelow(join(CACHE, 'sid-chroot', 'root'))).toEqual([]);
+  });
+
+  it.skipIf(cannotRun !== null)('SIGINT while a command runs inside: the command ends, everything is unmounted, exit 130', async () => {
+    const root = realpathSync(join(CACHE, 'sid-chroot', 'root'));
+    const child = spawn('bash', [SCRIPT, 'run', '--', 'sleep', '600'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => { stderr += String(d); });
+    const exited = new Promise<number | null>((done) => child.on('exit', (code) => done(code)));
+    // Mounted and running inside.
+    const deadline = Date.now() + 60_000;
+    while (!(mountsBelow(root).length === 3 && processesInside(root).length > 0)) {
+      if (Date.now() > deadline) throw new Error(`the chroot never came up: mounts ${JSON.stringify(mountsBelow(root))}, ${stderr}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(mountsBelow(root).map((m) => m.slice(root.length)).sort()).toEqual(['/dev', '/proc', '/sys']);
+    const inside = processesInside(root);
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(mountsBelow(root)).toEqual([]);
+    expect(processesInside(root)).toEqual([]);
+    for (const pid of inside) expect(existsSync(`/proc/${pid}`)).toBe(false);
+  }, 120_000);
+});
