@@ -61,10 +61,12 @@ function gdbScript(profile: Profile, env: Record<string, string>, what: 'probes'
     : profile.read_points.filter((r) => r.value).map((r) => ({ name: `rp:${r.name}`, loc: r.location, values: [['value', r.value!]] as Array<[string, string]> }));
   for (const { name, loc, values } of points) {
     if (profile.state_addr_expr) values.push(['stateaddr', `(long)(${profile.state_addr_expr})`], ['state', `*(${profile.state_addr_expr})`]);
-    lines.push(`break ${loc}`, 'commands', 'silent');
     const fmt = values.map(([k]) => `${k}=%ld`).join(' ');
     const args = values.map(([, v]) => `(long)(${v})`).join(', ');
-    lines.push(`printf "MIGRACE ${name} at=${loc} ${fmt}\\n", ${args}`, 'continue', 'end');
+    // dprintf, not break + commands + continue: gdb 18 (sid) returns from a
+    // batch `run` at a stop in another thread before that breakpoint's
+    // commands ran; a dprintf never stops the command line.
+    lines.push(`dprintf ${loc},"MIGRACE ${name} at=${loc} ${fmt}\\n", ${args}`);
   }
   lines.push('run');
   return `${lines.join('\n')}\n`;
