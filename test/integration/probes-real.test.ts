@@ -183,16 +183,28 @@ async function migrateAndQuery(cmd: Qmp): Promise<string[]> {
 }
 
 /** A QEMU that never migrates, under gdb with the probes or the read points: one query-migrate, then quit. */
-function queryOnceUnderGdb(profile: Profile, binary: string, env: Record<string, string>, tag: string, what: 'probes' | 'read points' = 'probes') {
+function queryOnceUnderGdb(profile: Profile, binary: string, env: Record<string, string>, tag: string, what: 'probes' | 'read points' = 'probes', qemuArgs: readonly string[] = []) {
   const sock = join(tmp, `qmp-${tag}-${process.pid}.sock`);
   return underGdb(profile, binary,
-    ['-machine', 'none', '-nodefaults', '-display', 'none', '-S', '-qmp', `unix:${sock},server=on,wait=off`], env, sock,
+    [...qemuArgs, '-machine', 'none', '-nodefaults', '-display', 'none', '-S', '-qmp', `unix:${sock},server=on,wait=off`], env, sock,
     async (cmd) => {
       await cmd('qmp_capabilities');
       const reply = await cmd('query-migrate');
       await cmd('quit');
       return reply;
     }, what);
+}
+
+/** A patched QEMU with no migration yet: one query reads none (0), and the state address points at it. */
+async function expectReadHoldsLive(name: string, binary: string, env: Record<string, string>, qemuArgs: readonly string[]): Promise<void> {
+  const { profile } = await discoverProfile(binary, { env, cacheDir: join(tmp, 'live-cache') });
+  const { hits, result, stdout } = await queryOnceUnderGdb(profile, binary, env, name, 'probes', qemuArgs);
+  const reads = hits.filter((h) => h.probe === 'read');
+  expect(reads, stdout).toHaveLength(1);
+  expect(reads[0].values).toMatchObject({ value: 0, state: 0 });
+  expect(reads[0].values.stateaddr).toBeGreaterThan(0x1000);
+  expect(result).toEqual({ return: {} });
+  expectNoSurvivors();
 }
 
 /* ------------------------------------------------------------------ */
@@ -228,15 +240,7 @@ describe('discovery on the installed Debian bookworm QEMU (patched 7.2)', () => 
 
   it.skipIf('skip' in q)('the read probe and the state address hold in a live process', async () => {
     if ('skip' in q) return;
-    const { profile } = await discoverProfile(q.path, { env: q.env, cacheDir: join(tmp, 'live-cache') });
-    const { hits, result, stdout } = await queryOnceUnderGdb(profile, q.path, q.env, '72');
-    const reads = hits.filter((h) => h.probe === 'read');
-    expect(reads, stdout).toHaveLength(1);
-    // No migration yet: the state is none (0), and the address expression points at it.
-    expect(reads[0].values).toMatchObject({ value: 0, state: 0 });
-    expect(reads[0].values.stateaddr).toBeGreaterThan(0x1000);
-    expect(result).toEqual({ return: {} });
-    expectNoSurvivors();
+    await expectReadHoldsLive('72', q.path, q.env, []);
   });
 
   it.skipIf('skip' in q)('every read point is accepted by gdb in the running PIE; with no migration only the switch read is reached', async () => {
@@ -420,11 +424,12 @@ describe('minimig: every read point fires during a migration', () => {
 /* QEMU 10.0.2 (bookworm-backports) and QEMU 5.2 built with -O2 -g */
 
 const ROOT = resolve('.');
-const QEMU_10 = process.env.MIGRACE_QEMU_10_0_2 ?? join(ROOT, 'samples/.cache/qemu-10.0.2/root/usr/bin/qemu-system-x86_64');
+const q10 = qemuBuild('10.0.2');
+const QEMU_10 = 'skip' in q10 ? '' : q10.path;
 const QEMU_52_DBG = join(ROOT, 'samples/.cache/qemu-5.2-dbg');
 
 describe('discovery on Debian bookworm-backports QEMU 10.0.2 (patched, endbr64, no migration_in_setup)', () => {
-  const skip = existsSync(QEMU_10) ? null : `no QEMU 10.0.2 at ${QEMU_10} (fetch it, or set MIGRACE_QEMU_10_0_2)`;
+  const skip = 'skip' in q10 ? q10.skip : null;
   if (skip) console.log(`[probes] QEMU 10.0.2 tests skipped: ${skip}`);
   it.skipIf(skip !== null)(`finds the read once at +191 and populate_time_info/populate_ram_info's re-reads${skip ? ` (skipped: ${skip})` : ''}`, async () => {
     const { cold } = await coldThenCached('bookworm-backports 10.0.2', QEMU_10, {});
@@ -443,6 +448,32 @@ describe('discovery on Debian bookworm-backports QEMU 10.0.2 (patched, endbr64, 
 
   it.skipIf(skip !== null)('every read point is accepted by gdb in the running PIE', async () => {
     await readPointsWithoutMigration(QEMU_10, {}, '10');
+  });
+});
+
+// QEMU 11.1 (in the sid chroot): the points verified there.
+describe.each(BUILDS.filter((b) => b.name === '11.1'))('discovery on Debian QEMU $name', (spec) => {
+  const q = qemuBuild(spec.name);
+  if ('skip' in q) console.log(`[probes] QEMU ${spec.name} tests skipped: ${q.skip}`);
+  it.skipIf('skip' in q)(`finds the read and publish probes (${spec.label})`, async () => {
+    if ('skip' in q) return;
+    const { cold } = await coldThenCached(spec.label, q.path, q.env);
+    const p = cold.profile;
+    expect(p.variant).toBe(spec.variant);
+    expect(p.qemu_version?.startsWith(spec.name)).toBe(true);
+    expect(probe(p, 'transition').values).toEqual({ addr: '$rdi', old: '$esi', new: '$edx' });
+    if (spec.known && cold.elf.buildId === spec.known.buildId) {
+      expect(p.state_offset).toBe(spec.known.stateOffset);
+      expect(probe(p, 'read').locations).toEqual([spec.known.read]);
+      expect(probe(p, 'publish').locations).toEqual(spec.known.publishes.map((o) => `*qmp_query_migrate${o}`));
+    } else {
+      console.log(`[probes] QEMU ${spec.name} has build-id ${cold.elf.buildId}, not ${spec.known?.buildId}: exact offsets not checked`);
+    }
+  });
+
+  it.skipIf('skip' in q)('the read probe and the state address hold in a live process', async () => {
+    if ('skip' in q) return;
+    await expectReadHoldsLive(spec.name, q.path, q.env, q.args);
   });
 });
 
