@@ -10,7 +10,7 @@
  * as the other tests use it.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -34,7 +34,8 @@ function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.Pro
 beforeAll(() => {
   const src = join(tmp, 'src');
   const listed = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: CHECKOUT, encoding: 'utf8' })
-    .split('\0').filter((f) => f && f !== 'node_modules' && existsSync(join(CHECKOUT, f)));
+    // Regular files only: a worktree's samples/.cache or node_modules may be a symlink git does not ignore.
+    .split('\0').filter((f) => f && existsSync(join(CHECKOUT, f)) && lstatSync(join(CHECKOUT, f)).isFile());
   mkdirSync(src);
   execFileSync('cp', ['--parents', '-t', src, ...listed], { cwd: CHECKOUT });
   symlinkSync(realpathSync(join(CHECKOUT, 'node_modules')), join(src, 'node_modules'));
