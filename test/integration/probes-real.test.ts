@@ -258,7 +258,7 @@ async function readPointsWithoutMigration(binary: string, env: Record<string, st
   const { profile } = await discoverProfile(binary, { env, cacheDir: join(tmp, `rp-cache-${tag}`) });
   const { hits, stdout } = await queryOnceUnderGdb(profile, binary, env, `rp-${tag}`, 'read points');
   expect(stdout).not.toMatch(/Cannot access memory|Cannot insert breakpoint|No symbol/);
-  expect(stdout.match(/^Breakpoint \d+ at /gm) ?? [], stdout).toHaveLength(profile.read_points.length);
+  expect(stdout.match(/^(Breakpoint|Dprintf) \d+ at /gm) ?? [], stdout).toHaveLength(profile.read_points.length);
   expect(hits.map((h) => [h.probe, h.values.value, h.values.state])).toEqual([[`rp:${profile.read_points[0].name}`, 0, 0]]);
   expectNoSurvivors();
 }
