@@ -37,7 +37,12 @@ export interface ImportedLog {
 const MAX_TEXT = 200;
 
 export function clip(text: string): string {
-  return text.length > MAX_TEXT ? `${text.slice(0, MAX_TEXT)}... (${text.length} chars)` : text;
+  return clipLong(text, text.length);
+}
+
+/** clip() of a text of which only the head was kept. */
+export function clipLong(head: string, length: number): string {
+  return length > MAX_TEXT ? `${head.slice(0, MAX_TEXT)}... (${length} chars)` : head;
 }
 
 /** Heuristic log kind of a text, for error messages that say what a file is instead. */
