@@ -1,7 +1,8 @@
 import { MigraceError } from '../trace/errors.js';
+import { replyFacts } from '../trace/reply.js';
 import { normalizeStatusName } from '../trace/status.js';
 import type { Verdict } from './types.js';
-import { ACTIVE_LIKE, SHAPE_FIELDS, judgeReplyData, type ShapeCheck } from './verdict.js';
+import { ACTIVE_LIKE, judgeFacts, type ShapeCheck } from './verdict.js';
 
 /*
  * A model of fill_source_migration_info() against one writer: what the
@@ -139,11 +140,8 @@ export function runModel(variant: ModelVariant, initial: string, steps: readonly
   }
 
   const body: Record<string, unknown> = published === null ? {} : { status: published, ...reply };
-  const judged = judgeReplyData(
-    { command: 'query-migrate', status: published, has_ram: 'ram' in body, body },
-    null,
-  );
-  const fields = SHAPE_FIELDS.filter((f) => f in body);
+  const facts = replyFacts(body);
+  const judged = judgeFacts(facts, 'query-migrate', null);
   const shape = judged.shape;
   return {
     variant,
@@ -151,9 +149,9 @@ export function runModel(variant: ModelVariant, initial: string, steps: readonly
     final: state,
     branch,
     published,
-    ram: 'ram' in body,
-    time_fields: fields.filter((f) => f !== 'ram'),
-    fields,
+    ram: facts.has_ram,
+    time_fields: facts.time_fields,
+    fields: facts.fields,
     fill_saw: fillSaw,
     applied,
     reply: body,

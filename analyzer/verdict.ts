@@ -1,5 +1,6 @@
+import { SHAPE_FIELDS, normalizeReplyStatus as norm, replyFacts, type ReplyFacts, type ReplyForm } from '../trace/reply.js';
 import type { EventOf } from '../trace/schema.js';
-import { RAM_REQUIRED_BY_OLD_LIBVIRT, normalizeStatusName } from '../trace/status.js';
+import { RAM_REQUIRED_BY_OLD_LIBVIRT } from '../trace/status.js';
 import type { Verdict } from './types.js';
 
 /*
@@ -25,7 +26,12 @@ import type { Verdict } from './types.js';
  *    "unable to execute QEMU command 'query-migrate': DESC".
  *  - downtime is taken from `downtime` for completed and from
  *    `expected-downtime` otherwise: which is why a foreign time field matters.
+ *
+ * Reading a reply (its form, status, ram, shape fields) is trace/reply.ts.
  */
+
+// The reply reader lives in trace/reply.ts; these names stay importable from here for the analyzer's callers.
+export { SHAPE_FIELDS, TIME_FIELDS, replyFacts, type ReplyFacts, type ReplyForm } from '../trace/reply.js';
 
 export const LIBVIRT_NO_RAM = 'migration was active, but no RAM info was set';
 export const LIBVIRT_NO_STATUS = 'info migration reply was missing return status';
@@ -45,12 +51,6 @@ const LIBVIRT_KNOWS: ReadonlySet<string> = new Set([
   'postcopy-recover', 'postcopy-recover-setup', 'completed', 'failed', 'cancelling', 'cancelled',
   'wait-unplug',
 ]);
-
-export const TIME_FIELDS = ['total-time', 'setup-time', 'expected-downtime', 'downtime'] as const;
-/** The fields whose presence QEMU decides per status: the reply's shape. */
-export const SHAPE_FIELDS = [...TIME_FIELDS, 'ram'] as const;
-
-const RAM_KEYS = ['transferred', 'remaining', 'total'] as const;
 
 /**
  * fill_source_migration_info() by status (5.2 to 10.x): the SETUP-like
@@ -74,130 +74,6 @@ export function qemuShape(status: string | null): string[] | null {
   if (ACTIVE_LIKE.has(s)) return ['total-time', 'setup-time', 'expected-downtime', 'ram'];
   if (STATUS_ONLY.has(s)) return [];
   return null;
-}
-
-export type ReplyForm = 'qmp' | 'hmp' | 'empty' | 'error' | 'unknown';
-
-export interface ReplyFacts {
-  form: ReplyForm;
-  status: string | null;
-  has_ram: boolean;
-  time_fields: string[];
-  /** SHAPE_FIELDS present, in SHAPE_FIELDS order. */
-  fields: string[];
-  /** transferred/remaining/total absent from a present `ram` (libvirt fails on those). */
-  ram_missing: string[];
-  /** The error text of an error reply. */
-  error: string | null;
-}
-
-/** normalizeStatusName, skipping the regexes for names already in QAPI form (every QMP reply). */
-function norm(name: string): string {
-  return /^[a-z-]+$/.test(name) ? name : normalizeStatusName(name);
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function ordered(present: Set<string>): string[] {
-  return SHAPE_FIELDS.filter((f) => present.has(f));
-}
-
-/** The facts of a QMP or HMP reply, from the shape fields found in it. */
-function factsOf(form: ReplyForm, status: string | null, present: Set<string>, ramMissing: string[]): ReplyFacts {
-  const fields = ordered(present);
-  return { form, status, has_ram: present.has('ram'), time_fields: fields.filter((f) => f !== 'ram'), fields, ram_missing: ramMissing, error: null };
-}
-
-function qmpFacts(obj: Record<string, unknown>): ReplyFacts {
-  const present = new Set<string>();
-  for (const f of SHAPE_FIELDS) if (obj[f] !== undefined) present.add(f);
-  const ram = obj['ram'];
-  const ramMissing = isObject(ram) ? RAM_KEYS.filter((k) => ram[k] === undefined) : [];
-  const status = typeof obj['status'] === 'string' ? norm(obj['status']) : null;
-  const keys = Object.keys(obj).filter((k) => k !== 'blocked-reasons');
-  return factsOf(status === null && keys.length === 0 ? 'empty' : 'qmp', status, present, ramMissing);
-}
-
-/*
- * HMP `info migrate` text. Two layouts: up to 10.0 one line per field
- * ("Migration status:", "total time:", "expected downtime:", "downtime:",
- * "setup:", "transferred ram:" ...); 10.1 regrouped them ("Status:",
- * "Time (ms): total=.., setup=.., exp_down=.., down=..", "RAM info:").
- * Old HMP prints "total time" whenever there is a status, even when QMP would
- * leave total-time out: compare HMP replies with HMP replies only.
- */
-function hmpFacts(text: string): ReplyFacts {
-  if (/^\s*Error:/m.test(text) && !/^(?:Migration status|Status):/m.test(text)) {
-    return { form: 'error', status: null, has_ram: false, time_fields: [], fields: [], ram_missing: [], error: text.trim() };
-  }
-  const m = /^(?:Migration status|Status):\s*([A-Za-z_-]+)/m.exec(text);
-  const status = m ? normalizeStatusName(m[1]!) : null;
-  const present = new Set<string>();
-  if (/^total time:/m.test(text)) present.add('total-time');
-  if (/^expected downtime:/m.test(text)) present.add('expected-downtime');
-  if (/^downtime:/m.test(text)) present.add('downtime');
-  if (/^setup:\s*\d/m.test(text)) present.add('setup-time');
-  const t = /^Time \(ms\):(.*)$/m.exec(text);
-  if (t) {
-    present.add('total-time');
-    if (/\bsetup=/.test(t[1]!)) present.add('setup-time');
-    if (/\bexp_down=/.test(t[1]!)) present.add('expected-downtime');
-    if (/\bdown=/.test(t[1]!)) present.add('downtime');
-  }
-  let ramMissing: string[] = [];
-  const ramAt = text.search(/^RAM info:/m);
-  if (ramAt >= 0) {
-    present.add('ram');
-    const ramText = text.slice(ramAt);
-    const has = { transferred: /\btransferred=/, remaining: /\bremain=/, total: /\btotal=/ };
-    ramMissing = RAM_KEYS.filter((k) => !has[k].test(ramText));
-  } else if (/^(?:transferred|remaining|total) ram:/m.test(text)) {
-    present.add('ram');
-    const has = { transferred: /^transferred ram:/m, remaining: /^remaining ram:/m, total: /^total ram:/m };
-    ramMissing = RAM_KEYS.filter((k) => !has[k].test(text));
-  }
-  return factsOf(status === null && present.size === 0 ? 'empty' : 'hmp', status, present, ramMissing);
-}
-
-/**
- * Read a reply body: a QMP return object, a whole QMP message
- * ({"return": ...} / {"error": ...}), its JSON text, or HMP text. When the
- * body says nothing usable the recorder's own status/has_ram stand in.
- */
-export function replyFacts(body: unknown, fallback?: { status: string | null; has_ram: boolean }): ReplyFacts {
-  let b = body;
-  if (typeof b === 'string') {
-    const s = b.trim();
-    if (s.startsWith('{')) {
-      try {
-        b = JSON.parse(s) as unknown;
-      } catch {
-        // Not JSON after all: treat as monitor text.
-      }
-    }
-  }
-  if (typeof b === 'string') return hmpFacts(b);
-  if (isObject(b)) {
-    if (isObject(b['error'])) {
-      const e = b['error'];
-      const desc = typeof e['desc'] === 'string' ? e['desc'] : typeof e['class'] === 'string' ? e['class'] : 'error';
-      return { form: 'error', status: null, has_ram: false, time_fields: [], fields: [], ram_missing: [], error: desc };
-    }
-    if ('return' in b) {
-      const r = b['return'];
-      if (typeof r === 'string') return hmpFacts(r);
-      if (isObject(r)) return qmpFacts(r);
-    } else {
-      return qmpFacts(b);
-    }
-  }
-  const status = fallback?.status ? normalizeStatusName(fallback.status) : null;
-  const has_ram = fallback?.has_ram ?? false;
-  return {
-    form: 'unknown', status, has_ram, time_fields: [], fields: has_ram ? ['ram'] : [], ram_missing: [], error: null,
-  };
 }
 
 /** Undisturbed reply shapes of a session, per command and status. */

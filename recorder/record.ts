@@ -1,5 +1,6 @@
 import { MigraceError, messageOf } from '../trace/errors.js';
 import { SessionWriter, type TraceStore } from '../trace/store.js';
+import { replyData } from '../trace/reply.js';
 import type { NewSession, TraceEvent } from '../trace/schema.js';
 import { sleep } from '../trace/async.js';
 import { uprobeUnavailable } from './uprobe/tracefs.js';
@@ -113,12 +114,7 @@ export async function queryOnce(live: RecordingBackend, qmp: QmpClient, queryId:
   const thread = live.queryThreads.get(queryId) ?? null;
   const base = { t_ns: t, wall: live.wallAt(t), probe: null, pc: null, func: null, file: null, line: null };
   live.push({ ...base, kind: 'query-end', thread, func: 'qmp_query_migrate', data: { query: queryId } });
-  live.push({ ...base, kind: 'reply', thread: null, data: {
-    query: queryId, command: 'query-migrate',
-    status: typeof ret.status === 'string' ? ret.status : null,
-    has_ram: typeof ret.ram === 'object' && ret.ram !== null,
-    body: res.raw,
-  } });
+  live.push({ ...base, kind: 'reply', thread: null, data: replyData(queryId, 'query-migrate', res.raw) });
   live.currentQuery = null;
   return ret;
 }

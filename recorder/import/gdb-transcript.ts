@@ -1,6 +1,7 @@
 import { MigraceError } from '../../trace/errors.js';
+import { replyData } from '../../trace/reply.js';
 import type { Thread } from '../../trace/schema.js';
-import { normalizeStatusName, tableIdFor } from '../../trace/status.js';
+import { tableIdFor } from '../../trace/status.js';
 import {
   NO_FRAME, QUERY_FUNCS, blank, finalize, parseFrame,
   type BreakpointDef, type Frame, type GdbTranscript, type Print, type Slot, type Stop,
@@ -734,9 +735,6 @@ class TranscriptReader {
     const block = this.hmpBlock;
     if (!block) return;
     const body = block.lines.join('\n');
-    const st = /^(?:Migration status|Status):\s*([A-Za-z_-]+)/m.exec(body);
-    const status = st ? normalizeStatusName(st[1]) : null;
-    const hasRam = /^(?:transferred ram|remaining ram|total ram):/m.test(body) || /^RAM info:/m.test(body);
     const q = this.hmpQueue.shift();
     if (q) {
       this.slots.push({ type: 'event', line: block.line, event: blank('query-end', null, { query: q.query }) });
@@ -745,7 +743,7 @@ class TranscriptReader {
     }
     this.slots.push({
       type: 'event', line: block.line,
-      event: blank('reply', null, { query: q?.query ?? null, command: 'info migrate', status, has_ram: hasRam, body }),
+      event: blank('reply', null, replyData(q?.query ?? null, 'info migrate', body)),
     });
     this.hmpBlock = null;
   }
@@ -802,16 +800,7 @@ class TranscriptReader {
         this.applyPendingResume();
         if (req?.query) this.slots.push({ type: 'event', line: l.line, event: blank('query-end', null, { query: req.query }) });
         else this.warnings.push({ line: l.line, text: clip(l.text), reason: 'a query-migrate reply with no request before it: kept as a reply to no known query' });
-        const r = (typeof ret === 'object' && ret !== null ? ret : {}) as Record<string, unknown>;
-        this.slots.push({
-          type: 'event', line: l.line,
-          event: blank('reply', null, {
-            query: req?.query ?? null, command: 'query-migrate',
-            status: typeof r.status === 'string' ? r.status : null,
-            has_ram: typeof r.ram === 'object' && r.ram !== null,
-            body: obj,
-          }),
-        });
+        this.slots.push({ type: 'event', line: l.line, event: blank('reply', null, replyData(req?.query ?? null, 'query-migrate', obj)) });
       }
       return;
     }

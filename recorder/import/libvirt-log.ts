@@ -1,4 +1,5 @@
 import { MigraceError } from '../../trace/errors.js';
+import { replyData } from '../../trace/reply.js';
 import type { NewEvent, StateValue } from '../../trace/schema.js';
 import { normalizeStatusName, statusValue, tableIdFor, type StatusTableId } from '../../trace/status.js';
 import {
@@ -291,24 +292,12 @@ export function parseLibvirtLog(text: string, opts: LibvirtLogOptions = {}): Lib
       if (obj === undefined) {
         s.warnings.push({ line: r.line, text: clip(text), reason: `the reply to ${key} does not parse as JSON (cut short?): kept as a reply with no body` });
       }
+      // HMP through QMP: the body is the text the monitor printed.
       const ret = (obj as { return?: unknown } | undefined)?.return;
-      let status: string | null = null;
-      let hasRam = false;
-      let body: unknown = obj ?? text;
-      if (q.command === 'info migrate') {
-        const t = typeof ret === 'string' ? ret : '';
-        body = t;
-        const st = /^(?:Migration status|Status):\s*([A-Za-z_-]+)/m.exec(t);
-        status = st ? normalizeStatusName(st[1]) : null;
-        hasRam = /^(?:transferred ram|remaining ram|total ram):/m.test(t) || /^RAM info:/m.test(t);
-      } else if (typeof ret === 'object' && ret !== null) {
-        const o = ret as Record<string, unknown>;
-        status = typeof o.status === 'string' ? o.status : null;
-        hasRam = typeof o.ram === 'object' && o.ram !== null;
-      }
+      const body: unknown = obj === undefined ? text : q.command === 'info migrate' ? (typeof ret === 'string' ? ret : '') : obj;
       if (!q.begun) push(s, { ...base(r), kind: 'query-begin', data: { query: key } } as NewEvent, q.line);
       push(s, { ...base(r), kind: 'query-end', data: { query: key } } as NewEvent, r.line);
-      push(s, { ...base(r), kind: 'reply', data: { query: key, command: q.command, status, has_ram: hasRam, body } } as NewEvent, r.line);
+      push(s, { ...base(r), kind: 'reply', data: replyData(key, q.command, body) } as NewEvent, r.line);
       continue;
     }
     if (r.probe === 'QEMU_MONITOR_RECV_EVENT') {
