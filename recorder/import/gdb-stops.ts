@@ -1,5 +1,7 @@
+import { replyFacts } from '../../trace/reply.js';
 import type { NewEvent, StateValue, Thread } from '../../trace/schema.js';
 import { normalizeStatusName, statusName, statusValue, type StatusTableId } from '../../trace/status.js';
+import { positionOf, printKind, registerOf, sourceKey, type Position, type PrintKind } from './gdb-positions.js';
 import { clip, type ImportWarning, type ImportedLog } from './merge.js';
 
 /*
@@ -8,14 +10,38 @@ import { clip, type ImportWarning, type ImportedLog } from './merge.js';
  *
  *  - Frames and printed values: the text of a hit line or a frame
  *    ("migrate_set_state (state=..., old_state=1) at f.c:12") and of a `p`
- *    answer (a number, an enum name, a pointer).
+ *    answer (a number, an enum name, a pointer), read as states with the
+ *    names the transcript itself looked up (`p (MigrationStatus) 4`) before
+ *    the table of the QEMU version.
  *  - Slots: the reader's output, in transcript order. A stop (a thread that
  *    stopped, with the prints made while it was stopped), a print at its own
  *    place in time, the resume of a stopped thread, or an event that needs no
  *    interpretation (a query, a reply, a note).
- *  - finalize(): gives each stop its role (transition, read, publish or a
- *    note), decides which stopped writers were held while something else
- *    happened, and turns the slots into events.
+ *  - finalize(), in steps: the role of each stop (assignRoles), the publish
+ *    a reply proves when no stop showed it (replyPublishes), the transitions
+ *    only prints of the state show (printedTransitions), the writers held
+ *    while another thread did something (heldWriters), the events (toEvents).
+ *
+ * Roles are read by meaning, not by order (gdb-positions.ts says where a
+ * stop is and what a print is):
+ *  - a stop at migrate_set_state is a transition attempt (old/new from the
+ *    hit line's arguments or `p $esi` / `p $edx`);
+ *  - a stop inside a branch of the switch on the state is a read of that
+ *    branch's value; one right after the switch's load a read of the value
+ *    loaded (the local `state`, the register of a known build); where the
+ *    position is unknown, the first stop of a thread in a query is the read,
+ *    valued by the loaded value if printed, else by the state printed at
+ *    that stop before anything else could change it;
+ *  - a print of the state field (`s->state`, `s.state`, `*(int *)ADDR`) is
+ *    the state at that moment: evidence, never a read;
+ *  - a print of info->status showing none is what is not published yet; the
+ *    publish is the status store: a stop at it (valued by what it stores),
+ *    after it (valued by info->status), or, when no stop showed it, the
+ *    query's reply, placed where the reader went on;
+ *  - `p (MigrationStatus) N` is a name fact, not an event;
+ *  - after a second gdb session interleaves with the first, stops cannot be
+ *    told apart: they stay notes. Nothing the transcript does not tell is
+ *    filled in by a guess.
  */
 
 export interface GdbTranscript extends ImportedLog {
@@ -61,7 +87,8 @@ function splitArgs(s: string): Map<string, string> {
   parts.push(s.slice(start));
   for (const p of parts) {
     const m = /^\s*([A-Za-z_]\w*)=(.*)$/.exec(p);
-    if (m) args.set(m[1], m[2].trim());
+    // -O2 builds: "old_state=old_state@entry=1" (the value it had on entry).
+    if (m) args.set(m[1], m[2].trim().replace(/^[A-Za-z_]\w*@entry=/, ''));
   }
   return args;
 }
@@ -109,18 +136,41 @@ function addressOf(v: string): string | null {
   return m ? m[0].toLowerCase() : null;
 }
 
-/** Printed text as a state, or null when it is not one (a pointer, a struct, a huge number). */
-function stateOf(v: string, table: StatusTableId): StateValue | null {
-  const p = parsePrinted(v);
-  if (p.kind === 'int') {
-    // Registers print unsigned: a state is a small enum index.
-    if (p.n < 0 || p.n > 64) return null;
-    return { value: p.n, name: statusName(p.n, table) };
+/**
+ * Printed text as states: the names the transcript looked up itself come
+ * first (they are the binary's own), then the table of the QEMU version.
+ */
+export class States {
+  constructor(readonly table: StatusTableId, readonly names: ReadonlyMap<number, string>) {}
+
+  /** Printed text as a state, or null when it is not one (a pointer, a struct, a huge number, <optimized out>). */
+  of(v: string): StateValue | null {
+    const p = parsePrinted(v);
+    if (p.kind === 'int') {
+      // Registers print unsigned: a state is a small enum index.
+      if (p.n < 0 || p.n > 64) return null;
+      return { value: p.n, name: this.names.get(p.n) ?? statusName(p.n, this.table) };
+    }
+    if (p.kind === 'enum') return this.named(p.name);
+    return null;
   }
-  if (p.kind === 'enum') {
-    const name = normalizeStatusName(p.name);
-    return { value: statusValue(name, table), name };
+
+  named(name: string): StateValue {
+    const n = normalizeStatusName(name);
+    for (const [value, known] of this.names) if (known === n) return { value, name: n };
+    return { value: statusValue(n, this.table), name: n };
   }
+}
+
+/** A name fact from a lookup print: `(MigrationStatus) 4` = MIGRATION_STATUS_ACTIVE, `/d MIGRATION_STATUS_ACTIVE` = 4. */
+export function nameFact(expr: string, value: string): [number, string] | null {
+  const e = expr.trim().replace(/^\(\s*(?:enum\s+)?(?:MigrationStatus|int|unsigned(?:\s+int)?)\s*\)\s*/, '');
+  const num = /^(\d+|0x[0-9a-fA-F]+)$/.exec(e);
+  const name = /^(?:\([\w ]+\)\s*)?MIGRATION_STATUS_([A-Z0-9_]+)$/.exec(value.trim());
+  if (num && name) return [Number(num[1]), normalizeStatusName(name[1])];
+  const ename = /^MIGRATION_STATUS_([A-Z0-9_]+)$/.exec(e);
+  const n = /^(\d+)$/.exec(value.trim());
+  if (ename && n) return [Number(n[1]), normalizeStatusName(ename[1])];
   return null;
 }
 
@@ -129,6 +179,7 @@ function stateOf(v: string, table: StatusTableId): StateValue | null {
 
 export interface Print {
   expr: string;
+  kind: PrintKind;
   value: string | null;
   line: number;
   used: boolean;
@@ -144,6 +195,8 @@ export interface Stop {
   /** Index of the release slot, once the thread ran again. */
   releaseSlot: number | null;
   text: string;
+  /** Two gdb sessions interleave in the transcript by now: whose stop this is cannot be told. */
+  mixed: boolean;
 }
 
 export type Slot =
@@ -155,6 +208,9 @@ export type Slot =
 export interface BreakpointDef {
   spec: string | null;
   addr: string | null;
+  /** Where gdb put it ("Breakpoint 2 at 0x..: file F, line N."), when it says. */
+  file: string | null;
+  line: number | null;
 }
 
 /** An event of the transcript itself (no probe location): queries, replies, notes. */
@@ -165,34 +221,14 @@ export function blank<K extends NewEvent['kind']>(kind: K, thread: number | null
 /* ------------------------------------------------------------------------ */
 /* From stops to events */
 
-/** Verified read/publish points of stripped Debian builds (facts.md). */
-const KNOWN_ADDRESS_PROBES: ReadonlyArray<{ version: string; read: number[]; publish: number[] }> = [
-  { version: '5.2', read: [123], publish: [187, 457, 636] },
-  { version: '7.2', read: [133], publish: [332, 513, 676] },
-  { version: '10.0', read: [214, 222], publish: [430] },
-];
-
 export const QUERY_FUNCS = new Set(['fill_source_migration_info', 'qmp_query_migrate']);
 
 const OLD_EXPR = /^(?:\(\w+\)\s*)?(?:\$(?:esi|rsi|si)|old_state)$/;
 const NEW_EXPR = /^(?:\(\w+\)\s*)?(?:\$(?:edx|rdx|dx)|new_state)$/;
 const ADDR_EXPR = /^(?:\$rdi|\$edi|state|\/x \$rdi)$/;
-const MEMORY_POKE = /^\*\s*\(\s*(?:int|unsigned|int32_t|MigrationStatus)\s*\*\s*\)\s*(?:0x[0-9a-fA-F]+|\d+)$/;
-
-function probeRoleByOffset(spec: string | null, pcFunc: string | null): 'read' | 'publish' | null {
-  if (!spec) return null;
-  const m = /^\*\s*(\w+)\s*\+\s*(\d+)$/.exec(spec.trim());
-  if (!m || m[1] !== 'qmp_query_migrate' || (pcFunc !== null && pcFunc !== 'qmp_query_migrate')) return null;
-  const off = Number(m[2]);
-  const reads = KNOWN_ADDRESS_PROBES.some((p) => p.read.includes(off));
-  const publishes = KNOWN_ADDRESS_PROBES.some((p) => p.publish.includes(off));
-  if (reads && !publishes) return 'read';
-  if (publishes && !reads) return 'publish';
-  return null;
-}
 
 type Role = { kind: 'transition'; old: StateValue | null; neu: StateValue; addr: string | null }
-  | { kind: 'read' | 'publish'; value: StateValue; expr: string }
+  | { kind: 'read' | 'publish'; value: StateValue; how: string }
   | { kind: 'note'; text: string };
 
 export interface FinalizeInput {
@@ -200,6 +236,12 @@ export interface FinalizeInput {
   threads: Map<number, Thread>;
   bps: Map<number, BreakpointDef>;
   table: StatusTableId;
+  /** State names the transcript looked up itself, by number. */
+  names: Map<number, string>;
+  /** Source lines the transcript showed, by sourceKey(file). */
+  sources: Map<string, Map<number, string>>;
+  /** The QEMU version (the transcript's or the user's), for the known releases' line numbers. */
+  version: string | null;
   warnings: ImportWarning[];
   title: string;
   qemuVersion: string | null;
@@ -208,22 +250,42 @@ export interface FinalizeInput {
   runs: number;
 }
 
+/** Events finalize adds at a slot: emitted just before that slot's own. */
+type Extra = Map<number, { event: NewEvent; line: number }[]>;
+
+interface Finalizing extends FinalizeInput {
+  states: States;
+  name: (tid: number) => string;
+  roles: Map<Stop, Role>;
+  extra: Extra;
+}
+
 /**
- * Stage 3 in three steps: the role of each stop, the writers that were held
- * while another thread did something, then the events in slot order.
+ * Stage 3: the role of each stop, the publishes replies prove, the
+ * transitions prints prove, the writers that were held, then the events in
+ * slot order.
  */
-export function finalize(x: FinalizeInput): GdbTranscript {
-  const name = (tid: number): string => {
-    const t = x.threads.get(tid);
-    return `thread ${t?.gdb_id ?? tid}${t?.name ? ` "${t.name}"` : ''}`;
+export function finalize(input: FinalizeInput): GdbTranscript {
+  const x: Finalizing = {
+    ...input,
+    states: new States(input.table, input.names),
+    name: (tid) => {
+      const t = input.threads.get(tid);
+      return `thread ${t?.gdb_id ?? tid}${t?.name ? ` "${t.name}"` : ''}`;
+    },
+    roles: new Map(),
+    extra: new Map(),
   };
-  const roles = assignRoles(x, name);
-  const needsHold = heldWriters(x.slots, roles);
-  const { events, lines } = toEvents(x, roles, needsHold, name);
+  assignRoles(x);
+  replyPublishes(x);
+  printedTransitions(x);
+  const needsHold = heldWriters(x);
+  const { events, lines } = toEvents(x, needsHold);
 
   const used = new Set<number>();
   for (const e of events) if (e.thread !== null) used.add(e.thread);
   const threadList = [...x.threads.values()].filter((t) => used.has(t.tid) || t.lwp !== null).sort((a, b) => a.tid - b.tid);
+  const names = Object.fromEntries([...x.names].sort((a, b) => a[0] - b[0]));
   return {
     title: x.title,
     threads: threadList,
@@ -231,27 +293,134 @@ export function finalize(x: FinalizeInput): GdbTranscript {
     lines,
     warnings: x.warnings,
     qemuVersion: x.qemuVersion,
-    meta: { binary: x.binary, runs: x.runs },
+    meta: { binary: x.binary, runs: x.runs, ...(x.names.size ? { status_names_looked_up: names } : {}) },
     variant: x.variant,
     binary: x.binary,
   };
 }
 
-function assignRoles(x: FinalizeInput, name: (tid: number) => string): Map<Stop, Role> {
-  const { table, warnings } = x;
-  const roles = new Map<Stop, Role>();
-  const openRead = new Set<number>();
+function addExtra(x: Finalizing, at: number, event: NewEvent, line: number): void {
+  const l = x.extra.get(at);
+  if (l) l.push({ event, line });
+  else x.extra.set(at, [{ event, line }]);
+}
 
-  const stateFromPrints = (s: Stop, prefer: (p: Print) => boolean): { value: StateValue; print: Print } | null => {
-    const candidates = s.prints.filter((p) => p.value !== null);
-    const ordered = [...candidates.filter((p) => prefer(p) && !MEMORY_POKE.test(p.expr)), ...candidates.filter((p) => !prefer(p) && !MEMORY_POKE.test(p.expr)), ...candidates.filter((p) => MEMORY_POKE.test(p.expr))];
-    for (const p of ordered) {
-      const v = stateOf(p.value!, table);
-      if (v) return { value: v, print: p };
-    }
-    return null;
+function location(x: FinalizeInput, s: Stop): Pick<NewEvent, 'pc' | 'func' | 'file' | 'line' | 'probe'> {
+  const bp = s.bp !== null ? x.bps.get(s.bp) : undefined;
+  return {
+    probe: s.bp !== null ? `gdb:breakpoint ${s.bp}${bp?.spec ? ` (${bp.spec})` : ''}` : `gdb:${s.kind}`,
+    pc: s.frame.pc ?? bp?.addr ?? null,
+    func: s.frame.func,
+    file: s.frame.file ?? bp?.file ?? null,
+    line: s.frame.srcLine ?? bp?.line ?? null,
   };
+}
 
+/** Prints of a stop in order, each with whether another thread could have changed the state since the stop. */
+function printsWithLandings(x: FinalizeInput): Map<Print, boolean> {
+  const out = new Map<Print, boolean>();
+  const landedSince = new Map<Stop, boolean>();
+  for (const slot of x.slots) {
+    if (slot.type === 'stop') landedSince.set(slot.stop, false);
+    else if (slot.type === 'release') {
+      for (const [s] of landedSince) if (s.tid !== slot.stop.tid) landedSince.set(s, true);
+    } else if (slot.type === 'print') out.set(slot.print, landedSince.get(slot.stop) ?? true);
+  }
+  return out;
+}
+
+function transitionRole(x: Finalizing, s: Stop): Role {
+  const f = s.frame;
+  const argOld = f.args.get('old_state');
+  const argNew = f.args.get('new_state');
+  const pOld = s.prints.find((p) => p.value !== null && OLD_EXPR.test(p.expr));
+  const pNew = s.prints.find((p) => p.value !== null && NEW_EXPR.test(p.expr));
+  const pAddr = s.prints.find((p) => p.value !== null && ADDR_EXPR.test(p.expr.replace(/^\/x\s*/, '')));
+  const old = argOld !== undefined ? x.states.of(argOld) : pOld ? x.states.of(pOld.value!) : null;
+  const neu = argNew !== undefined ? x.states.of(argNew) : pNew ? x.states.of(pNew.value!) : null;
+  const argAddr = f.args.get('state');
+  const addr = argAddr !== undefined ? addressOf(argAddr) : pAddr ? addressOf(pAddr.value!) : null;
+  for (const p of [pOld, pNew, pAddr]) if (p) p.used = true;
+  if (neu) return { kind: 'transition', old, neu, addr };
+  const optimized = argNew === '<optimized out>' || pNew?.value === '<optimized out>';
+  x.warnings.push({
+    line: s.line, text: clip(s.text),
+    reason: `${x.name(s.tid)} stopped at migrate_set_state but ${optimized ? 'new_state is <optimized out> there' : 'no new state was printed (new_state or $edx)'}: kept as a note`,
+  });
+  return { kind: 'note', text: `${x.name(s.tid)} stopped at migrate_set_state; new state unknown` };
+}
+
+/** The first print of `kinds` at a stop with a state value, optionally only those made before anything could land. */
+function firstState(x: Finalizing, s: Stop, kinds: PrintKind[], ok: (p: Print) => boolean = () => true): { value: StateValue; print: Print } | null {
+  for (const p of s.prints) {
+    if (p.value === null || !kinds.includes(p.kind) || !ok(p)) continue;
+    const v = x.states.of(p.value);
+    if (v) return { value: v, print: p };
+  }
+  return null;
+}
+
+/** The role of a stop in the query path, from where it is and what was printed there. */
+function queryRole(x: Finalizing, s: Stop, pos: Position, firstInQuery: boolean, landed: Map<Print, boolean>): Role {
+  const where = `${x.name(s.tid)} stopped in ${s.frame.func}${s.frame.file ? ` at ${s.frame.file}:${s.frame.srcLine}` : ''}`;
+  const untouched = (p: Print): boolean => landed.get(p) === false;
+  const loadedPrint = (register: string | null) => firstState(x, s, ['loaded'], (p) => register === null || registerOf(p.expr) === null || registerOf(p.expr) === register);
+  const status = firstState(x, s, ['status']);
+  const use = (c: { value: StateValue; print: Print }, kind: 'read' | 'publish', how: string): Role => {
+    c.print.used = true;
+    return { kind, value: c.value, how };
+  };
+  // info->status != none: the store has run (a query's MigrationInfo starts zeroed, and NONE returns before the store).
+  const published = status && status.value.name !== 'none' ? status : null;
+
+  switch (pos.kind) {
+    case 'loaded': {
+      const c = loadedPrint(pos.register) ?? firstState(x, s, ['field'], untouched);
+      if (c) {
+        if (c.print.kind === 'field') {
+          x.warnings.push({ line: c.print.line, text: clip(`p ${c.print.expr}`), reason: `the read value of ${x.name(s.tid)} is taken from memory (${c.print.expr}), not from what the code loaded` });
+        }
+        return use(c, 'read', pos.how);
+      }
+      break;
+    }
+    case 'branch': {
+      if (pos.statuses.length === 1) return { kind: 'read', value: x.states.named(pos.statuses[0]), how: pos.how };
+      const c = loadedPrint(null) ?? firstState(x, s, ['field'], untouched);
+      if (c && c.value.name !== null && pos.statuses.includes(c.value.name)) return use(c, 'read', `${pos.how}, the branch of ${c.value.name}`);
+      x.warnings.push({ line: s.line, text: clip(s.text), reason: `${where}: inside the branch of ${pos.statuses.join(', ')}, and nothing printed there says which: kept as a note` });
+      return { kind: 'note', text: `${where} (the branch of ${pos.statuses.join(', ')})` };
+    }
+    case 'store': {
+      const c = pos.reads === 'register' ? loadedPrint(pos.register) : firstState(x, s, [pos.reads === 'field' ? 'field' : 'loaded'], untouched);
+      if (c) return use(c, 'publish', `${pos.how}: it stores ${c.print.expr}`);
+      if (published) return use(published, 'publish', pos.how);
+      return { kind: 'note', text: `${where} (the status store; its value comes from the reply)` };
+    }
+    case 'after-store':
+      if (published) return use(published, 'publish', pos.how);
+      return { kind: 'note', text: `${where} (after the status store; its value comes from the reply)` };
+    case 'before-load':
+      if (published) return use(published, 'publish', pos.how);
+      return { kind: 'note', text: `${where} (${pos.how}: the switch has not read the state yet)` };
+    case 'unknown':
+      break;
+  }
+  if (published) return use(published, 'publish', `info->status printed ${published.value.name}`);
+  if (pos.kind === 'unknown' && firstInQuery) {
+    const c = loadedPrint(null) ?? firstState(x, s, ['field'], untouched);
+    if (c) return use(c, 'read', c.print.kind === 'field' ? `the state printed at this stop (${c.print.expr})` : `the value the switch loaded (${c.print.expr})`);
+  }
+  const reason = pos.kind === 'loaded' ? 'right after the switch\'s load, but the loaded value was not printed'
+    : pos.kind === 'unknown' && firstInQuery ? 'taken as the read, but no state value was printed there'
+      : 'where in the function is unknown and it is not the first stop of this query';
+  x.warnings.push({ line: s.line, text: clip(s.text), reason: `${where}: ${reason}: kept as a note` });
+  return { kind: 'note', text: `${where} with no state printed` };
+}
+
+function assignRoles(x: Finalizing): void {
+  const landed = printsWithLandings(x);
+  const openRead = new Set<number>();
   for (const slot of x.slots) {
     if (slot.type === 'event') {
       if (slot.event.kind === 'reply' || slot.event.kind === 'query-begin') openRead.clear();
@@ -260,71 +429,152 @@ function assignRoles(x: FinalizeInput, name: (tid: number) => string): Map<Stop,
     if (slot.type !== 'stop') continue;
     const s = slot.stop;
     const f = s.frame;
-    const where = `${f.func ?? '?'}${f.file ? ` at ${f.file}:${f.srcLine}` : ''}`;
-    if (f.func === 'migrate_set_state' && (s.kind === 'breakpoint' || s.kind === 'seen')) {
-      const argOld = f.args.get('old_state');
-      const argNew = f.args.get('new_state');
-      const pOld = s.prints.find((p) => p.value !== null && OLD_EXPR.test(p.expr));
-      const pNew = s.prints.find((p) => p.value !== null && NEW_EXPR.test(p.expr));
-      const pAddr = s.prints.find((p) => p.value !== null && ADDR_EXPR.test(p.expr.replace(/^\/x\s*/, '')));
-      const old = argOld !== undefined ? stateOf(argOld, table) : pOld ? stateOf(pOld.value!, table) : null;
-      const neu = argNew !== undefined ? stateOf(argNew, table) : pNew ? stateOf(pNew.value!, table) : null;
-      const argAddr = f.args.get('state');
-      const addr = argAddr !== undefined ? addressOf(argAddr) : pAddr ? addressOf(pAddr.value!) : null;
-      for (const p of [pOld, pNew, pAddr]) if (p) p.used = true;
-      if (!neu) {
-        warnings.push({ line: s.line, text: clip(s.text), reason: `${name(s.tid)} stopped at migrate_set_state but no new state was printed (new_state or $edx): kept as a note` });
-        roles.set(s, { kind: 'note', text: `${name(s.tid)} stopped at migrate_set_state; new state unknown` });
-      } else {
-        roles.set(s, { kind: 'transition', old, neu, addr });
-      }
+    const isTransition = f.func === 'migrate_set_state' && (s.kind === 'breakpoint' || s.kind === 'seen');
+    const isQuery = f.func !== null && QUERY_FUNCS.has(f.func) && s.kind !== 'signal' && s.kind !== 'interrupt';
+    if (s.mixed && (isTransition || isQuery)) {
+      x.warnings.push({ line: s.line, text: clip(s.text), reason: `${x.name(s.tid)} stopped in ${f.func}, but two gdb sessions interleave here and the hit names no process: kept as a note` });
+      x.roles.set(s, { kind: 'note', text: `${x.name(s.tid)} (of one of two interleaved gdb sessions) stopped in ${f.func}` });
       continue;
     }
-    if (f.func !== null && QUERY_FUNCS.has(f.func) && s.kind !== 'signal' && s.kind !== 'interrupt') {
-      const spec = s.bp !== null ? x.bps.get(s.bp)?.spec ?? null : null;
-      let role = probeRoleByOffset(spec, f.func);
-      if (role === null) {
-        if (s.prints.some((p) => p.value !== null && /status/.test(p.expr))) role = 'publish';
-        else role = openRead.has(s.tid) ? 'publish' : 'read';
-      }
-      const chosen = stateFromPrints(s, role === 'publish' ? (p) => /status|^\$/.test(p.expr) : (p) => !/status/.test(p.expr));
-      if (!chosen) {
-        warnings.push({ line: s.line, text: clip(s.text), reason: `${name(s.tid)} stopped in ${f.func} (taken as the ${role}) but no state value was printed there: kept as a note` });
-        roles.set(s, { kind: 'note', text: `${name(s.tid)} stopped in ${where} (a ${role} point) with no state printed` });
-        continue;
-      }
-      chosen.print.used = true;
-      if (MEMORY_POKE.test(chosen.print.expr)) {
-        warnings.push({ line: chosen.print.line, text: clip(`p ${chosen.print.expr}`), reason: `the ${role} value of ${name(s.tid)} is taken from memory (${chosen.print.expr}), not from what the code loaded` });
-      }
-      roles.set(s, { kind: role, value: chosen.value, expr: chosen.print.expr });
-      if (role === 'read') openRead.add(s.tid);
-      else openRead.delete(s.tid);
+    if (isTransition) {
+      x.roles.set(s, transitionRole(x, s));
       continue;
     }
-    const what = s.kind === 'watchpoint' ? null : `${name(s.tid)} stopped (${s.kind}) in ${where}`;
-    roles.set(s, { kind: 'note', text: what ?? '' });
+    if (isQuery) {
+      const bp = s.bp !== null ? x.bps.get(s.bp) : undefined;
+      const file = f.file ?? bp?.file ?? null;
+      const pos = positionOf({
+        spec: bp?.spec ?? null, func: f.func, file, line: f.srcLine ?? bp?.line ?? null,
+        source: file ? x.sources.get(sourceKey(file)) ?? null : null, version: x.version,
+      });
+      const role = queryRole(x, s, pos, !openRead.has(s.tid), landed);
+      x.roles.set(s, role);
+      if (role.kind === 'read') openRead.add(s.tid);
+      else if (role.kind === 'publish') openRead.delete(s.tid);
+      continue;
+    }
+    const what = s.kind === 'watchpoint' ? '' : `${x.name(s.tid)} stopped (${s.kind}) in ${f.func ?? '?'}${f.file ? ` at ${f.file}:${f.srcLine}` : ''}`;
+    x.roles.set(s, { kind: 'note', text: what });
   }
-  return roles;
+}
+
+/**
+ * A query whose reader was seen reading but never seen storing the status
+ * published what its reply says: info->status is what the reply carries.
+ * The store ran after the reader went on and before the reply; it is placed
+ * where the reader went on, so only what landed before that crosses.
+ */
+function replyPublishes(x: Finalizing): void {
+  // Reads and publishes since the last query-begin or reply, by reader.
+  let reads = new Map<number, { stop: Stop; slot: number }>();
+  let begin: number | null = null;
+  x.slots.forEach((slot, i) => {
+    if (slot.type === 'stop') {
+      const r = x.roles.get(slot.stop);
+      if (r?.kind === 'read') reads.set(slot.stop.tid, { stop: slot.stop, slot: i });
+      else if (r?.kind === 'publish') reads.delete(slot.stop.tid);
+      return;
+    }
+    if (slot.type !== 'event') return;
+    const e = slot.event;
+    if (e.kind === 'query-begin') {
+      reads = new Map();
+      begin = i;
+      return;
+    }
+    if (e.kind !== 'reply') return;
+    const facts = replyFacts(e.data.body, e.data);
+    const status = facts.status;
+    if (status !== null && (facts.form === 'qmp' || facts.form === 'hmp') && begin !== null) {
+      // The reply's own query-end, when there is one, sits just before it.
+      const end = i > 0 && x.slots[i - 1].type === 'event' && (x.slots[i - 1] as { event: NewEvent }).event.kind === 'query-end' ? i - 1 : i;
+      for (const { stop, slot: at } of reads.values()) {
+        const r = stop.releaseSlot !== null && stop.releaseSlot > at && stop.releaseSlot < end ? stop.releaseSlot : end;
+        const loc = location(x, stop);
+        addExtra(x, r, {
+          kind: 'publish', t_ns: null, wall: null, thread: stop.tid, ...loc,
+          probe: `import:gdb (status store, valued by the reply at line ${slot.line})`, pc: null, line: null,
+          data: { value: x.states.named(status) },
+        }, slot.line);
+      }
+    }
+    reads = new Map();
+    begin = null;
+  });
+}
+
+/**
+ * Prints of the state field are the state at that moment. One that shows a
+ * state no recorded transition leads to proves a transition the transcript
+ * did not show: it is added (thread unknown) from the last known state.
+ * One that contradicts a writer still waiting before its swap is reported.
+ */
+function printedTransitions(x: Finalizing): void {
+  let known: StateValue | null = null;
+  const waiting = new Map<number, StateValue>();
+  x.slots.forEach((slot, i) => {
+    if (slot.type === 'stop') {
+      const r = x.roles.get(slot.stop);
+      if (r?.kind === 'transition') {
+        // The entry probe: the swap happens when the thread runs on.
+        waiting.set(slot.stop.tid, r.neu);
+      } else if (r?.kind === 'read') {
+        known = r.value;
+      }
+      return;
+    }
+    if (slot.type === 'release') {
+      const neu = waiting.get(slot.stop.tid);
+      if (neu) {
+        known = neu;
+        waiting.delete(slot.stop.tid);
+      }
+      return;
+    }
+    if (slot.type === 'event') {
+      if (slot.event.kind === 'transition') known = slot.event.data.new;
+      return;
+    }
+    if (slot.type !== 'print' || slot.print.kind !== 'field' || slot.print.value === null || slot.print.used) return;
+    const v = x.states.of(slot.print.value);
+    if (!v || v.name === null) return;
+    const pending = [...waiting].find(([, neu]) => neu.name === v.name);
+    if (pending) {
+      x.warnings.push({
+        line: slot.line, text: clip(`p ${slot.print.expr} = ${slot.print.value}`),
+        reason: `the state is already ${v.name} while ${x.name(pending[0])} still waits at migrate_set_state(-> ${v.name}): the stop was not at the swap, or another thread made it`,
+      });
+      known = v;
+      return;
+    }
+    if (known !== null && known.name !== null && known.name !== v.name) {
+      addExtra(x, i, {
+        kind: 'transition', t_ns: null, wall: null, thread: null, probe: `import:gdb (p ${slot.print.expr} at line ${slot.line})`,
+        pc: null, func: null, file: null, line: null, data: { addr: null, old: known, new: v },
+      }, slot.line);
+    }
+    known = v;
+  });
 }
 
 /** Writers stopped at a transition while another thread did something real: their swap happens at the resume. */
-function heldWriters(slots: Slot[], roles: Map<Stop, Role>): Set<Stop> {
-  const substantive = (slot: Slot): { tid: number | null } | null => {
-    if (slot.type === 'event') return slot.event.kind === 'note' ? null : { tid: slot.event.thread };
+function heldWriters(x: Finalizing): Set<Stop> {
+  const substantive = (slot: Slot, i: number): boolean | number | null => {
+    if (x.extra.get(i)?.some((e) => e.event.kind !== 'note')) return true;
+    if (slot.type === 'event') return slot.event.kind === 'note' ? null : slot.event.thread ?? true;
     if (slot.type === 'stop') {
-      const r = roles.get(slot.stop);
-      return r && r.kind !== 'note' ? { tid: slot.stop.tid } : null;
+      const r = x.roles.get(slot.stop);
+      return r && r.kind !== 'note' ? slot.stop.tid : null;
     }
     return null;
   };
   const needsHold = new Set<Stop>();
-  slots.forEach((slot, i) => {
-    if (slot.type !== 'stop' || roles.get(slot.stop)?.kind !== 'transition') return;
-    const end = slot.stop.releaseSlot ?? slots.length;
+  x.slots.forEach((slot, i) => {
+    if (slot.type !== 'stop' || x.roles.get(slot.stop)?.kind !== 'transition') return;
+    const end = slot.stop.releaseSlot ?? x.slots.length;
     for (let k = i + 1; k < end; k++) {
-      const x = substantive(slots[k]);
-      if (x && x.tid !== slot.stop.tid) {
+      const who = substantive(x.slots[k], k);
+      if (who !== null && who !== slot.stop.tid) {
         needsHold.add(slot.stop);
         return;
       }
@@ -333,60 +583,51 @@ function heldWriters(slots: Slot[], roles: Map<Stop, Role>): Set<Stop> {
   return needsHold;
 }
 
-function toEvents(
-  x: FinalizeInput,
-  roles: Map<Stop, Role>,
-  needsHold: Set<Stop>,
-  name: (tid: number) => string,
-): { events: NewEvent[]; lines: number[] } {
+function toEvents(x: Finalizing, needsHold: Set<Stop>): { events: NewEvent[]; lines: number[] } {
   const events: NewEvent[] = [];
   const lines: number[] = [];
   const emit = (e: NewEvent, line: number): void => {
     events.push(e);
     lines.push(line);
   };
-  const loc = (s: Stop): Pick<NewEvent, 'pc' | 'func' | 'file' | 'line' | 'probe'> => {
-    const bp = s.bp !== null ? x.bps.get(s.bp) : undefined;
-    return {
-      probe: s.bp !== null ? `gdb:breakpoint ${s.bp}${bp?.spec ? ` (${bp.spec})` : ''}` : `gdb:${s.kind}`,
-      pc: s.frame.pc ?? bp?.addr ?? null,
-      func: s.frame.func,
-      file: s.frame.file,
-      line: s.frame.srcLine,
-    };
-  };
-  for (const slot of x.slots) {
+  x.slots.forEach((slot, i) => {
+    for (const e of x.extra.get(i) ?? []) emit(e.event, e.line);
     if (slot.type === 'event') {
       emit(slot.event, slot.line);
-      continue;
+      return;
     }
     const s = slot.stop;
-    const r = roles.get(s);
+    const loc = location(x, s);
     if (slot.type === 'print') {
       const p = slot.print;
-      if (!p.used && p.value !== null) {
-        emit({ t_ns: null, wall: null, thread: s.tid, ...loc(s), kind: 'note', data: { text: `p ${p.expr} = ${p.value} (${name(s.tid)}, stopped at line ${s.line})` } }, slot.line);
+      if (!p.used && p.value !== null && p.kind !== 'lookup') {
+        const what = p.kind === 'field' ? 'the state' : p.kind === 'status' ? 'info->status' : null;
+        const v = p.kind === 'field' || p.kind === 'status' ? x.states.of(p.value) : null;
+        const meaning = what && v ? `: ${what} is ${v.name ?? v.value}${p.kind === 'status' && v.name === 'none' ? ' (not published yet)' : ''}` : '';
+        emit({ t_ns: null, wall: null, thread: s.tid, ...loc, kind: 'note', data: { text: `p ${p.expr} = ${p.value} (${x.name(s.tid)}, stopped at line ${s.line})${meaning}` } }, slot.line);
       }
-      continue;
+      return;
     }
     if (slot.type === 'release') {
       if (needsHold.has(s)) {
-        emit({ kind: 'release', t_ns: null, wall: null, thread: s.tid, ...loc(s), data: { role: 'writer', reason: `resumed at transcript line ${slot.line}` } }, slot.line);
+        emit({ kind: 'release', t_ns: null, wall: null, thread: s.tid, ...loc, data: { role: 'writer', reason: `resumed at transcript line ${slot.line}` } }, slot.line);
       }
-      continue;
+      return;
     }
-    if (!r) continue;
-    const base = { t_ns: null, wall: null, thread: s.tid, ...loc(s) };
+    const r = x.roles.get(s);
+    if (!r) return;
+    const base = { t_ns: null, wall: null, thread: s.tid, ...loc };
     if (r.kind === 'transition') {
       emit({ ...base, kind: 'transition', data: { addr: r.addr, old: r.old, new: r.neu } }, s.line);
       if (needsHold.has(s)) {
         emit({ ...base, kind: 'hold', data: { role: 'writer', reason: `stopped by gdb at transcript line ${s.line}` } }, s.line);
       }
     } else if (r.kind === 'read' || r.kind === 'publish') {
-      emit({ ...base, kind: r.kind, data: { value: r.value } }, s.line);
+      emit({ ...base, probe: `${base.probe}: ${r.how}`, kind: r.kind, data: { value: r.value } }, s.line);
     } else if (r.kind === 'note' && r.text) {
       emit({ ...base, kind: 'note', data: { text: r.text } }, s.line);
     }
-  }
+  });
+  for (const e of x.extra.get(x.slots.length) ?? []) emit(e.event, e.line);
   return { events, lines };
 }

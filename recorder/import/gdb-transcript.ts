@@ -2,8 +2,9 @@ import { MigraceError } from '../../trace/errors.js';
 import { replyData } from '../../trace/reply.js';
 import type { Thread } from '../../trace/schema.js';
 import { tableIdFor } from '../../trace/status.js';
+import { printKind, sourceKey } from './gdb-positions.js';
 import {
-  NO_FRAME, QUERY_FUNCS, blank, finalize, parseFrame,
+  NO_FRAME, QUERY_FUNCS, blank, finalize, nameFact, parseFrame,
   type BreakpointDef, type Frame, type GdbTranscript, type Print, type Slot, type Stop,
 } from './gdb-stops.js';
 import { readText, type LineSink } from './lines.js';
@@ -33,41 +34,38 @@ export type { GdbTranscript } from './gdb-stops.js';
  *     `info threads` row, ...) to the method that handles it, and
  *     COMMAND_HANDLERS does the same for typed commands. It produces slots:
  *     stops with their prints, resumes, and queries and replies.
- *  3. finalize() (gdb-stops.ts): the role of each stop, the held writers,
- *     the events.
+ *  3. finalize() (gdb-stops.ts): the role of each stop, the publishes
+ *     replies prove, the transitions prints of the state prove, the held
+ *     writers, the events.
  *
- * What the transcript says happened, in its order:
- *  - a stop at migrate_set_state is a transition attempt; old/new come from
- *    the hit line's arguments (debug info) or from `p $esi` / `p $edx` (the
- *    SysV ABI registers in a stripped build). The compare-and-swap happens
- *    only when that thread runs again: when other events come between the
- *    stop and the thread's resume, a hold follows the transition and a release
- *    sits at the resume, which is where the analyzer places the change
- *    (analyzer/interleavings.ts). A writer never resumed gets no release.
- *  - a stop in fill_source_migration_info / qmp_query_migrate is a read or a
- *    publish. The known address probes of Debian's 5.2 and 7.2 builds
- *    (facts.md) decide by offset; otherwise a print of `...status...` marks a
- *    publish, and the first query-path stop of a thread since its last reply
- *    is the read, a later one the publish. The value is the first print at
- *    that stop of the switch's own value (a local, a register, `s->state`);
- *    prints of `*(int*)ADDR` are polls of memory and only become notes unless
- *    nothing else was printed.
- *  - the monitor's side: `info migrate` (HMP, after a `(qemu)` prompt) and
- *    `{"execute":"query-migrate"}` (QMP) open a query (query-begin, thread
- *    null: the transcript does not show which thread runs it); the HMP output
- *    block or the QMP `return` closes it with query-end and a reply.
+ * What each stop and print means is decided in stage 3 (gdb-stops.ts has
+ * the rules, gdb-positions.ts where a stop is): a stop at migrate_set_state
+ * is a transition attempt, a stop inside a branch of the switch on the state
+ * is a read of that branch's value, the status store is the publish, prints
+ * of the state field are evidence, name lookups are name facts. The
+ * monitor's side is read here: `info migrate` (HMP, after a `(qemu)`
+ * prompt) and `{"execute":"query-migrate"}` (QMP) open a query (query-begin,
+ * thread null: the transcript does not show which thread runs it); the HMP
+ * output block or the QMP `return` closes it with query-end and a reply
+ * (trace/reply.ts reads it).
  *
  * Threads: gdb ids are the session tids (plus 1000 per later `run` of the
  * same transcript, since gdb numbers threads anew). LWPs and names come from
  * `info threads`, thread switches and hit lines; `[New Thread ...]` lines give
  * an LWP the next gdb id only while the transcript has shown every thread
- * since `run`, and any later `info threads` row overrides that.
+ * since `run` (an elision ends that), and any later `info threads` row
+ * overrides that. A row also says where a thread stands: a stop the
+ * transcript did not show, or a move it made unseen. One gdb id with two
+ * LWPs means two gdb sessions were pasted together: from the line that may
+ * have started the second one, stops are kept as notes.
  *
  * In non-stop mode a stop does not change the selected thread (a `p` right
  * after another thread's hit evaluates in the old one, or fails with
  * "Selected thread is running."); in all-stop mode it does. Prints are
- * attributed accordingly. Commands that failed (an error line follows) have
- * no effect.
+ * attributed accordingly; a hit without "Thread N" (one thread only) and an
+ * answered print while no switch was shown select the one stopped thread.
+ * Commands that failed (an error line follows) have no effect; a print with
+ * no answer at all is reported.
  */
 
 export interface GdbImportOptions {
@@ -314,15 +312,15 @@ const LINE_HANDLERS: ReadonlyArray<[RegExp, LineHandler, 'untrimmed'?]> = [
   [/^(\*)?\s*(\d+)\s+(?:Thread 0x[0-9a-fA-F]+ \(LWP (\d+)\)|process (\d+)|LWP (\d+))(?: "((?:[^"\\]|\\.)*)")?\s*(.*)$/, (r, m, l) => r.onThreadRow(m, l)],
   // Frames and source lines: after a step or an interrupt they say where the thread is.
   [/^#(\d+)\s+(.*)$/, (r, m, l) => r.onBacktraceFrame(m, l)],
-  [/^\d+(?:\t|\s{2,})/, () => true, 'untrimmed'],
+  [/^(\d+)(?:\t|\s{2,})(.*)$/, (r, m) => r.onSourceLine(m), 'untrimmed'],
   [/^/, (r, m, l) => r.onSteppedFrame(m, l)],
   // A frame printed outside a step (bt, a stop report after attach): where, not what.
   [/^0x[0-9a-fA-F]+ in /, () => true],
   [/\)(?:\s+at\s+\S+:\d+)?$/, (_r, m) => parseFrame(m.input) !== null && /\(\)|=|at \S+:\d+$/.test(m.input)],
   [/^Continuing\.$/, (r) => r.applyPendingResume()],
   [GDB_ERROR, (r) => r.onCommandFailed()],
-  [/^(?:Temporary b|B)reakpoint (\d+) at (0x[0-9a-fA-F]+)/, (r, m) => r.onBreakpointSet(m)],
-  [/^(?:Reading symbols from|Starting program:) (\S+)/, (r, m) => r.onBinary(m)],
+  [/^(?:Temporary b|B)reakpoint (\d+) at (0x[0-9a-fA-F]+)(?:: file (\S+), line (\d+)\.)?/, (r, m) => r.onBreakpointSet(m)],
+  [/^(Reading symbols from|Starting program:) (\S+)/, (r, m, l) => r.onBinary(m, l)],
   [/^QEMU (\d+\.\d+(?:\.\d+)?)\S* monitor - type 'help'/, (r, m) => r.onMonitorBanner(m)],
   [HMP_START, (r, m, l) => r.onMonitorOutput(m, l)],
   [NOISE, () => true],
@@ -341,6 +339,7 @@ const COMMAND_HANDLERS: ReadonlyArray<[RegExp, CommandHandler]> = [
   [/^(?:(?:run|r|start|starti)(?:\s|$)|attach\s+\d+)/, (r) => r.newRun()],
   [/^thread\s+(\d+)$/, (r, m) => r.selectThread(Number(m[1]))],
   [/^(?:p|print|output|call|inspect)(?:\s*\/(\w+))?\s+(.+)$/, (r, m, l) => r.print(m[2].trim(), l)],
+  [/^(?:list|l)\s+(?:\*?\s*)?([^\s:,]+\.[a-z]+):/, (r, m) => r.listFile(m[1])],
   [/^(?:continue|cont|c|fg)((?:\s+(?:-a|&|\d+))*)$/, (r, m, l) => r.continueCommand(/-a/.test(m[1]), l)],
   [/^(?:next|step|finish|stepi|nexti|si|ni|until|advance|n|s|u)(?:\s+\S+)?$/, (r, _m, l) => r.step(l)],
   [/^(?:kill|k)$/, (r) => r.kill()],
@@ -357,6 +356,10 @@ class TranscriptReader {
   private readonly slots: Slot[] = [];
   private readonly threads = new Map<number, Thread>();
   private readonly bps = new Map<number, BreakpointDef>();
+  /** Source lines gdb showed (stops, `list`), by sourceKey(file). */
+  private readonly sources = new Map<string, Map<number, string>>();
+  /** State names the transcript looked up (`p (MigrationStatus) 4`), by number. */
+  private readonly names = new Map<number, string>();
   private qemuVersion: string | null = null;
   private binary: string | null = null;
   private runIndex = -1;
@@ -370,6 +373,12 @@ class TranscriptReader {
   private inferNext: number | null = null;
   private nonStop = false;
   private schedulerLocked = false;
+  /** The line from which two gdb sessions interleave. */
+  private mixedFrom: number | null = null;
+  /** The first line that may start a second session: a second `run`/`attach` or "Reading symbols from". */
+  private secondStart: number | null = null;
+  private starts = { runs: 0, symbols: 0 };
+  private lineNow = 0;
 
   /* the command whose output follows */
   private pendingBreakSpec: string | null = null;
@@ -379,6 +388,8 @@ class TranscriptReader {
   private stepping: number | null = null;
   private inThreadTable = false;
   private elidedSince = false;
+  /** The file whose lines gdb prints next (a stop's, a frame's, `list FILE:N`'s). */
+  private listingFile: string | null = null;
 
   /* the monitor's side */
   private readonly hmpQueue: { query: string; line: number }[] = [];
@@ -398,6 +409,7 @@ class TranscriptReader {
 
   line(l: LLine): void {
     this.lineCount++;
+    this.lineNow = l.line;
     if (this.first === null && l.text.trim() !== '') this.first = l;
     if (this.signature === null && SIGNATURE.test(l.text)) this.signature = l;
 
@@ -419,6 +431,8 @@ class TranscriptReader {
     if (ELISION.test(trimmed)) {
       this.elidedSince = true;
       this.inThreadTable = false;
+      // Threads may have been cut: the next [New Thread] no longer tells its gdb id.
+      this.inferNext = null;
       return;
     }
 
@@ -467,6 +481,7 @@ class TranscriptReader {
 
   finish(opts: { qemuVersion?: string | null }): GdbTranscript {
     this.closeHmpBlock();
+    this.unanswered();
     this.applyPendingResume();
     if (!this.signature) {
       const hint = this.kinds.length ? `; it looks like ${KIND_NAMES[this.kinds[0]]}` : '';
@@ -478,8 +493,12 @@ class TranscriptReader {
       throw new MigraceError('IMPORT', `${this.source}:${this.signature.line}: not a GDB transcript: no prompt, hit or value could be read`);
     }
     const version = opts.qemuVersion ?? this.qemuVersion;
+    if (this.mixedFrom !== null) {
+      for (const slot of this.slots) if (slot.type === 'stop' && slot.stop.line >= this.mixedFrom) slot.stop.mixed = true;
+    }
     return finalize({
       slots: this.slots, threads: this.threads, bps: this.bps, table: tableIdFor(version), warnings: this.warnings,
+      names: this.names, sources: this.sources, version,
       title: this.source, qemuVersion: this.qemuVersion, binary: this.binary, variant: variantOf(this.binary, version),
       runs: this.runIndex + 1,
     });
@@ -503,6 +522,10 @@ class TranscriptReader {
   private thread(gdbId: number, lwp: number | null = null, name: string | null = null, authoritative = true): number {
     const tid = this.tidOf(gdbId);
     const t = this.threads.get(tid) ?? { tid, gdb_id: gdbId, lwp: null, name: null };
+    if (authoritative && lwp !== null && t.lwp !== null && t.lwp !== lwp && this.lwpAuthoritative.has(tid)) {
+      // gdb never gives one id to two threads of a run: this line is another gdb's.
+      this.interleaved(`thread ${gdbId} is LWP ${t.lwp} and LWP ${lwp}`);
+    }
     if (lwp !== null && (authoritative || !this.lwpAuthoritative.has(tid))) {
       if (t.lwp !== null && t.lwp !== lwp && this.byLwp.get(t.lwp) === tid) this.byLwp.delete(t.lwp);
       const other = this.byLwp.get(lwp);
@@ -520,13 +543,22 @@ class TranscriptReader {
     return tid;
   }
 
-  /** The thread a hit line names, else the selected one. */
+  /** The thread a hit line names, else the selected one (gdb leaves the name out while one thread exists: that one). */
   private hitThread(m: RegExpExecArray): number {
-    return m[1] ? this.thread(Number(m[1]), null, m[2] ?? null) : this.current ?? this.thread(1);
+    if (m[1]) return this.thread(Number(m[1]), null, m[2] ?? null);
+    this.current ??= this.thread(1);
+    return this.current;
   }
 
   private note(text: string, line: number, tid: number | null = null): void {
     this.slots.push({ type: 'event', line, event: blank('note', tid, { text }) });
+  }
+
+  /** A print that got neither a value nor an error before the next command (or the end): cut short. */
+  private unanswered(): void {
+    const lp = this.lastPrint;
+    if (!lp || lp.print.value !== null || this.elidedSince) return;
+    this.warnings.push({ line: lp.print.line, text: clip(`p ${lp.print.expr}`), reason: 'a print with no answer after it (the transcript is cut here?): nothing taken from it' });
   }
 
   /* ---- stops and resumes ---- */
@@ -568,7 +600,8 @@ class TranscriptReader {
       // All-stop: a stop selects the thread that stopped.
       this.current = tid;
     }
-    const stop: Stop = { tid, line: l.line, kind, bp, frame, prints: [], releaseSlot: null, text: l.text };
+    const stop: Stop = { tid, line: l.line, kind, bp, frame, prints: [], releaseSlot: null, text: l.text, mixed: false };
+    this.listingFile = frame.file ?? (bp !== null ? this.bps.get(bp)?.file ?? null : null);
     this.slots.push({ type: 'stop', stop, line: l.line });
     this.stopped.set(tid, stop);
     this.elidedSince = false;
@@ -615,6 +648,21 @@ class TranscriptReader {
       return;
     }
     lp.print.value = m[2];
+    if (lp.tid === null && this.stopped.size === 1) {
+      // gdb answered, so the selected thread (never shown) is stopped: the one stopped thread.
+      const [tid, stop] = [...this.stopped][0];
+      this.current = tid;
+      stop.prints.push(lp.print);
+      Object.assign(lp, { tid, stop });
+    }
+    if (lp.print.kind === 'lookup') {
+      const fact = nameFact(lp.print.expr, m[2]);
+      if (fact) this.names.set(fact[0], fact[1]);
+      return;
+    }
+    if (m[2].trim() === '<optimized out>' && lp.print.kind !== 'other') {
+      this.warnings.push({ line: l.line, text: clip(`p ${lp.print.expr}`), reason: `${lp.print.expr} is <optimized out> here: the build kept no value for it, nothing is read from it` });
+    }
     if (lp.stop) {
       // Where a print that is not a probe value becomes a note: at its own place in time.
       this.slots.push({ type: 'print', stop: lp.stop, print: lp.print, line: l.line });
@@ -669,17 +717,26 @@ class TranscriptReader {
         if (!this.elidedSince) this.warnings.push({ line: l.line, text: clip(m.input), reason: `${this.label(tid)} is running, but the transcript never resumed it since line ${s.line}: taken as resumed here` });
         this.resume([tid], l.line);
       }
-    } else if (!s) {
+    } else {
+      // Where the thread stands: a stop the transcript did not show, or one it moved on from unseen.
       const frame = parseFrame(where);
-      if (frame && (frame.func === 'migrate_set_state' || QUERY_FUNCS.has(frame.func ?? ''))) {
-        this.warnings.push({ line: l.line, text: clip(m.input), reason: `${this.label(tid)} is stopped in ${frame.func}, a stop the transcript does not show: placed here` });
-        this.addStop(tid, 'seen', null, frame, l);
+      const relevant = frame !== null && (frame.func === 'migrate_set_state' || QUERY_FUNCS.has(frame.func ?? ''));
+      if (s && frame && s.frame.func === null) {
+        s.frame = frame;
+      } else if (s && frame && movedOn(s.frame, frame)) {
+        if (!this.elidedSince) this.warnings.push({ line: l.line, text: clip(m.input), reason: `${this.label(tid)} stands in ${frame.func} now, not where it stopped at line ${s.line}: it ran on unseen, taken as resumed here` });
+        this.resume([tid], l.line);
+        if (relevant) this.addStop(tid, 'seen', null, frame, l);
+      } else if (!s && relevant) {
+        if (!this.elidedSince) this.warnings.push({ line: l.line, text: clip(m.input), reason: `${this.label(tid)} is stopped in ${frame!.func}, a stop the transcript does not show: placed here` });
+        this.addStop(tid, 'seen', null, frame!, l);
       }
     }
     return true;
   }
 
   onBacktraceFrame(m: RegExpExecArray, l: LLine): void {
+    if (m[1] === '0') this.listingFile = parseFrame(m[2])?.file ?? this.listingFile;
     if (this.stepping === null || m[1] !== '0') return;
     const frame = parseFrame(m[2]);
     if (frame) this.placeStep(frame, l);
@@ -705,6 +762,7 @@ class TranscriptReader {
   /** The command before failed: it had no effect. */
   onCommandFailed(): void {
     this.pendingResume = null;
+    this.lastPrint = null;
     if (this.pendingThreadSwitch) {
       this.current = this.pendingThreadSwitch.prev;
       this.pendingThreadSwitch = null;
@@ -713,12 +771,39 @@ class TranscriptReader {
   }
 
   onBreakpointSet(m: RegExpExecArray): void {
-    this.bps.set(Number(m[1]), { spec: this.pendingBreakSpec, addr: m[2].toLowerCase() });
+    this.bps.set(Number(m[1]), { spec: this.pendingBreakSpec, addr: m[2].toLowerCase(), file: m[3] ?? null, line: m[4] ? Number(m[4]) : null });
     this.pendingBreakSpec = null;
   }
 
-  onBinary(m: RegExpExecArray): void {
-    this.binary ??= m[1].replace(/\.{3}$/, '');
+  onBinary(m: RegExpExecArray, l: LLine): void {
+    if (m[1] === 'Reading symbols from' && ++this.starts.symbols === 2) this.secondStart ??= l.line;
+    this.binary ??= m[2].replace(/\.{3}$/, '');
+  }
+
+  /** A source line gdb printed: at a stop, or in a `list`. */
+  onSourceLine(m: RegExpExecArray): void {
+    if (this.listingFile === null || /: No such file or directory\.$/.test(m[2])) return;
+    const key = sourceKey(this.listingFile);
+    let lines = this.sources.get(key);
+    if (!lines) this.sources.set(key, (lines = new Map()));
+    lines.set(Number(m[1]), m[2]);
+  }
+
+  listFile(file: string): void {
+    this.listingFile = file;
+  }
+
+  /**
+   * Two gdb sessions pasted together: from the first line that may have
+   * started the second one, no stop can be given to a thread of either.
+   */
+  private interleaved(why: string): void {
+    if (this.mixedFrom !== null) return;
+    this.mixedFrom = Math.min(this.secondStart ?? this.lineNow, this.lineNow);
+    this.warnings.push({
+      line: this.lineNow, text: why,
+      reason: `two gdb sessions interleave (${why}), from line ${this.mixedFrom} on: their stops cannot be told apart and are kept as notes`,
+    });
   }
 
   onMonitorBanner(m: RegExpExecArray): void {
@@ -820,6 +905,7 @@ class TranscriptReader {
     if (c === '') return;
     // A command ends what the previous one printed.
     this.inThreadTable = false;
+    this.unanswered();
     this.lastPrint = null;
     this.pendingThreadSwitch = null;
     for (const [pattern, handle] of COMMAND_HANDLERS) {
@@ -840,6 +926,7 @@ class TranscriptReader {
   }
 
   newRun(): void {
+    if (++this.starts.runs === 2) this.secondStart ??= this.lineNow;
     this.applyPendingResume();
     this.endAllStops();
     this.runIndex++;
@@ -855,7 +942,7 @@ class TranscriptReader {
 
   print(expr: string, l: LLine): void {
     this.applyPendingResume();
-    const print: Print = { expr, value: null, line: l.line, used: false };
+    const print: Print = { expr, kind: printKind(expr), value: null, line: l.line, used: false };
     const stop = this.current !== null ? this.stopped.get(this.current) ?? null : null;
     if (stop) stop.prints.push(print);
     this.lastPrint = { print, stop, tid: this.current };
@@ -892,6 +979,13 @@ class TranscriptReader {
     this.applyPendingResume();
     this.inThreadTable = true;
   }
+}
+
+/** Whether a thread shown at `now` has left the place it stopped at. */
+function movedOn(stop: Frame, now: Frame): boolean {
+  if (stop.func !== now.func) return true;
+  if (stop.srcLine !== null && now.srcLine !== null && stop.srcLine !== now.srcLine) return true;
+  return stop.pc !== null && now.pc !== null && stop.pc !== now.pc;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -59,6 +59,39 @@ describe('importFiles into a real TraceStore', () => {
     }
   });
 
+  it('transcripts in the LP#1994002 reproducer\'s style: one manifested finding unpatched, none patched, evidence from the SETUP-branch stop to the reply', () => {
+    const cases = [
+      { f: 'minimig-lp-style.txt', manifested: 1 }, { f: 'qemu52-lp-style.txt', manifested: 1 },
+      { f: 'minimig-patched-lp-style.txt', manifested: 0 }, { f: 'qemu72-lp-style.txt', manifested: 0 },
+      { f: 'minimig-O2-lp-style.txt', manifested: 0 }, { f: 'qemu52-two-sessions-interleaved.txt', manifested: 0 },
+    ];
+    for (const { f, manifested } of cases) {
+      const file = `samples/transcripts/${f}`;
+      const [id] = importFiles(store, 'gdb', [file], { label: f });
+      expect(store.session(id).state, f).toBe('complete');
+      const events = store.events(id);
+      const lines = (store.session(id).meta.import as { source_lines: number[] }).source_lines;
+      const findings = analysis(id).findings;
+      expect(findings.filter((x) => x.class === 'manifested'), f).toHaveLength(manifested);
+      if (f.includes('O2') || f.includes('two-sessions')) continue;
+      const found = findings.find((x) => x.class === (manifested ? 'manifested' : 'benign'))!;
+      const bySeq = new Map(events.map((e) => [e.seq, e]));
+      const read = bySeq.get(found.read!.seq)!;
+      // The read is the stop in the SETUP case: the hit line of breakpoint 2.
+      const src = readFileSync(file, 'utf8').split('\n');
+      expect(src[lines[read.seq] - 1], f).toMatch(/hit Breakpoint 2, /);
+      expect(read.kind === 'read' && read.data.value.name).toBe('setup');
+      const cross = found.crossing.map((c) => bySeq.get(c.seq)!);
+      expect(cross.map((c) => c.kind === 'transition' && `${c.data.old?.name}->${c.data.new.name}`), f).toEqual(['setup->active']);
+      const pub = bySeq.get(found.publish!.seq)!;
+      const reply = bySeq.get(found.reply!.reply_seq!)!;
+      expect(pub.kind === 'publish' && pub.data.value.name, f).toBe(manifested ? 'active' : 'setup');
+      expect(reply.kind === 'reply' && [reply.data.status, reply.data.has_ram], f).toEqual([manifested ? 'active' : 'setup', false]);
+      expect(found.evidence, f).toEqual(expect.arrayContaining([read.seq, cross[0].seq, pub.seq, reply.seq]));
+      if (manifested) expect(found.reply?.libvirt_error, f).toMatch(/no RAM info/);
+    }
+  });
+
   it('events keep their order, t_ns is null without a clock, source lines and warnings are in the meta', () => {
     const [id] = importFiles(store, 'gdb', ['samples/transcripts/qemu52-stripped.gdb.txt'], { label: 'x' });
     const events = store.events(id);

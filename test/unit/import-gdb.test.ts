@@ -2,9 +2,8 @@ import { readFileSync } from 'node:fs';
 import { expectCatch } from '../helpers/errors.js';
 import { describe, expect, it } from 'vitest';
 import { parseGdbTranscript, type GdbTranscript } from '../../recorder/import/gdb-transcript.js';
-import { findInterleavings } from '../../analyzer/interleavings.js';
-import type { Session, TraceEvent } from '../../trace/schema.js';
-import { tableIdFor } from '../../trace/status.js';
+import type { TraceEvent } from '../../trace/schema.js';
+import { analyzeImport } from '../helpers/imports.js';
 import { MigraceError } from '../../trace/errors.js';
 
 const sample = (f: string): string => readFileSync(`samples/transcripts/${f}`, 'utf8');
@@ -15,16 +14,7 @@ function kinds(t: GdbTranscript, kind: string): TraceEvent[] {
 }
 const threadName = (t: GdbTranscript, tid: number | null): string | null => t.threads.find((x) => x.tid === tid)?.name ?? null;
 
-/** Run the analyzer over an import as if it were stored. */
-function analyze(t: GdbTranscript) {
-  const session: Session = {
-    id: 1, label: 'x', created_at: '', origin: 'import:gdb-log', profile: null, state: 'complete', error: null, meta: {},
-    target: { kind: 'import', binary: null, build_id: null, qemu_version: t.qemuVersion, variant: t.variant, status_table: tableIdFor(t.qemuVersion) },
-  };
-  const events = t.events.map((e, seq) => ({ ...e, seq })) as TraceEvent[];
-  return findInterleavings(session, t.threads, events);
-}
-
+const analyze = (t: GdbTranscript) => analyzeImport(t);
 
 describe('GDB transcripts generated from real gdb sessions', () => {
   it('minimig, unpatched: threads, the two transitions by the right threads, read setup, publish active, the QMP reply', () => {
@@ -48,7 +38,10 @@ describe('GDB transcripts generated from real gdb sessions', () => {
     const reads = kinds(t, 'read') as Extract<TraceEvent, { kind: 'read' }>[];
     expect(reads.map((r) => [r.thread, r.data.value.name])).toEqual([[1, 'setup'], [1, 'completed']]);
     const pubs = kinds(t, 'publish') as Extract<TraceEvent, { kind: 'publish' }>[];
-    expect(pubs.map((p) => [p.thread, p.data.value])).toEqual([[1, { value: 4, name: 'active' }]]);
+    // q1's publish is the stop after the status store; q2 has none, and its reply says what was stored.
+    expect(pubs.map((p) => [p.thread, p.data.value])).toEqual([[1, { value: 4, name: 'active' }], [1, { value: 8, name: 'completed' }]]);
+    expect(pubs[0].probe).toMatch(/minimig's publish line/);
+    expect(pubs[1].probe).toMatch(/valued by the reply/);
 
     const replies = kinds(t, 'reply') as Extract<TraceEvent, { kind: 'reply' }>[];
     expect(replies.map((r) => [r.data.query, r.data.command, r.data.status, r.data.has_ram])).toEqual([
@@ -80,7 +73,7 @@ describe('GDB transcripts generated from real gdb sessions', () => {
     const t = parse('minimig-patched.gdb.txt');
     expect(t.variant).toBe('patched');
     const pubs = kinds(t, 'publish') as Extract<TraceEvent, { kind: 'publish' }>[];
-    expect(pubs.map((p) => p.data.value.name)).toEqual(['setup']);
+    expect(pubs.map((p) => p.data.value.name)).toEqual(['setup', 'completed']);
     const a = analyze(t);
     expect(a.findings.filter((f) => f.class === 'manifested')).toEqual([]);
     expect(a.findings.some((f) => f.class === 'benign')).toBe(true);
@@ -246,7 +239,7 @@ describe('malformed input', () => {
   it('a line of 1 MB is skipped with a warning, the rest still parses', () => {
     const text = `${sample('minimig-unpatched.gdb.txt')}\n${'x'.repeat(1 << 20)}\n`;
     const t = parseGdbTranscript(text);
-    expect(kinds(t, 'publish')).toHaveLength(1);
+    expect(kinds(t, 'publish')).toHaveLength(2);
     expect(t.warnings.some((w) => /too long/.test(w.reason))).toBe(true);
   });
   it('a transcript cut in the middle keeps what it has and never throws', () => {

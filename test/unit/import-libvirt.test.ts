@@ -4,24 +4,17 @@ import { describe, expect, it } from 'vitest';
 import { parseLibvirtLog } from '../../recorder/import/libvirt-log.js';
 import { parseQemuTrace } from '../../recorder/import/qemu-trace.js';
 import { mergeOnWallTime, type ImportedLog } from '../../recorder/import/merge.js';
-import { findInterleavings } from '../../analyzer/interleavings.js';
 import { importFiles } from '../../recorder/import/index.js';
 import { variantOf } from '../../recorder/import/gdb-transcript.js';
 import { tempStore } from '../helpers/db.js';
-import type { Session, TraceEvent } from '../../trace/schema.js';
+import type { TraceEvent } from '../../trace/schema.js';
+import { analyzeImport } from '../helpers/imports.js';
 
 const sample = (f: string): string => readFileSync(`samples/libvirt-logs/${f}`, 'utf8');
 type Reply = Extract<TraceEvent, { kind: 'reply' }>;
 type Tr = Extract<TraceEvent, { kind: 'transition' }>;
 
-function analyze(log: ImportedLog) {
-  const session: Session = {
-    id: 1, label: 'x', created_at: '', origin: 'import:libvirt-log', profile: null, state: 'complete', error: null, meta: {},
-    target: { kind: 'import', binary: null, build_id: null, qemu_version: null, variant: 'unknown', status_table: '4.2' },
-  };
-  return findInterleavings(session, log.threads, log.events.map((e, seq) => ({ ...e, seq })) as TraceEvent[]);
-}
-
+const analyze = (log: ImportedLog) => analyzeImport(log, 'import:libvirt-log');
 
 describe('libvirt 9.0 logs of virsh save (real)', () => {
   it('QEMU 7.2: every query-migrate is a query with its reply; MIGRATION events are transitions on QEMU time', () => {
