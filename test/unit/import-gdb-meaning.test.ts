@@ -111,6 +111,25 @@ describe('what decides a read', () => {
     expect(analyzeImport(t).findings.filter((f) => f.class === 'manifested')).toEqual([]);
   });
 
+  it('with the migration thread cut out, the state printed again proves a transition nobody showed', () => {
+    // The person kept only the reader: the writer's hits, the switch to it and back are elided.
+    const lines = src.split('\n');
+    const cutBetween = (from: RegExp, to: RegExp, after = 0): void => {
+      const a = lines.findIndex((l) => from.test(l));
+      const b = lines.findIndex((l, i) => i > a && to.test(l));
+      lines.splice(a, b - a + after, '...');
+    };
+    cutBetween(/^\(gdb\) \[New Thread/, /^\{"return": \{\}\}$/);
+    cutBetween(/^So the switch took/, /^\(gdb\) p \(MigrationStatus\) s\.state$/);
+    const t = parse('reader-only', lines.join('\n'));
+    const tr = of(t, 'transition').filter((x) => x.e.thread === null);
+    expect(tr.map((x) => `${x.e.data.old?.name}->${x.e.data.new.name}`)).toEqual(['setup->active']);
+    expect(tr[0].e.probe).toMatch(/p \(MigrationStatus\) s\.state at line \d+/);
+    const m = analyzeImport(t).findings.filter((f) => f.class === 'manifested');
+    expect(m).toHaveLength(1);
+    expect(m[0].crossing.map((c) => c.thread.tid)).toEqual([null]);
+  });
+
   it('a name lookup (p (MigrationStatus) 8) is a name fact, not an event', () => {
     const t = parse('minimig-lp-style.txt');
     expect(t.meta.status_names_looked_up).toEqual({ 8: 'completed' });
