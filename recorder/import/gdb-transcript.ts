@@ -62,8 +62,9 @@ export type { GdbTranscript } from './gdb-stops.js';
  * In non-stop mode a stop does not change the selected thread (a `p` right
  * after another thread's hit evaluates in the old one, or fails with
  * "Selected thread is running."); in all-stop mode it does. Prints are
- * attributed accordingly; a hit without "Thread N" (one thread only) and an
- * answered print while no switch was shown select the one stopped thread.
+ * attributed accordingly. Before any switch is shown thread 1 is selected
+ * (`run` and `attach` select it, even when the transcript cut them), and an
+ * answered print while none is known was made in the one stopped thread.
  * Commands that failed (an error line follows) have no effect; a print with
  * no answer at all is reported.
  */
@@ -94,9 +95,9 @@ interface LLine {
 const ANSI = /\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][A-Z0-9]|\x1b[=>]/g;
 
 const RECORD_START = /^(?:\(gdb\)|\(qemu\)|Thread \d+ |Breakpoint \d+|Temporary breakpoint \d+|\$\d+ = |\[|#\d+\s|\d+\t|Continuing\.|\{|->|<-|Run till|Program |Id\s+Target Id|\*?\s*\d+\s+(?:Thread|process) )/;
-const GDB_RECORD = /^(?:Thread \d+ "[^"]*" hit |Breakpoint \d+, |Temporary breakpoint \d+, |#\d+\s|\*?\s*\d+\s+Thread 0x[0-9a-f]+ \(LWP \d+\))/;
+const GDB_RECORD = /^(?:Thread \d+ "[^"]*" hit |Breakpoint \d+(?:\.\d+)?, |Temporary breakpoint \d+(?:\.\d+)?, |#\d+\s|\*?\s*\d+\s+Thread 0x[0-9a-f]+ \(LWP \d+\))/;
 const JSON_PREFIX = /^(?:->|<-|qmp>|QMP>)\s*/;
-const GDB_LINE_START = /^\s*(?:\(gdb\)|Thread \d+ "[^"]*" hit |Breakpoint \d+, |\$\d+ = )/;
+const GDB_LINE_START = /^\s*(?:\(gdb\)|Thread \d+ "[^"]*" hit |Breakpoint \d+(?:\.\d+)?, |\$\d+ = )/;
 
 function parenBalance(s: string): number {
   let depth = 0;
@@ -276,7 +277,7 @@ const NOISE = new RegExp(
 
 const GDB_ERROR = /^(?:Selected thread is running\.|Cannot execute this command .*|No symbol ".*" in current context\.|The program is not being run\.|Invalid thread ID.*|Unknown thread .*|No registers\.|Cannot access memory at address .*|Attempt to .*|A syntax error in expression.*|Undefined (?:info )?command: .*|Thread ID \d+ not known\.|History has not yet reached.*|No frame selected\.|No stack\.|Argument required.*|Invalid (?:number|argument).*|"finish" not meaningful.*|Target is executing\.)$/;
 
-const ASYNC_AFTER_PROMPT = /^(?:\[|Thread \d+ |Breakpoint \d+, |Temporary breakpoint \d+, |\$\d+ = |Continuing\.|Using host libthread_db|Starting program)/;
+const ASYNC_AFTER_PROMPT = /^(?:\[|Thread \d+ |Breakpoint \d+(?:\.\d+)?, |Temporary breakpoint \d+(?:\.\d+)?, |\$\d+ = |Continuing\.|Using host libthread_db|Starting program)/;
 
 const ELISION = /^(?:\.{3,}|…+|\[\.{3}\]|\(\.{3}\)|<\.{3}>|<snip(?:ped)?>|\[snip(?:ped)?\]|-+ ?snip ?-+|\.{3}\s*\(.*\)\s*\.{0,3}|\[\s*\d+ lines? (?:cut|removed|elided|snipped)\s*\])$/i;
 
@@ -286,7 +287,7 @@ const HMP_LINE = /^(?:[a-z][a-z0-9 _/()-]*:(?:\s.*)?|Migration status:.*|Status:
 const COMMANDS_WITHOUT_PROMPT = /^(?:(?:p|print|output|call|inspect)(?:\s*\/\w+)?\s+\S.*|info threads|info thread|thread \d+|thread|(?:continue|cont|c|fg)(?:\s+-a|\s+&|\s+\d+)*|interrupt(?:\s+-a)?|(?:break|b|tbreak|hbreak|br)\s+\S+.*|delete(?:\s+\d+)*|d(?:\s+\d+)+|(?:bt|backtrace|where)(?:\s+(?:full|-?\d+))*|kill|k|quit|q|(?:run|r)(?:\s+&)?|start|set\s+(?:non-stop|pagination|confirm|environment|scheduler-locking|width|height|print|style|logging)\b.*|handle\s+SIG.*|x\/\S+\s+\S+|(?:next|step|finish|stepi|nexti|si|ni|until|advance)(?:\s+\S+)?|info (?:registers|breakpoints|break|frame|locals|args|inferiors|sharedlibrary)\b.*|frame(?:\s+\d+)?|up|down|disassemble.*|detach|attach \d+)$/;
 
 /** The first logical line that only a GDB transcript has. */
-const SIGNATURE = /^(?:\(gdb\)|Thread \d+ "[^"]*" hit |Breakpoint \d+, |Temporary breakpoint \d+, |\$\d+ = )/;
+const SIGNATURE = /^(?:\(gdb\)|Thread \d+ "[^"]*" hit |Breakpoint \d+(?:\.\d+)?, |Temporary breakpoint \d+(?:\.\d+)?, |\$\d+ = )/;
 
 /** `m` matched the line without its prompt and blanks (`m.input`); `l` is the whole logical line. */
 type LineHandler = (r: TranscriptReader, m: RegExpExecArray, l: LLine) => boolean | void;
@@ -298,7 +299,7 @@ type LineHandler = (r: TranscriptReader, m: RegExpExecArray, l: LLine) => boolea
  * step is pending). Patterns marked 'untrimmed' see the line's leading blanks.
  */
 const LINE_HANDLERS: ReadonlyArray<[RegExp, LineHandler, 'untrimmed'?]> = [
-  [/^(?:Thread (\d+)(?: "((?:[^"\\]|\\.)*)")? hit )?(Temporary breakpoint|Breakpoint) (\d+), (.*)$/, (r, m, l) => r.onBreakpointHit(m, l)],
+  [/^(?:Thread (\d+)(?: "((?:[^"\\]|\\.)*)")? hit )?(Temporary breakpoint|Breakpoint) (\d+)(?:\.\d+)?, (.*)$/, (r, m, l) => r.onBreakpointHit(m, l)],
   [/^(?:Thread (\d+)(?: "((?:[^"\\]|\\.)*)")? hit )?(Hardware (?:read |access \(read\/write\) )?watchpoint|Watchpoint) (\d+): (.*)$/, (r, m, l) => r.onWatchpointHit(m, l)],
   [/^Thread (\d+)(?: "((?:[^"\\]|\\.)*)")? stopped\.$/, (r, m, l) => r.onInterrupted(m, l)],
   [/^(?:Thread (\d+)(?: "((?:[^"\\]|\\.)*)")? received signal|Program received signal) (SIG\w+)/, (r, m, l) => r.onSignal(m, l)],
@@ -543,11 +544,9 @@ class TranscriptReader {
     return tid;
   }
 
-  /** The thread a hit line names, else the selected one (gdb leaves the name out while one thread exists: that one). */
+  /** The thread a hit line names, else the selected one (gdb leaves the name out while one thread exists: thread 1). */
   private hitThread(m: RegExpExecArray): number {
-    if (m[1]) return this.thread(Number(m[1]), null, m[2] ?? null);
-    this.current ??= this.thread(1);
-    return this.current;
+    return m[1] ? this.thread(Number(m[1]), null, m[2] ?? null) : this.current ?? this.thread(1);
   }
 
   private note(text: string, line: number, tid: number | null = null): void {
@@ -599,6 +598,9 @@ class TranscriptReader {
     if (!this.nonStop) {
       // All-stop: a stop selects the thread that stopped.
       this.current = tid;
+    } else {
+      // Non-stop: `run`/`attach` selected thread 1, and nothing shown has changed that (the `run` may be cut).
+      this.current ??= this.thread(1);
     }
     const stop: Stop = { tid, line: l.line, kind, bp, frame, prints: [], releaseSlot: null, text: l.text, mixed: false };
     this.listingFile = frame.file ?? (bp !== null ? this.bps.get(bp)?.file ?? null : null);

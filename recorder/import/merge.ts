@@ -49,7 +49,7 @@ export function clipLong(head: string, length: number): string {
 export type LogKind = 'gdb' | 'qemu-trace' | 'libvirt';
 
 const KIND_PATTERNS: Record<LogKind, RegExp> = {
-  gdb: /^(?:\(gdb\) |Thread \d+ "[^"]*" hit |Breakpoint \d+, |\$\d+ = |Reading symbols from )/m,
+  gdb: /^(?:\(gdb\) |Thread \d+ "[^"]*" hit |Breakpoint \d+(?:\.\d+)?, |\$\d+ = |Reading symbols from )/m,
   'qemu-trace': /^(?:\d+@\d+\.\d+:|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z )?migrate_set_state new state \S+/m,
   libvirt: /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}[+-]\d{4}: \d+: (?:debug|info|warning|error) : /m,
 };

@@ -151,7 +151,7 @@ class Gdb:
 
 
 # With one thread alive gdb leaves out the "Thread N "name" hit" part.
-HIT = r'(?:Thread (\d+) "([^"]+)" hit )?Breakpoint (\d+), '
+HIT = r'(?:Thread (\d+) "([^"]+)" hit )?Breakpoint (\d+)(?:\.\d+)?, '
 
 
 def recv_all(sock, until, timeout=10):
@@ -665,6 +665,71 @@ def interleaved_sessions(binary, env, out_name):
         f.write(intro + '\n'.join(x[3] for x in merged) + '\n')
 
 
+def qemu_debuginfo_lp_style(binary, out_name):
+    """QEMU 5.2.0 built -O2 -g (samples/.cache/qemu-5.2-dbg): symbolic breakpoints, the source at hand."""
+    tmp = tempfile.mkdtemp(prefix='migrace-tr-')
+    mon = os.path.join(tmp, 'mon.sock')
+    dsock = os.path.join(tmp, 'dst.sock')
+    port = free_port()
+    base = ['-L', '/usr/share/seabios', '-L', '/usr/share/qemu', '-nodefaults', '-display', 'none', '-S', '-m', '128']
+    dst = subprocess.Popen([binary, *base, '-incoming', 'defer', '-qmp', f'unix:{dsock},server,nowait'],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(dst)
+    dq = Qmp(dsock)
+    dq.send({'execute': 'qmp_capabilities'}); dq.read_reply()
+    dq.send({'execute': 'migrate-incoming', 'arguments': {'uri': f'tcp:127.0.0.1:{port}'}}); dq.read_reply()
+    argv = [binary, *base, '-name', 'src,debug-threads=on', '-monitor', f'unix:{mon},server,nowait']
+    intro = ('QEMU 5.2.0 built from source with -O2 -g (so with debug info and the source at hand).\n\n'
+             f'$ gdb -q --args {" ".join(argv)}')
+    g = Gdb(argv)
+    try:
+        g.cmd('set confirm off')
+        g.cmd('set pagination off')
+        g.cmd('set non-stop on')
+        g.cmd('handle SIGUSR1 SIGUSR2 SIGPIPE nostop noprint pass')
+        g.cmd('b migrate_set_state')
+        h = elide(g, lambda: (g.cmd('run &'), connect_unix(mon))[1])
+        banner = recv_all(h, r'\(qemu\) ')
+        g.paste('# monitor, second terminal:\n' + banner.replace('\r\n', '\n').replace('(qemu) ', ''))
+        g.paste(f'(qemu) migrate -d tcp:127.0.0.1:{port}')
+        hmp_cmd(h, f'migrate -d tcp:127.0.0.1:{port}')
+        m = g.wait_hit()
+        main_id = m.group(1) or '1'
+        bare(g, 'c &')
+        m = g.wait_hit()
+        mig_id = m.group(1)
+        prose(g, f'\nthread {mig_id} waits at SETUP -> ACTIVE. Break on the `break` of the SETUP case:')
+        g.cmd('b migration/migration.c:1067')
+        out = hmp_output(h)
+        if out.strip():
+            g.paste(out)
+        g.paste('(qemu) info migrate')
+        hmp_cmd(h, 'info migrate')
+        g.wait_hit()
+        g.cmd('list 1059,1068')
+        g.cmd('p (MigrationStatus) s->state')
+        g.cmd('p info->status')
+        g.cmd('info threads')
+        prose(g, f'Let thread {mig_id} go:')
+        g.cmd(f'thread {mig_id}')
+        bare(g, 'continue &')
+        time.sleep(0.5)
+        g.cmd(f'thread {main_id}')
+        g.cmd('p (MigrationStatus) s->state')
+        prose(g, 'ACTIVE. Continue:')
+        g.c.sendline('c')
+        g.paste(hmp_output(h))
+        g.drain(0.3)
+        g.c.sendintr()
+        g.wait(re.escape('(gdb) '))
+    finally:
+        text = g.close()
+        dst.kill(); dst.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    with open(os.path.join(HERE, out_name), 'w') as f:
+        f.write(as_reported(text, intro))
+
+
 def minimig_optimized(out_name):
     """minimig built as distributions build QEMU (-O2 -g): arguments and locals may be <optimized out>."""
     tmp = tempfile.mkdtemp(prefix='migrace-o2-')
@@ -677,7 +742,9 @@ def minimig_optimized(out_name):
 
 
 Q52_ENV = {'LD_LIBRARY_PATH': os.path.join(Q52_ROOT, 'usr', 'lib', 'x86_64-linux-gnu')}
+QEMU52_DBG = os.path.join(ROOT, 'samples', '.cache', 'qemu-5.2-dbg', 'qemu-system-x86_64')
 RUNS = {
+    'qemu52-dbg-lp': lambda: qemu_debuginfo_lp_style(QEMU52_DBG, 'qemu52-debuginfo-lp-style.txt'),
     'minimig-O2': lambda: minimig_optimized('minimig-O2-lp-style.txt'),
     'interleaved': lambda: interleaved_sessions(QEMU52, Q52_ENV, 'qemu52-two-sessions-interleaved.txt'),
     'qemu52-lp': lambda: qemu_lp_style(
@@ -709,9 +776,11 @@ def main():
         else:
             print('no QEMU 5.2 in samples/.cache (run samples/fetch-qemu.sh 5.2); skipped', file=sys.stderr)
         for name, run in RUNS.items():
-            if 'qemu52' in name or name == 'interleaved':
-                if not os.path.exists(QEMU52):
-                    continue
+            if ('qemu52' in name or name == 'interleaved') and not os.path.exists(QEMU52):
+                continue
+            if name == 'qemu52-dbg-lp' and not os.path.exists(QEMU52_DBG):
+                print('no QEMU 5.2 -O2 -g build in samples/.cache/qemu-5.2-dbg; skipped', file=sys.stderr)
+                continue
             run()
     finally:
         for p in procs:

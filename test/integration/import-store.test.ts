@@ -61,7 +61,7 @@ describe('importFiles into a real TraceStore', () => {
 
   it('transcripts in the LP#1994002 reproducer\'s style: one manifested finding unpatched, none patched, evidence from the SETUP-branch stop to the reply', () => {
     const cases = [
-      { f: 'minimig-lp-style.txt', manifested: 1 }, { f: 'qemu52-lp-style.txt', manifested: 1 },
+      { f: 'minimig-lp-style.txt', manifested: 1 }, { f: 'qemu52-lp-style.txt', manifested: 1 }, { f: 'qemu52-debuginfo-lp-style.txt', manifested: 1 },
       { f: 'minimig-patched-lp-style.txt', manifested: 0 }, { f: 'qemu72-lp-style.txt', manifested: 0 },
       { f: 'minimig-O2-lp-style.txt', manifested: 0 }, { f: 'qemu52-two-sessions-interleaved.txt', manifested: 0 },
     ];
