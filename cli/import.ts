@@ -1,20 +1,24 @@
 import type { Command } from 'commander';
 import { Argument } from 'commander';
 import { MigraceError, messageOf } from '../trace/errors.js';
-import { importFiles, readLogFile, type ImportKind } from '../recorder/import/index.js';
+import { importFiles, type ImportKind } from '../recorder/import/index.js';
+import { readWholeFile } from '../recorder/import/lines.js';
 import { cleanText } from '../reports/safe-text.js';
 import { analyzeSession } from './analyze.js';
 import { action, dbOption, jsonOption, openStore, out, printJson, type DbOptions } from './common.js';
 
-/** An exported session: plain or gzipped JSON (readLogFile inflates gzip by its magic bytes). */
-function readJson(file: string): unknown {
-  const text = readLogFile(file);
+/** An exported session: plain or gzipped JSON (readWholeFile inflates gzip by its magic bytes). */
+async function readJson(file: string): Promise<unknown> {
+  const text = await readWholeFile(file);
   try {
     return JSON.parse(text);
   } catch (e) {
     throw new MigraceError('IMPORT', `${file} is not JSON: ${messageOf(e)}`);
   }
 }
+
+/** Sessions up to this size are analyzed right after the import. */
+const MAX_ANALYZED = 200_000;
 
 interface ImportCliOptions extends DbOptions {
   label?: string;
@@ -34,22 +38,27 @@ export function register(program: Command): void {
     .option('--qemu-version <version>', 'the QEMU version the logs come from (picks the MigrationStatus numbering)')
     .addOption(dbOption())
     .addOption(jsonOption())
-    .action(action((kind: ImportKind | 'session', files: string[], opts: ImportCliOptions) => {
+    .action(action(async (kind: ImportKind | 'session', files: string[], opts: ImportCliOptions) => {
       const store = openStore(opts);
       try {
-        const ids = kind === 'session' ? files.map((f) => store.importSession(readJson(f), f)) : importFiles(store, kind, files, { label: opts.label ?? `import ${kind} ${files.join(' ')}`, qemuLog: opts.qemuLog, qemuVersion: opts.qemuVersion });
+        const ids: number[] = [];
+        if (kind === 'session') for (const f of files) ids.push(store.importSession(await readJson(f), f));
+        else ids.push(...await importFiles(store, kind, files, { label: opts.label ?? `import ${kind} ${files.join(' ')}`, qemuLog: opts.qemuLog, qemuVersion: opts.qemuVersion }));
         const sessions = ids.map((id) => {
           const s = store.session(id);
-          const a = analyzeSession(store, id);
+          const events = store.eventCount(id);
+          // The analysis holds every event: for a huge session it is a command of its own.
+          const a = events <= MAX_ANALYZED ? analyzeSession(store, id) : null;
           const imp = (s.meta.import ?? {}) as { warning_count?: number };
-          return { id, label: s.label, state: s.state, events: store.eventCount(id), warnings: imp.warning_count ?? 0,
-            findings: a.findings.map((f) => ({ id: f.id, class: f.class, summary: f.summary })) };
+          return { id, label: s.label, state: s.state, events, warnings: imp.warning_count ?? 0,
+            findings: a ? a.findings.map((f) => ({ id: f.id, class: f.class, summary: f.summary })) : null };
         });
         if (opts.json) return printJson(sessions);
         // Labels (file names, or the label inside an exported session) and summaries are trace text.
         for (const s of sessions) {
           out(cleanText(`session ${s.id}: ${s.label}: ${s.events} events, ${s.warnings} line(s) not understood${s.warnings ? ` (see "migrace events ${s.id} --json", meta.import.warnings)` : ''}`));
-          for (const f of s.findings) out(cleanText(`  ${f.id} ${f.class}: ${f.summary}`));
+          if (s.findings === null) out(`  not analyzed here (more than ${MAX_ANALYZED} events): migrace analyze ${s.id}`);
+          for (const f of s.findings ?? []) out(cleanText(`  ${f.id} ${f.class}: ${f.summary}`));
         }
       } finally {
         store.close();

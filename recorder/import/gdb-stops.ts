@@ -2,7 +2,7 @@ import { replyFacts } from '../../trace/reply.js';
 import type { NewEvent, StateValue, Thread } from '../../trace/schema.js';
 import { normalizeStatusName, statusName, statusValue, type StatusTableId } from '../../trace/status.js';
 import { positionOf, printKind, registerOf, sourceKey, type Position, type PrintKind } from './gdb-positions.js';
-import { clip, type ImportWarning, type ImportedLog } from './merge.js';
+import { clip, type ImportedLog, type WarningList } from './merge.js';
 
 /*
  * The GDB transcript importer's last stage (see gdb-transcript.ts for the
@@ -242,7 +242,7 @@ export interface FinalizeInput {
   sources: Map<string, Map<number, string>>;
   /** The QEMU version (the transcript's or the user's), for the known releases' line numbers. */
   version: string | null;
-  warnings: ImportWarning[];
+  warnings: WarningList;
   title: string;
   qemuVersion: string | null;
   binary: string | null;
@@ -291,7 +291,8 @@ export function finalize(input: FinalizeInput): GdbTranscript {
     threads: threadList,
     events,
     lines,
-    warnings: x.warnings,
+    warnings: x.warnings.items,
+    unlisted: x.warnings.unlisted,
     qemuVersion: x.qemuVersion,
     meta: { binary: x.binary, runs: x.runs, ...(x.names.size ? { status_names_looked_up: names } : {}) },
     variant: x.variant,

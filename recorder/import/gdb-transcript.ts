@@ -9,7 +9,7 @@ import {
 } from './gdb-stops.js';
 import { readText, type LineSink } from './lines.js';
 import {
-  KIND_NAMES, binaryReason, clip, clipLong, sniffKinds, type ImportWarning,
+  KIND_NAMES, WarningList, binaryReason, clip, clipLong, sniffKinds, type WarningSink,
 } from './merge.js';
 
 export type { GdbTranscript } from './gdb-stops.js';
@@ -145,7 +145,7 @@ class LogicalLines {
   private quoted = false;
   private indent = 0;
 
-  constructor(private readonly warnings: ImportWarning[], private readonly emit: (l: LLine) => void) {}
+  constructor(private readonly warnings: WarningSink, private readonly emit: (l: LLine) => void) {}
 
   push(raw: string, line: number): void {
     let t = raw.replace(ANSI, '');
@@ -352,7 +352,7 @@ const COMMAND_HANDLERS: ReadonlyArray<[RegExp, CommandHandler]> = [
 ];
 
 class TranscriptReader {
-  readonly warnings: ImportWarning[];
+  readonly warnings: WarningList;
   /* what stage 3 gets */
   private readonly slots: Slot[] = [];
   private readonly threads = new Map<number, Thread>();
@@ -404,7 +404,7 @@ class TranscriptReader {
   private first: LLine | null = null;
   private lineCount = 0;
 
-  constructor(private readonly source: string, warnings: ImportWarning[]) {
+  constructor(private readonly source: string, warnings: WarningList) {
     this.warnings = warnings;
   }
 
@@ -996,7 +996,7 @@ function movedOn(stop: Frame, now: Frame): boolean {
 /** A transcript read line by line (see lines.ts). */
 export class GdbTranscriptImport implements LineSink<GdbTranscript> {
   readonly maxLine = MAX_LINE;
-  private readonly warnings: ImportWarning[] = [];
+  private readonly warnings = new WarningList();
   private readonly reader: TranscriptReader;
   private readonly lines: LogicalLines;
   private nonBlank = 0;

@@ -1,22 +1,26 @@
-import { readFileSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
-import { gunzipSync } from 'node:zlib';
 import { MigraceError, messageOf } from '../../trace/errors.js';
-import { EventSchema, type NewEvent, type Origin, type Variant } from '../../trace/schema.js';
+import { EventSchema, type NewEvent, type NewSession, type Origin, type Thread, type TraceEvent, type Variant } from '../../trace/schema.js';
 import { tableIdFor } from '../../trace/status.js';
-import { SessionWriter, type TraceStore } from '../../trace/store.js';
-import { parseGdbTranscript, variantOf } from './gdb-transcript.js';
-import { parseLibvirtLog } from './libvirt-log.js';
-import { mergeOnWallTime, wallMicros, wallSpan, type ImportedLog } from './merge.js';
-import { parseQemuTrace } from './qemu-trace.js';
+import type { TraceStore } from '../../trace/store.js';
+import { GdbTranscriptImport, variantOf } from './gdb-transcript.js';
+import { LibvirtLogImport } from './libvirt-log.js';
+import { readFileLines } from './lines.js';
+import { mergeOnWallTime, wallMicros, wallSpan, type ImportWarning, type ImportedLog } from './merge.js';
+import { CollectedTrace, QemuTraceImport, type QemuTraceProcessInfo, type TraceEventSink } from './qemu-trace.js';
 
 /*
  * Post-mortem import: files in, sessions out.
  *
- * Everything is read and parsed before anything is written, so a malformed
- * file (in any position of the list) leaves no session behind at all. A
- * session whose writing fails half-way is finished as aborted with the
- * error, never left complete or recording.
+ * Files are read as streams (lines.ts): a GDB transcript and a libvirt log
+ * keep only their migration traffic in memory and are written once read; a
+ * QEMU trace log, where every line is an event, is written to the store while
+ * it is read (StoreTraceSink), one session per QEMU process. Whatever goes
+ * wrong with the input (a file that is not that kind of log, a bomb, an
+ * event the importer could not make valid), the sessions this import had
+ * written are deleted again, so a bad file in any position of the list leaves
+ * no session behind. A session whose writing fails (the store's fault) is
+ * finished as aborted with the error, never left complete or recording.
  */
 
 export type ImportKind = 'gdb' | 'qemu-trace' | 'libvirt';
@@ -29,8 +33,6 @@ export interface ImportOptions {
   qemuVersion?: string;
 }
 
-/** Larger files are refused: the importers hold a file in memory. */
-const MAX_FILE_BYTES = 512 * 1024 * 1024;
 const MAX_META_WARNINGS = 200;
 const MAX_META_LINES = 50_000;
 
@@ -40,73 +42,220 @@ const ORIGINS: Record<ImportKind, Origin> = {
   libvirt: 'import:libvirt-log',
 };
 
-/** A file's text; gzip (by its magic bytes, whatever the name) is inflated first. */
-export function readLogFile(file: string): string {
-  let st;
+/**
+ * t_ns from wall time: microseconds since the session's first timed event,
+ * in ns, never going back (a merge of millisecond and microsecond stamps can
+ * put a later stamp first by the tie rule). An event without a wall time has
+ * none (a GDB transcript has no clock at all; a trace line's stamp may be no date).
+ */
+class WallClock {
+  private t0: number | null = null;
+  private last = 0;
+
+  next(e: NewEvent): NewEvent {
+    const m = wallMicros(e.wall);
+    if (m === null) return e.t_ns === null ? e : { ...e, t_ns: null };
+    this.t0 ??= m;
+    this.last = Math.max(this.last, Math.max(0, m - this.t0) * 1000);
+    return { ...e, t_ns: this.last };
+  }
+}
+
+/** Which line of the source each event came from, by seq, while there are few enough to keep in the meta. */
+class SourceLines {
+  private lines: number[] | null = [];
+  push(line: number): void {
+    if (this.lines === null) return;
+    if (this.lines.length >= MAX_META_LINES) this.lines = null;
+    else this.lines.push(line);
+  }
+  get value(): number[] | null {
+    return this.lines;
+  }
+}
+
+/**
+ * One session being written: each event given its clock and seq, checked,
+ * and stored in batches. Batches are written synchronously (no timer as in
+ * SessionWriter): the reading awaits between chunks, and a store failure
+ * must come back to the import, not out of a timer.
+ */
+class SessionOut {
+  static readonly BATCH = 4096;
+  readonly id: number;
+  private readonly clock = new WallClock();
+  private batch: TraceEvent[] = [];
+  readonly lines = new SourceLines();
+  count = 0;
+
+  constructor(private readonly store: TraceStore, private readonly file: string, session: NewSession) {
+    this.id = store.createSession(session);
+  }
+
+  push(event: NewEvent, line: number): void {
+    const e = { ...this.clock.next(event), seq: this.count } as TraceEvent;
+    const r = EventSchema.safeParse(e);
+    if (!r.success) {
+      const issue = r.error.issues[0];
+      throw new MigraceError('IMPORT', `${this.file}:${line}: the importer made an invalid ${e.kind} event (${issue?.path.join('.')}: ${issue?.message}); nothing was written`);
+    }
+    this.batch.push(e);
+    this.lines.push(line);
+    this.count++;
+    if (this.batch.length >= SessionOut.BATCH) this.flush();
+  }
+
+  private flush(): void {
+    const b = this.batch;
+    this.batch = [];
+    this.store.appendEvents(this.id, b);
+  }
+
+  finish(threads: readonly Thread[], patch: { label?: string; meta: Record<string, unknown> }): void {
+    this.flush();
+    for (const t of threads) this.store.upsertThread(this.id, t);
+    this.store.updateSession(this.id, patch);
+    this.store.finishSession(this.id, 'complete');
+  }
+}
+
+/** The meta of an imported session. */
+function importMeta(kind: ImportKind, file: string, opts: ImportOptions, log: { title: string; warnings: ImportWarning[]; unlisted?: number; meta: Record<string, unknown> }, sourceLines: number[] | null): Record<string, unknown> {
+  return {
+    import: {
+      kind,
+      file,
+      qemu_log: opts.qemuLog ?? null,
+      title: log.title,
+      warning_count: log.warnings.length + (log.unlisted ?? 0),
+      warnings: log.warnings.slice(0, MAX_META_WARNINGS),
+      // Which line of the source each event came from, by seq.
+      source_lines: sourceLines,
+      ...log.meta,
+    },
+  };
+}
+
+interface Context {
+  store: TraceStore;
+  kind: ImportKind;
+  opts: ImportOptions;
+  /** Sessions this import wrote (or is writing), for the labels and for the rollback. */
+  written: { id: number; file: string; title: string }[];
+}
+
+function newSession(cx: Context, file: string, title: string, binary: string | null, variant: Variant, version: string | null): NewSession {
+  return {
+    label: cx.opts.label,
+    origin: ORIGINS[cx.kind],
+    target: { kind: 'import', binary, build_id: null, qemu_version: version, variant, status_table: tableIdFor(version) },
+    profile: null,
+    meta: { import: { kind: cx.kind, file, title, state: 'being read' } },
+  };
+}
+
+/** Errors of the store, not of the input: their session stays, aborted. */
+const storeFailures = new WeakSet<Error>();
+
+/** A store failure while writing: the session says so, the import stops. */
+function aborted(cx: Context, id: number, file: string, e: unknown): MigraceError {
+  const msg = `import of ${file} failed while writing: ${messageOf(e)}`;
   try {
-    st = statSync(file);
-  } catch (e) {
-    throw new MigraceError('IMPORT', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : messageOf(e)}`, { cause: e });
+    cx.store.finishSession(id, 'aborted', msg);
+  } catch {
+    // The store itself is failing; the session stays 'recording', never 'complete'.
   }
-  if (st.isDirectory()) throw new MigraceError('IMPORT', `${file} is a directory, not a log file`);
-  if (st.size > MAX_FILE_BYTES) {
-    throw new MigraceError('IMPORT', `${file} is ${Math.round(st.size / 1048576)} MiB: larger than the ${MAX_FILE_BYTES / 1048576} MiB an import reads; cut it to the migration's time span first`);
-  }
-  let buf: Buffer;
+  const err = new MigraceError('IMPORT', msg, { cause: e });
+  storeFailures.add(err);
+  return err;
+}
+
+/** Write a log that is already in memory (a transcript, a libvirt monitor) as one session. */
+function writeLog(cx: Context, file: string, log: ImportedLog, binary: string | null, variant: Variant, version: string | null): void {
+  let out: SessionOut | null = null;
   try {
-    buf = readFileSync(file);
+    out = new SessionOut(cx.store, file, newSession(cx, file, log.title, binary, variant, version));
+    cx.written.push({ id: out.id, file, title: log.title });
+    log.events.forEach((e, i) => out!.push(e, log.lines[i] ?? 0));
+    out.finish(log.threads, { meta: importMeta(cx.kind, file, cx.opts, log, out.lines.value) });
   } catch (e) {
-    throw new MigraceError('IMPORT', `cannot read ${file}: ${messageOf(e)}`, { cause: e });
+    if (e instanceof MigraceError || out === null) throw e;
+    throw aborted(cx, out.id, file, e);
   }
-  if (buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) {
+}
+
+/** A QEMU trace log's events straight into the store: a session per process, opened at its first event. */
+class StoreTraceSink implements TraceEventSink {
+  readonly sessions: (SessionOut | undefined)[] = [];
+
+  constructor(private readonly cx: Context, private readonly file: string) {}
+
+  event(index: number, e: NewEvent, line: number): void {
+    let out = this.sessions[index];
+    const version = this.cx.opts.qemuVersion ?? null;
     try {
-      buf = gunzipSync(buf, { maxOutputLength: MAX_FILE_BYTES });
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      const why = code === 'Z_BUF_ERROR' ? 'truncated gzip data (the file ends before the compressed stream does)'
-        : code === 'ERR_BUFFER_TOO_LARGE' || /too large|maxOutputLength/i.test(messageOf(e)) ? `more than ${MAX_FILE_BYTES / 1048576} MiB once inflated`
-          : `corrupt gzip data (${messageOf(e)})`;
-      throw new MigraceError('IMPORT', `${file}: ${why}`, { cause: e });
+      if (!out) {
+        out = new SessionOut(this.cx.store, this.file, newSession(this.cx, this.file, `${this.file}: QEMU run ${index + 1}`, null, variantOf(null, version), version));
+        this.sessions[index] = out;
+        this.cx.written.push({ id: out.id, file: this.file, title: `${this.file}: QEMU run ${index + 1}` });
+      }
+      out.push(e, line);
+    } catch (err) {
+      if (err instanceof MigraceError || !out) throw err;
+      throw aborted(this.cx, out.id, this.file, err);
     }
   }
-  return new TextDecoder('utf-8', { fatal: false }).decode(buf);
+
+  finish(processes: QemuTraceProcessInfo[]): void {
+    processes.forEach((p, i) => {
+      const out = this.sessions[i];
+      if (!out) return;
+      const w = this.cx.written.find((x) => x.id === out.id)!;
+      w.title = p.title;
+      try {
+        out.finish(p.threads, { meta: importMeta(this.cx.kind, this.file, this.cx.opts, p, out.lines.value) });
+      } catch (e) {
+        throw aborted(this.cx, out.id, this.file, e);
+      }
+    });
+  }
 }
 
-interface Planned {
-  file: string;
-  log: ImportedLog;
-  variant: Variant;
-  binary: string | null;
-  qemuVersion: string | null;
+async function importGdb(cx: Context, file: string): Promise<void> {
+  const t = await readFileLines(file, new GdbTranscriptImport({ source: file, qemuVersion: cx.opts.qemuVersion ?? null }));
+  writeLog(cx, file, t, t.binary, t.variant, cx.opts.qemuVersion ?? t.qemuVersion);
 }
 
-function planGdb(file: string, text: string, opts: ImportOptions): Planned[] {
-  const t = parseGdbTranscript(text, { source: file, qemuVersion: opts.qemuVersion ?? null });
-  return [{ file, log: t, variant: t.variant, binary: t.binary, qemuVersion: opts.qemuVersion ?? t.qemuVersion }];
+async function importTrace(cx: Context, file: string): Promise<void> {
+  const sink = new StoreTraceSink(cx, file);
+  const summary = await readFileLines(file, new QemuTraceImport({ source: file, qemuVersion: cx.opts.qemuVersion ?? null }, sink));
+  sink.finish(summary.processes);
 }
 
-function planTrace(file: string, text: string, opts: ImportOptions): Planned[] {
-  const r = parseQemuTrace(text, { source: file, qemuVersion: opts.qemuVersion ?? null });
-  return r.processes.map((p) => ({ file, log: p, variant: variantOf(null, opts.qemuVersion ?? null), binary: null, qemuVersion: opts.qemuVersion ?? null }));
-}
-
-function planLibvirt(file: string, text: string, opts: ImportOptions, qemuText: { file: string; text: string } | null): Planned[] {
-  const lv = parseLibvirtLog(text, {
-    source: file, qemuVersion: opts.qemuVersion ?? null, migrationEvents: qemuText ? 'notes' : 'transitions',
-  });
+async function importLibvirt(cx: Context, file: string): Promise<void> {
+  const opts = cx.opts;
+  const lv = await readFileLines(file, new LibvirtLogImport({
+    source: file, qemuVersion: opts.qemuVersion ?? null, migrationEvents: opts.qemuLog !== undefined ? 'notes' : 'transitions',
+  }));
   if (lv.monitors.length === 0) {
     throw new MigraceError('IMPORT',
       `${file}: no migration traffic (query-migrate, info migrate or MIGRATION events) on any of its ${lv.idle.length} QEMU monitor(s)`);
   }
-  const qemu = qemuText ? parseQemuTrace(qemuText.text, { source: qemuText.file, qemuVersion: opts.qemuVersion ?? null }) : null;
-  return lv.monitors.map((m) => {
+  let qemu: ImportedLog[] | null = null;
+  if (opts.qemuLog !== undefined) {
+    const collected = new CollectedTrace();
+    const summary = await readFileLines(opts.qemuLog, new QemuTraceImport({ source: opts.qemuLog, qemuVersion: opts.qemuVersion ?? null }, collected));
+    qemu = collected.attach(summary).processes;
+  }
+  const version = opts.qemuVersion ?? null;
+  for (const m of lv.monitors) {
     let log: ImportedLog = { ...m, warnings: [...lv.warnings, ...m.warnings] };
     if (qemu) {
       const span = wallSpan(m);
       // The QEMU process of this monitor: the one whose trace overlaps the monitor's traffic most.
-      let best: (typeof qemu.processes)[number] | null = null;
+      let best: (typeof qemu)[number] | null = null;
       let bestOverlap = -1;
-      for (const p of qemu.processes) {
+      for (const p of qemu) {
         const ps = wallSpan(p);
         if (!span || !ps) continue;
         const overlap = Math.min(span[1], ps[1]) - Math.max(span[0], ps[0]);
@@ -116,43 +265,14 @@ function planLibvirt(file: string, text: string, opts: ImportOptions, qemuText: 
         }
       }
       if (best && bestOverlap >= -60e6) {
-        log = mergeOnWallTime(log, best, { mainTid: best.pid });
+        log = mergeOnWallTime(log, best, { mainTid: (best as { pid?: number | null }).pid ?? null });
         log.title = `${m.title} + ${best.title}`;
       } else {
-        log.warnings.push({ line: 0, text: qemuText!.file, reason: 'no QEMU process in the trace log overlaps this monitor\'s traffic in time (different guest, or clocks apart?): not merged' });
+        log.warnings.push({ line: 0, text: opts.qemuLog!, reason: 'no QEMU process in the trace log overlaps this monitor\'s traffic in time (different guest, or clocks apart?): not merged' });
       }
     }
-    return { file, log, variant: variantOf(null, opts.qemuVersion ?? null), binary: null, qemuVersion: opts.qemuVersion ?? null };
-  });
-}
-
-/**
- * t_ns from wall time: microseconds since the session's first event, in ns,
- * never going back (a merge of millisecond and microsecond stamps can put a
- * later stamp first by the tie rule). Null for every event when any event
- * has no wall time: a GDB transcript has no clock.
- */
-function withClock(events: readonly NewEvent[]): NewEvent[] {
-  const micros = events.map((e) => wallMicros(e.wall));
-  if (events.length === 0 || micros.some((m) => m === null)) return events.map((e) => ({ ...e, t_ns: null }));
-  const t0 = micros[0]!;
-  let last = 0;
-  return events.map((e, i) => {
-    last = Math.max(last, Math.max(0, micros[i]! - t0) * 1000);
-    return { ...e, t_ns: last };
-  });
-}
-
-function validate(p: Planned): NewEvent[] {
-  const events = withClock(p.log.events);
-  events.forEach((e, i) => {
-    const r = EventSchema.safeParse({ ...e, seq: i });
-    if (!r.success) {
-      const issue = r.error.issues[0];
-      throw new MigraceError('IMPORT', `${p.file}:${p.log.lines[i] ?? '?'}: the importer made an invalid ${e.kind} event (${issue?.path.join('.')}: ${issue?.message}); nothing was written`);
-    }
-  });
-  return events;
+    writeLog(cx, file, log, null, variantOf(null, version), version);
+  }
 }
 
 /**
@@ -161,68 +281,37 @@ function validate(p: Planned): NewEvent[] {
  * in it; a libvirt log one per QEMU monitor with migration traffic (merged
  * with `qemuLog` when given).
  */
-export function importFiles(store: TraceStore, kind: ImportKind, files: string[], opts: ImportOptions): number[] {
+export async function importFiles(store: TraceStore, kind: ImportKind, files: string[], opts: ImportOptions): Promise<number[]> {
   if (files.length === 0) throw new MigraceError('BAD_INPUT', 'no file to import');
   if (opts.qemuLog !== undefined && kind !== 'libvirt') {
     throw new MigraceError('BAD_INPUT', `a QEMU trace log to merge (${opts.qemuLog}) goes with a libvirt log (migrace import libvirt FILE --qemu-log ${opts.qemuLog}), not with migrace import ${kind}`);
   }
-  const qemuText = opts.qemuLog !== undefined ? { file: opts.qemuLog, text: readLogFile(opts.qemuLog) } : null;
-
-  // Parse everything first: a bad file anywhere means no session at all.
-  const planned: { p: Planned; events: NewEvent[] }[] = [];
-  for (const file of files) {
-    const text = readLogFile(file);
-    const plans = kind === 'gdb' ? planGdb(file, text, opts) : kind === 'qemu-trace' ? planTrace(file, text, opts) : planLibvirt(file, text, opts, qemuText);
-    for (const p of plans) planned.push({ p, events: validate(p) });
+  const cx: Context = { store, kind, opts, written: [] };
+  try {
+    for (const file of files) {
+      if (kind === 'gdb') await importGdb(cx, file);
+      else if (kind === 'qemu-trace') await importTrace(cx, file);
+      else await importLibvirt(cx, file);
+    }
+  } catch (e) {
+    // Bad input: nothing of this import stays. A session the store failed on stays, aborted, with its error.
+    if (!(e instanceof Error) || !storeFailures.has(e)) {
+      for (const w of cx.written) {
+        try {
+          store.deleteSession(w.id);
+        } catch {
+          // Already gone, or the store is failing: the error below is what matters.
+        }
+      }
+    }
+    throw e;
   }
-
-  const ids: number[] = [];
-  for (const { p, events } of planned) {
-    const version = p.qemuVersion;
-    const label = planned.length === 1 ? opts.label : `${opts.label} (${p.log.title.startsWith(p.file) ? basename(p.file) + p.log.title.slice(p.file.length) : p.log.title})`;
-    const warnings = p.log.warnings;
-    const meta: Record<string, unknown> = {
-      import: {
-        kind,
-        file: p.file,
-        qemu_log: opts.qemuLog ?? null,
-        title: p.log.title,
-        warning_count: warnings.length,
-        warnings: warnings.slice(0, MAX_META_WARNINGS),
-        // Which line of the source each event came from, by seq.
-        source_lines: events.length <= MAX_META_LINES ? p.log.lines : null,
-        ...p.log.meta,
-      },
-    };
-    const id = store.createSession({
-      label,
-      origin: ORIGINS[kind],
-      target: {
-        kind: 'import', binary: p.binary, build_id: null, qemu_version: version, variant: p.variant,
-        status_table: tableIdFor(version),
-      },
-      profile: null,
-      meta,
-    });
-    ids.push(id);
-    try {
-      for (const t of p.log.threads) store.upsertThread(id, t);
-      const w = new SessionWriter(store, id, { batchSize: 1000 });
-      try {
-        for (const e of events) w.push(e);
-      } finally {
-        w.close();
-      }
-      store.finishSession(id, 'complete');
-    } catch (e) {
-      const msg = `import of ${p.file} failed while writing: ${messageOf(e)}`;
-      try {
-        store.finishSession(id, 'aborted', msg);
-      } catch {
-        // The store itself is failing; the session stays 'recording', never 'complete'.
-      }
-      throw new MigraceError('IMPORT', msg, { cause: e });
+  // Labels: the user's, with the file and the session's title when one import made several.
+  if (cx.written.length > 1) {
+    for (const w of cx.written) {
+      const label = `${opts.label} (${w.title.startsWith(w.file) ? basename(w.file) + w.title.slice(w.file.length) : w.title})`;
+      store.updateSession(w.id, { label });
     }
   }
-  return ids;
+  return cx.written.map((w) => w.id);
 }

@@ -2,8 +2,9 @@ import { MigraceError } from '../../trace/errors.js';
 import { replyData } from '../../trace/reply.js';
 import type { NewEvent, StateValue } from '../../trace/schema.js';
 import { normalizeStatusName, statusValue, tableIdFor, type StatusTableId } from '../../trace/status.js';
+import { readText, type LineSink } from './lines.js';
 import {
-  KIND_NAMES, binaryReason, clip, mergeOnWallTime, sniffKinds, splitLines, type ImportWarning, type ImportedLog,
+  KIND_NAMES, WarningList, binaryReason, clip, clipLong, mergeOnWallTime, sniffKinds, type ImportWarning, type ImportedLog,
 } from './merge.js';
 
 /*
@@ -51,6 +52,12 @@ import {
  *  - each monitor (mon=0x...) is one QEMU process and one session; a
  *    QEMU_MONITOR_NEW for an address seen before starts a new one. Monitors
  *    with no migration traffic (capability probing) are left out.
+ *
+ * Reading: LibvirtLogImport takes one line at a time (a LineSink, lines.ts)
+ * and handles each record once its continuation lines are in; only the
+ * migration traffic stays in memory. A command logged as SEND_MSG is placed
+ * at its IO_WRITE when one follows, else (at its reply, or when the monitor
+ * is done) back where the SEND_MSG was.
  */
 
 export interface LibvirtLogOptions {
@@ -76,6 +83,8 @@ const PROBE = /^(QEMU_MONITOR_[A-Z_]+): mon=(0x[0-9a-fA-F]+|\(nil\))\s*(.*)$/s;
 const NOTE_COMMANDS = /^(?:migrate|migrate_cancel|migrate-cancel|migrate-set-capabilities|migrate-set-parameters|migrate_set_speed|migrate_set_downtime|migrate-continue|migrate-incoming|migrate-pause|migrate-recover|migrate-start-postcopy|stop|cont|quit)$/;
 const NOTE_EVENTS = new Set(['STOP', 'RESUME', 'MIGRATION_PASS', 'SHUTDOWN', 'POWERDOWN', 'RESET']);
 const MAX_LISTED = 200;
+/** Longer lines (a huge reply of no interest: QMP schemas, CPU models) are skipped with a warning. */
+const MAX_LINE = 8 * 1024 * 1024;
 
 interface Rec {
   line: number;
@@ -131,6 +140,13 @@ function idOf(obj: unknown): string | null {
   return id === undefined || id === null ? null : typeof id === 'string' ? id : JSON.stringify(id);
 }
 
+/** A command sent with SEND_MSG whose IO_WRITE has not been seen: where its event goes if none comes. */
+interface Unwritten {
+  at: number;
+  event: NewEvent;
+  line: number;
+}
+
 interface MonState {
   mon: string;
   generation: number;
@@ -139,247 +155,349 @@ interface MonState {
   /** QEMU-clocked transitions (MIGRATION events), merged by time at the end. */
   qemuClocked: NewEvent[];
   qemuLines: number[];
-  warnings: ImportWarning[];
+  warnings: WarningList;
   /** Queries by id: the command and when it went out. */
   pending: Map<string, { command: 'query-migrate' | 'info migrate'; begun: boolean; line: number }>;
+  /** SEND_MSG events by id, waiting for their IO_WRITE. */
+  unwritten: Map<string, Unwritten>;
   lastStatus: string | null;
   migrationTraffic: boolean;
-  version: string | null;
+}
+
+/** A libvirt debug log read line by line (see the header). */
+export class LibvirtLogImport implements LineSink<LibvirtLogResult> {
+  readonly maxLine = MAX_LINE;
+  private readonly source: string;
+  private readonly table: StatusTableId;
+  private readonly asNotes: boolean;
+  private readonly warnings = new WarningList();
+  private readonly monitors = new Map<string, MonState>();
+  private readonly done: MonState[] = [];
+  private prev: Rec | null = null;
+  private records = 0;
+  private monitorRecords = 0;
+  private beforeFirst = 0;
+  private nonBlank = 0;
+  private first: { line: number; text: string } | null = null;
+  private lines = 0;
+  private kinds: ReturnType<typeof sniffKinds> = [];
+
+  constructor(opts: LibvirtLogOptions = {}) {
+    this.source = opts.source ?? 'input';
+    this.table = tableIdFor(opts.qemuVersion ?? null);
+    this.asNotes = opts.migrationEvents === 'notes';
+  }
+
+  begin(head: string): void {
+    const bin = binaryReason(head);
+    if (bin) throw new MigraceError('IMPORT', `${this.source}: ${bin}: not a libvirt debug log`);
+    this.kinds = sniffKinds(head).filter((k) => k !== 'libvirt');
+  }
+
+  line(line: string, n: number): void {
+    this.lines = n;
+    if (line.trim() !== '') {
+      this.nonBlank++;
+      this.first ??= { line: n, text: line.trim() };
+    }
+    const m = RECORD.exec(line);
+    if (!m) {
+      if (this.prev) {
+        if (this.prev.rest.length + line.length > MAX_LINE) {
+          this.warn({ line: n, text: clip(line), reason: `the record of line ${this.prev.line} goes on past ${MAX_LINE} characters: the rest is skipped` });
+          this.prev = null;
+        } else {
+          this.prev.rest += `\n${line}`;
+        }
+      } else if (line.trim() !== '') {
+        this.beforeFirst++;
+        if (this.beforeFirst <= MAX_LISTED) this.warnings.push({ line: n, text: clip(line), reason: 'not a libvirt log record, skipped' });
+      }
+      return;
+    }
+    this.flush();
+    this.records++;
+    const msg = m[9];
+    if (!msg.startsWith('QEMU_MONITOR_')) return;
+    const p = PROBE.exec(msg);
+    if (!p) {
+      this.warnings.push({ line: n, text: clip(line), reason: 'a QEMU_MONITOR record in an unknown format, skipped' });
+      return;
+    }
+    this.monitorRecords++;
+    this.prev = {
+      line: n, wall: isoWall(m[1], m[2], m[3], m[4]), libvirtThread: Number(m[5]), func: m[7], srcLine: Number(m[8]),
+      probe: p[1], mon: p[2], rest: p[3],
+    };
+  }
+
+  tooLong(n: number, length: number, head: string): void {
+    this.lines = n;
+    this.nonBlank++;
+    this.first ??= { line: n, text: head };
+    this.flush();
+    if (RECORD.test(head)) this.records++;
+    this.warn({ line: n, text: clipLong(head, length), reason: `line of ${length} characters: too long for a record of interest, skipped` });
+  }
+
+  /** A warning for the monitor a line's record is about, else for the whole log. */
+  private warn(w: ImportWarning): void {
+    this.warnings.push(w);
+  }
+
+  /** The record before is complete: handle it. */
+  private flush(): void {
+    const r = this.prev;
+    this.prev = null;
+    if (r) this.record(r);
+  }
+
+  private stateOf(mon: string): MonState {
+    let s = this.monitors.get(mon);
+    if (!s) {
+      s = {
+        mon, generation: 0, events: [], lines: [], qemuClocked: [], qemuLines: [], warnings: new WarningList(), pending: new Map(),
+        unwritten: new Map(), lastStatus: null, migrationTraffic: false,
+      };
+      this.monitors.set(mon, s);
+    }
+    return s;
+  }
+
+  private base(r: Rec): Omit<NewEvent, 'kind' | 'data'> {
+    return { t_ns: null, wall: r.wall, thread: null, probe: `libvirt:${r.probe}`, pc: null, func: r.func, file: null, line: r.srcLine };
+  }
+
+  private push(s: MonState, e: NewEvent, line: number): void {
+    s.events.push(e);
+    s.lines.push(line);
+  }
+
+  /** An event at an earlier place of the monitor's list (a SEND_MSG whose IO_WRITE never came). */
+  private insert(s: MonState, u: Unwritten): void {
+    s.events.splice(u.at, 0, u.event);
+    s.lines.splice(u.at, 0, u.line);
+    for (const other of s.unwritten.values()) if (other.at >= u.at) other.at++;
+  }
+
+  /** Commands that never reached IO_WRITE go back to their SEND_MSG. */
+  private settle(s: MonState, id?: string): void {
+    const ids = id !== undefined ? [id] : [...s.unwritten.keys()].sort((a, b) => s.unwritten.get(a)!.at - s.unwritten.get(b)!.at);
+    for (const k of ids) {
+      const u = s.unwritten.get(k);
+      if (!u) continue;
+      s.unwritten.delete(k);
+      if (u.event.kind === 'query-begin') {
+        const q = s.pending.get(k);
+        if (q) q.begun = true;
+      }
+      this.insert(s, u);
+    }
+  }
+
+  private retire(s: MonState): void {
+    this.settle(s);
+    this.done.push(s);
+  }
+
+  private record(r: Rec): void {
+    if (r.probe === 'QEMU_MONITOR_NEW') {
+      const old = this.monitors.get(r.mon);
+      if (old && (old.events.length > 0 || old.qemuClocked.length > 0 || old.unwritten.size > 0)) {
+        this.retire(old);
+        this.monitors.delete(r.mon);
+        this.stateOf(r.mon).generation = old.generation + 1;
+      }
+      return;
+    }
+    const s = this.stateOf(r.mon);
+    if (r.probe === 'QEMU_MONITOR_CLOSE') {
+      if (s.migrationTraffic) this.push(s, { ...this.base(r), kind: 'note', data: { text: `libvirt closed the monitor ${r.mon}` } } as NewEvent, r.line);
+      return;
+    }
+    if (r.probe === 'QEMU_MONITOR_SEND_MSG' || r.probe === 'QEMU_MONITOR_IO_WRITE') this.command(s, r);
+    else if (r.probe === 'QEMU_MONITOR_RECV_REPLY') this.reply(s, r);
+    else if (r.probe === 'QEMU_MONITOR_RECV_EVENT') this.event(s, r);
+  }
+
+  private command(s: MonState, r: Rec): void {
+    const written = r.probe === 'QEMU_MONITOR_IO_WRITE';
+    const json = written ? r.rest.replace(/^buf=/, '') : r.rest.replace(/^msg=/, '');
+    if (!/"execute"\s*:/.test(json.slice(0, 200))) return;
+    const obj = leadingJson(json) as { execute?: unknown; arguments?: Record<string, unknown> } | undefined;
+    if (obj === undefined) {
+      if (/query-migrate"|human-monitor-command"/.test(json.slice(0, 300))) {
+        s.warnings.push({ line: r.line, text: clip(json), reason: 'a monitor command whose JSON does not parse (cut short?): skipped' });
+      }
+      return;
+    }
+    const execute = typeof obj.execute === 'string' ? obj.execute : '';
+    // libvirt numbers every command ("libvirt-N") and QEMU echoes the id: replies are matched by it.
+    const id = idOf(obj);
+    const hmp = execute === 'human-monitor-command' && typeof obj.arguments?.['command-line'] === 'string' &&
+      /^\s*info\s+migrate\s*$/.test(obj.arguments['command-line'] as string);
+    const command = execute === 'query-migrate' ? 'query-migrate' : hmp ? 'info migrate' : null;
+    if (command && id !== null) {
+      s.migrationTraffic = true;
+      if (!s.pending.has(id)) s.pending.set(id, { command, begun: false, line: r.line });
+      const q = s.pending.get(id)!;
+      if (q.begun) return;
+      const begin = { ...this.base(r), kind: 'query-begin', data: { query: id } } as NewEvent;
+      if (written) {
+        // On the socket: this is when the query began, not when it was queued.
+        s.unwritten.delete(id);
+        q.begun = true;
+        this.push(s, begin, r.line);
+      } else if (!s.unwritten.has(id)) {
+        s.unwritten.set(id, { at: s.events.length, event: begin, line: r.line });
+      }
+    } else if (command) {
+      s.warnings.push({ line: r.line, text: clip(json), reason: `${command} without an id: its reply cannot be matched, skipped` });
+    } else if (NOTE_COMMANDS.test(execute)) {
+      if (/^migrat/.test(execute)) s.migrationTraffic = true;
+      const args = obj.arguments ? ` ${JSON.stringify(obj.arguments)}` : '';
+      const note = { ...this.base(r), kind: 'note', data: { text: `QMP ${execute}${args.length > 300 ? ' {...}' : args}` } } as NewEvent;
+      if (written) {
+        if (id !== null) s.unwritten.delete(id);
+        this.push(s, note, r.line);
+      } else if (id !== null && !s.unwritten.has(id)) {
+        s.unwritten.set(id, { at: s.events.length, event: note, line: r.line });
+      }
+    }
+  }
+
+  private reply(s: MonState, r: Rec): void {
+    const text = r.rest.replace(/^reply=/, '');
+    // Most replies (schemas, CPU models) are large and of no interest: look at the id first.
+    // QEMU puts the id last; older ones (and replies cut short) may have it first.
+    const idm = /"id":\s*("(?:[^"\\]|\\.)*"|\d+)\s*}\s*$/.exec(text.trimEnd()) ?? /^\{\s*"id":\s*("(?:[^"\\]|\\.)*"|\d+)/.exec(text.trim());
+    let key: string | null = null;
+    if (idm) {
+      try {
+        key = idm[1].startsWith('"') ? (JSON.parse(idm[1]) as string) : idm[1];
+      } catch {
+        s.warnings.push({ line: r.line, text: clip(text), reason: `the reply's id ${clip(idm[1])} is not valid JSON (a control character?): skipped` });
+        return;
+      }
+    }
+    if (key === null || !s.pending.has(key)) return;
+    this.settle(s, key);
+    const q = s.pending.get(key)!;
+    s.pending.delete(key);
+    const obj = leadingJson(text);
+    if (obj === undefined) {
+      s.warnings.push({ line: r.line, text: clip(text), reason: `the reply to ${key} does not parse as JSON (cut short?): kept as a reply with no body` });
+    }
+    // HMP through QMP: the body is the text the monitor printed.
+    const ret = (obj as { return?: unknown } | undefined)?.return;
+    const body: unknown = obj === undefined ? text : q.command === 'info migrate' ? (typeof ret === 'string' ? ret : '') : obj;
+    if (!q.begun) this.push(s, { ...this.base(r), kind: 'query-begin', data: { query: key } } as NewEvent, q.line);
+    this.push(s, { ...this.base(r), kind: 'query-end', data: { query: key } } as NewEvent, r.line);
+    this.push(s, { ...this.base(r), kind: 'reply', data: replyData(key, q.command, body) } as NewEvent, r.line);
+  }
+
+  private event(s: MonState, r: Rec): void {
+    const text = r.rest.replace(/^event=/, '');
+    const name = /"event":\s*"([A-Z_0-9]+)"/.exec(text)?.[1] ?? null;
+    if (name !== 'MIGRATION' && (name === null || !NOTE_EVENTS.has(name))) return;
+    const obj = leadingJson(text) as { event?: string; data?: Record<string, unknown>; timestamp?: { seconds?: number; microseconds?: number } } | undefined;
+    if (!obj) {
+      s.warnings.push({ line: r.line, text: clip(text), reason: `a ${name} event that does not parse as JSON: skipped` });
+      return;
+    }
+    if (name !== 'MIGRATION') {
+      this.push(s, { ...this.base(r), kind: 'note', data: { text: `QMP event ${name}${obj.data ? ` ${JSON.stringify(obj.data)}` : ''}` } } as NewEvent, r.line);
+      return;
+    }
+    s.migrationTraffic = true;
+    const st = typeof obj.data?.status === 'string' ? normalizeStatusName(obj.data.status) : null;
+    if (st === null) {
+      s.warnings.push({ line: r.line, text: clip(text), reason: 'a MIGRATION event without a status: skipped' });
+      return;
+    }
+    const ts = obj.timestamp;
+    const usec = ts && typeof ts.microseconds === 'number' && Number.isInteger(ts.microseconds) && ts.microseconds >= 0 && ts.microseconds < 1e6 ? ts.microseconds : 0;
+    let qemuWall: string | null = null;
+    if (ts && typeof ts.seconds === 'number' && ts.seconds > 0) {
+      if (ts.seconds * 1000 <= 8.64e15) qemuWall = `${new Date(Math.floor(ts.seconds) * 1000).toISOString().slice(0, 19)}.${String(usec).padStart(6, '0')}Z`;
+      else s.warnings.push({ line: r.line, text: clip(text), reason: `the event's timestamp ${ts.seconds} is out of range for a date: placed by libvirt's time` });
+    }
+    if (this.asNotes) {
+      this.push(s, { ...this.base(r), kind: 'note', data: { text: `QMP event MIGRATION ${st}${qemuWall ? ` (QEMU time ${qemuWall})` : ''}` } } as NewEvent, r.line);
+      s.lastStatus = st;
+      return;
+    }
+    const table = this.table;
+    let old: StateValue | null = null;
+    let inferred = false;
+    if (st === 'setup') old = { value: statusValue('none', table), name: 'none' };
+    else if (s.lastStatus !== null) {
+      old = { value: statusValue(s.lastStatus, table), name: s.lastStatus };
+      inferred = true;
+    }
+    s.lastStatus = st;
+    const e = {
+      ...this.base(r), wall: qemuWall ?? r.wall, probe: `libvirt:MIGRATION event${inferred ? ' (old inferred)' : ''}`, func: 'migrate_set_state', line: null,
+      kind: 'transition', data: { addr: null, old, new: { value: statusValue(st, table), name: st } },
+    } as NewEvent;
+    if (qemuWall) {
+      s.qemuClocked.push(e);
+      s.qemuLines.push(r.line);
+    } else {
+      this.push(s, e, r.line);
+    }
+  }
+
+  finish(): LibvirtLogResult {
+    this.flush();
+    const source = this.source;
+    if (this.nonBlank === 0) throw new MigraceError('IMPORT', `${source}: empty file: not a libvirt log`);
+    if (this.records === 0) {
+      const first = this.first!;
+      throw new MigraceError('IMPORT',
+        `${source}:${first.line}: not a libvirt debug log: no line of the form "YYYY-MM-DD HH:MM:SS.mmm+0000: THREAD: LEVEL : FUNC:LINE : MESSAGE" in its ${this.lines} lines` +
+        `${this.kinds.length ? `; it looks like ${KIND_NAMES[this.kinds[0]]}` : ''} (line ${first.line}: ${JSON.stringify(clip(first.text))})`);
+    }
+    if (this.monitorRecords === 0) {
+      throw new MigraceError('IMPORT',
+        `${source}: a libvirt log (${this.records} records) without QMP traffic: no QEMU_MONITOR_* record. Log with log_filters="1:qemu.qemu_monitor 1:qemu.qemu_monitor_json" (and log_outputs at level 1) to record it`);
+    }
+    for (const s of this.monitors.values()) this.retire(s);
+
+    const out: LibvirtMonitorLog[] = [];
+    const idle: string[] = [];
+    for (const s of this.done) {
+      if (!s.migrationTraffic) {
+        idle.push(s.mon);
+        continue;
+      }
+      for (const [key, q] of s.pending) {
+        s.warnings.push({ line: q.line, text: key, reason: `${q.command} ${key} has no reply in the log (the log ends, or the monitor closed, first)` });
+      }
+      const title = `${source}: mon=${s.mon}${s.generation ? ` #${s.generation + 1}` : ''}`;
+      const warnings = [...s.warnings.items].sort((a, b) => a.line - b.line);
+      let log: ImportedLog = {
+        title, threads: [], events: s.events, lines: s.lines, warnings, unlisted: s.warnings.unlisted, qemuVersion: null, meta: {},
+      };
+      if (s.qemuClocked.length > 0) {
+        const qemuSide: ImportedLog = { title, threads: [], events: s.qemuClocked, lines: s.qemuLines, warnings: [], qemuVersion: null, meta: {} };
+        const merged = mergeOnWallTime(log, qemuSide);
+        log = { ...merged, title, warnings, unlisted: s.warnings.unlisted, meta: {} };
+      }
+      out.push({
+        ...log,
+        meta: {
+          monitor: s.mon,
+          migration_events: this.asNotes ? 'notes (a QEMU trace log supplies the transitions)' : 'transitions with thread null, old inferred from the previous event, placed by QEMU timestamps',
+          queries: s.events.filter((e) => e.kind === 'query-begin').length,
+        },
+        mon: s.mon,
+      });
+    }
+    return { monitors: out, idle, warnings: [...this.warnings.items] };
+  }
 }
 
 export function parseLibvirtLog(text: string, opts: LibvirtLogOptions = {}): LibvirtLogResult {
-  const source = opts.source ?? 'input';
-  if (text.trim() === '') throw new MigraceError('IMPORT', `${source}: empty file: not a libvirt log`);
-  const bin = binaryReason(text);
-  if (bin) throw new MigraceError('IMPORT', `${source}: ${bin}: not a libvirt debug log`);
-  const table: StatusTableId = tableIdFor(opts.qemuVersion ?? null);
-  const asNotes = opts.migrationEvents === 'notes';
-  const raw = splitLines(text);
-  const warnings: ImportWarning[] = [];
-
-  // Records, with their continuation lines folded back in.
-  const recs: Rec[] = [];
-  let records = 0;
-  let beforeFirst = 0;
-  let prev: Rec | null = null;
-  for (let i = 0; i < raw.length; i++) {
-    const line = raw[i];
-    const m = RECORD.exec(line);
-    if (!m) {
-      if (prev) prev.rest += `\n${line}`;
-      else if (line.trim() !== '') {
-        beforeFirst++;
-        if (beforeFirst <= MAX_LISTED) warnings.push({ line: i + 1, text: clip(line), reason: 'not a libvirt log record, skipped' });
-      }
-      continue;
-    }
-    records++;
-    prev = null;
-    const msg = m[9];
-    if (!msg.startsWith('QEMU_MONITOR_')) continue;
-    const p = PROBE.exec(msg);
-    if (!p) {
-      warnings.push({ line: i + 1, text: clip(line), reason: 'a QEMU_MONITOR record in an unknown format, skipped' });
-      continue;
-    }
-    prev = {
-      line: i + 1, wall: isoWall(m[1], m[2], m[3], m[4]), libvirtThread: Number(m[5]), func: m[7], srcLine: Number(m[8]),
-      probe: p[1], mon: p[2], rest: p[3],
-    };
-    recs.push(prev);
-  }
-  if (records === 0) {
-    const kinds = sniffKinds(text).filter((k) => k !== 'libvirt');
-    const first = raw.findIndex((r) => r.trim() !== '');
-    throw new MigraceError('IMPORT',
-      `${source}:${first + 1}: not a libvirt debug log: no line of the form "YYYY-MM-DD HH:MM:SS.mmm+0000: THREAD: LEVEL : FUNC:LINE : MESSAGE" in its ${raw.length} lines` +
-      `${kinds.length ? `; it looks like ${KIND_NAMES[kinds[0]]}` : ''} (line ${first + 1}: ${JSON.stringify(clip(raw[first]?.trim() ?? ''))})`);
-  }
-  if (recs.length === 0) {
-    throw new MigraceError('IMPORT',
-      `${source}: a libvirt log (${records} records) without QMP traffic: no QEMU_MONITOR_* record. Log with log_filters="1:qemu.qemu_monitor 1:qemu.qemu_monitor_json" (and log_outputs at level 1) to record it`);
-  }
-
-  // Which queries went onto the socket: their begin is the IO_WRITE, not the SEND_MSG.
-  const written = new Set<string>();
-  for (const r of recs) {
-    if (r.probe === 'QEMU_MONITOR_IO_WRITE') {
-      const id = idOf(leadingJson(r.rest.replace(/^buf=/, '')));
-      if (id) written.add(`${r.mon} ${id}`);
-    }
-  }
-
-  const monitors = new Map<string, MonState>();
-  const done: MonState[] = [];
-  const stateOf = (mon: string): MonState => {
-    let s = monitors.get(mon);
-    if (!s) {
-      s = {
-        mon, generation: 0, events: [], lines: [], qemuClocked: [], qemuLines: [], warnings: [], pending: new Map(),
-        lastStatus: null, migrationTraffic: false, version: null,
-      };
-      monitors.set(mon, s);
-    }
-    return s;
-  };
-  const base = (r: Rec): Omit<NewEvent, 'kind' | 'data'> => ({
-    t_ns: null, wall: r.wall, thread: null, probe: `libvirt:${r.probe}`, pc: null, func: r.func, file: null, line: r.srcLine,
-  });
-  const push = (s: MonState, e: NewEvent, line: number): void => {
-    s.events.push(e);
-    s.lines.push(line);
-  };
-
-  for (const r of recs) {
-    if (r.probe === 'QEMU_MONITOR_NEW') {
-      const old = monitors.get(r.mon);
-      if (old && (old.events.length > 0 || old.qemuClocked.length > 0)) {
-        done.push(old);
-        monitors.delete(r.mon);
-        stateOf(r.mon).generation = old.generation + 1;
-      }
-      continue;
-    }
-    const s = stateOf(r.mon);
-    if (r.probe === 'QEMU_MONITOR_CLOSE') {
-      if (s.migrationTraffic) push(s, { ...base(r), kind: 'note', data: { text: `libvirt closed the monitor ${r.mon}` } } as NewEvent, r.line);
-      continue;
-    }
-    if (r.probe === 'QEMU_MONITOR_SEND_MSG' || r.probe === 'QEMU_MONITOR_IO_WRITE') {
-      const json = r.probe === 'QEMU_MONITOR_SEND_MSG' ? r.rest.replace(/^msg=/, '') : r.rest.replace(/^buf=/, '');
-      if (!/"execute"\s*:/.test(json.slice(0, 200))) continue;
-      const obj = leadingJson(json) as { execute?: unknown; arguments?: Record<string, unknown> } | undefined;
-      if (obj === undefined) {
-        if (/query-migrate"|human-monitor-command"/.test(json.slice(0, 300))) {
-          s.warnings.push({ line: r.line, text: clip(json), reason: 'a monitor command whose JSON does not parse (cut short?): skipped' });
-        }
-        continue;
-      }
-      const execute = typeof obj.execute === 'string' ? obj.execute : '';
-      // libvirt numbers every command ("libvirt-N") and QEMU echoes the id: replies are matched by it.
-      const id = idOf(obj);
-      const hmp = execute === 'human-monitor-command' && typeof obj.arguments?.['command-line'] === 'string' &&
-        /^\s*info\s+migrate\s*$/.test(obj.arguments['command-line'] as string);
-      const command = execute === 'query-migrate' ? 'query-migrate' : hmp ? 'info migrate' : null;
-      if (command && id !== null) {
-        s.migrationTraffic = true;
-        const isBegin = r.probe === 'QEMU_MONITOR_IO_WRITE' || !written.has(`${r.mon} ${id}`);
-        if (!s.pending.has(id)) s.pending.set(id, { command, begun: false, line: r.line });
-        const q = s.pending.get(id)!;
-        if (isBegin && !q.begun) {
-          q.begun = true;
-          push(s, { ...base(r), kind: 'query-begin', data: { query: id } } as NewEvent, r.line);
-        }
-      } else if (command) {
-        s.warnings.push({ line: r.line, text: clip(json), reason: `${command} without an id: its reply cannot be matched, skipped` });
-      } else if (NOTE_COMMANDS.test(execute) && (r.probe === 'QEMU_MONITOR_IO_WRITE' || (id !== null && !written.has(`${r.mon} ${id}`)))) {
-        if (/^migrat/.test(execute)) s.migrationTraffic = true;
-        const args = obj.arguments ? ` ${JSON.stringify(obj.arguments)}` : '';
-        push(s, { ...base(r), kind: 'note', data: { text: `QMP ${execute}${args.length > 300 ? ' {...}' : args}` } } as NewEvent, r.line);
-      }
-      continue;
-    }
-    if (r.probe === 'QEMU_MONITOR_RECV_REPLY') {
-      const text = r.rest.replace(/^reply=/, '');
-      // Most replies (schemas, CPU models) are large and of no interest: look at the id first.
-      // QEMU puts the id last; older ones (and replies cut short) may have it first.
-      const idm = /"id":\s*("(?:[^"\\]|\\.)*"|\d+)\s*}\s*$/.exec(text.trimEnd()) ?? /^\{\s*"id":\s*("(?:[^"\\]|\\.)*"|\d+)/.exec(text.trim());
-      const key = idm ? (idm[1].startsWith('"') ? (JSON.parse(idm[1]) as string) : idm[1]) : null;
-      if (key === null || !s.pending.has(key)) continue;
-      const q = s.pending.get(key)!;
-      s.pending.delete(key);
-      const obj = leadingJson(text);
-      if (obj === undefined) {
-        s.warnings.push({ line: r.line, text: clip(text), reason: `the reply to ${key} does not parse as JSON (cut short?): kept as a reply with no body` });
-      }
-      // HMP through QMP: the body is the text the monitor printed.
-      const ret = (obj as { return?: unknown } | undefined)?.return;
-      const body: unknown = obj === undefined ? text : q.command === 'info migrate' ? (typeof ret === 'string' ? ret : '') : obj;
-      if (!q.begun) push(s, { ...base(r), kind: 'query-begin', data: { query: key } } as NewEvent, q.line);
-      push(s, { ...base(r), kind: 'query-end', data: { query: key } } as NewEvent, r.line);
-      push(s, { ...base(r), kind: 'reply', data: replyData(key, q.command, body) } as NewEvent, r.line);
-      continue;
-    }
-    if (r.probe === 'QEMU_MONITOR_RECV_EVENT') {
-      const text = r.rest.replace(/^event=/, '');
-      const name = /"event":\s*"([A-Z_0-9]+)"/.exec(text)?.[1] ?? null;
-      if (name !== 'MIGRATION' && (name === null || !NOTE_EVENTS.has(name))) continue;
-      const obj = leadingJson(text) as { event?: string; data?: Record<string, unknown>; timestamp?: { seconds?: number; microseconds?: number } } | undefined;
-      if (!obj) {
-        s.warnings.push({ line: r.line, text: clip(text), reason: `a ${name} event that does not parse as JSON: skipped` });
-        continue;
-      }
-      if (name !== 'MIGRATION') {
-        push(s, { ...base(r), kind: 'note', data: { text: `QMP event ${name}${obj.data ? ` ${JSON.stringify(obj.data)}` : ''}` } } as NewEvent, r.line);
-        continue;
-      }
-      s.migrationTraffic = true;
-      const st = typeof obj.data?.status === 'string' ? normalizeStatusName(obj.data.status) : null;
-      if (st === null) {
-        s.warnings.push({ line: r.line, text: clip(text), reason: 'a MIGRATION event without a status: skipped' });
-        continue;
-      }
-      const ts = obj.timestamp;
-      const qemuWall = ts && typeof ts.seconds === 'number' && ts.seconds > 0
-        ? `${new Date(ts.seconds * 1000).toISOString().slice(0, 19)}.${String(ts.microseconds ?? 0).padStart(6, '0')}Z`
-        : null;
-      if (asNotes) {
-        push(s, { ...base(r), kind: 'note', data: { text: `QMP event MIGRATION ${st}${qemuWall ? ` (QEMU time ${qemuWall})` : ''}` } } as NewEvent, r.line);
-        s.lastStatus = st;
-        continue;
-      }
-      let old: StateValue | null = null;
-      let inferred = false;
-      if (st === 'setup') old = { value: statusValue('none', table), name: 'none' };
-      else if (s.lastStatus !== null) {
-        old = { value: statusValue(s.lastStatus, table), name: s.lastStatus };
-        inferred = true;
-      }
-      s.lastStatus = st;
-      const e = {
-        ...base(r), wall: qemuWall ?? r.wall, probe: `libvirt:MIGRATION event${inferred ? ' (old inferred)' : ''}`, func: 'migrate_set_state', line: null,
-        kind: 'transition', data: { addr: null, old, new: { value: statusValue(st, table), name: st } },
-      } as NewEvent;
-      if (qemuWall) {
-        s.qemuClocked.push(e);
-        s.qemuLines.push(r.line);
-      } else {
-        push(s, e, r.line);
-      }
-      continue;
-    }
-  }
-  for (const s of monitors.values()) done.push(s);
-
-  const out: LibvirtMonitorLog[] = [];
-  const idle: string[] = [];
-  for (const s of done) {
-    if (!s.migrationTraffic) {
-      idle.push(s.mon);
-      continue;
-    }
-    for (const [key, q] of s.pending) {
-      s.warnings.push({ line: q.line, text: key, reason: `${q.command} ${key} has no reply in the log (the log ends, or the monitor closed, first)` });
-    }
-    const title = `${source}: mon=${s.mon}${s.generation ? ` #${s.generation + 1}` : ''}`;
-    let log: ImportedLog = {
-      title, threads: [], events: s.events, lines: s.lines, warnings: s.warnings, qemuVersion: null, meta: {},
-    };
-    if (s.qemuClocked.length > 0) {
-      const qemuSide: ImportedLog = { title, threads: [], events: s.qemuClocked, lines: s.qemuLines, warnings: [], qemuVersion: null, meta: {} };
-      const merged = mergeOnWallTime(log, qemuSide);
-      log = { ...merged, title, warnings: s.warnings, meta: {} };
-    }
-    log.warnings.sort((a, b) => a.line - b.line);
-    out.push({
-      ...log,
-      meta: {
-        monitor: s.mon,
-        migration_events: asNotes ? 'notes (a QEMU trace log supplies the transitions)' : 'transitions with thread null, old inferred from the previous event, placed by QEMU timestamps',
-        queries: s.events.filter((e) => e.kind === 'query-begin').length,
-      },
-      mon: s.mon,
-    });
-  }
-  return { monitors: out, idle, warnings };
+  return readText(new LibvirtLogImport(opts), text);
 }

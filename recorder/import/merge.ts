@@ -18,6 +18,23 @@ export interface ImportWarning {
   reason: string;
 }
 
+/** Where a parser puts its warnings: a WarningList, or a plain array in tests. */
+export interface WarningSink {
+  push(w: ImportWarning): void;
+}
+
+/** Warnings of one log, the first MAX_LISTED_WARNINGS kept: a hostile file cannot fill memory with them. */
+export class WarningList implements WarningSink {
+  static readonly MAX = 1000;
+  readonly items: ImportWarning[] = [];
+  unlisted = 0;
+
+  push(w: ImportWarning): void {
+    if (this.items.length < WarningList.MAX) this.items.push(w);
+    else this.unlisted++;
+  }
+}
+
 /** One session's worth of imported events. */
 export interface ImportedLog {
   /** What the session is about: "qemu pid 1234", "mon=0x7f..", the file name. */
@@ -28,6 +45,8 @@ export interface ImportedLog {
   /** For each event, the 1-based line of the source file it came from (same length as events). */
   lines: number[];
   warnings: ImportWarning[];
+  /** Warnings beyond the ones listed (WarningList.MAX). */
+  unlisted?: number;
   /** A QEMU version the log itself reveals (QMP greeting, monitor banner), else null. */
   qemuVersion: string | null;
   /** Free facts for the session's meta (process ids, counts of skipped lines, ...). */

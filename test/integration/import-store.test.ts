@@ -22,9 +22,9 @@ afterEach(() => {
 
 const analysis = (id: number) => findInterleavings(store.session(id), store.threads(id), store.events(id));
 
-function importError(fn: () => unknown): MigraceError {
+async function importError(fn: () => Promise<unknown>): Promise<MigraceError> {
   try {
-    fn();
+    await fn();
   } catch (e) {
     expect(e).toBeInstanceOf(MigraceError);
     expect((e as MigraceError).code).toMatch(/^(IMPORT|BAD_INPUT)$/);
@@ -34,11 +34,11 @@ function importError(fn: () => unknown): MigraceError {
 }
 
 describe('importFiles into a real TraceStore', () => {
-  it('GDB transcripts: complete sessions; unpatched ones analyze as manifested, patched ones do not', () => {
+  it('GDB transcripts: complete sessions; unpatched ones analyze as manifested, patched ones do not', async () => {
     const unpatched = ['minimig-unpatched.gdb.txt', 'qemu52-stripped.gdb.txt', 'save-qemu52-race.gdb.txt', 'minimig-unpatched-pasted.txt', 'qemu52-mail-quoted.txt'];
     const patched = ['minimig-patched.gdb.txt', 'qemu72-stripped.gdb.txt'];
     for (const f of unpatched) {
-      const [id] = importFiles(store, 'gdb', [`samples/transcripts/${f}`], { label: f });
+      const [id] = await importFiles(store, 'gdb', [`samples/transcripts/${f}`], { label: f });
       const s = store.session(id);
       expect(s.state).toBe('complete');
       expect(s.origin).toBe('import:gdb-log');
@@ -52,14 +52,14 @@ describe('importFiles into a real TraceStore', () => {
       if (f !== 'save-qemu52-race.gdb.txt') expect(m[0].reply?.has_ram, f).toBe(false);
     }
     for (const f of patched) {
-      const [id] = importFiles(store, 'gdb', [`samples/transcripts/${f}`], { label: f });
+      const [id] = await importFiles(store, 'gdb', [`samples/transcripts/${f}`], { label: f });
       expect(store.session(id).state).toBe('complete');
       expect(store.session(id).target.variant).toBe('patched');
       expect(analysis(id).findings.filter((x) => x.class === 'manifested'), f).toEqual([]);
     }
   });
 
-  it('transcripts in the LP#1994002 reproducer\'s style: one manifested finding unpatched, none patched, evidence from the SETUP-branch stop to the reply', () => {
+  it('transcripts in the LP#1994002 reproducer\'s style: one manifested finding unpatched, none patched, evidence from the SETUP-branch stop to the reply', async () => {
     const cases = [
       { f: 'minimig-lp-style.txt', manifested: 1 }, { f: 'qemu52-lp-style.txt', manifested: 1 }, { f: 'qemu52-debuginfo-lp-style.txt', manifested: 1 },
       { f: 'minimig-patched-lp-style.txt', manifested: 0 }, { f: 'qemu72-lp-style.txt', manifested: 0 },
@@ -67,7 +67,7 @@ describe('importFiles into a real TraceStore', () => {
     ];
     for (const { f, manifested } of cases) {
       const file = `samples/transcripts/${f}`;
-      const [id] = importFiles(store, 'gdb', [file], { label: f });
+      const [id] = await importFiles(store, 'gdb', [file], { label: f });
       expect(store.session(id).state, f).toBe('complete');
       const events = store.events(id);
       const lines = (store.session(id).meta.import as { source_lines: number[] }).source_lines;
@@ -92,8 +92,8 @@ describe('importFiles into a real TraceStore', () => {
     }
   });
 
-  it('events keep their order, t_ns is null without a clock, source lines and warnings are in the meta', () => {
-    const [id] = importFiles(store, 'gdb', ['samples/transcripts/qemu52-stripped.gdb.txt'], { label: 'x' });
+  it('events keep their order, t_ns is null without a clock, source lines and warnings are in the meta', async () => {
+    const [id] = await importFiles(store, 'gdb', ['samples/transcripts/qemu52-stripped.gdb.txt'], { label: 'x' });
     const events = store.events(id);
     expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i));
     expect(events.every((e) => e.t_ns === null)).toBe(true);
@@ -103,8 +103,8 @@ describe('importFiles into a real TraceStore', () => {
     expect(store.threads(id).find((t) => t.name === 'live_migration')?.gdb_id).toBe(5);
   });
 
-  it('a QEMU trace log with two processes gives two sessions, with a clock from the wall times', () => {
-    const ids = importFiles(store, 'qemu-trace', ['samples/trace-logs/qemu72-two-processes.log'], { label: 'two', qemuVersion: '7.2.22' });
+  it('a QEMU trace log with two processes gives two sessions, with a clock from the wall times', async () => {
+    const ids = await importFiles(store, 'qemu-trace', ['samples/trace-logs/qemu72-two-processes.log'], { label: 'two', qemuVersion: '7.2.22' });
     expect(ids).toHaveLength(2);
     for (const id of ids) {
       const s = store.session(id);
@@ -118,10 +118,10 @@ describe('importFiles into a real TraceStore', () => {
     }
   });
 
-  it('a gzipped libvirt log merged with the QEMU trace log: one session, the race found on libvirt\'s query', () => {
+  it('a gzipped libvirt log merged with the QEMU trace log: one session, the race found on libvirt\'s query', async () => {
     const gz = join(dir, 'libvirtd.log.1');
     writeFileSync(gz, gzipSync(readFileSync('samples/libvirt-logs/save-qemu52-race.libvirtd.log')));
-    const ids = importFiles(store, 'libvirt', [gz], { label: 'race', qemuLog: 'samples/libvirt-logs/save-qemu52-race.qemu-trace.log', qemuVersion: '5.2.0' });
+    const ids = await importFiles(store, 'libvirt', [gz], { label: 'race', qemuLog: 'samples/libvirt-logs/save-qemu52-race.qemu-trace.log', qemuVersion: '5.2.0' });
     expect(ids).toHaveLength(1);
     const s = store.session(ids[0]);
     expect(s.state).toBe('complete');
@@ -133,45 +133,45 @@ describe('importFiles into a real TraceStore', () => {
 });
 
 describe('a failing import leaves no session marked complete', () => {
-  it('a malformed file anywhere in the list: nothing is written at all', () => {
+  it('a malformed file anywhere in the list: nothing is written at all', async () => {
     const bad = join(dir, 'bad.txt');
     writeFileSync(bad, Buffer.from([0, 1, 2, 3, 0xff, 0xfe, 0, 0]));
-    const e = importError(() => importFiles(store, 'gdb', ['samples/transcripts/minimig-unpatched.gdb.txt', bad], { label: 'x' }));
+    const e = await importError(() => importFiles(store, 'gdb', ['samples/transcripts/minimig-unpatched.gdb.txt', bad], { label: 'x' }));
     expect(e.message).toContain(bad);
     expect(store.listSessions()).toEqual([]);
   });
 
-  it('truncated gzip, an empty file, a missing file, a wrong kind, a 1 MB line: clear errors or counted skips, no crash', () => {
+  it('truncated gzip, an empty file, a missing file, a wrong kind, a 1 MB line: clear errors or counted skips, no crash', async () => {
     const gz = gzipSync(readFileSync('samples/transcripts/minimig-unpatched.gdb.txt'));
     const cut = join(dir, 'cut.gz');
     writeFileSync(cut, gz.subarray(0, gz.length - 20));
-    expect(importError(() => importFiles(store, 'gdb', [cut], { label: 'x' })).message).toMatch(/cut\.gz: truncated gzip data/);
+    expect((await importError(() => importFiles(store, 'gdb', [cut], { label: 'x' }))).message).toMatch(/cut\.gz: truncated gzip data/);
     const empty = join(dir, 'empty.log');
     writeFileSync(empty, '');
-    expect(importError(() => importFiles(store, 'qemu-trace', [empty], { label: 'x' })).message).toMatch(/empty\.log: empty file/);
-    expect(importError(() => importFiles(store, 'libvirt', [join(dir, 'nope.log')], { label: 'x' })).message).toMatch(/nope\.log: no such file/);
-    expect(importError(() => importFiles(store, 'libvirt', ['samples/trace-logs/qemu72-tid.log'], { label: 'x' })).message)
+    expect((await importError(() => importFiles(store, 'qemu-trace', [empty], { label: 'x' }))).message).toMatch(/empty\.log: empty file/);
+    expect((await importError(() => importFiles(store, 'libvirt', [join(dir, 'nope.log')], { label: 'x' }))).message).toMatch(/nope\.log: no such file/);
+    expect((await importError(() => importFiles(store, 'libvirt', ['samples/trace-logs/qemu72-tid.log'], { label: 'x' }))).message)
       .toMatch(/qemu72-tid\.log:1: not a libvirt debug log.*QEMU trace log/);
-    expect(importError(() => importFiles(store, 'gdb', ['samples/transcripts/minimig-unpatched.gdb.txt'], { label: 'x', qemuLog: 'samples/trace-logs/qemu52.log' })).code).toBe('BAD_INPUT');
+    expect((await importError(() => importFiles(store, 'gdb', ['samples/transcripts/minimig-unpatched.gdb.txt'], { label: 'x', qemuLog: 'samples/trace-logs/qemu52.log' }))).code).toBe('BAD_INPUT');
     expect(store.listSessions()).toEqual([]);
 
     const long = join(dir, 'long.log');
     copyFileSync('samples/trace-logs/qemu52.log', long);
     writeFileSync(long, `${readFileSync(long, 'utf8')}${'y'.repeat(1 << 20)}\n`);
-    const [id] = importFiles(store, 'qemu-trace', [long], { label: 'long' });
+    const [id] = await importFiles(store, 'qemu-trace', [long], { label: 'long' });
     expect(store.session(id).state).toBe('complete');
     const imp = store.session(id).meta.import as { warnings: { line: number; reason: string }[] };
     expect(imp.warnings.map((w) => w.line)).toEqual([4]);
   });
 
-  it('a write that fails half-way finishes the session as aborted, with the error', () => {
+  it('a write that fails half-way finishes the session as aborted, with the error', async () => {
     const original = store.appendEvents.bind(store);
     let calls = 0;
     store.appendEvents = (sid, events) => {
       if (++calls === 1) throw new Error('disk full');
       original(sid, events);
     };
-    const e = importError(() => importFiles(store, 'gdb', ['samples/transcripts/minimig-unpatched.gdb.txt'], { label: 'x' }));
+    const e = await importError(() => importFiles(store, 'gdb', ['samples/transcripts/minimig-unpatched.gdb.txt'], { label: 'x' }));
     expect(e.message).toMatch(/disk full/);
     const sessions = store.listSessions();
     expect(sessions).toHaveLength(1);

@@ -49,7 +49,7 @@ beforeAll(async () => {
   db = tempStore();
   unpatched = loadBundle(db.store, await replayMinimig(false));
   patched = loadBundle(db.store, await replayMinimig(true));
-  const [id] = importFiles(db.store, 'gdb', [join(process.cwd(), 'samples/transcripts/minimig-unpatched.gdb.txt')], { label: 'transcript' });
+  const [id] = await importFiles(db.store, 'gdb', [join(process.cwd(), 'samples/transcripts/minimig-unpatched.gdb.txt')], { label: 'transcript' });
   imported = loadBundle(db.store, id);
   infeasible = loadBundle(db.store, await replayInfeasible());
   expectNoSurvivors();

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { expectCatch } from '../helpers/errors.js';
+import { expectCatch, expectRejection } from '../helpers/errors.js';
 import { describe, expect, it } from 'vitest';
 import { parseLibvirtLog } from '../../recorder/import/libvirt-log.js';
 import { parseQemuTrace } from '../../recorder/import/qemu-trace.js';
@@ -125,11 +125,24 @@ describe('malformed input', () => {
   });
 });
 
+describe('hostile ids', () => {
+  it('a control character inside a reply\'s id is a warning naming the line, not a crash', () => {
+    const lines = [
+      '2024-01-02 03:04:05.678+0000: 1: info : qemuMonitorIOWrite:452 : QEMU_MONITOR_IO_WRITE: mon=0x1 buf={"execute":"query-migrate","id":"libvirt-1"}',
+      '2024-01-02 03:04:05.679+0000: 1: info : qemuMonitorJSONIOProcessLine:240 : QEMU_MONITOR_RECV_REPLY: mon=0x1 reply={"return": {}, "id": "\t"}',
+      '2024-01-02 03:04:05.680+0000: 1: info : qemuMonitorJSONIOProcessLine:240 : QEMU_MONITOR_RECV_REPLY: mon=0x1 reply={"return": {"status": "active"}, "id": "libvirt-1"}',
+    ];
+    const m = parseLibvirtLog(lines.join('\n')).monitors[0];
+    expect(m.warnings).toEqual([expect.objectContaining({ line: 2, reason: expect.stringMatching(/id .* is not valid JSON/) })]);
+    expect(m.events.filter((e) => e.kind === 'reply')).toHaveLength(1);
+  });
+});
+
 describe('importFiles', () => {
-  it('a QEMU trace log to merge with anything but a libvirt log names the command that takes it', () => {
+  it('a QEMU trace log to merge with anything but a libvirt log names the command that takes it', async () => {
     const t = tempStore('migrace-import');
     try {
-      const e = expectCatch(() => importFiles(t.store, 'gdb', ['samples/transcripts/minimig-unpatched.gdb.txt'], { label: 'x', qemuLog: 'q.log' }));
+      const e = await expectRejection(importFiles(t.store, 'gdb', ['samples/transcripts/minimig-unpatched.gdb.txt'], { label: 'x', qemuLog: 'q.log' }));
       expect(e.code).toBe('BAD_INPUT');
       expect(e.message).toMatch(/migrace import libvirt FILE --qemu-log q\.log/);
       expect(e.message).toMatch(/not with migrace import gdb/);
@@ -140,7 +153,7 @@ describe('importFiles', () => {
     }
   });
 
-  it('trace and libvirt logs take their variant from the QEMU version, as transcripts do', () => {
+  it('trace and libvirt logs take their variant from the QEMU version, as transcripts do', async () => {
     expect(variantOf(null, '7.2.0')).toBe('patched');
     expect(variantOf(null, '8.0')).toBe('patched');
     expect(variantOf(null, '7.0.0')).toBe('unknown');
@@ -148,7 +161,7 @@ describe('importFiles', () => {
     expect(variantOf('/usr/bin/minimig', null)).toBe('unpatched');
     const t = tempStore('migrace-import');
     try {
-      const [id] = importFiles(t.store, 'libvirt', ['samples/libvirt-logs/save-qemu72.libvirtd.log'], { label: 'lv', qemuVersion: '7.2.0' });
+      const [id] = await importFiles(t.store, 'libvirt', ['samples/libvirt-logs/save-qemu72.libvirtd.log'], { label: 'lv', qemuVersion: '7.2.0' });
       expect(t.store.session(id!).target.variant).toBe('patched');
     } finally {
       t.cleanup();

@@ -121,6 +121,17 @@ describe('malformed input', () => {
     expect(r.skipped.map((w) => w.line)).toEqual([4, 5]);
   });
 
+  it('a timestamp out of any date\'s range is a warning naming the line; the event is kept without a time', () => {
+    const r = parseQemuTrace('8629@1700000000.000001:migrate_set_state new state setup\n8629@9999999999999.620458:migrate_set_state new state active\n');
+    const p = r.processes[0];
+    expect(p.events.map((e) => [e.kind, e.wall])).toEqual([['transition', '2023-11-14T22:13:20.000001Z'], ['transition', null]]);
+    expect(p.warnings).toEqual([expect.objectContaining({ line: 2, reason: expect.stringMatching(/9999999999999\.620458 is out of range/) })]);
+    // An ISO stamp that is no date at all, the same.
+    const iso = parseQemuTrace('2025-13-45T99:00:00.000001Z migrate_set_state new state setup\n').processes[0];
+    expect(iso.events[0].wall).toBeNull();
+    expect(iso.warnings[0]).toMatchObject({ line: 1, reason: expect.stringMatching(/out of range/) });
+  });
+
   it('migrate_set_state without a state name is a warning, not a crash', () => {
     const r = parseQemuTrace('1@1.000001:migrate_set_state new state setup\n1@1.000002:migrate_set_state oops\n');
     expect(r.processes[0].warnings[0]).toMatchObject({ line: 2 });
