@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { Thread, TraceEvent } from '../trace/schema.js';
-import { action, dbOption, jsonOption, openStore, out, printJson, sessionId, table, type DbOptions } from './common.js';
+import { action, dbOption, jsonOption, openStore, out, sessionId, table, type DbOptions } from './common.js';
+import { jsonTarget, writeJsonWithArray } from './json-out.js';
 
 function stateText(v: { value: number | null; name: string | null } | null): string {
   if (!v) return '?';
@@ -46,8 +47,9 @@ export function register(program: Command): void {
         const sid = sessionId(id);
         const session = store.session(sid);
         const threads = store.threads(sid);
+        // As printJson({ session, threads, events }) prints it, but never the whole session in memory.
+        if (opts.json) return jsonTarget(undefined, (write) => writeJsonWithArray(write, { session, threads }, 'events', store.iterateEvents(sid), 2));
         const events = store.events(sid);
-        if (opts.json) return printJson({ session, threads, events });
         const byTid = new Map(threads.map((t) => [t.tid, t]));
         out(table(
           ['SEQ', 'T(ms)', 'THREAD', 'KIND', 'PROBE', 'VALUES', 'WHERE'],

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
-import { writeFileSync } from 'node:fs';
-import { MigraceError, messageOf } from '../trace/errors.js';
 import { resolveSession } from './analyze.js';
-import { action, dbOption, openStore, out, type DbOptions } from './common.js';
+import { action, dbOption, openStore, type DbOptions } from './common.js';
+import { jsonTarget, writeJsonWithArray } from './json-out.js';
 
 export function register(program: Command): void {
   program
@@ -14,14 +13,12 @@ export function register(program: Command): void {
     .action(action((id: string | undefined, opts: DbOptions & { output?: string }) => {
       const store = openStore(opts, { readonly: true });
       try {
-        const text = `${JSON.stringify(store.exportSession(resolveSession(store, id)), null, 1)}\n`;
-        if (!opts.output) return out(text);
-        try {
-          writeFileSync(opts.output, text);
-        } catch (e) {
-          throw new MigraceError('BAD_INPUT', `cannot write ${opts.output}: ${messageOf(e)}`);
-        }
-        process.stderr.write(`wrote ${opts.output}\n`);
+        const sid = resolveSession(store, id);
+        const { id: _id, ...session } = store.session(sid);
+        // TraceStore.exportSession's shape, written one event at a time: a large session is larger than a string can be.
+        const head = { format: 'migrace-session', version: 1, session, threads: store.threads(sid) };
+        jsonTarget(opts.output, (write) => writeJsonWithArray(write, head, 'events', store.iterateEvents(sid), 1));
+        if (opts.output) process.stderr.write(`wrote ${opts.output}\n`);
       } finally {
         store.close();
       }
