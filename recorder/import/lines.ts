@@ -155,9 +155,12 @@ export async function readFileLines<R>(file: string, sink: LineSink<R>): Promise
       pendingCR = false;
       if (text.startsWith('\n')) i = 1;
     }
+    // The next LF and CR at or after i, each searched again only once passed (a chunk without CR is searched once).
+    let nl = -2;
+    let cr = -2;
     while (i < text.length) {
-      const nl = text.indexOf('\n', i);
-      const cr = text.indexOf('\r', i);
+      if (nl !== -1 && nl < i) nl = text.indexOf('\n', i);
+      if (cr !== -1 && cr < i) cr = text.indexOf('\r', i);
       const end = nl < 0 ? cr : cr < 0 ? nl : Math.min(nl, cr);
       if (end < 0) {
         add(text.slice(i));

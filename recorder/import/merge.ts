@@ -118,13 +118,18 @@ export function splitLines(text: string): string[] {
 /* ------------------------------------------------------------------------ */
 /* Merge on wall time */
 
+/** The last date-and-zone parsed: consecutive events share their second. */
+let lastParsed = { key: '', ms: Number.NaN };
+
 /** Microseconds since the epoch from an event's wall field, or null. */
 export function wallMicros(wall: string | null): number | null {
   if (wall === null) return null;
   const m = /^(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)?$/.exec(wall);
   if (!m) return null;
   const zone = m[4] === undefined || m[4] === 'Z' ? 'Z' : m[4].replace(/^([+-]\d\d)(\d\d)$/, '$1:$2');
-  const ms = Date.parse(`${m[1]}T${m[2]}${zone}`);
+  const key = `${m[1]}T${m[2]}${zone}`;
+  if (key !== lastParsed.key) lastParsed = { key, ms: Date.parse(key) };
+  const ms = lastParsed.ms;
   if (Number.isNaN(ms)) return null;
   const frac = (m[3] ?? '').padEnd(6, '0').slice(0, 6);
   return ms * 1000 + Number(frac);

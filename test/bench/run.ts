@@ -14,6 +14,7 @@ async function loadBenches(): Promise<Bench[]> {
     ['analyzer', './analyze.bench.js', 'benchAnalyze'],
     ['reports', './reports.bench.js', 'benchReports'],
     ['recorder', './recorder.bench.js', 'benchRecorder'],
+    ['import', './import.bench.js', 'benchImport'],
   ];
   for (const [name, file, fn] of optional) {
     try {
