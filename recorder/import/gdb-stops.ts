@@ -63,12 +63,9 @@ export interface Frame {
 
 export const NO_FRAME = (): Frame => ({ pc: null, func: null, args: new Map(), file: null, srcLine: null });
 
-function splitArgs(s: string): Map<string, string> {
-  const args = new Map<string, string>();
-  let depth = 0;
+/** Calls `fn` with each character outside double quotes and its index; a backslash hides the character after it. */
+export function eachUnquoted(s: string, fn: (c: string, i: number) => void): void {
   let quote = false;
-  let start = 0;
-  const parts: string[] = [];
   for (let i = 0; i < s.length; i++) {
     const c = s[i];
     if (c === '\\') {
@@ -76,14 +73,23 @@ function splitArgs(s: string): Map<string, string> {
       continue;
     }
     if (c === '"') quote = !quote;
-    if (quote) continue;
+    else if (!quote) fn(c, i);
+  }
+}
+
+function splitArgs(s: string): Map<string, string> {
+  const args = new Map<string, string>();
+  let depth = 0;
+  let start = 0;
+  const parts: string[] = [];
+  eachUnquoted(s, (c, i) => {
     if (c === '(' || c === '{' || c === '<' || c === '[') depth++;
     else if (c === ')' || c === '}' || c === '>' || c === ']') depth--;
     else if (c === ',' && depth === 0) {
       parts.push(s.slice(start, i));
       start = i + 1;
     }
-  }
+  });
   parts.push(s.slice(start));
   for (const p of parts) {
     const m = /^\s*([A-Za-z_]\w*)=(.*)$/.exec(p);

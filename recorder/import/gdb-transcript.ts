@@ -4,7 +4,7 @@ import type { Thread } from '../../trace/schema.js';
 import { tableIdFor } from '../../trace/status.js';
 import { printKind, sourceKey } from './gdb-positions.js';
 import {
-  NO_FRAME, QUERY_FUNCS, blank, finalize, nameFact, parseFrame,
+  NO_FRAME, QUERY_FUNCS, blank, eachUnquoted, finalize, nameFact, parseFrame,
   type BreakpointDef, type Frame, type GdbTranscript, type Print, type Slot, type Stop,
 } from './gdb-stops.js';
 import { readText, type LineSink } from './lines.js';
@@ -101,17 +101,10 @@ const GDB_LINE_START = /^\s*(?:\(gdb\)|Thread \d+ "[^"]*" hit |Breakpoint \d+(?:
 
 function parenBalance(s: string): number {
   let depth = 0;
-  let quote = false;
-  for (let i = 0; i < s.length; i++) {
-    const c = s[i];
-    if (c === '\\') {
-      i++;
-      continue;
-    }
-    if (c === '"') quote = !quote;
-    else if (!quote && c === '(') depth++;
-    else if (!quote && c === ')') depth--;
-  }
+  eachUnquoted(s, (c) => {
+    if (c === '(') depth++;
+    else if (c === ')') depth--;
+  });
   return depth;
 }
 

@@ -210,11 +210,7 @@ def minimig_run(binary, out_name):
         qmp_request(g, q, {'execute': 'qmp_capabilities'})
         g.paste(q.read_reply() + '\n')
         qmp_request(g, q, {'execute': 'migrate', 'arguments': {'uri': 'tcp:127.0.0.1:4444'}})
-        m = g.wait_hit()
-        main_id = m.group(1) or '1'
-        g.cmd('continue &')
-        m = g.wait_hit()
-        mig_id = m.group(1)
+        main_id, mig_id = to_migration_thread(g)
         g.paste(q.read_reply() + '\n')
         g.cmd(f'thread {mig_id}')
         g.cmd('bt 2')
@@ -276,44 +272,79 @@ def hmp_output(sock):
     return out[: -len('(qemu) ')] if out.endswith('(qemu) ') else out
 
 
-def qemu_run(binary, env, version, read_off, reg, pub_offs, out_name):
-    tmp = tempfile.mkdtemp(prefix='migrace-tr-')
-    mon = os.path.join(tmp, 'mon.sock')
+def start_destination(binary, env, base, tmp):
+    """A destination QEMU waiting for the migration (migrate-incoming on a free port); returns (process, port)."""
     dsock = os.path.join(tmp, 'dst.sock')
     port = free_port()
-    denv = dict(os.environ, **(env or {}))
-    base = ['-nodefaults', '-display', 'none', '-S', '-m', '128']
     dst = subprocess.Popen([binary, *base, '-incoming', 'defer', '-qmp', f'unix:{dsock},server,nowait'],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=denv)
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env=dict(os.environ, **(env or {})))
     procs.append(dst)
     dq = Qmp(dsock)
     dq.send({'execute': 'qmp_capabilities'}); dq.read_reply()
     dq.send({'execute': 'migrate-incoming', 'arguments': {'uri': f'tcp:127.0.0.1:{port}'}}); dq.read_reply()
-    g = Gdb([binary, *base, '-name', 'src,debug-threads=on', '-monitor', f'unix:{mon},server,nowait'])
-    try:
-        g.cmd('set confirm off')
-        g.cmd('set pagination off')
-        g.cmd('set non-stop on')
-        for k, v in (env or {}).items():
-            # A short path: readline scrolls a long command line sideways on an 80-column pty.
-            link = os.path.join(tmp, 'lib')
+    return dst, port
+
+
+def qemu_gdb(argv, env, tmp, brk='break migrate_set_state'):
+    """gdb on a QEMU as the recipes have it: non-stop, the library path (through a short link:
+    readline scrolls a long command line sideways on an 80-column pty), QEMU's signals passed on,
+    a breakpoint at migrate_set_state."""
+    g = Gdb(argv)
+    g.cmd('set confirm off')
+    g.cmd('set pagination off')
+    g.cmd('set non-stop on')
+    for k, v in (env or {}).items():
+        link = os.path.join(tmp, 'lib')
+        if not os.path.exists(link):
             os.symlink(v, link)
-            g.cmd(f'set environment {k}={link}')
-        g.cmd('handle SIGUSR1 SIGUSR2 SIGPIPE nostop noprint pass')
-        g.cmd('break migrate_set_state')
+        g.cmd(f'set environment {k}={link}')
+    g.cmd('handle SIGUSR1 SIGUSR2 SIGPIPE nostop noprint pass')
+    g.cmd(brk)
+    return g
+
+
+def to_migration_thread(g, p=None, cont='continue &', prompt=True):
+    """After `migrate`: the main thread's hit (none -> setup), its states printed with `p` (stripped
+    builds) and let go with `cont` (pasted without its prompt unless `prompt`), then the migration
+    thread's hit (setup -> active), which stays stopped. Returns their gdb ids."""
+    m = g.wait_hit()
+    main_id = m.group(1) or '1'
+    if p:
+        g.cmd(f'{p} $esi')
+        g.cmd(f'{p} $edx')
+    if prompt:
+        g.cmd(cont)
+    else:
+        bare(g, cont)
+    m = g.wait_hit()
+    return main_id, m.group(1)
+
+
+def hmp_query(g, h):
+    """What the monitor printed since, pasted; then `info migrate` typed there, and the hit it leads to."""
+    out = hmp_output(h)
+    if out.strip():
+        g.paste(out)
+    g.paste('(qemu) info migrate')
+    hmp_cmd(h, 'info migrate')
+    g.wait_hit()
+
+
+def qemu_run(binary, env, version, read_off, reg, pub_offs, out_name):
+    tmp = tempfile.mkdtemp(prefix='migrace-tr-')
+    mon = os.path.join(tmp, 'mon.sock')
+    base = ['-nodefaults', '-display', 'none', '-S', '-m', '128']
+    dst, port = start_destination(binary, env, base, tmp)
+    g = qemu_gdb([binary, *base, '-name', 'src,debug-threads=on', '-monitor', f'unix:{mon},server,nowait'], env, tmp)
+    try:
         g.cmd('run &')
         h = connect_unix(mon)
         banner = recv_all(h, r'\(qemu\) ')
         g.paste('# monitor, second terminal: socat - UNIX-CONNECT:' + mon + '\n' + banner.replace('\r\n', '\n').replace('(qemu) ', ''))
         g.paste(f'(qemu) migrate -d tcp:127.0.0.1:{port}')
         hmp_cmd(h, f'migrate -d tcp:127.0.0.1:{port}')
-        m = g.wait_hit()
-        main_id = m.group(1) or '1'
-        g.cmd('p $esi')
-        g.cmd('p $edx')
-        g.cmd('continue &')
-        m = g.wait_hit()
-        mig_id = m.group(1)
+        main_id, mig_id = to_migration_thread(g, 'p')
         # Non-stop mode does not select the thread that stopped: the first try fails, as it does by hand.
         g.cmd('p $esi')
         g.cmd(f'thread {mig_id}')
@@ -324,12 +355,7 @@ def qemu_run(binary, env, version, read_off, reg, pub_offs, out_name):
         for off in pub_offs:
             g.cmd(f'break *qmp_query_migrate+{off}')
         g.cmd('info threads')
-        out = hmp_output(h)
-        if out.strip():
-            g.paste(out)
-        g.paste('(qemu) info migrate')
-        hmp_cmd(h, 'info migrate')
-        g.wait_hit()
+        hmp_query(g, h)
         g.cmd(f'thread {main_id}')
         g.cmd(f'p ${reg}')
         g.cmd(f'thread {mig_id}')
@@ -445,11 +471,7 @@ def minimig_lp_style(binary, out_name, label, stop=None):
         q.send({'execute': 'qmp_capabilities'}); q.read_reply()
         prose(g, 'Start a migration from the other terminal:')
         qmp_request(g, q, {'execute': 'migrate', 'arguments': {'uri': 'tcp:127.0.0.1:4444'}})
-        m = g.wait_hit()
-        main_id = m.group(1) or '1'
-        g.cmd('c &')
-        m = g.wait_hit()
-        mig_id = m.group(1)
+        main_id, mig_id = to_migration_thread(g, None, 'c &')
         g.paste(q.read_reply() + '\n')
         if stop is None:
             prose(g, f'\nThe migration thread (thread {mig_id}) now waits at SETUP -> ACTIVE.\n'
@@ -494,62 +516,46 @@ def minimig_lp_style(binary, out_name, label, stop=None):
         f.write(as_reported(text, intro))
 
 
-def qemu_lp_style(binary, env, label, stop_at, stop_why, field, reg, out_name):
-    """Debian QEMU, stripped: address breakpoints, the state field read through a register."""
+def qemu_lp_style(binary, env, label, out_name, stop, stop_why, field, reg=None, debuginfo=False):
+    """Debian QEMU, stripped: address breakpoints, the state field read through a register (`stop` is the
+    offset into qmp_query_migrate). With debuginfo (the -O2 -g 5.2.0 build): symbolic breakpoints (`stop` is
+    FILE:LINE), the source listed, the state and info->status printed by name."""
     tmp = tempfile.mkdtemp(prefix='migrace-tr-')
     mon = os.path.join(tmp, 'mon.sock')
-    dsock = os.path.join(tmp, 'dst.sock')
-    port = free_port()
-    denv = dict(os.environ, **(env or {}))
-    base = ['-nodefaults', '-display', 'none', '-S', '-m', '128']
-    dst = subprocess.Popen([binary, *base, '-incoming', 'defer', '-qmp', f'unix:{dsock},server,nowait'],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=denv)
-    procs.append(dst)
-    dq = Qmp(dsock)
-    dq.send({'execute': 'qmp_capabilities'}); dq.read_reply()
-    dq.send({'execute': 'migrate-incoming', 'arguments': {'uri': f'tcp:127.0.0.1:{port}'}}); dq.read_reply()
+    base = (['-L', '/usr/share/seabios', '-L', '/usr/share/qemu'] if debuginfo else []) + ['-nodefaults', '-display', 'none', '-S', '-m', '128']
+    dst, port = start_destination(binary, env, base, tmp)
     argv = [binary, *base, '-name', 'src,debug-threads=on', '-monitor', f'unix:{mon},server,nowait']
-    intro = (f'{label}: no debug info, so address breakpoints (offsets from the disassembly of\n'
-             f'qmp_query_migrate, where fill_source_migration_info is inlined).\n\n'
-             f'$ gdb -q --args {" ".join(argv)}')
-    g = Gdb(argv)
+    why = ('built from source with -O2 -g (so with debug info and the source at hand).' if debuginfo else
+           'no debug info, so address breakpoints (offsets from the disassembly of\nqmp_query_migrate, where fill_source_migration_info is inlined).')
+    intro = f'{label}: {why}\n\n$ gdb -q --args {" ".join(argv)}'
+    g = qemu_gdb(argv, env, tmp, 'b migrate_set_state')
     try:
-        g.cmd('set confirm off')
-        g.cmd('set pagination off')
-        g.cmd('set non-stop on')
-        for k, v in (env or {}).items():
-            link = os.path.join(tmp, 'lib')
-            os.symlink(v, link)
-            g.cmd(f'set environment {k}={link}')
-        g.cmd('handle SIGUSR1 SIGUSR2 SIGPIPE nostop noprint pass')
-        g.cmd('b migrate_set_state')
         h = elide(g, lambda: (g.cmd('run &'), connect_unix(mon))[1])
-        recv_all(h, r'\(qemu\) ')
-        prose(g, 'In the monitor:')
+        banner = recv_all(h, r'\(qemu\) ')
+        if debuginfo:
+            g.paste('# monitor, second terminal:\n' + banner.replace('\r\n', '\n').replace('(qemu) ', ''))
+        else:
+            prose(g, 'In the monitor:')
         g.paste(f'(qemu) migrate -d tcp:127.0.0.1:{port}')
         hmp_cmd(h, f'migrate -d tcp:127.0.0.1:{port}')
-        m = g.wait_hit()
-        main_id = m.group(1) or '1'
-        g.cmd('p/x $esi')
-        g.cmd('p/x $edx')
-        g.cmd('c &')
-        m = g.wait_hit()
-        mig_id = m.group(1)
-        g.cmd(f'thread {mig_id}')
-        g.cmd('p $esi')
-        g.cmd('p $edx')
+        main_id, mig_id = to_migration_thread(g, None if debuginfo else 'p/x', 'c &', prompt=not debuginfo)
+        if not debuginfo:
+            g.cmd(f'thread {mig_id}')
+            g.cmd('p $esi')
+            g.cmd('p $edx')
         prose(g, f'\nThread {mig_id} waits at SETUP -> ACTIVE. {stop_why}')
-        g.cmd(f'b *qmp_query_migrate+{stop_at}')
-        out = hmp_output(h)
-        if out.strip():
-            g.paste(out)
-        g.paste('(qemu) info migrate')
-        hmp_cmd(h, 'info migrate')
-        g.wait_hit()
-        g.cmd(f'thread {main_id}')
+        g.cmd(f'b {stop}' if debuginfo else f'b *qmp_query_migrate+{stop}')
+        hmp_query(g, h)
+        if debuginfo:
+            line = int(stop.split(':')[1])
+            g.cmd(f'list {line - 8},{line + 1}')
+        else:
+            g.cmd(f'thread {main_id}')
         if reg:
             g.cmd(f'p ${reg}')
         g.cmd(f'p {field}')
+        if debuginfo:
+            g.cmd('p info->status')
         g.cmd('info threads')
         prose(g, 'Let the migration thread go, then look again from the main thread:')
         g.cmd(f'thread {mig_id}')
@@ -557,7 +563,7 @@ def qemu_lp_style(binary, env, label, stop_at, stop_why, field, reg, out_name):
         time.sleep(0.5)
         g.cmd(f'thread {main_id}')
         for _ in range(20):
-            if g.value(field) == '4':
+            if g.value(field) in ('4', 'MIGRATION_STATUS_ACTIVE'):
                 break
             time.sleep(0.2)
         prose(g, 'ACTIVE now. Continue the main thread; the monitor prints:')
@@ -584,17 +590,7 @@ def interleaved_sessions(binary, env, out_name):
     base = ['-nodefaults', '-display', 'none', '-S', '-m', '128']
 
     def start(argv):
-        g = Gdb(argv)
-        g.cmd('set confirm off')
-        g.cmd('set pagination off')
-        g.cmd('set non-stop on')
-        for k, v in (env or {}).items():
-            link = os.path.join(tmp, 'lib')
-            if not os.path.exists(link):
-                os.symlink(v, link)
-            g.cmd(f'set environment {k}={link}')
-        g.cmd('handle SIGUSR1 SIGUSR2 SIGPIPE nostop noprint pass')
-        g.cmd('break migrate_set_state')
+        g = qemu_gdb(argv, env, tmp)
         g.cmd('run &')
         return g
 
@@ -619,13 +615,7 @@ def interleaved_sessions(binary, env, out_name):
                 dst.cmd('continue &')
 
         hmp_cmd(h, f'migrate -d tcp:127.0.0.1:{port}')
-        m = src.wait_hit()
-        main_id = m.group(1) or '1'
-        src.cmd('p $esi')
-        src.cmd('p $edx')
-        src.cmd('continue &')
-        m = src.wait_hit()
-        mig_id = m.group(1)
+        main_id, mig_id = to_migration_thread(src, 'p')
         serve_dst()
         src.cmd(f'thread {mig_id}')
         src.cmd('p $esi')
@@ -665,71 +655,6 @@ def interleaved_sessions(binary, env, out_name):
         f.write(intro + '\n'.join(x[3] for x in merged) + '\n')
 
 
-def qemu_debuginfo_lp_style(binary, out_name):
-    """QEMU 5.2.0 built -O2 -g (samples/.cache/qemu-5.2-dbg): symbolic breakpoints, the source at hand."""
-    tmp = tempfile.mkdtemp(prefix='migrace-tr-')
-    mon = os.path.join(tmp, 'mon.sock')
-    dsock = os.path.join(tmp, 'dst.sock')
-    port = free_port()
-    base = ['-L', '/usr/share/seabios', '-L', '/usr/share/qemu', '-nodefaults', '-display', 'none', '-S', '-m', '128']
-    dst = subprocess.Popen([binary, *base, '-incoming', 'defer', '-qmp', f'unix:{dsock},server,nowait'],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    procs.append(dst)
-    dq = Qmp(dsock)
-    dq.send({'execute': 'qmp_capabilities'}); dq.read_reply()
-    dq.send({'execute': 'migrate-incoming', 'arguments': {'uri': f'tcp:127.0.0.1:{port}'}}); dq.read_reply()
-    argv = [binary, *base, '-name', 'src,debug-threads=on', '-monitor', f'unix:{mon},server,nowait']
-    intro = ('QEMU 5.2.0 built from source with -O2 -g (so with debug info and the source at hand).\n\n'
-             f'$ gdb -q --args {" ".join(argv)}')
-    g = Gdb(argv)
-    try:
-        g.cmd('set confirm off')
-        g.cmd('set pagination off')
-        g.cmd('set non-stop on')
-        g.cmd('handle SIGUSR1 SIGUSR2 SIGPIPE nostop noprint pass')
-        g.cmd('b migrate_set_state')
-        h = elide(g, lambda: (g.cmd('run &'), connect_unix(mon))[1])
-        banner = recv_all(h, r'\(qemu\) ')
-        g.paste('# monitor, second terminal:\n' + banner.replace('\r\n', '\n').replace('(qemu) ', ''))
-        g.paste(f'(qemu) migrate -d tcp:127.0.0.1:{port}')
-        hmp_cmd(h, f'migrate -d tcp:127.0.0.1:{port}')
-        m = g.wait_hit()
-        main_id = m.group(1) or '1'
-        bare(g, 'c &')
-        m = g.wait_hit()
-        mig_id = m.group(1)
-        prose(g, f'\nthread {mig_id} waits at SETUP -> ACTIVE. Break on the `break` of the SETUP case:')
-        g.cmd('b migration/migration.c:1067')
-        out = hmp_output(h)
-        if out.strip():
-            g.paste(out)
-        g.paste('(qemu) info migrate')
-        hmp_cmd(h, 'info migrate')
-        g.wait_hit()
-        g.cmd('list 1059,1068')
-        g.cmd('p (MigrationStatus) s->state')
-        g.cmd('p info->status')
-        g.cmd('info threads')
-        prose(g, f'Let thread {mig_id} go:')
-        g.cmd(f'thread {mig_id}')
-        bare(g, 'continue &')
-        time.sleep(0.5)
-        g.cmd(f'thread {main_id}')
-        g.cmd('p (MigrationStatus) s->state')
-        prose(g, 'ACTIVE. Continue:')
-        g.c.sendline('c')
-        g.paste(hmp_output(h))
-        g.drain(0.3)
-        g.c.sendintr()
-        g.wait(re.escape('(gdb) '))
-    finally:
-        text = g.close()
-        dst.kill(); dst.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
-    with open(os.path.join(HERE, out_name), 'w') as f:
-        f.write(as_reported(text, intro))
-
-
 def minimig_optimized(out_name):
     """minimig built as distributions build QEMU (-O2 -g): arguments and locals may be <optimized out>."""
     tmp = tempfile.mkdtemp(prefix='migrace-o2-')
@@ -744,17 +669,19 @@ def minimig_optimized(out_name):
 Q52_ENV = {'LD_LIBRARY_PATH': os.path.join(Q52_ROOT, 'usr', 'lib', 'x86_64-linux-gnu')}
 QEMU52_DBG = os.path.join(ROOT, 'samples', '.cache', 'qemu-5.2-dbg', 'qemu-system-x86_64')
 RUNS = {
-    'qemu52-dbg-lp': lambda: qemu_debuginfo_lp_style(QEMU52_DBG, 'qemu52-debuginfo-lp-style.txt'),
+    'qemu52-dbg-lp': lambda: qemu_lp_style(
+        QEMU52_DBG, None, 'QEMU 5.2.0', 'qemu52-debuginfo-lp-style.txt', 'migration/migration.c:1067',
+        'Break on the `break` of the SETUP case:', '(MigrationStatus) s->state', debuginfo=True),
     'minimig-O2': lambda: minimig_optimized('minimig-O2-lp-style.txt'),
     'interleaved': lambda: interleaved_sessions(QEMU52, Q52_ENV, 'qemu52-two-sessions-interleaved.txt'),
     'qemu52-lp': lambda: qemu_lp_style(
-        QEMU52, Q52_ENV, 'Debian QEMU 5.2 (1:5.2+dfsg-11+deb11u3)', 440,
+        QEMU52, Q52_ENV, 'Debian QEMU 5.2 (1:5.2+dfsg-11+deb11u3)', 'qemu52-lp-style.txt', 440,
         'qmp_query_migrate+440 is the start of the SETUP case\n(has_status = true; has_total_time = false at +440/+445; +451 re-reads the state for the status).',
-        '*(int *)($rbx + 0x238)', None, 'qemu52-lp-style.txt'),
+        '*(int *)($rbx + 0x238)'),
     'qemu72-lp': lambda: qemu_lp_style(
-        QEMU72, None, 'Debian QEMU 7.2 (1:7.2+dfsg-7+deb12u18+b3)', 133,
+        QEMU72, None, 'Debian QEMU 7.2 (1:7.2+dfsg-7+deb12u18+b3)', 'qemu72-lp-style.txt', 133,
         'qmp_query_migrate+133 is right after the read-once load into %r13d.',
-        '*(int *)($r12 + 0x2e8)', 'r13d', 'qemu72-lp-style.txt'),
+        '*(int *)($r12 + 0x2e8)', reg='r13d'),
     'minimig-lp': lambda: minimig_lp_style(os.path.join(MINIMIG, 'minimig'), 'minimig-lp-style.txt', 'minimig (unpatched)'),
     'minimig-patched-lp': lambda: minimig_lp_style(os.path.join(MINIMIG, 'minimig-patched'), 'minimig-patched-lp-style.txt', 'minimig-patched'),
 }
