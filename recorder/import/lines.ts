@@ -21,6 +21,7 @@ import { splitLines } from './merge.js';
 export const HEAD_CHARS = 65536;
 /** How much of an over-long line its sink sees. */
 export const LONG_LINE_HEAD = 256;
+const MAX_STRING = 2 ** 29 - 24;
 /** The most an import reads: a plain file's size, or what a gzip inflates to. */
 export const MAX_INPUT_BYTES = 512 * 1024 * 1024;
 
@@ -188,7 +189,13 @@ export async function readFileLines<R>(file: string, sink: LineSink<R>): Promise
 /** A whole (small) file's text, gzip inflated, under the same caps: for formats read in one piece (session JSON). */
 export async function readWholeFile(file: string): Promise<string> {
   const parts: string[] = [];
-  for await (const t of textChunks(file)) parts.push(t);
+  let length = 0;
+  for await (const t of textChunks(file)) {
+    length += t.length;
+    // V8's longest string (2^29 - 24 characters): past it, a whole-file format cannot be read at all.
+    if (length > MAX_STRING) throw new MigraceError('IMPORT', `${file}: more than ${Math.floor(MAX_STRING / 1048576)} MiB of text, more than one piece can hold: too large to read as one document`);
+    parts.push(t);
+  }
   const text = parts.join('');
   return text.startsWith('\ufeff') ? text.slice(1) : text;
 }
