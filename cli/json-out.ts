@@ -5,8 +5,10 @@ import { MigraceError, messageOf } from '../trace/errors.js';
  * JSON output too large to be one string (V8 stops at about 512 MiB: a
  * session of two million events): the object is written as
  * JSON.stringify(value, null, indent) would write it, its last member an
- * array written one element at a time, in chunks. Used by `events --json`
- * and `export`.
+ * array written one element at a time, in chunks (`events --json`,
+ * `export`); and a file written from chunks, removed again when it cannot
+ * be written whole (cli/report.ts has its own writeStreamed that this can
+ * replace).
  */
 
 const CHUNK = 1 << 20;
@@ -37,35 +39,38 @@ export function writeJsonWithArray(write: (s: string) => void, head: Record<stri
   flush();
 }
 
-/** Where a command's JSON goes: stdout, or a file that is removed again when writing it fails. */
-export function jsonTarget(file: string | undefined, fn: (write: (s: string) => void) => void): void {
-  if (file === undefined) {
-    fn((s) => process.stdout.write(s));
-    return;
-  }
+/**
+ * Write a file as `produce` hands it over in chunks (never one string), each
+ * chunk written to the end even when the kernel takes it in parts; a file
+ * that could not be written whole is removed again: half a file is worse
+ * than none.
+ */
+export function writeFileStreamed(path: string, produce: (write: (chunk: string) => void) => void): void {
   let fd: number;
   try {
-    fd = openSync(file, 'w');
+    fd = openSync(path, 'w');
   } catch (e) {
-    throw new MigraceError('BAD_INPUT', `cannot write ${file}: ${messageOf(e)}`);
+    throw new MigraceError('BAD_INPUT', `cannot write ${path}: ${messageOf(e)}`);
   }
+  let ok = false;
   try {
-    fn((s) => {
+    produce((chunk) => {
+      const bytes = Buffer.from(chunk, 'utf8');
       try {
-        writeSync(fd, s);
+        for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off);
       } catch (e) {
-        throw new MigraceError('BAD_INPUT', `cannot write ${file}: ${messageOf(e)}`);
+        throw new MigraceError('BAD_INPUT', `cannot write ${path}: ${messageOf(e)}`);
       }
     });
+    ok = true;
+  } finally {
     closeSync(fd);
-  } catch (e) {
-    try {
-      closeSync(fd);
-    } catch {
-      // Already closed.
-    }
-    // Half a file is worse than none.
-    rmSync(file, { force: true });
-    throw e;
+    if (!ok) rmSync(path, { force: true });
   }
+}
+
+/** Where a command's JSON goes: stdout, or a file (see writeFileStreamed). */
+export function jsonTarget(file: string | undefined, fn: (write: (s: string) => void) => void): void {
+  if (file === undefined) fn((s) => process.stdout.write(s));
+  else writeFileStreamed(file, fn);
 }
