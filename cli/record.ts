@@ -4,6 +4,7 @@ import { readlinkSync } from 'node:fs';
 import { MigraceError } from '../trace/errors.js';
 import { discoverProfile, loadProfileFile } from '../recorder/probes/discover.js';
 import { readElfInfo } from '../recorder/probes/elf.js';
+import { withBinaryStatusNames } from '../recorder/probes/status-lookup.js';
 import { minimigProfile } from '../recorder/probes/minimig.js';
 import type { Profile } from '../recorder/probes/profile.js';
 import { minimigDir, prepareMinimig } from '../recorder/targets/minimig.js';
@@ -121,7 +122,7 @@ export async function profileFor(binary: string, env: Record<string, string>, op
     if (profile.build_id && buildId && profile.build_id !== buildId) {
       throw new MigraceError('PROBES', `${opts.profile} is a profile for build-id ${profile.build_id}, but ${binary} is ${buildId}; its addresses would be wrong here (run "migrace probes ${binary}" to make one for this build)`);
     }
-    return profile;
+    return withBinaryStatusNames(profile, binary);
   }
   const found = await discoverProfile(binary, { env, gdb: opts.gdb, refresh: opts.refreshProbes });
   say?.(`probes for ${binary}: ${found.profile.kind}, ${found.profile.variant}${found.cached ? ' (cached)' : ''} in ${Math.round(found.ms)} ms`);
@@ -133,7 +134,10 @@ export async function prepareTarget(opts: TargetCliOptions, extraArgs: string[],
   if (opts.target === 'minimig') {
     if (opts.qemu) throw new MigraceError('USAGE', '--qemu goes with --target qemu');
     const target = await prepareMinimig({ binary: opts.binary, patched: opts.patched, setupMs: opts.setupMs, transferMs: opts.transferMs, bqlCompletion: opts.bqlCompletion });
-    return { target, profile: minimigProfile(minimigDir(), target.binary, Boolean(opts.patched)) };
+    // minimig exports MigrationStatus_lookup as QEMU does: its states are named by the binary too.
+    const profile = await withBinaryStatusNames(minimigProfile(minimigDir(), target.binary, Boolean(opts.patched)), target.binary);
+    target.info = { ...target.info, status_table: profile.status_table, ...(profile.status_names ? { status_names: profile.status_names } : {}) };
+    return { target, profile };
   }
   if (!opts.qemu) throw new MigraceError('USAGE', '--target qemu needs --qemu PATH (Debian: /usr/bin/qemu-system-x86_64)');
   if (opts.patched) throw new MigraceError('USAGE', '--patched is for minimig; a QEMU build is patched or not, and discovery says which');

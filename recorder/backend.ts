@@ -1,6 +1,6 @@
 import { MigraceError } from '../trace/errors.js';
 import type { NewEvent, TraceEvent } from '../trace/schema.js';
-import type { StatusTableId } from '../trace/status.js';
+import type { StatusTable } from '../trace/status.js';
 import type { Probe } from './probes/profile.js';
 import { parseAddress, parseStateValue } from './values.js';
 
@@ -102,7 +102,7 @@ export interface HitPlace {
  */
 export function probeEvent(
   probe: Probe, tid: number, t_ns: number, wall: string, place: HitPlace, raw: Record<string, string>,
-  table: StatusTableId, query: { current: string | null; unsolicited: () => string },
+  table: StatusTable, query: { current: string | null; unsolicited: () => string },
 ): NewEvent {
   const state = (text: string | undefined) => (text === undefined ? { value: null, name: null } : parseStateValue(text, table));
   const base = { t_ns, wall, thread: tid, probe: probe.name, ...place };

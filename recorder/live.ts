@@ -6,6 +6,7 @@ import { assertShellSafePath, GdbSession, type StoppedEvent } from './gdb/sessio
 import type { Probe, Profile } from './probes/profile.js';
 import { logTail } from './targets/private-dir.js';
 import type { PreparedTarget } from './targets/types.js';
+import { statusNamesOf } from '../trace/status.js';
 import { probeEvent, RunClock, RunFailure, type RecordingBackend } from './backend.js';
 
 /**
@@ -212,7 +213,7 @@ export class LiveTarget implements RecordingBackend {
 
   private eventFor(probe: Probe, tid: number, t_ns: number, stop: StoppedEvent, raw: Record<string, string>): NewEvent {
     const place = { pc: stop.frame?.addr ?? null, func: stop.frame?.func ?? null, file: stop.frame?.file ?? null, line: stop.frame?.line ?? null };
-    const event = probeEvent(probe, tid, t_ns, this.wallAt(t_ns), place, raw, this.opts.profile.status_table,
+    const event = probeEvent(probe, tid, t_ns, this.wallAt(t_ns), place, raw, statusNamesOf(this.opts.profile),
       { current: this.currentQuery, unsolicited: () => `unsolicited-${this.hits}` });
     if (event.kind === 'query-begin') this.queryThreads.set(event.data.query, tid);
     return event;

@@ -278,7 +278,10 @@ export async function recordAttached(opts: AttachOptions): Promise<RecordResult>
   const backend = opts.backend ?? 'gdb';
   const began = Date.now();
   const target: PreparedTarget = {
-    info: { kind: 'attach', binary: opts.binary, build_id: profile.build_id, qemu_version: profile.qemu_version, variant: profile.variant, status_table: profile.status_table },
+    info: {
+      kind: 'attach', binary: opts.binary, build_id: profile.build_id, qemu_version: profile.qemu_version, variant: profile.variant,
+      status_table: profile.status_table, ...(profile.status_names ? { status_names: profile.status_names } : {}),
+    },
     binary: opts.binary,
     args: [], env: {}, qmpPath: opts.qmpPath ?? '', migrateUri: '', logPath: '', setup: [],
     dispose: async () => undefined,

@@ -1,4 +1,4 @@
-import { normalizeStatusName, statusName, statusValue, type StatusTableId } from '../trace/status.js';
+import { normalizeStatusName, statusName, statusValue, type StatusTable } from '../trace/status.js';
 import type { StateValue } from '../trace/schema.js';
 
 /**
@@ -34,7 +34,7 @@ export function parseInteger(text: string): number | null {
  * negative ints, but states are small) or an enum name (QEMU 10 types the
  * arguments as MigrationStatus).
  */
-export function parseStateValue(text: string, table: StatusTableId): StateValue {
+export function parseStateValue(text: string, table: StatusTable): StateValue {
   const n = parseInteger(text);
   if (n !== null) return { value: n, name: statusName(n, table) };
   const name = normalizeStatusName(text.replace(/^\(.*?\)\s*/, ''));

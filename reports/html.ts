@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Session, Thread, TraceEvent } from '../trace/schema.js';
 import type { Analysis, Verdict } from '../analyzer/types.js';
 import { layoutTimeline, type LayoutOptions, type Mark, type TimelineLayout } from './timeline.js';
-import { formatDuration } from './labels.js';
+import { formatDuration, statusNamesText } from './labels.js';
 import { reproduction, scheduleJsonLines, type Reproduction } from './reproduce.js';
 import { infeasibleOf } from './session-meta.js';
 import { cleanMultiline, cleanText, truncate } from './safe-text.js';
@@ -267,7 +267,7 @@ export function headerHtml(session: Session, layout: TimelineLayout, threads: nu
 ${lockWaitHtml(session)}<dl class="facts">
 ${fact('target', t.kind)}${fact('binary', t.binary)}
 ${fact('variant', t.variant)}${fact('QEMU version', t.qemu_version)}
-${fact('build-id', t.build_id)}${fact('status table', t.status_table)}
+${fact('build-id', t.build_id)}${fact('state names', statusNamesText(t))}
 ${fact('session', `${session.id}: ${session.label}`)}${fact('origin', session.origin)}
 ${fact('state', session.state)}${fact('created', session.created_at)}
 ${fact('events', `${layout.totalEvents}${layout.summarized ? ' (summarized: density bins between the findings)' : ''}`)}${fact('threads', threads)}

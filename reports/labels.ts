@@ -1,5 +1,5 @@
 import type { Session, StateValue, TraceEvent } from '../trace/schema.js';
-import { RAM_REQUIRED_BY_OLD_LIBVIRT, normalizeStatusName } from '../trace/status.js';
+import { RAM_REQUIRED_BY_OLD_LIBVIRT, normalizeStatusName, statusSourceOf } from '../trace/status.js';
 import { stateName } from '../analyzer/interleavings.js';
 import { cleanText, truncate } from './safe-text.js';
 import type { Bin, Clock, FindingView, Lane, Mark } from './timeline.js';
@@ -158,4 +158,11 @@ export function markTooltip(
   }
   if (m.verdict) lines.push(m.verdict.text);
   return lines.join('\n');
+}
+
+/** Where a session's state names came from, for a report's facts. */
+export function statusNamesText(t: Session['target']): string {
+  return statusSourceOf(t) === 'binary'
+    ? `from the binary (MigrationStatus_lookup)${t.status_names ? `, as version table ${t.status_table}` : ''}`
+    : `version table ${t.status_table}`;
 }

@@ -3,6 +3,7 @@ import type { Analysis } from '../analyzer/types.js';
 import { layoutTimeline, type Bin, type LayoutOptions, type Mark, type TimelineLayout } from './timeline.js';
 import { reproduction, scheduleJsonLines } from './reproduce.js';
 import { cleanText, truncate, wrapWords } from './safe-text.js';
+import { statusNamesText } from './labels.js';
 import { infeasibleOf } from './session-meta.js';
 
 /*
@@ -336,7 +337,7 @@ function markdownFromLayout(session: Session, layout: TimelineLayout, width: num
   md.push('');
   const stack = lockWaitLines(session);
   if (stack.length) md.push(...fence(stack, 'text'), '');
-  md.push(`- **target:** ${escapeMarkdown(t.kind)}${t.binary ? ` ${codeSpan(t.binary)}` : ''}, variant ${escapeMarkdown(t.variant)}${t.qemu_version ? `, QEMU ${codeSpan(t.qemu_version)}` : ''}${t.build_id ? `, build-id ${codeSpan(t.build_id)}` : ''}`);
+  md.push(`- **target:** ${escapeMarkdown(t.kind)}${t.binary ? ` ${codeSpan(t.binary)}` : ''}, variant ${escapeMarkdown(t.variant)}${t.qemu_version ? `, QEMU ${codeSpan(t.qemu_version)}` : ''}${t.build_id ? `, build-id ${codeSpan(t.build_id)}` : ''}, state names ${escapeMarkdown(statusNamesText(t))}`);
   md.push(`- **session:** ${escapeMarkdown(session.origin)}, ${escapeMarkdown(session.state)}, ${layout.totalEvents} events${layout.summarized ? ' (summarized)' : ''}, clock: ${layout.clock === 'time' ? 'real time' : 'event order'}`);
   if (session.error) md.push(`- **error:** ${escapeMarkdown(session.error)}`);
   md.push('');

@@ -1,6 +1,7 @@
 import type { StatusNames } from '../../trace/schema.js';
 import { knownTableFor, STATUS_TABLES, tableIdFor, tableIdMatching, type StatusTableId } from '../../trace/status.js';
-import type { ElfImage, ElfSymbol } from './elf-image.js';
+import { ElfImage, type ElfSymbol } from './elf-image.js';
+import type { Profile } from './profile.js';
 
 /**
  * The names of the MigrationStatus values, read from the binary itself:
@@ -106,5 +107,30 @@ export function decideStatusNames(lookup: StatusLookup, qemuVersion: string | nu
     status_table: known.id,
     status_names: { source: 'version-table', names: [...STATUS_TABLES[known.id]] },
     note: `status names from the version table ${known.id} for QEMU ${qemuVersion}: ${lookup.why}`,
+  };
+}
+
+/**
+ * A profile that did not come from discovery (minimig's built-in one, a
+ * hand-written --profile) named its states by a version table: read the
+ * binary's own table and use that, saying so in the profile's notes. A
+ * binary without one keeps the profile's table, and the notes say that too.
+ */
+export async function withBinaryStatusNames(profile: Profile, binary: string): Promise<Profile> {
+  if (profile.status_names?.source === 'binary') return profile;
+  let lookup: StatusLookup;
+  try {
+    lookup = readStatusLookup(await ElfImage.load(binary));
+  } catch (e) {
+    lookup = { found: false, why: `${binary} could not be read as ELF (${e instanceof Error ? e.message : String(e)})` };
+  }
+  if (!lookup.found) {
+    return { ...profile, notes: [...profile.notes, `status names from the version table ${profile.status_table}: ${lookup.why}`] };
+  }
+  return {
+    ...profile,
+    status_table: tableIdMatching(lookup.names) ?? profile.status_table,
+    status_names: { source: 'binary', names: lookup.names },
+    notes: [...profile.notes, `status names from the binary: ${lookup.how}`],
   };
 }

@@ -150,6 +150,7 @@ export async function prepareQemuPair(opts: QemuPairOptions): Promise<PreparedTa
     info: {
       kind: 'qemu', binary: opts.qemu, build_id: profile.build_id, qemu_version: profile.qemu_version,
       variant: profile.variant, status_table: profile.status_table,
+      ...(profile.status_names ? { status_names: profile.status_names } : {}),
     },
     binary: opts.qemu,
     args: [...commonArgs(memory), '-name', 'source,debug-threads=on', '-qmp', `unix:${qmpPath},server=on,wait=off`, ...(opts.extraArgs ?? [])],

@@ -5,6 +5,7 @@ import type { NewEvent, TraceEvent } from '../../trace/schema.js';
 import type { SessionWriter } from '../../trace/store.js';
 import { processIsAlive, readProcStat } from '../../trace/proc.js';
 import { sleep, withTimeout } from '../../trace/async.js';
+import { statusNamesOf } from '../../trace/status.js';
 import { probeEvent, RunClock, RunFailure, type RecordingBackend } from '../backend.js';
 import type { Probe, Profile } from '../probes/profile.js';
 import { dieWithParent, track, waitGone } from '../reaper.js';
@@ -263,7 +264,7 @@ export class UprobeRecorder implements RecordingBackend {
       return this.push({ t_ns, wall: this.wallAt(t_ns), thread: t.tid, kind: 'query-end', probe: info.probe.name, ...place, func: 'qmp_query_migrate', data: { query } });
     }
     const raw = Object.fromEntries(t.args);
-    const event = this.push(probeEvent(info.probe, t.tid, t_ns, this.wallAt(t_ns), place, raw, this.opts.profile.status_table, {
+    const event = this.push(probeEvent(info.probe, t.tid, t_ns, this.wallAt(t_ns), place, raw, statusNamesOf(this.opts.profile), {
       current: this.currentQuery,
       unsolicited: () => `p${++this.unsolicited}`,
     }));

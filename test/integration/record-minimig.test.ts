@@ -129,6 +129,26 @@ describe.each([false, true])('record minimig (patched=%s) under real gdb', (patc
   });
 });
 
+describe('record names the states by the binary itself', () => {
+  it('minimig\'s own MigrationStatus_lookup names the session\'s states, and the report says where they came from', async () => {
+    const db = tempStore();
+    db.store.close();
+    try {
+      await run('node', [CLI, 'record', '--db', db.path, '--backend', 'gdb', '--transfer-ms', '10']);
+      const store = TraceStore.open(db.path, { readonly: true });
+      const [s] = store.listSessions();
+      store.close();
+      expect(s.target.status_names?.source).toBe('binary');
+      expect(s.target.status_names?.names.slice(0, 5)).toEqual(['none', 'setup', 'cancelling', 'cancelled', 'active']);
+      expect((s.profile as { notes: string[] }).notes.join(' ')).toMatch(/status names from the binary: MigrationStatus_lookup at 0x[0-9a-f]+/);
+      const { stdout } = await run('node', [CLI, 'report', String(s.id), '--db', db.path, '--markdown']);
+      expect(stdout).toMatch(/state names from the binary \(MigrationStatus\\?_lookup\)/);
+    } finally {
+      db.cleanup();
+    }
+  });
+});
+
 describe('record: bad input and failures', () => {
   it('names a missing binary and a missing gdb', async () => {
     const db = tempStore();
