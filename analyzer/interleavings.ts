@@ -4,7 +4,7 @@ import type { Analysis, Finding, FindingClass, ThreadRef, TransitionRef } from '
 import { judgeFacts, qemuShape, replyFacts, shapeBaselineFrom, type ReplyJudgement } from './verdict.js';
 
 /*
- * Read-then-transition interleavings (DESIGN.md, "Findings").
+ * Read-then-transition interleavings (docs/architecture.md, "Analysis and verdicts").
  *
  * One pass over the events in seq order. Each thread has its open reads (a
  * read not yet followed by that thread's publish or the end of its query)

@@ -1,3 +1,4 @@
+import { zodProblems } from '../trace/zod-problems.js';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { MigraceError } from '../trace/errors.js';
@@ -217,10 +218,7 @@ export function checkScheduleFor(schedule: Schedule, profile: Profile): void {
 export function parseSchedule(data: unknown, source: string): Schedule {
   const parsed = ScheduleSchema.safeParse(data);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    // A bad role name is reported by zod as "Invalid key in record"; the reason is inside.
-    const message = issue?.code === 'invalid_key' ? issue.issues[0]?.message ?? issue.message : issue?.message;
-    throw new MigraceError('BAD_INPUT', `${source}: ${issue?.path.join('.') || '(top)'}: ${message}`);
+    throw new MigraceError('BAD_INPUT', `${source}: ${zodProblems(parsed.error)}`);
   }
   return parsed.data;
 }

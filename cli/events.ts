@@ -22,8 +22,8 @@ export function describeEvent(e: TraceEvent): string {
   }
 }
 
-// Not the analyzer's or the timeline's threadLabel on purpose: a narrow table column ("name/lwp", "#tid", "-").
-export function threadLabel(threads: Map<number, Thread>, tid: number | null): string {
+// A narrow table column ("name/lwp", "#tid", "-"), not a sentence's thread name (the analyzer's threadLabel).
+export function threadColumn(threads: Map<number, Thread>, tid: number | null): string {
   if (tid === null) return '-';
   const t = threads.get(tid);
   if (!t) return `#${tid}`;
@@ -53,7 +53,7 @@ export function register(program: Command): void {
         const byTid = new Map(threads.map((t) => [t.tid, t]));
         out(table(
           ['SEQ', 'T(ms)', 'THREAD', 'KIND', 'PROBE', 'VALUES', 'WHERE'],
-          events.map((e) => [e.seq, formatTime(e.t_ns), threadLabel(byTid, e.thread), e.kind, e.probe,
+          events.map((e) => [e.seq, formatTime(e.t_ns), threadColumn(byTid, e.thread), e.kind, e.probe,
             describeEvent(e), e.func ? `${e.func}${e.line !== null ? ` ${e.file ?? ''}:${e.line}` : ''}${e.pc ? ` ${e.pc}` : ''}` : (e.pc ?? null)]),
         ));
       } finally {

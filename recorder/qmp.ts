@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events';
 import { StringDecoder } from 'node:string_decoder';
 import { z } from 'zod';
 import { MigraceError } from '../trace/errors.js';
+import { sleep } from '../trace/async.js';
 
 /*
  * QMP client over a unix socket: the monitor of QEMU and of minimig.
@@ -218,7 +219,6 @@ interface Pending {
 /** Errors on which connecting again later can succeed: the server is not listening yet. */
 const RETRYABLE = new Set(['ENOENT', 'ECONNREFUSED', 'EAGAIN']);
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function attemptConnect(path: string): Promise<net.Socket | NodeJS.ErrnoException> {
   return new Promise((resolve) => {

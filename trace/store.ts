@@ -1,3 +1,4 @@
+import { zodProblems } from './zod-problems.js';
 import Database from 'better-sqlite3';
 import { closeSync, existsSync, openSync, readdirSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -363,7 +364,7 @@ export class TraceStore {
       meta: parseJson(row.meta, `meta of session ${row.id}`),
     });
     if (!parsed.success) {
-      throw new MigraceError('DB_FOREIGN', `session ${row.id} in ${this.path} is malformed: ${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`);
+      throw new MigraceError('DB_FOREIGN', `session ${row.id} in ${this.path} is malformed: ${zodProblems(parsed.error)}`);
     }
     return parsed.data;
   }
@@ -449,8 +450,7 @@ export class TraceStore {
   private rowToEvent(sessionId: number, r: EventRow): TraceEvent {
     const parsed = EventSchema.safeParse({ ...r, data: parseJson(r.data, `event ${r.seq} of session ${sessionId}`) });
     if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new MigraceError('DB_FOREIGN', `event ${r.seq} of session ${sessionId} is malformed: ${issue?.path.join('.')}: ${issue?.message}`);
+      throw new MigraceError('DB_FOREIGN', `event ${r.seq} of session ${sessionId} is malformed: ${zodProblems(parsed.error)}`);
     }
     return parsed.data;
   }
@@ -491,8 +491,7 @@ export class TraceStore {
   importSession(data: unknown, source = 'input'): number {
     const parsed = SessionExportSchema.safeParse(data);
     if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new MigraceError('BAD_INPUT', `${source} is not a migrace session export: ${issue?.path.join('.') || '(top)'}: ${issue?.message}`);
+      throw new MigraceError('BAD_INPUT', `${source} is not a migrace session export: ${zodProblems(parsed.error)}`);
     }
     const x = parsed.data;
     for (let i = 1; i < x.events.length; i++) {

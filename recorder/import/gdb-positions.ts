@@ -11,7 +11,7 @@ import { normalizeStatusName } from '../../trace/status.js';
  *
  * Positions come, best first, from:
  *  1. the address probes of stripped Debian builds (offsets into
- *     qmp_query_migrate, read in their disassembly: facts.md and
+ *     qmp_query_migrate, read in their disassembly: docs/qemu-facts.md and
  *     test/fixtures/disasm/);
  *  2. the source text the transcript shows: the line gdb echoes at a stop,
  *     and `list` output around it (the nearest `case` above the stop's line);
@@ -162,7 +162,7 @@ interface ReleaseLines {
 /*
  * fill_source_migration_info() of QEMU 5.2.0, read in its source: switch
  * (s->state) at 1059, the status store at 1104. 6.2.0 has the same function
- * 19 lines further down: facts.md gives its switch (1078), its SETUP `break`
+ * 19 lines further down: docs/qemu-facts.md gives its switch (1078), its SETUP `break`
  * (1086) and its store (1123), each exactly 5.2.0's plus 19; the lines in
  * between are taken to be shifted the same way.
  */

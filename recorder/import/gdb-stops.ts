@@ -100,7 +100,7 @@ function splitArgs(s: string): Map<string, string> {
 }
 
 /** "0x000055 in qmp_query_migrate ()", "migrate_set_state (state=..., old_state=1) at f.c:12". */
-export function parseFrame(s: string): Frame | null {
+export function parseFrameText(s: string): Frame | null {
   const m = /^(?:(0x[0-9a-fA-F]+) in )?([A-Za-z_][\w:.~$]*(?:\+\d+)?)\s*\((.*)\)(?:\s+at\s+(\S+):(\d+))?(?:\s+from\s+\S+)?\s*$/.exec(s.trim());
   if (!m) return null;
   return {

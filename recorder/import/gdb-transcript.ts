@@ -4,7 +4,7 @@ import type { Thread } from '../../trace/schema.js';
 import { tableIdFor } from '../../trace/status.js';
 import { printKind, sourceKey } from './gdb-positions.js';
 import {
-  NO_FRAME, QUERY_FUNCS, blank, eachUnquoted, finalize, nameFact, parseFrame,
+  NO_FRAME, QUERY_FUNCS, blank, eachUnquoted, finalize, nameFact, parseFrameText,
   type BreakpointDef, type Frame, type GdbTranscript, type Print, type Slot, type Stop,
 } from './gdb-stops.js';
 import { readText, type LineSink } from './lines.js';
@@ -220,7 +220,7 @@ class LogicalLines {
       const indented = /^\s/.test(next);
       const atLine = /^\s+at \S+:\d+$/.test(next) || /^\s+from \S+$/.test(next);
       // An `info threads` row whose frame went to the next line.
-      const bareRow = /^\*?\s*\d+\s+Thread 0x[0-9a-fA-F]+ \(LWP \d+\)(?: "[^"]*")?$/.test(cur.trim()) && parseFrame(next.trim().replace(/\($/, '()')) !== null;
+      const bareRow = /^\*?\s*\d+\s+Thread 0x[0-9a-fA-F]+ \(LWP \d+\)(?: "[^"]*")?$/.test(cur.trim()) && parseFrameText(next.trim().replace(/\($/, '()')) !== null;
       if (bareRow || (atLine && (isRecord || /\)$/.test(cur.trim()))) || (open && (indented || !RECORD_START.test(next.trim())))) {
         cur = `${cur.replace(/\s+$/, '')} ${next.trim()}`;
         i++;
@@ -310,7 +310,7 @@ const LINE_HANDLERS: ReadonlyArray<[RegExp, LineHandler, 'untrimmed'?]> = [
   [/^/, (r, m, l) => r.onSteppedFrame(m, l)],
   // A frame printed outside a step (bt, a stop report after attach): where, not what.
   [/^0x[0-9a-fA-F]+ in /, () => true],
-  [/\)(?:\s+at\s+\S+:\d+)?$/, (_r, m) => parseFrame(m.input) !== null && /\(\)|=|at \S+:\d+$/.test(m.input)],
+  [/\)(?:\s+at\s+\S+:\d+)?$/, (_r, m) => parseFrameText(m.input) !== null && /\(\)|=|at \S+:\d+$/.test(m.input)],
   [/^Continuing\.$/, (r) => r.applyPendingResume()],
   [GDB_ERROR, (r) => r.onCommandFailed()],
   [/^(?:Temporary b|B)reakpoint (\d+) at (0x[0-9a-fA-F]+)(?:: file (\S+), line (\d+)\.)?/, (r, m) => r.onBreakpointSet(m)],
@@ -607,7 +607,7 @@ class TranscriptReader {
 
   onBreakpointHit(m: RegExpExecArray, l: LLine): void {
     this.seenSignature = true;
-    const frame = parseFrame(m[5]);
+    const frame = parseFrameText(m[5]);
     const tid = this.hitThread(m);
     if (!frame) {
       this.warnings.push({ line: l.line, text: clip(m.input), reason: 'breakpoint hit whose location is not understood' });
@@ -714,7 +714,7 @@ class TranscriptReader {
       }
     } else {
       // Where the thread stands: a stop the transcript did not show, or one it moved on from unseen.
-      const frame = parseFrame(where);
+      const frame = parseFrameText(where);
       const relevant = frame !== null && (frame.func === 'migrate_set_state' || QUERY_FUNCS.has(frame.func ?? ''));
       if (s && frame && s.frame.func === null) {
         s.frame = frame;
@@ -731,9 +731,9 @@ class TranscriptReader {
   }
 
   onBacktraceFrame(m: RegExpExecArray, l: LLine): void {
-    if (m[1] === '0') this.listingFile = parseFrame(m[2])?.file ?? this.listingFile;
+    if (m[1] === '0') this.listingFile = parseFrameText(m[2])?.file ?? this.listingFile;
     if (this.stepping === null || m[1] !== '0') return;
-    const frame = parseFrame(m[2]);
+    const frame = parseFrameText(m[2]);
     if (frame) this.placeStep(frame, l);
     this.stepping = null;
   }
@@ -741,7 +741,7 @@ class TranscriptReader {
   /** The frame line gdb prints after a step or an interrupt. */
   onSteppedFrame(m: RegExpExecArray, l: LLine): boolean {
     if (this.stepping === null) return false;
-    const frame = parseFrame(m.input);
+    const frame = parseFrameText(m.input);
     if (!frame) return false;
     this.placeStep(frame, l);
     this.stepping = null;

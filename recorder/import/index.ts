@@ -1,3 +1,4 @@
+import { zodProblems } from '../../trace/zod-problems.js';
 import { basename } from 'node:path';
 import { MigraceError, messageOf } from '../../trace/errors.js';
 import { EventSchema, type NewEvent, type NewSession, type Origin, type Thread, type TraceEvent, type Variant } from '../../trace/schema.js';
@@ -97,8 +98,7 @@ class SessionOut {
     const e = Object.assign({}, event, { t_ns: this.clock.tNs(event.wall), seq: this.count }) as TraceEvent;
     const r = EventSchema.safeParse(e);
     if (!r.success) {
-      const issue = r.error.issues[0];
-      throw new MigraceError('IMPORT', `${this.file}:${line}: the importer made an invalid ${e.kind} event (${issue?.path.join('.')}: ${issue?.message}); nothing was written`);
+      throw new MigraceError('IMPORT', `${this.file}:${line}: the importer made an invalid ${e.kind} event (${zodProblems(r.error)}); nothing was written`);
     }
     this.batch.push(e);
     this.lines.push(line);

@@ -11,7 +11,7 @@ import {
  * -D FILE` or `-d trace:...`). The event is
  *   migrate_set_state(const char *new_state) "new state %s"
  * logged after a successful compare-and-swap: the new state's name only.
- * Three line formats (facts.md):
+ * Three line formats (docs/qemu-facts.md):
  *   TID@SEC.USEC:migrate_set_state new state active     4.2, 5.2; 6.x-10.0 with -msg timestamp=on
  *   migrate_set_state new state active                  6.x-10.0 without it
  *   2025-07-21T18:43:28.089797Z migrate_set_state new state active   10.1+ (fraction dropped when zero)

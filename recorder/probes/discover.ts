@@ -1,3 +1,4 @@
+import { zodProblems } from '../../trace/zod-problems.js';
 import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync, unlinkSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -75,9 +76,7 @@ export function parseProfileText(text: string, what: string): Profile {
   }
   const parsed = ProfileSchema.safeParse(data);
   if (!parsed.success) {
-    const problems = parsed.error.issues.slice(0, 8).map((i) => `${i.path.length > 0 ? i.path.join('.') : '(top level)'}: ${i.message}`);
-    const more = parsed.error.issues.length > 8 ? ` (and ${parsed.error.issues.length - 8} more)` : '';
-    throw new MigraceError('BAD_INPUT', `${what}: not a valid migrace profile: ${problems.join('; ')}${more}`);
+    throw new MigraceError('BAD_INPUT', `${what}: not a valid migrace profile: ${zodProblems(parsed.error, 8)}`);
   }
   return parsed.data;
 }

@@ -9,7 +9,7 @@ polls land in each state:
       setup -> active, then at active -> completed, a few polls in each.
   save-qemu52-race: Debian QEMU 5.2 (unpatched) through a wrapper script (it
       needs its own libraries). The LP#1994002 interleaving forced by hand
-      (facts.md): libvirt's query-migrate gets {"status": "active"} with no ram.
+      (docs/qemu-facts.md): libvirt's query-migrate gets {"status": "active"} with no ram.
       Its gdb transcript goes to samples/transcripts/.
 
 Each run keeps: the libvirt log lines of the job (monitor traffic and the

@@ -185,7 +185,7 @@ typedef struct MigrationInfo {
 static long opt_setup_ms = 50;
 static long opt_transfer_ms = 200;
 static long opt_ram_mb = 128;
-/* Take the big lock around ACTIVE -> COMPLETED, as QEMU 10 does (facts.md). */
+/* Take the big lock around ACTIVE -> COMPLETED, as QEMU 10 does (docs/qemu-facts.md). */
 static bool opt_bql_completion = false;
 
 /*

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Regenerate the GDB CLI transcripts by running the manual reproduction of
-LP#1994002 (facts.md, "The forced interleaving, done by hand") in gdb's CLI,
+LP#1994002 (docs/qemu-facts.md, "The race and the fix") in gdb's CLI,
 non-stop mode, on a pseudo-terminal, against:
 
   minimig / minimig-patched (debug info: symbolic breakpoints, `p state`)

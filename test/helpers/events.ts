@@ -18,7 +18,7 @@ const RAM_ACTIVE = {
 };
 const RAM_COMPLETED = { ...RAM_ACTIVE, transferred: 138870891, remaining: 0, normal: 33661, 'normal-bytes': 137875456, 'dirty-sync-count': 3 };
 
-/** query-migrate return objects, shaped as facts.md's QMP section describes them. */
+/** query-migrate return objects, shaped as docs/qemu-facts.md's QMP section describes them. */
 export const BODIES = {
   none: {},
   setup: { status: 'setup' },
@@ -45,9 +45,9 @@ export const HMP = {
   completed:
     'Migration status: completed\ntotal time: 3021 ms\ndowntime: 35 ms\nsetup: 12 ms\n' +
     'transferred ram: 135616 kbytes\nthroughput: 368.00 mbps\nremaining ram: 0 kbytes\ntotal ram: 1065800 kbytes\n',
-  /** facts.md, "The forced interleaving": 5.2 prints this. */
+  /** docs/qemu-facts.md, "The race and the fix": 5.2 prints this. */
   lp1994002: 'Migration status: active\ntotal time: 0 ms\n',
-  /** facts.md, the race patched 7.2 still has. */
+  /** docs/qemu-facts.md, the race patched 7.2 still has. */
   race72:
     'Migration status: active\ntotal time: 0 ms\ndowntime: 0 ms\nsetup: 12 ms\n' +
     'transferred ram: 135616 kbytes\nthroughput: 0.00 mbps\nremaining ram: 0 kbytes\ntotal ram: 1065800 kbytes\n',

@@ -10,7 +10,7 @@ import { extractedTreeEnv } from '../../recorder/targets/qemu.js';
  *
  * Parts:
  * - BUILDS: what each build is (where it comes from, patched or not, its
- *   debug info, and what facts.md verified for that exact build-id).
+ *   debug info, and what docs/qemu-facts.md verified for that exact build-id).
  * - locate(): finds one build. The system's /usr/bin/qemu-system-x86_64 is
  *   7.2 on the bookworm host and 11.1 inside the sid chroot
  *   (samples/sid-chroot.sh); 5.2 and 10.0.2 come from samples/fetch-qemu.sh
@@ -33,7 +33,7 @@ export interface BuildSpec {
   debug: 'stripped' | 'full' | 'separate';
   /** The transitions of one undisturbed precopy migration, by name. */
   transitions: Array<[string, string]>;
-  /** Probe points facts.md verified on one exact build (checked when the build-id matches). */
+  /** Probe points docs/qemu-facts.md verified on one exact build (checked when the build-id matches). */
   known: { buildId: string; read: string; publishes: string[]; stateOffset: number } | null;
 }
 

@@ -316,7 +316,7 @@ describe('discovery on the fetched Debian bullseye QEMU (unpatched 5.2)', () => 
   });
 });
 
-// Debian's other builds (10.0.2 natively, 11.1 in the sid chroot): the points facts.md verified.
+// Debian's other builds (10.0.2 natively, 11.1 in the sid chroot): the points docs/qemu-facts.md verified.
 describe.each(BUILDS.filter((b) => b.debug === 'stripped' && b.name !== '5.2' && b.name !== '7.2'))('discovery on Debian QEMU $name', (spec) => {
   const q = qemuBuild(spec.name);
   if ('skip' in q) console.log(`[probes] QEMU ${spec.name} tests skipped: ${q.skip}`);
@@ -513,7 +513,7 @@ describe('QEMU 5.2 built from Debian\'s source with -O2 -g: unstripped, with a s
     expect(probe(plain.profile, 'transition').values).toEqual({ addr: '$rdi', old: '$esi', new: '$edx' });
     expect(full.report.join('\n')).toMatch(/gdb resolves migrate_get_current to 0x[0-9a-f]+ \(migrate_get_current\.part\.0\)/);
     expect(full.profile.state_addr_expr).not.toContain('migrate_get_current');
-    // The switch read on migration.c:1059 (facts.md), in fill_source_migration_info inlined into qmp_query_migrate.
+    // The switch read on migration.c:1059 (docs/qemu-facts.md), in fill_source_migration_info inlined into qmp_query_migrate.
     expect(full.profile.read_points[0].source).toBe('../migration/migration.c:1059 in fill_source_migration_info (inlined into qmp_query_migrate)');
     expect(full.profile.read_points.every((r) => r.source !== null)).toBe(true);
   });

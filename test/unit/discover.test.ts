@@ -38,7 +38,7 @@ function listing(fn: string, base: number, rows: Array<[number, string]>): strin
 }
 
 /**
- * QEMU 10.0 as facts.md describes it (Debian trixie 1:10.0.13+ds-0+deb13u1):
+ * QEMU 10.0 as docs/qemu-facts.md describes it (Debian trixie 1:10.0.13+ds-0+deb13u1):
  * endbr64 everywhere, no migration_in_setup / migration_is_active,
  * migration_has_failed starts `mov 0x2f8(%rdi),%edx`, the destination part
  * stores at +188 from a read of 0x230(%rbx), the source reads once with
