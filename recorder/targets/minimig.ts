@@ -2,10 +2,11 @@ import { createHash } from 'node:crypto';
 import { accessSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { createServer, type Socket } from 'node:net';
 import { MigraceError } from '../../trace/errors.js';
 import { isInstalledPackage, packageRoot, userCacheDir } from './package-paths.js';
 import { makePrivateDir } from './private-dir.js';
-import type { PreparedTarget } from './types.js';
+import type { Destination, PreparedTarget } from './types.js';
 
 /**
  * minimig, the bundled C target: where its source and binaries are, and how
@@ -101,6 +102,34 @@ export interface MinimigOptions {
   bqlCompletion?: boolean;
 }
 
+/**
+ * minimig's destination: a loopback TCP sink that takes the pages and
+ * throws them away. Killing it resets the connection, so the source's next
+ * send fails and the migration goes to failed, as when a QEMU destination
+ * dies. In-process: nothing to reap.
+ */
+async function startSink(): Promise<{ uri: string; destination: Destination; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server = createServer((s) => {
+    sockets.add(s);
+    s.on('data', () => undefined);
+    s.on('error', () => undefined);
+    s.on('close', () => sockets.delete(s));
+  });
+  server.unref();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : 0;
+  const close = async (): Promise<void> => {
+    for (const s of sockets) s.resetAndDestroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+  return { uri: `tcp:127.0.0.1:${port}`, destination: { kill: close, execute: null }, close };
+}
+
 export async function prepareMinimig(opts: MinimigOptions = {}): Promise<PreparedTarget> {
   const binary = opts.binary ?? minimigBinary(opts.patched ?? false);
   if (!existsSync(binary)) {
@@ -118,6 +147,13 @@ export async function prepareMinimig(opts: MinimigOptions = {}): Promise<Prepare
   if (opts.transferMs !== undefined) args.push('--transfer-ms', String(opts.transferMs));
   if (opts.ramMb !== undefined) args.push('--ram-mb', String(opts.ramMb));
   if (opts.bqlCompletion) args.push('--bql-completion');
+  let sink: Awaited<ReturnType<typeof startSink>>;
+  try {
+    sink = await startSink();
+  } catch (e) {
+    dir.remove();
+    throw new MigraceError('TARGET_EXITED', `cannot open minimig's destination socket on loopback: ${(e as Error).message}`);
+  }
   return {
     info: {
       kind: 'minimig', binary, build_id: null, qemu_version: null,
@@ -127,9 +163,13 @@ export async function prepareMinimig(opts: MinimigOptions = {}): Promise<Prepare
     args,
     env: {},
     qmpPath,
-    migrateUri: 'tcp:127.0.0.1:0',
+    migrateUri: sink.uri,
     logPath: join(dir.path, 'target.log'),
     setup: [],
-    dispose: async () => dir.remove(),
+    destination: sink.destination,
+    dispose: async () => {
+      await sink.close();
+      dir.remove();
+    },
   };
 }

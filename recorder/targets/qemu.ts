@@ -7,7 +7,7 @@ import type { Profile } from '../probes/profile.js';
 import { QmpClient } from '../qmp.js';
 import { freePort } from './ports.js';
 import { logTail, makePrivateDir } from './private-dir.js';
-import type { PreparedTarget } from './types.js';
+import type { Destination, PreparedTarget } from './types.js';
 
 /**
  * A QEMU migration pair on loopback: the destination runs on its own
@@ -60,7 +60,7 @@ function spawnFailure(qemu: string, e: NodeJS.ErrnoException): MigraceError {
     `cannot start the destination QEMU ${qemu}: ${why} (${e.message})`, { cause: e });
 }
 
-export async function startDestination(opts: QemuPairOptions, dir: string): Promise<{ pid: number; uri: string; stop: () => Promise<void> }> {
+export async function startDestination(opts: QemuPairOptions, dir: string): Promise<{ pid: number; uri: string; stop: () => Promise<void>; destination: Destination }> {
   const memory = opts.memory ?? '128';
   const qmpPath = join(dir, 'dst-qmp.sock');
   const log = openSync(join(dir, 'destination.log'), 'a', 0o600);
@@ -115,7 +115,7 @@ export async function startDestination(opts: QemuPairOptions, dir: string): Prom
       const port = await freePort();
       const uri = `tcp:127.0.0.1:${port}`;
       await guard(qmp.execute('migrate-incoming', { uri }));
-      return { pid, uri, stop };
+      return { pid, uri, stop, destination: destinationControl(pid, qmpPath, () => exited) };
     } finally {
       await qmp.close();
     }
@@ -130,6 +130,29 @@ export async function startDestination(opts: QemuPairOptions, dir: string): Prom
     const msg = e instanceof MigraceError ? e.message : messageOf(e);
     throw new MigraceError(e instanceof MigraceError ? e.code : 'TARGET_EXITED', `destination QEMU: ${msg}${said ? `; it said: ${said}` : ''}`);
   }
+}
+
+/**
+ * What a scenario may do to the destination: kill it (SIGKILL, so it cannot
+ * say goodbye: the source's next write fails), or send it a QMP command on
+ * a connection of its own (QEMU serves one client per monitor socket; the
+ * one startDestination used is closed).
+ */
+function destinationControl(pid: number, qmpPath: string, exited: () => boolean): Destination {
+  return {
+    kill: async () => {
+      if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+      await waitGone(pid, 3000);
+    },
+    execute: async (command, args) => {
+      const qmp = await QmpClient.connect(qmpPath, { timeoutMs: 10_000, isAlive: () => !exited() });
+      try {
+        return (await qmp.execute(command, args)).ret;
+      } finally {
+        await qmp.close();
+      }
+    },
+  };
 }
 
 export async function prepareQemuPair(opts: QemuPairOptions): Promise<PreparedTarget> {
@@ -159,6 +182,7 @@ export async function prepareQemuPair(opts: QemuPairOptions): Promise<PreparedTa
     migrateUri: dest.uri,
     logPath: join(dir.path, 'source.log'),
     setup: opts.maxBandwidth ? [{ execute: 'migrate-set-parameters', arguments: { 'max-bandwidth': opts.maxBandwidth } }] : [],
+    destination: dest.destination,
     dispose: async () => {
       await dest.stop();
       dir.remove();

@@ -20,5 +20,14 @@ export interface PreparedTarget {
   logPath: string;
   /** QMP commands to send after capabilities and before `migrate` (e.g. a bandwidth cap). */
   setup: Array<{ execute: string; arguments?: Record<string, unknown> }>;
+  /** The other end of the migration, for scenarios that act on it (the hunt's failure and postcopy). */
+  destination?: Destination;
   dispose(): Promise<void>;
+}
+
+export interface Destination {
+  /** Kill it while the source migrates: the source's migration fails, as when a real destination dies. */
+  kill(): Promise<void>;
+  /** A QMP command on the destination's own monitor; null when it has none (minimig's sink). */
+  execute: ((command: string, args?: Record<string, unknown>) => Promise<unknown>) | null;
 }

@@ -19,6 +19,12 @@
  *
  * usage: minimig -qmp unix:PATH,server,wait=off [-name NAME[,debug-threads=on]]
  *                [--setup-ms N] [--transfer-ms N] [--ram-mb N] [--bql-completion]
+ *
+ * The scenarios a hunt drives are here too, shaped like QEMU's: `migrate`
+ * to tcp:A.B.C.D:PORT streams pages to the peer listening there and fails
+ * when it dies (with no listener, or any other uri, the pages go nowhere);
+ * migrate_cancel during setup or active; the pause-before-switchover
+ * capability with migrate-continue. There is no postcopy-ram capability.
  */
 #define _GNU_SOURCE
 #include <assert.h>
@@ -34,6 +40,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -124,7 +132,14 @@ typedef struct MigrationState {
     double mbps;
     int state;                 /* MigrationStatus, changed by migrate_set_state() */
     int shutdown;              /* asks the migration thread to leave */
+    int to_dst_fd;             /* the destination's socket, -1 without one */
+    char error_desc[160];      /* why the migration failed (query-migrate's error-desc) */
+    int pause_posted;          /* migrate-continue: leave PRE_SWITCHOVER (QEMU's pause_sem) */
+    struct sockaddr_in dst;    /* where `migrate` sends the pages; port 0: nowhere */
 } MigrationState;
+
+/* migrate-set-capabilities; only the ones minimig implements exist. */
+static bool cap_pause_before_switchover;
 
 /* QEMU's ram_counters: written by the migration thread, read unlocked. */
 typedef struct RamCounters {
@@ -177,6 +192,8 @@ typedef struct MigrationInfo {
     int64_t downtime;
     bool has_setup_time;
     int64_t setup_time;
+    bool has_error_desc;
+    char *error_desc;
 } MigrationInfo;
 
 /* ------------------------------------------------------------------ */
@@ -322,7 +339,71 @@ __attribute__((noinline)) void migrate_set_state(int *state, int old_state, int 
 static bool migration_is_running(int state)
 {
     return state == MIGRATION_STATUS_SETUP || state == MIGRATION_STATUS_ACTIVE ||
-           state == MIGRATION_STATUS_CANCELLING;
+           state == MIGRATION_STATUS_CANCELLING || state == MIGRATION_STATUS_PRE_SWITCHOVER ||
+           state == MIGRATION_STATUS_DEVICE;
+}
+
+/*
+ * The destination: a TCP peer that takes the pages, connected in SETUP as
+ * QEMU's socket_outgoing_migration does. Unlike QEMU, nobody listening is
+ * not an error: minimig then migrates to nowhere, as it always did. Once
+ * connected, a send that fails (the destination died) fails the migration
+ * with the reason in error-desc, as in QEMU.
+ */
+static void migration_connect(MigrationState *s)
+{
+    if (s->dst.sin_port == 0) {
+        return;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&s->dst, sizeof(s->dst)) == 0) {
+        s->to_dst_fd = fd;
+    } else if (fd >= 0) {
+        close(fd);
+    }
+}
+
+/* One step's worth of pages to the destination; false once it is gone. */
+static bool migration_send(MigrationState *s)
+{
+    static const char page[PAGE_SIZE];
+    if (s->to_dst_fd < 0) {
+        return true;
+    }
+    if (send(s->to_dst_fd, page, sizeof(page), MSG_NOSIGNAL) < 0) {
+        snprintf(s->error_desc, sizeof(s->error_desc), "Unable to write to socket: %s",
+                 strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+static void migration_disconnect(MigrationState *s)
+{
+    if (s->to_dst_fd >= 0) {
+        close(s->to_dst_fd);
+        s->to_dst_fd = -1;
+    }
+}
+
+/*
+ * QEMU's migration_maybe_pause(): with pause-before-switchover, stop in
+ * PRE_SWITCHOVER until migrate-continue, then go on to DEVICE. Returns the
+ * state the completion moves from.
+ */
+static int migration_maybe_pause(MigrationState *s)
+{
+    if (!cap_pause_before_switchover) {
+        return MIGRATION_STATUS_ACTIVE;
+    }
+    qatomic_set(&s->pause_posted, 0);
+    migrate_set_state(&s->state, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_PRE_SWITCHOVER);
+    while (!qatomic_read(&s->pause_posted) && !qatomic_read(&s->shutdown) &&
+           qatomic_read(&s->state) == MIGRATION_STATUS_PRE_SWITCHOVER) {
+        sleep_ms(TRANSFER_STEP_MS);
+    }
+    migrate_set_state(&s->state, MIGRATION_STATUS_PRE_SWITCHOVER, MIGRATION_STATUS_DEVICE);
+    return MIGRATION_STATUS_DEVICE;
 }
 
 /* ------------------------------------------------------------------ */
@@ -367,8 +448,10 @@ static void *migration_thread(void *opaque)
     qatomic_set(&ram_counters.total, total_pages * PAGE_SIZE);
     qatomic_set(&ram_counters.remaining, total_pages * PAGE_SIZE);
     qatomic_set(&ram_counters.dirty_sync_count, 1);
+    migration_connect(s);
     sleep_while_state(s, opt_setup_ms, MIGRATION_STATUS_SETUP);
     if (qatomic_read(&s->shutdown)) {
+        migration_disconnect(s);
         return NULL;
     }
     qatomic_set(&s->setup_time, now_ms() - setup_start);
@@ -383,16 +466,23 @@ static void *migration_thread(void *opaque)
                                  ? total_pages
                                  : total_pages * elapsed / opt_transfer_ms;
         update_ram_counters(pages_done, total_pages, elapsed);
+        if (!migration_send(s)) {
+            /* The destination is gone: QEMU's migration_detect_error(). */
+            migrate_set_state(&s->state, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_FAILED);
+            break;
+        }
         if (pages_done >= total_pages) {
             break;
         }
         sleep_ms(TRANSFER_STEP_MS);
     }
     if (qatomic_read(&s->shutdown)) {
+        migration_disconnect(s);
         return NULL;
     }
 
     if (qatomic_read(&s->state) == MIGRATION_STATUS_ACTIVE) {
+        int from = migration_maybe_pause(s);
         /* Stop-and-copy; the totals are set before COMPLETED is visible. */
         int64_t downtime_start = now_ms();
         sleep_ms(STOP_COPY_MS);
@@ -400,9 +490,10 @@ static void *migration_thread(void *opaque)
         qatomic_set(&s->downtime, now_ms() - downtime_start);
         qatomic_set(&s->total_time, now_ms() - s->start_time);
         bql_lock();
-        migrate_set_state(&s->state, MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_COMPLETED);
+        migrate_set_state(&s->state, from, MIGRATION_STATUS_COMPLETED);
         bql_unlock();
     }
+    migration_disconnect(s);
     if (qatomic_read(&s->state) == MIGRATION_STATUS_CANCELLING) {
         migrate_set_state(&s->state, MIGRATION_STATUS_CANCELLING, MIGRATION_STATUS_CANCELLED);
     }
@@ -491,6 +582,8 @@ static __attribute__((noinline)) void fill_source_migration_info(MigrationInfo *
         break;
     case MIGRATION_STATUS_ACTIVE:
     case MIGRATION_STATUS_CANCELLING:
+    case MIGRATION_STATUS_PRE_SWITCHOVER:
+    case MIGRATION_STATUS_DEVICE:
         populate_time_info(info, s);
         populate_ram_info(info);
         break;
@@ -499,8 +592,14 @@ static __attribute__((noinline)) void fill_source_migration_info(MigrationInfo *
         populate_ram_info(info);
         break;
     case MIGRATION_STATUS_CANCELLED:
+        info->has_status = true;
+        break;
     case MIGRATION_STATUS_FAILED:
         info->has_status = true;
+        if (s->error_desc[0]) {
+            info->has_error_desc = true;
+            info->error_desc = strdup(s->error_desc);
+        }
         break;
     default:
         info->has_status = true;
@@ -530,6 +629,7 @@ static void qapi_free_MigrationInfo(MigrationInfo *info)
 {
     if (info) {
         free(info->ram);
+        free(info->error_desc);
         free(info);
     }
 }
@@ -674,6 +774,11 @@ static void migration_info_to_json(StrBuf *sb, const MigrationInfo *info)
     }
     if (info->has_setup_time) {
         sb_printf(sb, "%s\"setup-time\": %" PRId64, sep, info->setup_time);
+        sep = ", ";
+    }
+    if (info->has_error_desc) {
+        sb_printf(sb, "%s\"error-desc\": ", sep);
+        sb_json_string(sb, info->error_desc);
     }
     sb_puts(sb, "}");
 }
@@ -1199,14 +1304,43 @@ static bool check_args(Client *c, const Span *id, const JMember *args, int nargs
     return true;
 }
 
-static void qmp_migrate(Client *c, const Span *id)
+/* tcp:A.B.C.D:PORT, as QEMU spells a socket migration; false (port 0) for anything else. */
+static bool parse_migrate_uri(const char *uri, struct sockaddr_in *out)
+{
+    char host[64];
+    const char *colon;
+    char *end;
+    memset(out, 0, sizeof(*out));
+    out->sin_family = AF_INET;
+    if (strncmp(uri, "tcp:", 4) != 0 || !(colon = strrchr(uri + 4, ':')) ||
+        (size_t)(colon - (uri + 4)) >= sizeof(host)) {
+        return false;
+    }
+    memcpy(host, uri + 4, (size_t)(colon - (uri + 4)));
+    host[colon - (uri + 4)] = '\0';
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (errno || end == colon + 1 || *end || port < 0 || port > 65535 ||
+        inet_pton(AF_INET, host, &out->sin_addr) != 1) {
+        out->sin_port = 0;
+        return false;
+    }
+    out->sin_port = htons((uint16_t)port);
+    return true;
+}
+
+static void qmp_migrate(Client *c, const Span *id, const JMember *uri_member)
 {
     MigrationState *s = migrate_get_current();
     int state = qatomic_read(&s->state);
+    char uri[128];
 
     if (migration_is_running(state)) {
         reply_error(c, id, "GenericError", "There's a migration process in progress");
         return;
+    }
+    if (!js_member_string(uri_member, uri, sizeof(uri)) || !parse_migrate_uri(uri, &s->dst)) {
+        s->dst.sin_port = 0;
     }
     if (s->thread_started) {
         /* The previous migration thread has finished its last transition. */
@@ -1219,6 +1353,8 @@ static void qmp_migrate(Client *c, const Span *id)
     qatomic_set(&s->total_time, 0);
     qatomic_set(&s->downtime, 0);
     qatomic_set(&s->expected_downtime, DEFAULT_DOWNTIME_LIMIT_MS);
+    s->error_desc[0] = '\0';
+    s->to_dst_fd = -1;
     double zero = 0;
     __atomic_store(&s->mbps, &zero, __ATOMIC_RELAXED);
     s->start_time = now_ms();
@@ -1254,6 +1390,91 @@ static void qmp_migrate_cancel(Client *c, const Span *id)
         }
         migrate_set_state(&s->state, old_state, MIGRATION_STATUS_CANCELLING);
     } while (qatomic_read(&s->state) != MIGRATION_STATUS_CANCELLING);
+    reply_return(c, "{}", id);
+}
+
+/* qmp_migrate_continue(): only from the state the caller names, as in QEMU. */
+static void qmp_migrate_continue(Client *c, const Span *id, const JMember *state_member)
+{
+    MigrationState *s = migrate_get_current();
+    char want[32];
+    int state = qatomic_read(&s->state);
+
+    if (!js_member_string(state_member, want, sizeof(want)) ||
+        strcmp(want, MigrationStatus_str(state)) != 0) {
+        reply_error(c, id, "GenericError", "Migration not in expected state: %s",
+                    MigrationStatus_str(state));
+        return;
+    }
+    qatomic_set(&s->pause_posted, 1);
+    reply_return(c, "{}", id);
+}
+
+static void qmp_query_migrate_capabilities(Client *c, const Span *id)
+{
+    StrBuf sb = { 0 };
+    sb_printf(&sb, "[{\"state\": true, \"capability\": \"events\"}, "
+                   "{\"state\": %s, \"capability\": \"pause-before-switchover\"}]",
+              cap_pause_before_switchover ? "true" : "false");
+    reply_return(c, sb.buf, id);
+    sb_free(&sb);
+}
+
+/*
+ * migrate-set-capabilities {"capabilities": [{"capability": C, "state": B}]}:
+ * checked in full before anything changes, with QEMU's wording for a
+ * capability it does not have (postcopy-ram, here).
+ */
+static void qmp_migrate_set_capabilities(Client *c, const Span *id, const JMember *list)
+{
+    bool pause = cap_pause_before_switchover;
+    JScan a = { list->value + 1, list->value_end, "" };
+
+    if (migration_is_running(qatomic_read(&migrate_get_current()->state))) {
+        reply_error(c, id, "GenericError", "There's a migration process in progress");
+        return;
+    }
+    for (;;) {
+        js_ws(&a);
+        if (*a.p == ']') {
+            break;
+        }
+        if (*a.p != '{') {
+            reply_error(c, id, "GenericError", "Invalid parameter type for 'capabilities[0]', expected: object");
+            return;
+        }
+        const char *start = a.p;
+        js_value(&a, 0);
+        JMember m[MAX_MEMBERS];
+        int n = js_members(start, a.p, m, MAX_MEMBERS);
+        char name[64] = "";
+        int state = -1;
+        for (int i = 0; i < n; i++) {
+            if (!strcmp(m[i].key, "capability") && js_type(&m[i]) == 's') {
+                js_member_string(&m[i], name, sizeof(name));
+            } else if (!strcmp(m[i].key, "state") && js_type(&m[i]) == 'b') {
+                state = m[i].value[0] == 't';
+            } else {
+                reply_error(c, id, "GenericError", "Parameter '%s' is unexpected", m[i].key);
+                return;
+            }
+        }
+        if (state < 0) {
+            reply_error(c, id, "GenericError", "Parameter 'state' is missing");
+            return;
+        }
+        if (!strcmp(name, "pause-before-switchover")) {
+            pause = state;
+        } else if (strcmp(name, "events") != 0 || !state) {
+            reply_error(c, id, "GenericError", "Parameter 'capability' does not accept value '%s'", name);
+            return;
+        }
+        js_ws(&a);
+        if (*a.p == ',') {
+            a.p++;
+        }
+    }
+    cap_pause_before_switchover = pause;
     reply_return(c, "{}", id);
 }
 
@@ -1384,11 +1605,25 @@ static void handle_request(Client *c, const char *line, size_t len)
             { "detach", 'b', false }, { "resume", 'b', false },
         };
         if (check_args(c, &id, args, nargs, spec, 5, found)) {
-            qmp_migrate(c, &id);
+            qmp_migrate(c, &id, found[0]);
         }
     } else if (strcmp(command, "query-migrate") == 0) {
         if (check_args(c, &id, args, nargs, NULL, 0, found)) {
             qmp_query_migrate_reply(c, &id);
+        }
+    } else if (strcmp(command, "migrate-continue") == 0) {
+        static const ArgSpec spec[] = { { "state", 's', true } };
+        if (check_args(c, &id, args, nargs, spec, 1, found)) {
+            qmp_migrate_continue(c, &id, found[0]);
+        }
+    } else if (strcmp(command, "query-migrate-capabilities") == 0) {
+        if (check_args(c, &id, args, nargs, NULL, 0, found)) {
+            qmp_query_migrate_capabilities(c, &id);
+        }
+    } else if (strcmp(command, "migrate-set-capabilities") == 0) {
+        static const ArgSpec spec[] = { { "capabilities", 'a', true } };
+        if (check_args(c, &id, args, nargs, spec, 1, found)) {
+            qmp_migrate_set_capabilities(c, &id, found[0]);
         }
     } else if (strcmp(command, "migrate_cancel") == 0) {
         if (check_args(c, &id, args, nargs, NULL, 0, found)) {
