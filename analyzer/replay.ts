@@ -3,14 +3,17 @@ import type { TraceStore } from '../trace/store.js';
 import type { EventOf, StateValue, TraceEvent } from '../trace/schema.js';
 import { statusValue, type StatusTableId } from '../trace/status.js';
 import { LiveTarget, type HitDecision, type ProbeHit } from '../recorder/live.js';
-import type { Frame } from '../recorder/gdb/session.js';
-import type { QmpClient } from '../recorder/qmp.js';
+import type { Frame, GdbSession } from '../recorder/gdb/session.js';
+import { QmpCommandError, type QmpClient } from '../recorder/qmp.js';
 import type { Profile } from '../recorder/probes/profile.js';
+import { readElfInfo } from '../recorder/probes/elf.js';
 import type { PreparedTarget } from '../recorder/targets/types.js';
 import { connectQmp, endRun, failOnAbort, FINAL, openRun, queryOnce, rootCause, sleep } from '../recorder/record.js';
 import { parseInteger } from '../recorder/values.js';
 import { findInterleavings, sameState, stateName } from './interleavings.js';
-import { checkScheduleFor, type Role, type Schedule, type StateRef, type Step } from './schedule.js';
+import {
+  ACTION_STEPS, checkScheduleFor, profileWithScheduleProbes, type Role, type Schedule, type StateRef, type Step,
+} from './schedule.js';
 import type { Finding, Verdict } from './types.js';
 
 /**
@@ -23,6 +26,14 @@ import type { Finding, Verdict } from './types.js';
  * A role that waits for a transition the migration can no longer make (it
  * has ended, or the state has left the role's old state) fails at once and
  * names the transitions that did happen, rather than waiting out its timeout.
+ * A reader whose query has already been answered cannot arrive either: the
+ * schedule is `unreachable`. A reader whose thread is held, or waits on a
+ * lock a held thread owns, makes it `infeasible`.
+ *
+ * Besides roles, a run drives the migration (capabilities, cancel, continue,
+ * postcopy, a dying destination) and can observe it: hold the migration
+ * thread at each of its transitions and take undisturbed replies in the
+ * state it leaves (a QueryTracer may single-step one of them).
  *
  * Parts: StatePath follows the migration's states for those waiting roles;
  * ReplayRun is one run once gdb and the monitor are up (its fields are the
@@ -34,7 +45,28 @@ import type { Finding, Verdict } from './types.js';
  * and ends the run whatever happened.
  */
 
-export type ReplayOutcomeClass = 'manifested' | 'benign' | 'window-only' | 'no-crossing' | 'infeasible' | 'aborted';
+export type ReplayOutcomeClass = 'manifested' | 'benign' | 'window-only' | 'no-crossing' | 'infeasible' | 'unreachable' | 'aborted';
+
+/** The thread that serves QMP commands, query-migrate among them: gdb's thread 1, the main thread, in QEMU and minimig. */
+export const QUERY_THREAD = 1;
+
+/** A transition that moved the state (its compare-and-swap succeeded), in the order it landed. */
+export interface LandedTransition {
+  seq: number;
+  tid: number;
+  old: StateValue | null;
+  new: StateValue;
+  /** Index in the schedule's steps of the last action step begun before its hit (-1: none). */
+  after_step: number;
+}
+
+/** Single-steps one held query (the hunt's dynamic read points, recorder/read-trace.ts). */
+export interface QueryTracer {
+  /** Whether a query in this state is to be traced. */
+  wants(state: string): boolean;
+  /** Trace thread `tid`, stopped at the query probe, until its query function returns; the thread stays stopped. */
+  trace(gdb: GdbSession, tid: number, state: string): Promise<void>;
+}
 
 export interface ReplayResult {
   sessionId: number;
@@ -49,6 +81,10 @@ export interface ReplayResult {
   verdict: Verdict | null;
   /** The body of the forced query's reply. */
   reply: unknown;
+  /** The error's code when the run failed (REPLAY_TIMEOUT for a wait that timed out). */
+  errorCode: string | null;
+  /** What moved the state, in order. */
+  transitions: LandedTransition[];
   wallMs: number;
 }
 
@@ -63,6 +99,9 @@ export interface ReplayOptions {
   progress?: (msg: string) => void;
   signal?: AbortSignal;
   meta?: Record<string, unknown>;
+  /** How long a role may be missing before the lock-wait check (default min(2 s, half its timeout)). */
+  blockedAfterMs?: number;
+  tracer?: QueryTracer;
 }
 
 interface RoleState {
@@ -79,6 +118,40 @@ interface RoleState {
 const LOCK_WAIT = /(pthread_mutex_lock|__lll_lock_wait|futex_wait|qemu_mutex_lock|bql_lock|qemu_mutex_lock_iothread|lock_impl)/;
 
 class Infeasible extends Error {}
+class Unreachable extends Error {}
+
+export interface LockWait {
+  /** The outermost lock frame shown (bql_lock_impl), else the innermost. */
+  func: string;
+  /** The top frames, innermost first: "futex_wait <- __lll_lock_wait <- ...". */
+  chain: string;
+}
+
+/**
+ * Whether a running thread waits for a lock: stop it, read its stack, let it
+ * go. Only the interrupt's own stop counts; a probe hit of the thread
+ * belongs to the hit handler.
+ */
+export async function lockWaitOf(gdb: GdbSession, tid: number): Promise<LockWait | null> {
+  let stopped = false;
+  try {
+    const mark = gdb.mark();
+    await gdb.interrupt(tid);
+    await gdb.waitForStop(tid, 5_000, { since: mark, reason: 'signal-received' });
+    stopped = true;
+    const frames = await gdb.stack(tid);
+    const top = frames.slice(0, 6);
+    const isLock = (f: Frame): boolean => LOCK_WAIT.test(f.func ?? '');
+    // Of the frames shown, the outermost lock frame names the lock (bql_lock_impl); the innermost only the futex.
+    const lockFrame = [...top].reverse().find(isLock) ?? frames.find(isLock);
+    return lockFrame ? { func: lockFrame.func ?? '??', chain: top.map((f) => f.func ?? '??').join(' <- ') } : null;
+  } catch {
+    /* a thread that exited or cannot be stopped tells us nothing */
+    return null;
+  } finally {
+    if (stopped) await gdb.continueThread(tid).catch(() => undefined);
+  }
+}
 
 
 /** Reject with `err()` after ms, and leave no timer behind when p settles first. */
@@ -108,6 +181,8 @@ function reentrant(state: string): boolean {
  */
 export class StatePath {
   private readonly states: StateValue[] = [];
+  /** The transitions that moved the state, in order. */
+  readonly moves: EventOf<'transition'>[] = [];
   /** States the migration has moved out of. */
   private readonly left = new Set<string>();
   private ended = false;
@@ -123,6 +198,7 @@ export class StatePath {
     const from = stateName(this.states[this.states.length - 1], this.table);
     if (from !== null) this.left.add(from);
     this.states.push(e.data.new);
+    this.moves.push(e);
     if (FINAL.has(e.data.new.name ?? '')) this.ended = true;
   }
 
@@ -154,18 +230,35 @@ class ReplayRun {
   reply: unknown = null;
   private queries = 0;
   private pendingReply: Promise<Record<string, unknown>> | null = null;
+  /** The forced query has been answered: a reader that has not arrived cannot arrive. */
+  private replied = false;
   private finalSeen: EventOf<'transition'> | null = null;
-  private readonly path: StatePath;
+  readonly path: StatePath;
   /** Transitions of held writers: they land when the writer is released. */
   private readonly heldTransitions = new Map<number, EventOf<'transition'>>();
   /** Wake-ups for waitFor(): each hit that binds a role or moves the state calls them. */
   private readonly changed = new Set<() => void>();
   private readonly hasQueryProbe: boolean;
+  /** The state word's address, from the latest transition hit. */
+  private stateAddr: string | null = null;
+  /** Index of the action step begun last, and per transition hit the one it came after. */
+  private lastAction = -1;
+  readonly actionAt = new Map<number, number>();
+  /** observe: replies to take per state left, or null when not observing. */
+  private observing: number | null = null;
+  private readonly samplings = new Set<Promise<void>>();
+  /** The state whose next query the tracer single-steps, and whether a trace runs now. */
+  private traceState: string | null = null;
+  private tracing = false;
+  /** Queries go one at a time: each query's events belong to one query id. */
+  private queryChain: Promise<unknown> = Promise.resolve();
+  private readonly blockedAfterMs: number;
 
   constructor(private readonly live: LiveTarget, private readonly qmp: QmpClient, private readonly opts: ReplayOptions) {
     this.roles = new Map(Object.entries(opts.schedule.roles).map(([name, spec]) => [name, { name, spec, armed: false, tid: null, held: false, event: null }]));
     this.hasQueryProbe = opts.profile.probes.some((p) => p.role === 'query');
     this.path = new StatePath(opts.profile.status_table);
+    this.blockedAfterMs = opts.blockedAfterMs ?? 2_000;
     live.setHandler((hit) => this.onHit(hit));
   }
 
@@ -174,7 +267,12 @@ class ReplayRun {
   }
 
   async run(): Promise<void> {
-    for (const step of this.opts.schedule.steps) await this.step(step);
+    const steps = this.opts.schedule.steps;
+    for (let i = 0; i < steps.length; i++) {
+      if (ACTION_STEPS.has(steps[i].do)) this.lastAction = i;
+      await this.step(steps[i]);
+    }
+    await this.settleSamplings();
   }
 
   private step(step: Step): Promise<void> {
@@ -187,13 +285,30 @@ class ReplayRun {
       case 'wait-state': return this.waitState(step);
       case 'wait-reply': return this.waitReply(step);
       case 'finish': return this.finish(step);
+      case 'set-capabilities': return this.setCapabilities(step);
+      case 'set-parameters': return this.command('migrate-set-parameters', step.parameters);
+      case 'cancel': return this.command('migrate_cancel');
+      case 'continue': return this.command('migrate-continue', { state: step.state });
+      case 'start-postcopy': return this.command('migrate-start-postcopy');
+      case 'kill-destination': return this.killDestination();
+      case 'pause': return this.pause(step);
+      case 'observe': return this.observe(step);
     }
   }
 
-  /** The hit handler: the first armed role a hit matches binds to its thread and holds it there. */
+  /**
+   * The hit handler: the first armed role a hit matches binds to its thread
+   * and holds it there. Otherwise, when observing, a transition of the
+   * migration thread is held for its samples, and a query the tracer wants
+   * is held for its trace.
+   */
   private onHit(hit: ProbeHit): HitDecision {
     const e = hit.event;
-    if (e.kind === 'transition' && FINAL.has(e.data.new.name ?? '')) this.finalSeen = e;
+    if (e.kind === 'transition') {
+      if (FINAL.has(e.data.new.name ?? '')) this.finalSeen = e;
+      if (e.data.addr) this.stateAddr = e.data.addr;
+      this.actionAt.set(e.seq, this.lastAction);
+    }
     let decision: HitDecision = 'continue';
     for (const r of this.roles.values()) {
       if (!r.armed || (r.tid !== null && r.tid !== hit.tid) || !this.matches(r.spec, hit)) continue;
@@ -204,6 +319,15 @@ class ReplayRun {
       this.mark('hold', hit.tid, r.name, `held at ${hit.probe.name} (seq ${e.seq})`);
       decision = 'hold';
       break;
+    }
+    if (decision === 'continue' && e.kind === 'query-begin' && this.traceState !== null && this.opts.tracer) {
+      decision = 'hold';
+      this.track(this.runTrace(hit.tid, this.traceState));
+      this.traceState = null;
+    }
+    if (decision === 'continue' && e.kind === 'transition' && this.observing !== null && hit.tid !== QUERY_THREAD) {
+      decision = 'hold';
+      this.track(this.sample(hit.tid, e, this.observing));
     }
     if (e.kind === 'transition') {
       if (decision === 'hold') this.heldTransitions.set(hit.tid, e);
@@ -258,10 +382,12 @@ class ReplayRun {
     return `${role.name} (${what})`;
   }
 
-  /** Why a transition role that has not bound can no longer bind. */
+  /** Why a role that has not bound can no longer bind: its transition cannot come, or its query is over. */
   private ruledOut(r: RoleState): string | null {
-    if (r.held || r.event !== null || r.spec.probe !== 'transition') return null;
-    return this.path.ruledOut(r.spec.when);
+    if (r.held || r.event !== null) return null;
+    if (r.spec.probe === 'transition') return this.path.ruledOut(r.spec.when);
+    if (this.replied) return `the query was answered without reaching it (reply ${JSON.stringify(this.reply)})`;
+    return null;
   }
 
   private role(name: string): RoleState {
@@ -278,6 +404,22 @@ class ReplayRun {
     this.live.push({ kind, t_ns: t, wall: this.live.wallAt(t), thread: tid, probe: null, pc: null, func: null, file: null, line: null, data: { role, reason } });
   }
 
+  private note(text: string): void {
+    const t = this.live.now();
+    this.live.push({ kind: 'note', t_ns: t, wall: this.live.wallAt(t), thread: null, probe: null, pc: null, func: null, file: null, line: null, data: { text } });
+  }
+
+  /** Background work of the run (samples, traces): its failure fails the run. */
+  private track(p: Promise<void>): void {
+    const tracked = p.catch((e) => this.live.fail(e instanceof MigraceError ? e : new MigraceError('REPLAY', messageOf(e))));
+    this.samplings.add(tracked);
+    void tracked.finally(() => this.samplings.delete(tracked));
+  }
+
+  private async settleSamplings(): Promise<void> {
+    while (this.samplings.size > 0) await this.live.guard(Promise.all([...this.samplings]));
+  }
+
   private async arm(step: Extract<Step, { do: 'arm' }>): Promise<void> {
     this.role(step.role).armed = true;
   }
@@ -291,19 +433,139 @@ class ReplayRun {
     });
   }
 
-  private async query(): Promise<void> {
+  /** One monitor command of a scenario; a command or argument the target refuses is UNSUPPORTED, naming both. */
+  private async command(execute: string, args?: Record<string, unknown>, on: 'source' | 'destination' = 'source'): Promise<void> {
+    const what = `${execute}${args ? ` ${JSON.stringify(args)}` : ''}${on === 'destination' ? ' on the destination' : ''}`;
+    this.opts.progress?.(what);
+    try {
+      if (on === 'source') {
+        await this.live.guard(this.qmp.execute(execute, args, { timeoutMs: 30_000 }));
+      } else {
+        const send = this.opts.target.destination?.execute;
+        if (!send) throw new MigraceError('UNSUPPORTED', `${what}: this target's destination has no monitor`);
+        await this.live.guard(send(execute, args));
+      }
+    } catch (e) {
+      if (e instanceof QmpCommandError) throw new MigraceError('UNSUPPORTED', `${what}: ${e.desc}`, { cause: e });
+      throw e;
+    }
+  }
+
+  private async setCapabilities(step: Extract<Step, { do: 'set-capabilities' }>): Promise<void> {
+    const capabilities = Object.entries(step.capabilities).map(([capability, state]) => ({ capability, state }));
+    // The destination first: it must be ready for what the source will send.
+    if (step.destination) await this.command('migrate-set-capabilities', { capabilities }, 'destination');
+    await this.command('migrate-set-capabilities', { capabilities });
+  }
+
+  private async killDestination(): Promise<void> {
+    const dest = this.opts.target.destination;
+    if (!dest) throw new MigraceError('UNSUPPORTED', `replay ${this.name}: this target has no destination to kill`);
+    this.opts.progress?.('killing the destination');
+    await this.live.guard(dest.kill());
+  }
+
+  private async pause(step: Extract<Step, { do: 'pause' }>): Promise<void> {
+    await this.live.guard(sleep(step.ms));
+  }
+
+  private async observe(step: Extract<Step, { do: 'observe' }>): Promise<void> {
+    this.observing = step.queries;
+  }
+
+  /** One query-migrate after the ones before it. */
+  private ask(): Promise<Record<string, unknown>> {
     this.queries++;
-    const pending = queryOnce(this.live, this.qmp, `q${this.queries}`, this.hasQueryProbe, 600_000);
+    const id = `q${this.queries}`;
+    const p = this.queryChain.then(() => queryOnce(this.live, this.qmp, id, this.hasQueryProbe, 600_000));
+    this.queryChain = p.catch(() => undefined);
+    return p;
+  }
+
+  private async query(): Promise<void> {
+    const pending = this.ask();
     this.pendingReply = pending;
-    pending.then((r) => { this.reply = r; }, () => undefined);
+    pending.then((r) => {
+      this.reply = r;
+      this.replied = true;
+      this.notify();
+    }, () => undefined);
+  }
+
+  /**
+   * observe: the migration thread is held at a transition's entry, so the
+   * state is the one it leaves, and nothing moves while the replies are
+   * taken. A query that waits on a lock the held thread owns (QEMU 10's
+   * steps taken under the big lock) lets the thread go at once: that state
+   * cannot be sampled while the thread is stopped there.
+   */
+  private async sample(tid: number, e: EventOf<'transition'>, n: number): Promise<void> {
+    const from = this.stateText(e.data.old);
+    this.mark('hold', tid, 'observe', `held at migrate_set_state(${from} -> ${this.stateText(e.data.new)}) (seq ${e.seq}) for ${n} undisturbed replies`);
+    let released = false;
+    const release = async (why: string): Promise<void> => {
+      if (released) return;
+      released = true;
+      this.mark('release', tid, 'observe', why);
+      const t = this.heldTransitions.get(tid);
+      if (t) {
+        this.heldTransitions.delete(tid);
+        this.path.landed(t);
+      }
+      await this.live.release(tid);
+      this.notify();
+    };
+    try {
+      for (let i = 0; i < n && !released; i++) {
+        if (i === 0 && this.opts.tracer?.wants(from)) this.traceState = from;
+        const reply = this.ask();
+        const lock = await this.blockedBehind(reply);
+        if (lock) {
+          this.note(`observe: query-migrate waits in ${lock.func} (${lock.chain}) while the migration thread is held at migrate_set_state(${from} -> ${this.stateText(e.data.new)}); released it`);
+          this.traceState = null;
+          await release(`the query waits for a lock this thread owns (${lock.func})`);
+        }
+        await this.live.guard(reply);
+      }
+    } finally {
+      await release('replies taken');
+    }
+  }
+
+  /** Resolves null once `reply` arrives, or the lock the query thread waits on when it stays away. */
+  private async blockedBehind(reply: Promise<unknown>): Promise<LockWait | null> {
+    let done = false;
+    void reply.then(() => { done = true; }, () => { done = true; });
+    for (;;) {
+      await this.live.guard(Promise.race([reply.catch(() => undefined), sleep(this.blockedAfterMs)]));
+      if (done) return null;
+      // A query being single-stepped is slow, not blocked.
+      if (this.tracing) continue;
+      const lock = await lockWaitOf(this.live.gdb, QUERY_THREAD);
+      if (lock || done) return lock;
+    }
+  }
+
+  private async runTrace(tid: number, state: string): Promise<void> {
+    this.tracing = true;
+    try {
+      await this.opts.tracer!.trace(this.live.gdb, tid, state);
+    } catch (e) {
+      // The trace is a cross-check: its failure is said, and the query goes on.
+      this.note(`trace of the query in ${state} failed: ${messageOf(e)}`);
+    } finally {
+      this.tracing = false;
+      await this.live.release(tid);
+    }
   }
 
   private async waitHeld(step: Extract<Step, { do: 'wait-held' }>): Promise<void> {
     const r = this.role(step.role);
+    this.checkQueryThreadFree(r);
     // A transition that can no longer happen ends the wait at once; the reason is what was seen at that moment.
     let out: string | null = null;
     const settled = (): boolean => r.held || (out = this.ruledOut(r)) !== null;
-    const blockedAfter = Math.min(2_000, step.timeout_ms / 2);
+    const blockedAfter = Math.min(this.blockedAfterMs, step.timeout_ms / 2);
     if (!(await this.waitFor(settled, blockedAfter))) {
       const why = await this.diagnoseBlocked(r);
       if (why) throw new Infeasible(why);
@@ -311,8 +573,20 @@ class ReplayRun {
         throw new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: role ${this.describe(r)} never arrived within ${step.timeout_ms / 1000} s`);
       }
     }
-    if (!r.held && out !== null) throw new MigraceError('REPLAY', `replay ${this.name}: role ${this.describe(r)} can no longer arrive: ${out}`);
+    if (!r.held && out !== null) {
+      if (r.spec.probe !== 'transition') throw new Unreachable(`${this.describe(r)} was not reached: ${out}`);
+      throw new MigraceError('REPLAY', `replay ${this.name}: role ${this.describe(r)} can no longer arrive: ${out}`);
+    }
     this.opts.progress?.(`${this.describe(r)} held (thread ${r.tid})`);
+  }
+
+  /** A reader waits in vain while the thread that serves queries is held by another role. */
+  private checkQueryThreadFree(waiting: RoleState): void {
+    if (waiting.spec.probe === 'transition' || waiting.held) return;
+    const holder = [...this.roles.values()].find((h) => h.held && h.tid === QUERY_THREAD);
+    if (holder) {
+      throw new Infeasible(`${this.describe(waiting)} cannot arrive: thread ${QUERY_THREAD} serves query-migrate, and it is held as ${this.describe(holder)}; a query cannot be answered by the thread that makes the transition`);
+    }
   }
 
   private async release(step: Extract<Step, { do: 'release' }>): Promise<void> {
@@ -330,8 +604,8 @@ class ReplayRun {
   }
 
   private async waitState(step: Extract<Step, { do: 'wait-state' }>): Promise<void> {
-    const via = this.role(step.via);
-    if (!via.held || via.tid === null) throw new MigraceError('REPLAY', `replay ${this.name}: wait-state needs ${via.name} held to read memory through`);
+    const via = step.via === undefined ? null : this.role(step.via);
+    if (via && (!via.held || via.tid === null)) throw new MigraceError('REPLAY', `replay ${this.name}: wait-state needs ${via.name} held to read memory through`);
     const table = this.opts.profile.status_table;
     let want: number | null;
     if (typeof step.equals === 'string') {
@@ -344,7 +618,12 @@ class ReplayRun {
       want = v.value ?? (v.name !== null ? statusValue(v.name, table) : null);
       if (want === null) throw new MigraceError('REPLAY', `replay ${this.name}: ${step.equals.role}'s ${step.equals.of} state has no number to wait for`);
     }
-    await this.waitMemory(this.stateAddress(), want, via.tid, step.timeout_ms);
+    const began = Date.now();
+    // The address comes with the first transition (none -> setup, inside `migrate`).
+    if (!(await this.waitFor(() => this.stateAddr !== null, step.timeout_ms))) {
+      throw new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: no transition within ${step.timeout_ms / 1000} s, so the state's address is unknown`);
+    }
+    await this.waitMemory(this.stateAddress(), want, via?.tid ?? null, step.timeout_ms - (Date.now() - began));
   }
 
   private async waitReply(step: Extract<Step, { do: 'wait-reply' }>): Promise<void> {
@@ -357,17 +636,22 @@ class ReplayRun {
    * Polling through the probes here would open new windows for the
    * migration's remaining transitions and could race for real; the forced
    * interleaving is over. Wait for the final transition, then take the final
-   * reply once.
+   * reply once (as many as observe asks for).
    */
   private async finish(step: Extract<Step, { do: 'finish' }>): Promise<void> {
     if (!(await this.waitFor(() => this.finalSeen !== null, step.timeout_ms))) {
-      throw new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: the migration did not finish within ${step.timeout_ms / 1000} s`);
+      throw new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: the migration did not finish within ${step.timeout_ms / 1000} s (${this.path.text()})`);
     }
     // The probe fired at migrate_set_state's entry: the final reply must come after the swap.
     const fin = this.finalSeen!;
     if (fin.data.addr && fin.data.new.value !== null) await this.waitMemory(fin.data.addr, fin.data.new.value, null, step.timeout_ms);
-    this.queries++;
-    await queryOnce(this.live, this.qmp, `q${this.queries}`, this.hasQueryProbe);
+    await this.settleSamplings();
+    const final = this.stateText(fin.data.new);
+    for (let i = 0; i < (this.observing ?? 1); i++) {
+      if (i === 0 && this.observing !== null && this.opts.tracer?.wants(final)) this.traceState = final;
+      await this.ask();
+    }
+    this.traceState = null;
   }
 
   /** Resolves true once cond holds, false after ms. */
@@ -392,31 +676,13 @@ class ReplayRun {
     const heldRoles = [...this.roles.values()].filter((r) => r.held);
     if (heldRoles.length === 0) return null;
     const heldTids = new Set(heldRoles.map((r) => r.tid));
-    const gdb = this.live.gdb;
-    for (const t of await gdb.threadInfo()) {
+    for (const t of await this.live.gdb.threadInfo()) {
       if (heldTids.has(t.id)) continue;
       // Only threads that can play the role: the main thread serves queries.
-      if (waiting.spec.probe !== 'transition' && t.id !== 1) continue;
-      let stopped = false;
-      try {
-        const mark = gdb.mark();
-        await gdb.interrupt(t.id);
-        // Only our interrupt's stop: a probe hit of this thread belongs to the hit handler.
-        await gdb.waitForStop(t.id, 5_000, { since: mark, reason: 'signal-received' });
-        stopped = true;
-        const frames = await gdb.stack(t.id);
-        const top = frames.slice(0, 6);
-        const isLock = (f: Frame): boolean => LOCK_WAIT.test(f.func ?? '');
-        // Of the frames shown, the outermost lock frame names the lock (bql_lock_impl); the innermost only the futex.
-        const lockFrame = [...top].reverse().find(isLock) ?? frames.find(isLock);
-        if (lockFrame) {
-          const chain = top.map((f) => f.func ?? '??').join(' <- ');
-          return `${this.describe(waiting)} cannot arrive: thread ${t.id}${t.name ? ` "${t.name}"` : ''} waits in ${lockFrame.func} (${chain}) while ${heldRoles.map((h) => this.describe(h)).join(', ')} is held; the held thread owns the lock`;
-        }
-      } catch {
-        /* a thread that exited or cannot be stopped tells us nothing */
-      } finally {
-        if (stopped) await gdb.continueThread(t.id).catch(() => undefined);
+      if (waiting.spec.probe !== 'transition' && t.id !== QUERY_THREAD) continue;
+      const lock = await lockWaitOf(this.live.gdb, t.id);
+      if (lock) {
+        return `${this.describe(waiting)} cannot arrive: thread ${t.id}${t.name ? ` "${t.name}"` : ''} waits in ${lock.func} (${lock.chain}) while ${heldRoles.map((h) => this.describe(h)).join(', ')} is held; the held thread owns the lock`;
       }
     }
     return null;
@@ -444,7 +710,8 @@ class ReplayRun {
     for (const r of this.roles.values()) {
       if (r.event?.kind === 'transition' && r.event.data.addr) return r.event.data.addr;
     }
-    throw new MigraceError('REPLAY', `replay ${this.name}: no transition role has bound yet, so the state's address is unknown`);
+    if (this.stateAddr) return this.stateAddr;
+    throw new MigraceError('REPLAY', `replay ${this.name}: no transition has been seen yet, so the state's address is unknown`);
   }
 }
 
@@ -455,11 +722,22 @@ function judge(store: TraceStore, sessionId: number, roles: ReadonlyMap<string, 
   return analysis.findings.find((f) => reader?.event && f.read?.seq === reader.event.seq) ?? analysis.findings[0] ?? null;
 }
 
+/** A schedule's own probes hold for the build they were found in only: their addresses are that build's. */
+async function checkScheduleBuild(schedule: Schedule, binary: string): Promise<void> {
+  if (!schedule.probes?.length || !schedule.build_id) return;
+  const { buildId } = await readElfInfo(binary);
+  if (buildId !== schedule.build_id) {
+    throw new MigraceError('BAD_INPUT', `schedule ${schedule.name} carries probes for build-id ${schedule.build_id}, but ${binary} is ${buildId ?? 'a binary without a build-id'}; their addresses would be wrong here`);
+  }
+}
+
 export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
-  const { store, target, profile, schedule } = opts;
+  const { store, target, schedule } = opts;
   const began = Date.now();
+  const profile = profileWithScheduleProbes(opts.profile, schedule);
   try {
     checkScheduleFor(schedule, profile);
+    await checkScheduleBuild(schedule, target.binary);
   } catch (e) {
     await target.dispose().catch(() => undefined);
     throw e;
@@ -473,21 +751,23 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   let run: ReplayRun | null = null;
   let error: MigraceError | null = null;
   let infeasible: string | null = null;
+  let unreachable: string | null = null;
   try {
     live = await LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress });
     failOnAbort(live, opts.signal);
     qmp = await connectQmp(live, target);
-    run = new ReplayRun(live, qmp, opts);
+    run = new ReplayRun(live, qmp, { ...opts, profile });
     await run.run();
     live.expectExit();
     await qmp.execute('quit', undefined, { timeoutMs: 5_000 }).catch(() => undefined);
   } catch (e) {
     if (e instanceof Infeasible) infeasible = e.message;
+    else if (e instanceof Unreachable) unreachable = e.message;
     else error = await rootCause(live, e);
   } finally {
-    if (infeasible) {
+    if (infeasible || unreachable) {
       try {
-        store.updateSession(sessionId, { meta: { infeasible } });
+        store.updateSession(sessionId, { meta: infeasible ? { infeasible } : { unreachable } });
       } catch {
         /* the close below reports the storage problem */
       }
@@ -498,14 +778,19 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
 
   let finding: Finding | null = null;
   let outcome: ReplayOutcomeClass = 'aborted';
-  if (infeasible) outcome = 'infeasible';
+  if (infeasible && !error) outcome = 'infeasible';
+  else if (unreachable && !error) outcome = 'unreachable';
   else if (!error && run) {
     finding = judge(store, sessionId, run.roles);
     outcome = finding ? finding.class : 'no-crossing';
   }
+  const transitions: LandedTransition[] = (run?.path.moves ?? []).map((e) => ({
+    seq: e.seq, tid: e.thread ?? -1, old: e.data.old, new: e.data.new, after_step: run?.actionAt.get(e.seq) ?? -1,
+  }));
   return {
     sessionId, state: error ? 'aborted' : 'complete', schedule: schedule.name, outcome,
-    reason: infeasible ?? error?.message ?? null, error: error?.message ?? null,
-    finding, verdict: finding?.reply ?? null, reply: run?.reply ?? null, wallMs: Date.now() - began,
+    reason: (error ? null : infeasible ?? unreachable) ?? error?.message ?? null, error: error?.message ?? null,
+    errorCode: error?.code ?? null, finding, verdict: finding?.reply ?? null, reply: run?.reply ?? null,
+    transitions, wallMs: Date.now() - began,
   };
 }

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { MigraceError } from '../trace/errors.js';
 import { normalizeStatusName, STATUS_TABLES, statusValue } from '../trace/status.js';
-import type { Profile } from '../recorder/probes/profile.js';
+import { ProbeSchema, type Probe, type Profile } from '../recorder/probes/profile.js';
 
 /**
  * A replay schedule: which threads play which role, and the order in which
@@ -12,10 +12,19 @@ import type { Profile } from '../recorder/probes/profile.js';
  * by what another role saw ("the writer's old state") rather than by name,
  * so one schedule fits builds whose state machines differ.
  *
+ * Besides holding and releasing, a schedule drives the migration the way a
+ * scenario needs: capabilities and parameters before `migrate`, cancel,
+ * migrate-continue, the start of postcopy, a destination that dies, and
+ * `observe`, which takes undisturbed replies while the migration thread is
+ * stopped at each of its transitions (the hunt's baseline). A schedule may
+ * carry probes of its own (a read point the profile does not list), tied to
+ * the build they were found in.
+ *
  * Parts: the schema (roles, state references, steps, and the checks that
  * need the whole schedule); the built-in scenarios, all made by
  * forceAfterRead(); checkScheduleFor(), which checks a schedule against the
- * profile it will run with; parsing and loading.
+ * profile it will run with, and profileWithScheduleProbes(); parsing and
+ * loading.
  */
 
 const STATUS_NAME = /^[a-z][a-z-]*$/;
@@ -55,6 +64,10 @@ export type Role = z.infer<typeof RoleSchema>;
 
 const Timeout = z.number().int().positive().max(600_000).default(15_000);
 
+/** QAPI names of capabilities and parameters (postcopy-ram, max-bandwidth). */
+const QapiName = z.string().regex(/^[a-z][a-z0-9-]{0,63}$/, 'a QAPI name such as "postcopy-ram" or "max-bandwidth"');
+const ParameterValue = z.union([z.number().int().nonnegative().max(2 ** 53), z.boolean(), z.string().max(256)]);
+
 export const StepSchema = z.discriminatedUnion('do', [
   /** From now on, the role's first matching hit holds its thread there. */
   z.object({ do: z.literal('arm'), role: RoleName }),
@@ -69,12 +82,38 @@ export const StepSchema = z.discriminatedUnion('do', [
   /**
    * Wait until the state in memory is `equals`, read through a thread that is
    * held (`via`): the writer's release is only visible once its store lands.
+   * Without `via` gdb reads the memory while every thread runs.
    */
-  z.object({ do: z.literal('wait-state'), equals: StateSpec, via: RoleName, timeout_ms: Timeout }),
+  z.object({ do: z.literal('wait-state'), equals: StateSpec, via: RoleName.optional(), timeout_ms: Timeout }),
   /** Wait for the reply of the last query. */
   z.object({ do: z.literal('wait-reply'), timeout_ms: Timeout }),
   /** Let the migration finish: wait for its final state in memory, then take the final reply once. */
   z.object({ do: z.literal('finish'), timeout_ms: Timeout }),
+  /** migrate-set-capabilities before `migrate`; `destination`: on the destination too (postcopy-ram needs both). */
+  z.object({ do: z.literal('set-capabilities'), capabilities: z.record(QapiName, z.boolean()), destination: z.boolean().default(false) }),
+  /** migrate-set-parameters (max-bandwidth to keep a migration active while a scenario acts on it). */
+  z.object({ do: z.literal('set-parameters'), parameters: z.record(QapiName, ParameterValue) }),
+  /** migrate_cancel. */
+  z.object({ do: z.literal('cancel') }),
+  /** migrate-continue from `state` (pause-before-switchover). */
+  z.object({ do: z.literal('continue'), state: StatusName }),
+  /** migrate-start-postcopy. */
+  z.object({ do: z.literal('start-postcopy') }),
+  /** Kill the destination while the source migrates: the migration fails. */
+  z.object({ do: z.literal('kill-destination') }),
+  /** Let time pass with the held threads held (a control: holding alone must change nothing). */
+  z.object({ do: z.literal('pause'), ms: z.number().int().nonnegative().max(60_000) }),
+  /**
+   * From now on, hold every transition of a thread other than the query
+   * thread at its entry, take `queries` undisturbed replies in the state it
+   * leaves, and let it go; finish takes as many of the final state.
+   */
+  z.object({ do: z.literal('observe'), queries: z.number().int().min(1).max(20).default(3) }),
+]);
+
+/** Steps that act on the migration (the others wait, hold or query): what a transition is attributed to. */
+export const ACTION_STEPS: ReadonlySet<Step['do']> = new Set([
+  'migrate', 'release', 'set-capabilities', 'set-parameters', 'cancel', 'continue', 'start-postcopy', 'kill-destination',
 ]);
 export type Step = z.infer<typeof StepSchema>;
 
@@ -85,6 +124,10 @@ export const ScheduleSchema = z.object({
   description: z.string().default(''),
   roles: z.record(RoleName, RoleSchema),
   steps: z.array(StepSchema).min(1),
+  /** Probes the schedule needs beyond the profile's (a read point by name); they replace profile probes of the same name. */
+  probes: z.array(ProbeSchema).max(16).optional(),
+  /** The build the probes were found in (their addresses are that build's): replay refuses another. */
+  build_id: z.string().regex(/^[0-9a-f]{2,128}$/).nullable().optional(),
 }).superRefine((s, ctx) => {
   const defined = (name: string): boolean => Object.hasOwn(s.roles, name);
   const undefinedRole = (name: string): string => `names role "${name}", which "roles" does not define`;
@@ -105,6 +148,9 @@ export const ScheduleSchema = z.object({
     }
     if (step.do === 'wait-state') checkRef(step.equals, ['steps', i, 'equals']);
   });
+  if (s.probes?.length && s.build_id === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['build_id'], message: 'a schedule with probes names the build they were found in (its build-id, or null)' });
+  }
 });
 export type Schedule = z.infer<typeof ScheduleSchema>;
 
@@ -181,6 +227,13 @@ export function builtinSchedule(name: string): Schedule {
   return make();
 }
 
+/** The profile a schedule runs with: its own probes added, replacing the profile's of the same name. */
+export function profileWithScheduleProbes(profile: Profile, schedule: Schedule): Profile {
+  if (!schedule.probes?.length) return profile;
+  const own = new Map<string, Probe>(schedule.probes.map((p) => [p.name, p]));
+  return { ...profile, probes: [...profile.probes.filter((p) => !own.has(p.name)), ...own.values()] };
+}
+
 /**
  * Check a schedule against the profile it will run with, before anything
  * starts: every state it names exists in the target's MigrationStatus table,
@@ -211,6 +264,9 @@ export function checkScheduleFor(schedule: Schedule, profile: Profile): void {
   schedule.steps.forEach((step, i) => {
     if (step.do === 'wait-state' && typeof step.equals === 'string' && statusValue(step.equals, table) === null) {
       throw new MigraceError('BAD_INPUT', `${where}: steps.${i}.equals is ${notAState(step.equals)}`);
+    }
+    if (step.do === 'continue' && statusValue(step.state, table) === null) {
+      throw new MigraceError('BAD_INPUT', `${where}: steps.${i}.state is ${notAState(step.state)}`);
     }
   });
 }

@@ -80,7 +80,7 @@ export function outcomeKey(r: ReplayResult): string {
 
 export function describeReplay(r: ReplayResult): string {
   if (r.state === 'aborted') return `session ${r.sessionId}: replay aborted: ${r.error}`;
-  if (r.outcome === 'infeasible') return `session ${r.sessionId}: infeasible: ${r.reason}`;
+  if (r.outcome === 'infeasible' || r.outcome === 'unreachable') return `session ${r.sessionId}: ${r.outcome}: ${r.reason}`;
   const reply = r.reply === null ? 'no reply' : `reply ${JSON.stringify(r.reply)}`;
   const shape = r.verdict?.shape;
   const broken = shape ? `; reply shape broken for ${r.verdict?.status}: ${[shape.missing.length ? `missing ${shape.missing.join(', ')}` : '', shape.foreign.length ? `foreign ${shape.foreign.join(', ')}` : ''].filter(Boolean).join(', ')}` : '';

@@ -24,6 +24,8 @@ export type ErrorCode =
   | 'UPROBE'
   | 'REPLAY'
   | 'REPLAY_TIMEOUT'
+  /** The target cannot do what a scenario asks: a capability or a command it lacks. */
+  | 'UNSUPPORTED'
   | 'INTERRUPTED'
   | 'IMPORT';
 
