@@ -65,7 +65,7 @@ export interface QueryTracer {
   /** Whether a query in this state is to be traced. */
   wants(state: string): boolean;
   /** Trace thread `tid`, stopped at the query probe, until its query function returns; the thread stays stopped. */
-  trace(gdb: GdbSession, tid: number, state: string): Promise<void>;
+  trace(gdb: GdbSession, tid: number, state: string, stateAddr: string): Promise<void>;
 }
 
 export interface ReplayResult {
@@ -549,7 +549,7 @@ class ReplayRun {
   private async runTrace(tid: number, state: string): Promise<void> {
     this.tracing = true;
     try {
-      await this.opts.tracer!.trace(this.live.gdb, tid, state);
+      await this.opts.tracer!.trace(this.live.gdb, tid, state, this.stateAddress());
     } catch (e) {
       // The trace is a cross-check: its failure is said, and the query goes on.
       this.note(`trace of the query in ${state} failed: ${messageOf(e)}`);
