@@ -85,6 +85,8 @@ export interface ReplayResult {
   errorCode: string | null;
   /** What moved the state, in order. */
   transitions: LandedTransition[];
+  /** An infeasible schedule's lock: the frame the reader waits in, with the stack. */
+  lock: LockWait | null;
   wallMs: number;
 }
 
@@ -117,7 +119,12 @@ interface RoleState {
 /** Frames that mean "waiting for a lock": a held writer may own it. */
 const LOCK_WAIT = /(pthread_mutex_lock|__lll_lock_wait|futex_wait|qemu_mutex_lock|bql_lock|qemu_mutex_lock_iothread|lock_impl)/;
 
-class Infeasible extends Error {}
+class Infeasible extends Error {
+  /** The lock the reader waits on, when that is why (else the reader's thread is held). */
+  constructor(message: string, readonly lock: LockWait | null = null) {
+    super(message);
+  }
+}
 class Unreachable extends Error {}
 
 export interface LockWait {
@@ -433,29 +440,45 @@ class ReplayRun {
     });
   }
 
-  /** One monitor command of a scenario; a command or argument the target refuses is UNSUPPORTED, naming both. */
+  /**
+   * One monitor command of a scenario; a command or argument the target
+   * refuses is UNSUPPORTED, naming both. Done when it is answered, or when
+   * a role holds the query thread inside it (a writer bound in
+   * migrate_cancel): its answer then comes after the release, and a failure
+   * still ends the run.
+   */
   private async command(execute: string, args?: Record<string, unknown>, on: 'source' | 'destination' = 'source'): Promise<void> {
     const what = `${execute}${args ? ` ${JSON.stringify(args)}` : ''}${on === 'destination' ? ' on the destination' : ''}`;
     this.opts.progress?.(what);
-    try {
-      if (on === 'source') {
-        await this.live.guard(this.qmp.execute(execute, args, { timeoutMs: 30_000 }));
-      } else {
-        const send = this.opts.target.destination?.execute;
-        if (!send) throw new MigraceError('UNSUPPORTED', `${what}: this target's destination has no monitor`);
-        await this.live.guard(send(execute, args));
-      }
-    } catch (e) {
-      if (e instanceof QmpCommandError) throw new MigraceError('UNSUPPORTED', `${what}: ${e.desc}`, { cause: e });
-      throw e;
+    const unsupported = (e: unknown): MigraceError => (e instanceof QmpCommandError
+      ? new MigraceError('UNSUPPORTED', `${what}: ${e.desc}`, { cause: e })
+      : e instanceof MigraceError ? e : new MigraceError('QMP', `${what}: ${messageOf(e)}`));
+    if (on === 'destination') {
+      const send = this.opts.target.destination?.execute;
+      if (!send) throw new MigraceError('UNSUPPORTED', `${what}: this target's destination has no monitor`);
+      await this.live.guard(send(execute, args).catch((e: unknown) => { throw unsupported(e); }));
+      return;
     }
+    let answered = false;
+    const reply = this.qmp.execute(execute, args, { timeoutMs: 600_000 }).then(() => { answered = true; this.notify(); }, (e: unknown) => {
+      answered = true;
+      const err = unsupported(e);
+      this.live.fail(err);
+      throw err;
+    });
+    reply.catch(() => undefined);
+    const heldInside = (): boolean => [...this.roles.values()].some((r) => r.held && r.tid === QUERY_THREAD);
+    if (!(await this.waitFor(() => answered || heldInside(), 30_000))) {
+      throw new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: ${what} was not answered within 30 s`);
+    }
+    if (answered) await this.live.guard(reply);
   }
 
   private async setCapabilities(step: Extract<Step, { do: 'set-capabilities' }>): Promise<void> {
     const capabilities = Object.entries(step.capabilities).map(([capability, state]) => ({ capability, state }));
-    // The destination first: it must be ready for what the source will send.
-    if (step.destination) await this.command('migrate-set-capabilities', { capabilities }, 'destination');
+    // The source first: a capability the build lacks is named by the source's own refusal.
     await this.command('migrate-set-capabilities', { capabilities });
+    if (step.destination) await this.command('migrate-set-capabilities', { capabilities }, 'destination');
   }
 
   private async killDestination(): Promise<void> {
@@ -567,8 +590,8 @@ class ReplayRun {
     const settled = (): boolean => r.held || (out = this.ruledOut(r)) !== null;
     const blockedAfter = Math.min(this.blockedAfterMs, step.timeout_ms / 2);
     if (!(await this.waitFor(settled, blockedAfter))) {
-      const why = await this.diagnoseBlocked(r);
-      if (why) throw new Infeasible(why);
+      const blocked = await this.diagnoseBlocked(r);
+      if (blocked) throw blocked;
       if (!(await this.waitFor(settled, step.timeout_ms - blockedAfter))) {
         throw new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: role ${this.describe(r)} never arrived within ${step.timeout_ms / 1000} s`);
       }
@@ -672,7 +695,7 @@ class ReplayRun {
   }
 
   /** Why a role has not arrived: a thread of the target waiting on a lock while another role is held. */
-  private async diagnoseBlocked(waiting: RoleState): Promise<string | null> {
+  private async diagnoseBlocked(waiting: RoleState): Promise<Infeasible | null> {
     const heldRoles = [...this.roles.values()].filter((r) => r.held);
     if (heldRoles.length === 0) return null;
     const heldTids = new Set(heldRoles.map((r) => r.tid));
@@ -682,7 +705,7 @@ class ReplayRun {
       if (waiting.spec.probe !== 'transition' && t.id !== QUERY_THREAD) continue;
       const lock = await lockWaitOf(this.live.gdb, t.id);
       if (lock) {
-        return `${this.describe(waiting)} cannot arrive: thread ${t.id}${t.name ? ` "${t.name}"` : ''} waits in ${lock.func} (${lock.chain}) while ${heldRoles.map((h) => this.describe(h)).join(', ')} is held; the held thread owns the lock`;
+        return new Infeasible(`${this.describe(waiting)} cannot arrive: thread ${t.id}${t.name ? ` "${t.name}"` : ''} waits in ${lock.func} (${lock.chain}) while ${heldRoles.map((h) => this.describe(h)).join(', ')} is held; the held thread owns the lock`, lock);
       }
     }
     return null;
@@ -751,6 +774,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   let run: ReplayRun | null = null;
   let error: MigraceError | null = null;
   let infeasible: string | null = null;
+  let lock: LockWait | null = null;
   let unreachable: string | null = null;
   try {
     live = await LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress });
@@ -761,7 +785,10 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     live.expectExit();
     await qmp.execute('quit', undefined, { timeoutMs: 5_000 }).catch(() => undefined);
   } catch (e) {
-    if (e instanceof Infeasible) infeasible = e.message;
+    if (e instanceof Infeasible) {
+      infeasible = e.message;
+      lock = e.lock;
+    }
     else if (e instanceof Unreachable) unreachable = e.message;
     else error = await rootCause(live, e);
   } finally {
@@ -791,6 +818,6 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     sessionId, state: error ? 'aborted' : 'complete', schedule: schedule.name, outcome,
     reason: (error ? null : infeasible ?? unreachable) ?? error?.message ?? null, error: error?.message ?? null,
     errorCode: error?.code ?? null, finding, verdict: finding?.reply ?? null, reply: run?.reply ?? null,
-    transitions, wallMs: Date.now() - began,
+    transitions, lock: infeasible && !error ? lock : null, wallMs: Date.now() - began,
   };
 }

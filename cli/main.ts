@@ -12,9 +12,10 @@ import { register as importCmd } from './import.js';
 import { register as reportCmds } from './report.js';
 import { register as demoCmd } from './demo.js';
 import { register as exportCmd } from './export.js';
+import { register as huntCmds } from './hunt.js';
 
 /** Every command lives in its own file and registers itself here. */
-const COMMANDS: Register[] = [recordCmd, replayCmd, analyzeCmds, reportCmds, probesCmd, importCmd, exportCmd, demoCmd, sessions, events];
+const COMMANDS: Register[] = [recordCmd, replayCmd, huntCmds, analyzeCmds, reportCmds, probesCmd, importCmd, exportCmd, demoCmd, sessions, events];
 
 export function buildProgram(): Command {
   const program = new Command();

@@ -7,6 +7,7 @@ import { MigraceError, messageOf } from '../trace/errors.js';
 import type { TraceStore } from '../trace/store.js';
 import { resolveSession } from './analyze.js';
 import { action, dbOption, openStore, out, parseIntOption, sessionId, type DbOptions } from './common.js';
+import { reportHunt } from './hunt.js';
 
 /**
  * The renderers, loaded when a command renders: d3-node brings jsdom, about
@@ -83,6 +84,7 @@ interface ReportOptions extends DbOptions {
   markdown?: boolean;
   perfetto?: string;
   columns: number;
+  hunt?: string;
 }
 
 export function register(program: Command): void {
@@ -96,10 +98,21 @@ export function register(program: Command): void {
     .option('--markdown', 'Markdown for a bug comment, on stdout')
     .option('--perfetto <file>', 'Chrome trace-event JSON for ui.perfetto.dev, every event')
     .option('--columns <n>', 'text width', parseIntOption('--columns', 60, 400), 80)
+    .option('--hunt <id>', 'render a hunt\'s matrix (with --html, --text or --markdown) instead of a session')
     .addOption(dbOption())
     .action(action(async (id: string | undefined, opts: ReportOptions) => {
       if (!opts.html && !opts.svg && !opts.text && !opts.markdown && !opts.perfetto) {
         throw new MigraceError('USAGE', 'report needs at least one of --html FILE, --svg FILE, --text, --markdown, --perfetto FILE');
+      }
+      if (opts.hunt !== undefined) {
+        if (id !== undefined || opts.svg || opts.perfetto) throw new MigraceError('USAGE', '--hunt takes --html FILE, --text or --markdown, and no session');
+        const store = openStore(opts, { readonly: true });
+        try {
+          await reportHunt(store, opts.hunt, opts);
+        } finally {
+          store.close();
+        }
+        return;
       }
       const { renderHtml, renderSessionSvg, writePerfetto, renderText, renderMarkdown } = await renderers();
       const store = openStore(opts, { readonly: true });

@@ -5,7 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import { MigraceError, messageOf } from './errors.js';
 import { processIsAlive, procStartTime } from './proc.js';
 import {
-  EventSchema, NewSessionSchema, SessionExportSchema, SessionSchema, ThreadSchema,
+  EventSchema, NewSessionSchema, SessionExportSchema, SessionSchema, TargetSchema, ThreadSchema,
   type NewEvent, type NewSession, type Session, type SessionExport, type SessionState,
   type Target, type Thread, type TraceEvent,
 } from './schema.js';
@@ -57,9 +57,52 @@ const MIGRATIONS: readonly string[] = [
   // by the next writer that opens the file.
   `ALTER TABLE sessions ADD COLUMN writer_pid INTEGER;
    ALTER TABLE sessions ADD COLUMN writer_start TEXT;`,
+  // migrace hunt: one row per hunt (its build, profile, and what it learned
+  // as JSON), one per matrix cell, written as each cell ends.
+  `CREATE TABLE hunts (
+     id INTEGER PRIMARY KEY,
+     created_at TEXT NOT NULL,
+     label TEXT NOT NULL,
+     state TEXT NOT NULL,
+     error TEXT,
+     target TEXT NOT NULL,
+     profile TEXT NOT NULL,
+     data TEXT NOT NULL,
+     writer_pid INTEGER,
+     writer_start TEXT
+   );
+   CREATE TABLE hunt_cells (
+     hunt_id INTEGER NOT NULL REFERENCES hunts(id) ON DELETE CASCADE,
+     row TEXT NOT NULL,
+     col TEXT NOT NULL,
+     class TEXT NOT NULL,
+     session_id INTEGER REFERENCES sessions(id) ON DELETE SET NULL,
+     data TEXT NOT NULL,
+     PRIMARY KEY (hunt_id, row, col)
+   ) WITHOUT ROWID;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** A hunt as stored; `data` and the cells' `data` are the hunt's own JSON (analyzer/hunt-record.ts reads them). */
+export interface StoredHunt {
+  id: number;
+  created_at: string;
+  label: string;
+  state: 'running' | 'complete' | 'aborted';
+  error: string | null;
+  target: Target;
+  profile: unknown;
+  data: unknown;
+}
+
+export interface StoredHuntCell {
+  row: string;
+  col: string;
+  class: string;
+  session_id: number | null;
+  data: unknown;
+}
 
 export interface SessionSummary extends Session {
   events: number;
@@ -97,6 +140,10 @@ function storageProblem(e: unknown, path: string): string | null {
   if (code.startsWith('SQLITE_IOERR')) return `${path} cannot be written (I/O error ${code})`;
   if (code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB') return `${path} is corrupt`;
   return null;
+}
+interface HuntRow {
+  id: number; created_at: string; label: string; state: string; error: string | null;
+  target: string; profile: string; data: string; writer_pid: number | null; writer_start: string | null;
 }
 interface EventRow {
   seq: number; t_ns: number | null; wall: string | null; thread: number | null; kind: string;
@@ -480,6 +527,60 @@ export class TraceStore {
         this.db.prepare(`DELETE FROM sessions WHERE id = ?`).run(id);
       })();
     });
+  }
+
+  /* The hunt's tables: a hunt, its cells as they end, and reading them back. */
+
+  createHunt(h: { label: string; target: Target; profile: unknown; data: unknown }): number {
+    return this.write('create a hunt', () => Number(this.db.prepare(
+      `INSERT INTO hunts (created_at, label, state, error, target, profile, data, writer_pid, writer_start)
+       VALUES (?, ?, 'running', NULL, ?, ?, ?, ?, ?)`,
+    ).run(new Date().toISOString(), h.label, JSON.stringify(TargetSchema.parse(h.target)), JSON.stringify(h.profile), JSON.stringify(h.data),
+      process.pid, procStartTime(process.pid)).lastInsertRowid));
+  }
+
+  updateHunt(id: number, patch: { state?: 'complete' | 'aborted'; error?: string | null; data?: unknown }): void {
+    this.write(`update hunt ${id}`, () => {
+      const set = this.db.prepare(`UPDATE hunts SET state = coalesce(?, state), error = coalesce(?, error), data = coalesce(?, data) WHERE id = ?`);
+      set.run(patch.state ?? null, patch.error ?? null, patch.data === undefined ? null : JSON.stringify(patch.data), id);
+    });
+  }
+
+  putHuntCell(huntId: number, cell: StoredHuntCell): void {
+    this.write(`store a cell of hunt ${huntId}`, () => {
+      this.db.prepare(`INSERT OR REPLACE INTO hunt_cells (hunt_id, row, col, class, session_id, data) VALUES (?, ?, ?, ?, ?, ?)`)
+        .run(huntId, cell.row, cell.col, cell.class, cell.session_id, JSON.stringify(cell.data));
+    });
+  }
+
+  /** A hunt whose process is gone while it was running reads as aborted (its cells are kept). */
+  hunt(id: number): StoredHunt {
+    const row = this.db.prepare(`SELECT * FROM hunts WHERE id = ?`).get(id) as HuntRow | undefined;
+    if (!row) throw new MigraceError('NOT_FOUND', `no hunt ${id} in ${this.path} (see "migrace hunts")`);
+    return this.rowToHunt(row);
+  }
+
+  hunts(): StoredHunt[] {
+    return (this.db.prepare(`SELECT * FROM hunts ORDER BY id`).all() as HuntRow[]).map((r) => this.rowToHunt(r));
+  }
+
+  huntCells(id: number): StoredHuntCell[] {
+    const rows = this.db.prepare(`SELECT row, col, class, session_id, data FROM hunt_cells WHERE hunt_id = ? ORDER BY row, col`).all(id) as Array<Omit<StoredHuntCell, 'data'> & { data: string }>;
+    return rows.map((r) => ({ ...r, data: parseJson(r.data, `cell ${r.row} x ${r.col} of hunt ${id}`) }));
+  }
+
+  private rowToHunt(r: HuntRow): StoredHunt {
+    let { state, error } = r;
+    if (state === 'running' && typeof r.writer_pid === 'number' && !processIsAlive(r.writer_pid, r.writer_start)) {
+      state = 'aborted';
+      error = `the hunting process (pid ${r.writer_pid}) ended without closing the hunt; the cells it stored are kept`;
+    }
+    const target = TargetSchema.safeParse(parseJson(r.target, `target of hunt ${r.id}`));
+    if (!target.success || !['running', 'complete', 'aborted'].includes(state)) throw new MigraceError('DB_FOREIGN', `hunt ${r.id} in ${this.path} is malformed`);
+    return {
+      id: r.id, created_at: r.created_at, label: r.label, state: state as StoredHunt['state'], error, target: target.data,
+      profile: parseJson(r.profile, `profile of hunt ${r.id}`), data: parseJson(r.data, `data of hunt ${r.id}`),
+    };
   }
 
   exportSession(id: number): SessionExport {
