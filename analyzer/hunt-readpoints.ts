@@ -66,9 +66,10 @@ export function staticReadPoints(profile: Profile): HuntReadPoint[] {
     for (const raw of listed) {
       const r = ProfileReadPoint.safeParse(raw);
       if (!r.success || r.data.value === null) continue;
-      const probe = ProbeSchema.parse({ name: r.data.name, role: 'read', locations: [r.data.location], values: { value: r.data.value }, why: r.data.why });
+      const probe = readProbe(r.data.name, r.data.location, r.data.value, r.data.why);
+      if (!probe) continue;
       points.push({
-        name: r.data.name, function: r.data.function, offset: r.data.offset, file_pc: r.data.pc.toLowerCase(),
+        name: probe.name, function: r.data.function, offset: r.data.offset, file_pc: r.data.pc.toLowerCase(),
         instruction: r.data.instruction, access: r.data.access, probe, found: ['static'], states: [], why: r.data.why,
       });
     }
@@ -97,17 +98,23 @@ export interface MergedReadPoints {
   crossCheck: CrossCheck[];
 }
 
-/** A dynamic read as a read probe, named `function+offset` (`function.offset` where profile names take no `+`). */
-function probeOfRead(r: TracedRead): Probe | null {
-  if (r.value === null) return null;
-  for (const name of [`${r.function}+${r.offset}`, `${r.function}.${r.offset}`]) {
-    const parsed = ProbeSchema.safeParse({
-      name, role: 'read', locations: [r.location], values: { value: r.value },
-      why: `found by single-stepping queries in ${r.states.join(', ')}: ${r.instruction} reads the state (${r.access}); held at the next instruction, the value it read is ${r.value}`,
-    });
+/**
+ * A read point as a `read` probe, named `function+offset` (as
+ * `function.offset` where profile names take no `+`); null when the
+ * location or the value is not one a profile may hold.
+ */
+function readProbe(name: string, location: string, value: string, why: string): Probe | null {
+  for (const n of [name, name.replace(/\+(\d+)$/, '.$1')]) {
+    const parsed = ProbeSchema.safeParse({ name: n, role: 'read', locations: [location], values: { value }, why });
     if (parsed.success) return parsed.data;
   }
   return null;
+}
+
+function probeOfRead(r: TracedRead): Probe | null {
+  if (r.value === null) return null;
+  return readProbe(`${r.function}+${r.offset}`, r.location, r.value,
+    `found by single-stepping queries in ${r.states.join(', ')}: ${r.instruction} reads the state (${r.access}); held at the next instruction, the value it read is ${r.value}`);
 }
 
 /** The runtime addresses gdb placed a probe at (its breakpoint's locations). */
@@ -151,7 +158,6 @@ export function mergeReadPoints(
     return i < 0 ? order.length : i;
   };
   const sortedReads = [...reads].sort((a, b) => rank(a) - rank(b) || a.pc.localeCompare(b.pc));
-  const claimed = new Map<string, HuntReadPoint>();
   const points: HuntReadPoint[] = [];
   const crossCheck: CrossCheck[] = [];
   const traced = [...new Set(runs.map((r) => r.state))];
@@ -175,7 +181,6 @@ export function mergeReadPoints(
         ...s, function: s.function ?? r.function, offset: s.offset ?? r.offset, file_pc: s.file_pc ?? r.file_pc,
         instruction: s.instruction ?? r.instruction, access: s.access ?? r.access, found: ['static', 'dynamic'], states: r.states,
       };
-      claimed.set(r.pc, merged);
       points.push(merged);
       const exact = s.file_pc === r.file_pc || s.probe.locations.includes(r.location);
       crossCheck.push({
@@ -195,7 +200,6 @@ export function mergeReadPoints(
     };
     points.push(p);
     crossCheck.push({ point: p.name, static: false, dynamic: true, note: `not in the static list: ${r.instruction} at ${r.function}+${r.offset} (depth ${r.depth} below qmp_query_migrate) was executed by the query in ${r.states.join(', ')}` });
-    claimed.set(r.pc, p);
   }
   for (const p of statics) {
     if (staticMatch.has(p)) continue;

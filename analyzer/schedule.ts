@@ -227,11 +227,16 @@ export function builtinSchedule(name: string): Schedule {
   return make();
 }
 
-/** The profile a schedule runs with: its own probes added, replacing the profile's of the same name. */
+/**
+ * The profile a schedule runs with: its own probes added, replacing the
+ * profile's of the same name. They come first: of two probes at one address
+ * gdb reports the breakpoint made first, and the schedule's read point must
+ * be the one hit (a re-read whose next instruction is a publish store).
+ */
 export function profileWithScheduleProbes(profile: Profile, schedule: Schedule): Profile {
   if (!schedule.probes?.length) return profile;
   const own = new Map<string, Probe>(schedule.probes.map((p) => [p.name, p]));
-  return { ...profile, probes: [...profile.probes.filter((p) => !own.has(p.name)), ...own.values()] };
+  return { ...profile, probes: [...own.values(), ...profile.probes.filter((p) => !own.has(p.name))] };
 }
 
 /**

@@ -39,7 +39,7 @@ export function register(program: Command): void {
     .option('--dynamic-budget <s>', 'seconds all single-stepping may take', parseIntOption('--dynamic-budget', 1, 3600), 120)
     .option('--cell-timeout <s>', 'seconds one cell may take before it is marked timed out', parseIntOption('--cell-timeout', 5, 3600), 90)
     .option('--queries <n>', 'undisturbed replies per state in each baseline', parseIntOption('--queries', 1, 20), 3)
-    .option('--schedules <dir>', "where broken cells' schedules are written (default: migrace-hunt-ID next to the database)")
+    .option('--schedules <dir>', "where broken cells' schedules are written (default: DB-hunt-ID next to the database: migrace-hunt-1 for migrace.db)")
     .option('--label <text>', 'a label for the hunt');
   addTargetOptions(cmd)
     .addOption(dbOption())
@@ -63,7 +63,7 @@ export function register(program: Command): void {
             firstPrepare = false;
             return prepareTarget(opts, extra, said);
           },
-          schedulesDir: (id) => opts.schedules ?? join(dirname(resolve(opts.db)), `migrace-hunt-${id}`),
+          schedulesDir: (id) => opts.schedules ?? join(dirname(resolve(opts.db)), `${basename(opts.db).replace(/\.db$/, '')}-hunt-${id}`),
         });
         if (opts.json) printJson(huntJson(r.view));
         else out(await huntText(r.view));
