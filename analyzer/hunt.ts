@@ -38,8 +38,8 @@ import type { Schedule } from './schedule.js';
 export interface HuntOptions {
   store: TraceStore;
   kind: 'minimig' | 'qemu';
-  /** A fresh target (and its profile) for every run. */
-  prepare: () => Promise<{ target: PreparedTarget; profile: Profile }>;
+  /** A fresh target (and its profile) for every run: the first only gives the profile and the build. */
+  prepare: (purpose: 'start' | 'baseline' | 'cell') => Promise<{ target: PreparedTarget; profile: Profile }>;
   scenarios: ScenarioName[];
   /** Single-step a query per state to find the read points dynamically. */
   dynamic: boolean;
@@ -118,7 +118,7 @@ class HuntRun {
   /* 1. start */
 
   private async start(): Promise<void> {
-    const { target, profile } = await this.opts.prepare();
+    const { target, profile } = await this.opts.prepare('start');
     // Only the profile and the build are needed here; every run prepares its own target.
     await target.dispose();
     this.profile = profile;
@@ -146,7 +146,7 @@ class HuntRun {
       this.checkSignal();
       const s = scenario(name, this.opts.kind);
       const t0 = Date.now();
-      const { target, profile } = await this.opts.prepare();
+      const { target, profile } = await this.opts.prepare('baseline');
       const r = await replay({
         store: this.opts.store, target, profile, schedule: baselineSchedule(s, this.opts.queries ?? 3),
         label: `hunt ${this.id} baseline ${name}`, gdbPath: this.opts.gdbPath, signal: this.opts.signal,
@@ -263,7 +263,7 @@ class HuntRun {
     const data: CellData = { note: null, reason: null, status: null, fields: [], reply: null, schedule, schedule_file: null, ms: 0 };
     let r: ReplayResult;
     try {
-      const { target, profile } = await this.opts.prepare();
+      const { target, profile } = await this.opts.prepare('cell');
       r = await replay({
         store: this.opts.store, target, profile, schedule, label: `hunt ${this.id} ${what}`, gdbPath: this.opts.gdbPath, signal,
         blockedAfterMs: this.opts.blockedAfterMs, meta: { hunt: this.id, hunt_role: 'cell', invocation: this.opts.invocation },

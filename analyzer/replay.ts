@@ -443,9 +443,9 @@ class ReplayRun {
   /**
    * One monitor command of a scenario; a command or argument the target
    * refuses is UNSUPPORTED, naming both. Done when it is answered, or when
-   * a role holds the query thread inside it (a writer bound in
-   * migrate_cancel): its answer then comes after the release, and a failure
-   * still ends the run.
+   * a role binds while it is pending (a writer bound in migrate_cancel, or
+   * one that holds a lock the answer waits for): its answer then comes
+   * after the release, and a failure still ends the run.
    */
   private async command(execute: string, args?: Record<string, unknown>, on: 'source' | 'destination' = 'source'): Promise<void> {
     const what = `${execute}${args ? ` ${JSON.stringify(args)}` : ''}${on === 'destination' ? ' on the destination' : ''}`;
@@ -467,8 +467,10 @@ class ReplayRun {
       throw err;
     });
     reply.catch(() => undefined);
-    const heldInside = (): boolean => [...this.roles.values()].some((r) => r.held && r.tid === QUERY_THREAD);
-    if (!(await this.waitFor(() => answered || heldInside(), 30_000))) {
+    // A role bound meanwhile may hold the thread that would answer, or a lock it needs (QEMU 10's migrate-continue).
+    const heldBefore = new Set([...this.roles.values()].filter((r) => r.held).map((r) => r.name));
+    const newlyHeld = (): boolean => [...this.roles.values()].some((r) => r.held && !heldBefore.has(r.name));
+    if (!(await this.waitFor(() => answered || newlyHeld(), 30_000))) {
       throw new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: ${what} was not answered within 30 s`);
     }
     if (answered) await this.live.guard(reply);
@@ -517,42 +519,68 @@ class ReplayRun {
 
   /**
    * observe: the migration thread is held at a transition's entry, so the
-   * state is the one it leaves, and nothing moves while the replies are
-   * taken. A query that waits on a lock the held thread owns (QEMU 10's
-   * steps taken under the big lock) lets the thread go at once: that state
-   * cannot be sampled while the thread is stopped there.
+   * state is the one it leaves, and nothing but the query thread (which
+   * answers the queries, one at a time) can move it while the replies are
+   * taken: no reply can straddle a transition. Then the thread runs to the
+   * return of migrate_set_state and the state it entered is sampled the
+   * same way, which also covers a state whose way out is taken under a
+   * lock. A query that waits on a lock the held thread owns (QEMU 10's
+   * steps under the big lock) lets the thread go at once: that state cannot
+   * be sampled while the thread is stopped there.
    */
   private async sample(tid: number, e: EventOf<'transition'>, n: number): Promise<void> {
-    const from = this.stateText(e.data.old);
-    this.mark('hold', tid, 'observe', `held at migrate_set_state(${from} -> ${this.stateText(e.data.new)}) (seq ${e.seq}) for ${n} undisturbed replies`);
-    let released = false;
-    const release = async (why: string): Promise<void> => {
-      if (released) return;
-      released = true;
-      this.mark('release', tid, 'observe', why);
+    const step = `migrate_set_state(${this.stateText(e.data.old)} -> ${this.stateText(e.data.new)})`;
+    this.mark('hold', tid, 'observe', `held at ${step} (seq ${e.seq}) for ${n} undisturbed replies before and after it`);
+    const land = (): void => {
       const t = this.heldTransitions.get(tid);
       if (t) {
         this.heldTransitions.delete(tid);
         this.path.landed(t);
       }
+    };
+    let released = false;
+    const release = async (why: string): Promise<void> => {
+      if (released) return;
+      released = true;
+      this.mark('release', tid, 'observe', why);
+      land();
       await this.live.release(tid);
       this.notify();
     };
     try {
-      for (let i = 0; i < n && !released; i++) {
-        if (i === 0 && this.opts.tracer?.wants(from)) this.traceState = from;
-        const reply = this.ask();
-        const lock = await this.blockedBehind(reply);
-        if (lock) {
-          this.note(`observe: query-migrate waits in ${lock.func} (${lock.chain}) while the migration thread is held at migrate_set_state(${from} -> ${this.stateText(e.data.new)}); released it`);
-          this.traceState = null;
-          await release(`the query waits for a lock this thread owns (${lock.func})`);
-        }
-        await this.live.guard(reply);
+      if (!(await this.takeSamples(n, this.stateText(e.data.old), step, 'at the entry of'))) {
+        await release('the query waits for a lock this thread owns');
+        return;
       }
+      // To the instruction after the call: the compare-and-swap has been done.
+      this.mark('release', tid, 'observe', `replies taken; run to the return of ${step}`);
+      land();
+      const mark = this.live.gdb.mark();
+      await this.live.gdb.execute(`-exec-finish --thread ${tid}`);
+      await this.live.guard(this.live.gdb.waitForStop(tid, 15_000, { since: mark }));
+      this.mark('hold', tid, 'observe', `held after ${step} returned`);
+      const now = await this.live.gdb.evaluate(`*(int*)${e.data.addr ?? this.stateAddress()}`, { thread: tid, frame: 0 });
+      const state = stateName({ value: parseInteger(now), name: null }, this.opts.profile.status_table) ?? this.stateText(e.data.new);
+      await this.takeSamples(n, state, step, 'after');
     } finally {
       await release('replies taken');
     }
+  }
+
+  /** n replies in `state` while the migration thread is held; false when the query thread waits on its lock. */
+  private async takeSamples(n: number, state: string, step: string, where: string): Promise<boolean> {
+    for (let i = 0; i < n; i++) {
+      if (i === 0 && this.opts.tracer?.wants(state)) this.traceState = state;
+      const reply = this.ask();
+      const lock = await this.blockedBehind(reply);
+      if (lock) {
+        this.note(`observe: query-migrate waits in ${lock.func} (${lock.chain}) while the migration thread is held ${where} ${step}; released it`);
+        this.traceState = null;
+        return false;
+      }
+      await this.live.guard(reply);
+    }
+    return true;
   }
 
   /** Resolves null once `reply` arrives, or the lock the query thread waits on when it stays away. */

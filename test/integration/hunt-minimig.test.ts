@@ -1,0 +1,198 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { hunt } from '../../analyzer/hunt.js';
+import { judgeReplyShape } from '../../analyzer/hunt-oracle.js';
+import { loadHunt, matrixKey, type HuntView } from '../../analyzer/hunt-record.js';
+import { register as huntCmds } from '../../cli/hunt.js';
+import { register as replayCmd } from '../../cli/replay.js';
+import { minimigProfile } from '../../recorder/probes/minimig.js';
+import { minimigDir, prepareMinimig } from '../../recorder/targets/minimig.js';
+import { renderHuntMatrix } from '../../reports/hunt.js';
+import { TraceStore } from '../../trace/store.js';
+import { runCommand } from '../helpers/cli.js';
+import { expectNoSurvivors } from '../helpers/processes.js';
+
+/*
+ * migrace hunt on the bundled target, with real gdb: no built-in scenario,
+ * no offset written anywhere. The cells facts.md establishes (LP#1994002 on
+ * the unpatched build and not on the patched one; the big lock of
+ * --bql-completion) are asserted; every matrix is printed.
+ */
+
+afterEach(() => expectNoSurvivors());
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDb(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'migrace-hunt-test-'));
+  dirs.push(dir);
+  return join(dir, 'hunt.db');
+}
+
+async function cliHunt(db: string, args: string[]): Promise<{ view: HuntView; out: string; err: string; code: number | string | undefined }> {
+  const r = await runCommand(huntCmds, ['hunt', '--db', db, ...args]);
+  const store = TraceStore.open(db, { readonly: true });
+  try {
+    const view = loadHunt(store, store.hunts().at(-1)!.id);
+    console.log(`${view.label} (${args.join(' ')}):\n${renderHuntMatrix(view)}`);
+    return { view, ...r };
+  } finally {
+    store.close();
+  }
+}
+
+const cellOf = (v: HuntView, row: string, col: string) => v.cells.find((c) => c.row === row && c.col === col);
+
+/** Replay a broken cell's schedule file 5 times: each run's reply judged by the hunt's oracle gives the cell again. */
+async function replayFiveTimes(v: HuntView, row: string, col: string, target: string[]): Promise<void> {
+  const c = cellOf(v, row, col)!;
+  expect(c.data.schedule_file, `${row} x ${col} has a schedule file`).toBeTruthy();
+  const r = await runCommand(replayCmd, ['replay', '--schedule', c.data.schedule_file!, ...target, '--repeat', '5', '--json', '--db', tempDb()]);
+  expect(r.code, r.err).toBeUndefined();
+  const runs = (JSON.parse(r.out) as { runs: Array<{ reply: unknown; state: string }> }).runs;
+  expect(runs).toHaveLength(5);
+  for (const run of runs) {
+    expect(run.state).toBe('complete');
+    const j = judgeReplyShape(v.data.oracle, run.reply);
+    expect({ class: j.class, note: j.note }).toEqual({ class: c.class, note: c.data.note });
+  }
+}
+
+describe('hunt on minimig', () => {
+  it('unpatched, every scenario, with the dynamic cross-check: LP#1994002 is broken, postcopy is skipped, every broken cell replays 5/5', async () => {
+    const db = tempDb();
+    const { view: v, out, err, code } = await cliHunt(db, ['--dynamic']);
+    expect(code, err).toBeUndefined();
+    expect(v.state).toBe('complete');
+    // Progress per cell on stderr, the matrix on stdout.
+    expect(err).toMatch(/^\[1\/\d+\] read x none->setup: infeasible/m);
+    expect(out).toMatch(/^read point\s+none->setup\s+setup->active\s+active->completed/m);
+
+    expect(v.data.columns.map((c) => c.key)).toEqual([
+      'none->setup', 'setup->active', 'active->completed', 'setup->cancelling', 'cancelling->cancelled', 'active->cancelling',
+      'active->failed', 'active->pre-switchover', 'pre-switchover->device', 'device->completed',
+    ]);
+    const postcopy = v.data.baselines.find((b) => b.scenario === 'postcopy')!;
+    expect(postcopy).toMatchObject({ status: 'skipped', reason: expect.stringContaining("does not accept value 'postcopy-ram'") });
+
+    // LP#1994002: the switch read setup, the status read active.
+    const lp = cellOf(v, 'read', 'setup->active')!;
+    expect(lp.class).toBe('broken');
+    expect(lp.data.reply).toEqual({ status: 'active' });
+    expect(lp.data.note).toContain('old libvirt fails: "migration was active, but no RAM info was set"');
+    // Transitions the main thread makes cannot cross its own query.
+    for (const col of ['none->setup', 'setup->cancelling', 'active->cancelling']) expect(cellOf(v, 'read', col)!.class).toBe('infeasible');
+    expect(cellOf(v, 'read', 'control')!.class).toBe('consistent');
+
+    // The dynamic list finds the two re-reads the profile does not name; the static read is one of them.
+    const rows = v.data.rows.map((r) => `${r.function}+${r.offset} ${r.found.join('+')}`);
+    expect(rows).toEqual(['fill_source_migration_info+29 static+dynamic', 'populate_time_info+61 dynamic', 'fill_source_migration_info+236 dynamic']);
+    // populate_time_info chose active's time fields; the unpatched re-read published completed.
+    expect(cellOf(v, v.data.rows[1].name, 'active->completed')).toMatchObject({ class: 'broken', data: { note: 'completed without downtime; completed with expected-downtime' } });
+    // A hold after the status re-read changes nothing.
+    expect(v.cells.filter((c) => c.row === v.data.rows[2].name && c.class === 'broken')).toEqual([]);
+
+    const broken = v.cells.filter((c) => c.class === 'broken');
+    expect(broken.length).toBeGreaterThanOrEqual(3);
+    for (const c of broken) await replayFiveTimes(v, c.row, c.col, ['--target', 'minimig']);
+  }, 600_000);
+
+  it('patched: the same hunt finds LP#1994002 consistent, and two hunts give the same matrix', async () => {
+    const db = tempDb();
+    const a = await cliHunt(db, ['--patched', '--scenarios', 'precopy']);
+    const b = await cliHunt(db, ['--patched', '--scenarios', 'precopy']);
+    expect(cellOf(a.view, 'read', 'setup->active')).toMatchObject({ class: 'consistent', data: { reply: { status: 'setup' } } });
+    expect(cellOf(a.view, 'read', 'active->completed')!.class).toBe('broken');
+    expect(matrixKey(b.view)).toEqual(matrixKey(a.view));
+    expect(b.view.id).toBe(a.view.id + 1);
+  }, 300_000);
+
+  it('--bql-completion: the step into completed is infeasible, with the lock-wait stack', async () => {
+    const { view: v } = await cliHunt(tempDb(), ['--bql-completion', '--scenarios', 'precopy']);
+    const c = cellOf(v, 'read', 'active->completed')!;
+    expect(c.class).toBe('infeasible');
+    expect(c.data.note).toBe('the query waits in bql_lock while the writer is held');
+    expect(c.data.reason).toMatch(/waits in bql_lock \(.*pthread_mutex_lock.* <- bql_lock <- handle_line\) while writer \(migrate_set_state\(active -> completed\)\) is held/);
+    expect(cellOf(v, 'read', 'setup->active')!.class).toBe('broken');
+  }, 300_000);
+
+  it('a cell that hangs times out, is marked, and the hunt goes on', async () => {
+    const db = tempDb();
+    const store = TraceStore.open(db);
+    try {
+      const r = await hunt({
+        store, kind: 'minimig', scenarios: ['precopy'], dynamic: false, cellTimeoutMs: 4_000, schedulesDir: () => null,
+        label: 'hanging cells', invocation: null,
+        // The baseline runs as usual; every cell's minimig then stays in setup for ten minutes.
+        prepare: async (purpose) => {
+          const target = await prepareMinimig(purpose === 'cell' ? { setupMs: 600_000 } : {});
+          return { target, profile: minimigProfile(minimigDir(), target.binary, false) };
+        },
+      });
+      console.log(renderHuntMatrix(r.view));
+      expect(r.view.state).toBe('complete');
+      const classes = ['none->setup', 'setup->active', 'active->completed', 'control'].map((col) => `${col}: ${cellOf(r.view, 'read', col)?.class}`);
+      expect(classes).toEqual(['none->setup: infeasible', 'setup->active: timeout', 'active->completed: timeout', 'control: unreachable']);
+      expect(cellOf(r.view, 'read', 'setup->active')!.data.note).toBe('the cell took longer than 4 s');
+    } finally {
+      store.close();
+    }
+  }, 300_000);
+
+  it('Ctrl-C keeps the cells done so far, ends the hunt as aborted, and leaves no process', async () => {
+    const db = tempDb();
+    const cli = join(process.cwd(), 'bin', 'migrace.js');
+    const child = spawn(process.execPath, [cli, 'hunt', '--db', db, '--scenarios', 'precopy'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    child.stdout.resume();
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    const deadline = Date.now() + 120_000;
+    while (!/\[2\/\d+\]/.test(err) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const before = descendants(child.pid!);
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(err).toMatch(/hunt 1 interrupted: \d+ cells stored/);
+    for (let i = 0; i < 30 && alive(before).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(alive(before)).toEqual([]);
+    const store = TraceStore.open(db, { readonly: true });
+    try {
+      const v = loadHunt(store, 1);
+      expect(v.state).toBe('aborted');
+      expect(v.error).toBe('interrupted; the cells done so far are kept');
+      expect(v.cells.length).toBeGreaterThanOrEqual(2);
+    } finally {
+      store.close();
+    }
+  }, 300_000);
+
+  it('refuses what it cannot hunt with one clear line', async () => {
+    const r = await runCommand(huntCmds, ['hunt', '--db', tempDb(), '--scenarios', 'precopy,sideways']);
+    expect(r.err).toBe('migrace: --scenarios: unknown scenario "sideways" (known: precopy, cancel, cancel-setup, cancel-active, fail, switchover, postcopy)\n');
+    expect(r.code).toBe(2);
+    const q = await runCommand(huntCmds, ['hunt', '--db', tempDb(), '--target', 'qemu', '--qemu', '/bin/true']);
+    expect(q.err).toMatch(/^migrace: \/bin\/true: symbol migrate_set_state and symbol qmp_query_migrate not found .*migrace needs migrate_set_state and qmp_query_migrate for the transition and read probes/);
+    expect(q.err.split('\n').filter(Boolean)).toHaveLength(1);
+  }, 120_000);
+});
+
+function descendants(pid: number): number[] {
+  const rows = execFileSync('ps', ['-eo', 'pid=,ppid='], { encoding: 'utf8' }).trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number));
+  const out: number[] = [];
+  const walk = (p: number): void => {
+    for (const [c, pp] of rows) if (pp === p) { out.push(c); walk(c); }
+  };
+  walk(pid);
+  return out;
+}
+
+function alive(pids: number[]): number[] {
+  const live = new Set(execFileSync('ps', ['-eo', 'pid='], { encoding: 'utf8' }).trim().split('\n').map((l) => Number(l.trim())));
+  return pids.filter((p) => live.has(p));
+}
