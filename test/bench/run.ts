@@ -15,6 +15,7 @@ async function loadBenches(): Promise<Bench[]> {
     ['reports', './reports.bench.js', 'benchReports'],
     ['recorder', './recorder.bench.js', 'benchRecorder'],
     ['import', './import.bench.js', 'benchImport'],
+    ['hunt', './hunt.bench.js', 'benchHunt'],
   ];
   for (const [name, file, fn] of optional) {
     try {
