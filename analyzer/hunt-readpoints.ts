@@ -1,6 +1,5 @@
-import { z } from 'zod';
 import { MigraceError } from '../trace/errors.js';
-import { ProbeSchema, type Probe, type Profile } from '../recorder/probes/profile.js';
+import { ProbeSchema, readPointProbe, type Probe, type Profile } from '../recorder/probes/profile.js';
 import type { PlacedBreakpoint, TracedRead, TraceRun } from '../recorder/read-trace.js';
 
 /**
@@ -9,9 +8,9 @@ import type { PlacedBreakpoint, TracedRead, TraceRun } from '../recorder/read-tr
  * queries (dynamic, recorder/read-trace.ts), merged and cross-checked.
  *
  * Parts, in order:
- * - staticReadPoints(): the adapter to the profile. A profile that lists
- *   `read_points` (discovery's static list: every load or compare of the
- *   state offset on the query path) gives those; an older profile gives its
+ * - staticReadPoints(): the profile's `read_points` (discovery's static
+ *   list: every load or compare of the state offset on the query path), or,
+ *   for a profile without them (written by hand, or minimig's own), its
  *   `read` probes, one read point each;
  * - mergeReadPoints(): the dynamic reads joined to the static points they
  *   are (same instruction) or that sit right after them (a probe placed a
@@ -40,19 +39,6 @@ export interface HuntReadPoint {
   why: string;
 }
 
-/** Discovery's read points, as far as the hunt needs them (recorder/probes/profile.ts ReadPointSchema). */
-const ProfileReadPoint = z.object({
-  name: z.string(),
-  function: z.string(),
-  offset: z.number().int(),
-  pc: z.string(),
-  instruction: z.string(),
-  access: z.enum(['load', 'compare', 'other']),
-  location: z.string(),
-  value: z.string().nullable(),
-  why: z.string().default(''),
-});
-
 function functionOfLocation(location: string): string | null {
   const m = /^\*([A-Za-z_][\w.]*)[+-]\d+$/.exec(location) ?? /^([A-Za-z_][\w.]*)$/.exec(location);
   return m ? m[1] : null;
@@ -60,21 +46,17 @@ function functionOfLocation(location: string): string | null {
 
 /** The static read points of a profile; a profile without any names what is missing. */
 export function staticReadPoints(profile: Profile): HuntReadPoint[] {
-  const listed = (profile as Profile & { read_points?: unknown }).read_points;
-  if (Array.isArray(listed) && listed.length > 0) {
-    const points: HuntReadPoint[] = [];
-    for (const raw of listed) {
-      const r = ProfileReadPoint.safeParse(raw);
-      if (!r.success || r.data.value === null) continue;
-      const probe = readProbe(r.data.name, r.data.location, r.data.value, r.data.why);
-      if (!probe) continue;
-      points.push({
-        name: probe.name, function: r.data.function, offset: r.data.offset, file_pc: r.data.pc.toLowerCase(),
-        instruction: r.data.instruction, access: r.data.access, probe, found: ['static'], states: [], why: r.data.why,
-      });
-    }
-    if (points.length > 0) return points;
+  const points: HuntReadPoint[] = [];
+  for (const r of profile.read_points) {
+    // A read whose value cannot be named after it cannot be held "when it read old".
+    const probe = readPointProbe(profile, r.name);
+    if (!probe) continue;
+    points.push({
+      name: r.name, function: r.function, offset: r.offset, file_pc: r.pc, instruction: r.instruction,
+      access: r.access, probe, found: ['static'], states: [], why: r.why,
+    });
   }
+  if (points.length > 0) return points;
   const reads = profile.probes.filter((p) => p.role === 'read');
   if (reads.length === 0) {
     throw new MigraceError('PROBES', `the profile${profile.binary ? ` of ${profile.binary}` : ''} has no read point: no read_points list and no read probe (migrace probes shows what discovery found)`);
@@ -98,23 +80,14 @@ export interface MergedReadPoints {
   crossCheck: CrossCheck[];
 }
 
-/**
- * A read point as a `read` probe, named `function+offset` (as
- * `function.offset` where profile names take no `+`); null when the
- * location or the value is not one a profile may hold.
- */
-function readProbe(name: string, location: string, value: string, why: string): Probe | null {
-  for (const n of [name, name.replace(/\+(\d+)$/, '.$1')]) {
-    const parsed = ProbeSchema.safeParse({ name: n, role: 'read', locations: [location], values: { value }, why });
-    if (parsed.success) return parsed.data;
-  }
-  return null;
-}
-
+/** A dynamic read as a read probe, named `function+offset` as discovery names its read points; null when its value cannot be named. */
 function probeOfRead(r: TracedRead): Probe | null {
   if (r.value === null) return null;
-  return readProbe(`${r.function}+${r.offset}`, r.location, r.value,
-    `found by single-stepping queries in ${r.states.join(', ')}: ${r.instruction} reads the state (${r.access}); held at the next instruction, the value it read is ${r.value}`);
+  const parsed = ProbeSchema.safeParse({
+    name: `${r.function}+${r.offset}`, role: 'read', locations: [r.location], values: { value: r.value },
+    why: `found by single-stepping queries in ${r.states.join(', ')}: ${r.instruction} reads the state (${r.access}); held at the next instruction, the value it read is ${r.value}`,
+  });
+  return parsed.success ? parsed.data : null;
 }
 
 /** The runtime addresses gdb placed a probe at (its breakpoint's locations). */

@@ -66,9 +66,9 @@ export interface HuntResult {
   interrupted: boolean;
 }
 
-/** A name safe in a file name: what a row or column is called, with anything else as _. */
+/** A schedule's name, which is also its file's: the row and column, `+` as `.`, `->` as `-to-`, anything else as `_`. */
 function fileSafe(s: string): string {
-  return s.replace(/->/g, '-to-').replace(/[^\w.+-]/g, '_').slice(0, 100);
+  return s.replace(/->/g, '-to-').replace(/\+/g, '.').replace(/[^\w.-]/g, '_').slice(0, 100);
 }
 
 class Interrupted extends Error {}

@@ -5,6 +5,8 @@ import { hunt } from '../analyzer/hunt.js';
 import { loadHunt, type HuntView } from '../analyzer/hunt-record.js';
 import { parseScenarioList, SCENARIO_NAMES } from '../analyzer/hunt-scenarios.js';
 import { findInterleavings } from '../analyzer/interleavings.js';
+import { discoverProfile } from '../recorder/probes/discover.js';
+import type { Profile } from '../recorder/probes/profile.js';
 import { MigraceError, messageOf } from '../trace/errors.js';
 import type { TraceStore } from '../trace/store.js';
 import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson, progress, sessionId, table, type DbOptions } from './common.js';
@@ -57,11 +59,12 @@ export function register(program: Command): void {
           queries: opts.queries, cellTimeoutMs: opts.cellTimeout * 1000, blockedAfterMs: 1_500,
           label: opts.label ?? `hunt on ${name}`,
           invocation: { ...invocationOf('replay', opts, extra) }, gdbPath: opts.gdb, signal: signals.signal, progress,
-          prepare: async () => {
+          prepare: async (purpose) => {
             // Discovery speaks once; every run after that uses the cached profile.
             const said = firstPrepare ? progress : undefined;
             firstPrepare = false;
-            return prepareTarget(opts, extra, said);
+            const prepared = await prepareTarget(opts, extra, said);
+            return purpose === 'start' ? { ...prepared, profile: await withStaticReadPoints(prepared.profile, prepared.target.binary, opts.gdb) } : prepared;
           },
           schedulesDir: (id) => opts.schedules ?? join(dirname(resolve(opts.db)), `${basename(opts.db).replace(/\.db$/, '')}-hunt-${id}`),
         });
@@ -92,6 +95,23 @@ export function register(program: Command): void {
         store.close();
       }
     }));
+}
+
+/**
+ * minimig's own profile places its probes by source line and lists no read
+ * points; discovery reads them from its binary as from any QEMU. When that
+ * fails, the profile's read probe stands in, and the hunt says so.
+ */
+async function withStaticReadPoints(profile: Profile, binary: string, gdb: string): Promise<Profile> {
+  if (profile.read_points.length > 0) return profile;
+  try {
+    const found = await discoverProfile(binary, { gdb });
+    progress(`static read points of ${binary} from discovery: ${found.profile.read_points.map((r) => r.name).join(', ') || 'none'}`);
+    return { ...profile, read_points: found.profile.read_points };
+  } catch (e) {
+    progress(`static read points of ${binary}: discovery failed (${messageOf(e)}); the profile's read probe stands in`);
+    return profile;
+  }
 }
 
 /** The matrix and its facts, as `hunt` prints them. */

@@ -71,15 +71,19 @@ describe('static read points from the profile', () => {
 
   it('takes discovery\'s read_points when the profile has them (value null: not a row)', () => {
     const base = minimigProfile(minimigDir(), 'minimig', false);
-    const withList = {
+    const point = (name: string, pc: string, instruction: string, access: string, location: string, value: string | null) => ({
+      name, function: name.split('+')[0], offset: Number(name.split('+')[1]), pc, next_pc: pc, instruction, access, location, value,
+      via: ['qmp_query_migrate'], found: ['static'], why: 'from the disassembly',
+    });
+    const withList = ProfileSchema.parse({
       ...base,
       read_points: [
-        { name: 'qmp_query_migrate+125', function: 'qmp_query_migrate', offset: 125, pc: '0x5FC1BD', next_pc: '0x5fc1c5', instruction: 'mov    0x2e8(%r12),%r13d', access: 'load', location: '*qmp_query_migrate+133', value: '$r13d', via: ['qmp_query_migrate'], found: ['static'], why: 'the read once' },
-        { name: 'sub_5fa520+339', function: 'sub_5fa520', offset: 339, pc: '0x5fa673', next_pc: '0x5fa67a', instruction: 'cmpl   $0x8,0x2e8(%rbp)', access: 'compare', location: '*0x5fa67a', value: null, via: ['qmp_query_migrate'], found: ['static'], why: '' },
+        point('qmp_query_migrate+125', '0x5fc1bd', 'mov    0x2e8(%r12),%r13d', 'load', '*qmp_query_migrate+133', '$r13d'),
+        point('sub_5fa520+339', '0x5fa673', 'cmpl   $0x8,0x2e8(%rbp)', 'compare', '*qmp_query_migrate-6854', null),
       ],
-    } as unknown as Profile;
+    });
     const pts = staticReadPoints(withList);
-    expect(pts.map((x) => [x.name.replace('.', '+'), x.file_pc, x.probe.values.value])).toEqual([['qmp_query_migrate+125', '0x5fc1bd', '$r13d']]);
+    expect(pts.map((x) => [x.name, x.file_pc, x.probe.locations[0], x.probe.values.value])).toEqual([['qmp_query_migrate+125', '0x5fc1bd', '*qmp_query_migrate+133', '$r13d']]);
   });
 
   it('a profile with no read point at all is an error that says what is missing', () => {
