@@ -64,7 +64,7 @@ export function register(program: Command): void {
             const said = firstPrepare ? progress : undefined;
             firstPrepare = false;
             const prepared = await prepareTarget(opts, extra, said);
-            return purpose === 'start' ? { ...prepared, profile: await withStaticReadPoints(prepared.profile, prepared.target.binary, opts.gdb) } : prepared;
+            return purpose === 'start' ? { ...prepared, profile: await withStaticReadPoints(prepared.profile, prepared.target.binary, opts.gdb, progress) } : prepared;
           },
           schedulesDir: (id) => opts.schedules ?? join(dirname(resolve(opts.db)), `${basename(opts.db).replace(/\.db$/, '')}-hunt-${id}`),
         });
@@ -100,16 +100,17 @@ export function register(program: Command): void {
 /**
  * minimig's own profile places its probes by source line and lists no read
  * points; discovery reads them from its binary as from any QEMU. When that
- * fails, the profile's read probe stands in, and the hunt says so.
+ * fails, the profile's read probe stands in, and the hunt says so. The hunt
+ * benchmark uses it too, so it measures the rows the command hunts.
  */
-async function withStaticReadPoints(profile: Profile, binary: string, gdb: string): Promise<Profile> {
+export async function withStaticReadPoints(profile: Profile, binary: string, gdb: string | undefined, say: (line: string) => void): Promise<Profile> {
   if (profile.read_points.length > 0) return profile;
   try {
     const found = await discoverProfile(binary, { gdb });
-    progress(`static read points of ${binary} from discovery: ${found.profile.read_points.map((r) => r.name).join(', ') || 'none'}`);
+    say(`static read points of ${binary} from discovery: ${found.profile.read_points.map((r) => r.name).join(', ') || 'none'}`);
     return { ...profile, read_points: found.profile.read_points };
   } catch (e) {
-    progress(`static read points of ${binary}: discovery failed (${messageOf(e)}); the profile's read probe stands in`);
+    say(`static read points of ${binary}: discovery failed (${messageOf(e)}); the profile's read probe stands in`);
     return profile;
   }
 }

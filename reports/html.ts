@@ -201,9 +201,14 @@ export function contentSecurityPolicy(css: string, script: string): string {
   ].join('; ');
 }
 
-/** A complete page around `body` (already escaped HTML). */
-export function htmlPage(title: string, body: string): string {
-  const csp = contentSecurityPolicy(REPORT_CSS, REPORT_SCRIPT);
+/**
+ * A complete page around `body` (already escaped HTML), with the report's
+ * style and script unless the page brings its own (a page with no script
+ * gets no tooltip either).
+ */
+export function htmlPage(title: string, body: string, own: { css: string; script: string } = { css: REPORT_CSS, script: REPORT_SCRIPT }): string {
+  const csp = contentSecurityPolicy(own.css, own.script);
+  const script = own.script ? `<div id="tip" role="tooltip" hidden></div>\n<script>${own.script}</script>\n` : '';
   return `<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -213,13 +218,11 @@ export function htmlPage(title: string, body: string): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="color-scheme" content="light">
 <title>${h(title)}</title>
-<style>${REPORT_CSS}</style>
+<style>${own.css}</style>
 </head>
 <body>
 ${body}
-<div id="tip" role="tooltip" hidden></div>
-<script>${REPORT_SCRIPT}</script>
-</body>
+${script}</body>
 </html>
 `;
 }

@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hunt } from '../../analyzer/hunt.js';
+import { withStaticReadPoints } from '../../cli/hunt.js';
 import { replay } from '../../analyzer/replay.js';
 import { builtinSchedule } from '../../analyzer/schedule.js';
 import { discoverProfile } from '../../recorder/probes/discover.js';
@@ -21,7 +22,7 @@ import type { BenchRow } from './store.bench.js';
  * load of the machine is printed with every row (other jobs share it).
  */
 
-type Launch = () => Promise<{ target: PreparedTarget; profile: Profile }>;
+type Launch = (purpose?: 'start' | 'baseline' | 'cell') => Promise<{ target: PreparedTarget; profile: Profile }>;
 
 function load(): string {
   return `load ${loadavg().map((l) => l.toFixed(1)).join(' ')} on ${readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm)?.length ?? '?'} cores`;
@@ -56,9 +57,11 @@ async function benchBuild(name: string, kind: 'minimig' | 'qemu', launch: Launch
 
 export async function benchHunt(): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
-  const minimig: Launch = async () => {
+  // As `migrace hunt` does: the start gets discovery's read points of the binary, the runs minimig's own probes.
+  const minimig: Launch = async (purpose) => {
     const target = await prepareMinimig({});
-    return { target, profile: minimigProfile(minimigDir(), target.binary, false) };
+    const profile = minimigProfile(minimigDir(), target.binary, false);
+    return { target, profile: purpose === 'start' ? await withStaticReadPoints(profile, target.binary, undefined, () => {}) : profile };
   };
   rows.push(...await benchBuild('minimig', 'minimig', minimig, false));
   rows.push(...await benchBuild('minimig', 'minimig', minimig, true));

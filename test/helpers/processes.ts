@@ -34,3 +34,20 @@ export function expectNoSurvivors(): void {
     throw new Error(`survivors: ${JSON.stringify(s)} ${JSON.stringify(c)}`);
   }
 }
+
+/** Every descendant of pid, read from ps. */
+export function descendants(pid: number): number[] {
+  const rows = execFileSync('ps', ['-eo', 'pid=,ppid='], { encoding: 'utf8' }).trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number));
+  const out: number[] = [];
+  const walk = (p: number): void => {
+    for (const [c, pp] of rows) if (pp === p) { out.push(c); walk(c); }
+  };
+  walk(pid);
+  return out;
+}
+
+/** Those of pids still running. */
+export function alive(pids: number[]): number[] {
+  const live = new Set(execFileSync('ps', ['-eo', 'pid='], { encoding: 'utf8' }).trim().split('\n').map((l) => Number(l.trim())));
+  return pids.filter((p) => live.has(p));
+}

@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +13,7 @@ import { minimigDir, prepareMinimig } from '../../recorder/targets/minimig.js';
 import { renderHuntMatrix } from '../../reports/hunt.js';
 import { TraceStore } from '../../trace/store.js';
 import { runCommand } from '../helpers/cli.js';
-import { expectNoSurvivors } from '../helpers/processes.js';
+import { alive, descendants, expectNoSurvivors } from '../helpers/processes.js';
 
 /*
  * migrace hunt on the bundled target, with real gdb: no built-in scenario,
@@ -193,18 +193,3 @@ describe('hunt on minimig', () => {
     expect(q.err.split('\n').filter(Boolean)).toHaveLength(1);
   }, 120_000);
 });
-
-function descendants(pid: number): number[] {
-  const rows = execFileSync('ps', ['-eo', 'pid=,ppid='], { encoding: 'utf8' }).trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number));
-  const out: number[] = [];
-  const walk = (p: number): void => {
-    for (const [c, pp] of rows) if (pp === p) { out.push(c); walk(c); }
-  };
-  walk(pid);
-  return out;
-}
-
-function alive(pids: number[]): number[] {
-  const live = new Set(execFileSync('ps', ['-eo', 'pid='], { encoding: 'utf8' }).trim().split('\n').map((l) => Number(l.trim())));
-  return pids.filter((p) => live.has(p));
-}

@@ -1,4 +1,4 @@
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TraceStore } from '../../trace/store.js';
 import { processIsAlive } from '../../trace/proc.js';
-import { expectNoSurvivors } from '../helpers/processes.js';
+import { descendants, expectNoSurvivors } from '../helpers/processes.js';
 import { bookwormQemu } from '../helpers/qemu-binaries.js';
 
 /**
@@ -21,17 +21,6 @@ const CLI = join(process.cwd(), 'bin', 'migrace.js');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 afterEach(() => expectNoSurvivors());
-
-/** Every descendant of pid, read from ps. */
-function descendants(pid: number): number[] {
-  const rows = execFileSync('ps', ['-eo', 'pid=,ppid='], { encoding: 'utf8' }).trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number));
-  const out: number[] = [];
-  const walk = (p: number): void => {
-    for (const [c, pp] of rows) if (pp === p) { out.push(c); walk(c); }
-  };
-  walk(pid);
-  return out;
-}
 
 interface Killed { pid: number; children: number[]; dirs: string[] }
 
