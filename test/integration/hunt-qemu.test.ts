@@ -15,7 +15,7 @@ import { bookwormQemu, bullseyeQemu } from '../helpers/qemu-binaries.js';
 /*
  * migrace hunt on Debian's stripped QEMU builds, precopy: the read point
  * comes from discovery, the transitions from the baseline, the verdicts
- * from the undisturbed replies. facts.md's cells: LP#1994002 broken on 5.2
+ * from the undisturbed replies. docs/qemu-facts.md's cells: LP#1994002 broken on 5.2
  * and consistent on 7.2, and 7.2's populate_time_info race found by itself.
  * Every broken cell replays 5/5 from its schedule file; the matrices are
  * printed.
@@ -78,7 +78,7 @@ describe('hunt on QEMU 7.2 (bookworm, patched)', () => {
     expect(v.data.rows[0].name).toBe(read);
     expect(v.data.rows.map((r) => r.name).sort()).toEqual(['qmp_query_migrate+125', 'qmp_query_migrate+432', 'qmp_query_migrate+606', 'sub_5fa520+339']);
     expect(cellOf(v, read, 'setup->active')).toMatchObject({ class: 'consistent', data: { status: 'setup' } });
-    // facts.md: an "active" reply carrying completed's downtime and no expected-downtime.
+    // docs/qemu-facts.md: an "active" reply carrying completed's downtime and no expected-downtime.
     expect(cellOf(v, read, 'active->completed')).toMatchObject({ class: 'broken', data: { status: 'active', note: 'active without expected-downtime; active with downtime' } });
     expect(cellOf(v, read, 'none->setup')!.class).toBe('infeasible');
     expect(cellOf(v, read, 'control')!.class).toBe('consistent');
