@@ -55,6 +55,16 @@ async function benchBuild(name: string, kind: 'minimig' | 'qemu', launch: Launch
   }
 }
 
+/** One build's rows, or a line saying why there are none: a run that fails under load keeps the other builds' rows. */
+async function benchOrSay(name: string, kind: 'minimig' | 'qemu', launch: Launch, dynamic: boolean): Promise<BenchRow[]> {
+  try {
+    return await benchBuild(name, kind, launch, dynamic);
+  } catch (e) {
+    process.stderr.write(`bench hunt: ${name}${dynamic ? ' --dynamic' : ''} gave no row: ${(e as Error).message} (${load()})\n`);
+    return [];
+  }
+}
+
 export async function benchHunt(): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   // As `migrace hunt` does: the start gets discovery's read points of the binary, the runs minimig's own probes.
@@ -63,8 +73,8 @@ export async function benchHunt(): Promise<BenchRow[]> {
     const profile = minimigProfile(minimigDir(), target.binary, false);
     return { target, profile: purpose === 'start' ? await withStaticReadPoints(profile, target.binary, undefined, () => {}) : profile };
   };
-  rows.push(...await benchBuild('minimig', 'minimig', minimig, false));
-  rows.push(...await benchBuild('minimig', 'minimig', minimig, true));
+  rows.push(...await benchOrSay('minimig', 'minimig', minimig, false));
+  rows.push(...await benchOrSay('minimig', 'minimig', minimig, true));
   const q = bookwormQemu();
   if ('skip' in q) {
     process.stderr.write(`bench hunt: QEMU 7.2 skipped: ${q.skip}\n`);
@@ -72,7 +82,7 @@ export async function benchHunt(): Promise<BenchRow[]> {
   }
   const { profile } = await discoverProfile(q.path, { env: q.env });
   const qemu: Launch = async () => ({ target: await prepareQemuPair({ qemu: q.path, env: q.env, profile }), profile });
-  rows.push(...await benchBuild('QEMU 7.2', 'qemu', qemu, false));
-  rows.push(...await benchBuild('QEMU 7.2', 'qemu', qemu, true));
+  rows.push(...await benchOrSay('QEMU 7.2', 'qemu', qemu, false));
+  rows.push(...await benchOrSay('QEMU 7.2', 'qemu', qemu, true));
   return rows;
 }
