@@ -136,8 +136,10 @@ function withForcing(s: Scenario, spec: CellSpec, forcing: Step[], description: 
 
 /**
  * One matrix cell: hold the writer at migrate_set_state(old -> new), query,
- * hold the reader right after the read point when it read `old`, release
- * the writer until `new` is in memory, release the reader, take the reply.
+ * hold the reader right after the read point when it read `old`, let the
+ * writer run to migrate_set_state's return (`new` is in memory, nothing
+ * after it has happened), release the reader, take the reply, release the
+ * writer.
  */
 export function cellSchedule(s: Scenario, spec: CellSpec): Schedule {
   return withForcing(s, spec, [
@@ -145,10 +147,12 @@ export function cellSchedule(s: Scenario, spec: CellSpec): Schedule {
     { do: 'arm', role: 'reader' },
     { do: 'query' },
     { do: 'wait-held', role: 'reader', timeout_ms: 15_000 },
-    { do: 'release', role: 'writer' },
+    // To migrate_set_state's return and held there: this transition lands, the ones after it wait for the reply.
+    { do: 'release', role: 'writer', until: 'return' },
     { do: 'wait-state', equals: { role: 'writer', of: 'new' }, via: 'reader', timeout_ms: 15_000 },
     { do: 'release', role: 'reader' },
     { do: 'wait-reply', timeout_ms: 15_000 },
+    { do: 'release', role: 'writer' },
   ], `hunt cell: ${spec.point.name} x ${spec.old} -> ${spec.new} (${s.name}): the reader held after reading ${spec.old}, the writer's transition to ${spec.new} lands, then the reader goes on`);
 }
 

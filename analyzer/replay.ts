@@ -643,13 +643,21 @@ class ReplayRun {
   private async release(step: Extract<Step, { do: 'release' }>): Promise<void> {
     const r = this.role(step.role);
     if (!r.held || r.tid === null) throw new MigraceError('REPLAY', `replay ${this.name}: cannot release ${r.name}: it is not held`);
-    this.mark('release', r.tid, r.name, 'schedule step');
-    r.held = false;
+    this.mark('release', r.tid, r.name, step.until === 'return' ? 'schedule step: run to the return of the held function' : 'schedule step');
     const t = this.heldTransitions.get(r.tid);
     if (t) {
       this.heldTransitions.delete(r.tid);
       this.path.landed(t);
     }
+    if (step.until === 'return') {
+      const mark = this.live.gdb.mark();
+      await this.live.gdb.execute(`-exec-finish --thread ${r.tid}`);
+      await this.live.guard(this.live.gdb.waitForStop(r.tid, 15_000, { since: mark }));
+      this.mark('hold', r.tid, r.name, 'held at the return of the function it was held in');
+      this.opts.progress?.(`${r.name} ran to the return and is held there`);
+      return;
+    }
+    r.held = false;
     await this.live.release(r.tid);
     this.opts.progress?.(`${r.name} released`);
   }

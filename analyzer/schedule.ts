@@ -78,7 +78,13 @@ export const StepSchema = z.discriminatedUnion('do', [
   /** Wait until the role's thread is held at its probe. */
   z.object({ do: z.literal('wait-held'), role: RoleName, timeout_ms: Timeout }),
   /** Let the role's thread go on. */
-  z.object({ do: z.literal('release'), role: RoleName }),
+  /**
+   * Let a held role go; with `until: 'return'`, only to the return of the
+   * function it is held in (a writer's migrate_set_state: its
+   * compare-and-swap done), and hold it there, so one transition lands and
+   * not the ones after it.
+   */
+  z.object({ do: z.literal('release'), role: RoleName, until: z.literal('return').optional() }),
   /**
    * Wait until the state in memory is `equals`, read through a thread that is
    * held (`via`): the writer's release is only visible once its store lands.

@@ -9,7 +9,7 @@ import { MigraceError } from '../../trace/errors.js';
 /* The schedules a hunt runs: its scenarios, baselines, cells and controls. */
 
 const point: Probe = { name: 'populate_time_info.61', role: 'read', locations: ['*populate_time_info+63'], values: { value: '$eax' }, why: '' };
-const steps = (s: Schedule): string[] => s.steps.map((x) => ('role' in x ? `${x.do} ${x.role}` : x.do));
+const steps = (s: Schedule): string[] => s.steps.map((x) => ('role' in x ? `${x.do} ${x.role}${'until' in x && x.until ? ` until ${x.until}` : ''}` : x.do));
 
 describe('--scenarios', () => {
   it('takes the issue\'s names, cancel meaning both cancels, in the hunt\'s own order', () => {
@@ -45,7 +45,9 @@ describe('cells', () => {
     const s = cellSchedule(scenario('cancel-setup', 'minimig'), spec);
     expect(steps(s)).toEqual([
       'arm writer', 'arm gate', 'migrate', 'wait-held gate', 'cancel', 'release gate',
-      'wait-held writer', 'arm reader', 'query', 'wait-held reader', 'release writer', 'wait-state', 'release reader', 'wait-reply', 'finish',
+      'wait-held writer', 'arm reader', 'query', 'wait-held reader', 'release writer until return', 'wait-state', 'release reader', 'wait-reply',
+      // The writer waits at migrate_set_state's return until the reply is in: one transition per cell.
+      'release writer', 'finish',
     ]);
     expect(Object.keys(s.roles)).toEqual(['writer', 'reader', 'gate']);
     expect(s.roles.reader).toEqual({ probe: 'read', at: 'populate_time_info.61', when: { value: { role: 'writer', of: 'old' } } });
@@ -53,7 +55,7 @@ describe('cells', () => {
     expect(s.build_id).toBe('abc123');
     const sw = cellSchedule(scenario('switchover', 'minimig'), { ...spec, old: 'active', new: 'pre-switchover', after: 1 });
     expect(steps(sw).slice(0, 4)).toEqual(['arm writer', 'set-capabilities', 'migrate', 'wait-held writer']);
-    expect(steps(sw).slice(-3)).toEqual(['wait-state', 'continue', 'finish']);
+    expect(steps(sw).slice(-4)).toEqual(['release writer', 'wait-state', 'continue', 'finish']);
   });
 
   it('a control holds the reader with the writer still held, and releases the writer after the reply', () => {
