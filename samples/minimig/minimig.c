@@ -19,6 +19,7 @@
  *
  * usage: minimig -qmp unix:PATH,server,wait=off [-name NAME[,debug-threads=on]]
  *                [--setup-ms N] [--transfer-ms N] [--ram-mb N] [--bql-completion]
+ *        minimig --stress N   (probe hits as fast as possible, for benchmarks)
  *
  * The scenarios a hunt drives are here too, shaped like QEMU's: `migrate`
  * to tcp:A.B.C.D:PORT streams pages to the peer listening there and fails
@@ -1708,6 +1709,39 @@ static void client_readable(Client *c)
 }
 
 /* ------------------------------------------------------------------ */
+/* Stress mode: probe hits as fast as the code can make them */
+
+/*
+ * --stress N: no monitor, no migration thread. The main thread runs N
+ * rounds of what a recording is hit by most, each making four probe hits:
+ * migrate_set_state(setup -> active) (the transition probe) and one
+ * qmp_query_migrate() (the query probe, then the read and the publish in
+ * fill_source_migration_info). The state goes back to setup between
+ * rounds by a plain store, which no probe sees. The loop's own time is
+ * printed, so a benchmark can tell what a recorder costs per hit.
+ */
+static long opt_stress_rounds = -1;
+
+static int stress_loop(long rounds)
+{
+    MigrationState *s = migrate_get_current();
+    struct timespec t0, t1;
+
+    s->start_time = now_ms();
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0; i < rounds; i++) {
+        qatomic_set(&s->state, MIGRATION_STATUS_SETUP);
+        migrate_set_state(&s->state, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE);
+        qapi_free_MigrationInfo(qmp_query_migrate());
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("minimig: stress rounds=%ld hits=%ld seconds=%.6f\n", rounds, rounds * 4, seconds);
+    fflush(stdout);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* Socket, signals, options, main */
 
 static ino_t socket_ino;
@@ -1770,12 +1804,15 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: minimig -qmp unix:PATH,server,wait=off [-name NAME[,debug-threads=on]]\n"
             "               [--setup-ms N] [--transfer-ms N] [--ram-mb N] [--bql-completion]\n"
+            "       minimig --stress N\n"
             "  -qmp unix:PATH,server,wait=off  QMP monitor on a unix socket (required)\n"
             "  -name NAME[,debug-threads=on]   accepted and ignored (QEMU compatibility)\n"
             "  --setup-ms N     time spent in SETUP before ACTIVE (default 50)\n"
             "  --transfer-ms N  time spent in ACTIVE before COMPLETED (default 200)\n"
             "  --ram-mb N       guest RAM size reported in query-migrate (default 128)\n"
-            "  --bql-completion hold a big lock around ACTIVE -> COMPLETED, as QEMU 10 does\n");
+            "  --bql-completion hold a big lock around ACTIVE -> COMPLETED, as QEMU 10 does\n"
+            "  --stress N       no monitor: N rounds of migrate_set_state and query-migrate's\n"
+            "                   read and publish (4 probe hits each), then exit\n");
 }
 
 static void __attribute__((noreturn, format(printf, 1, 2))) usage_error(const char *fmt, ...)
@@ -1860,7 +1897,7 @@ static void parse_args(int argc, char **argv)
             continue;
         }
         bool known = !strcmp(a, "-qmp") || !strcmp(a, "-name") || !strcmp(a, "--setup-ms") ||
-                     !strcmp(a, "--transfer-ms") || !strcmp(a, "--ram-mb");
+                     !strcmp(a, "--transfer-ms") || !strcmp(a, "--ram-mb") || !strcmp(a, "--stress");
         if (!known) {
             usage_error("unknown option '%s'", argv[i]);
         }
@@ -1878,11 +1915,13 @@ static void parse_args(int argc, char **argv)
             opt_setup_ms = parse_count(a, val, 0, 3600000);
         } else if (!strcmp(a, "--transfer-ms")) {
             opt_transfer_ms = parse_count(a, val, 0, 3600000);
+        } else if (!strcmp(a, "--stress")) {
+            opt_stress_rounds = parse_count(a, val, 0, 1000000000);
         } else {
             opt_ram_mb = parse_count(a, val, 1, 1 << 20);
         }
     }
-    if (!opt_qmp_path) {
+    if (!opt_qmp_path && opt_stress_rounds < 0) {
         usage_error("-qmp unix:PATH,server,wait=off is required");
     }
 }
@@ -1892,6 +1931,9 @@ int main(int argc, char **argv)
     /* Otherwise minimig-patched would show as "minimig-patche". */
     pthread_setname_np(pthread_self(), "minimig");
     parse_args(argc, argv);
+    if (opt_stress_rounds >= 0) {
+        return stress_loop(opt_stress_rounds);
+    }
 
     if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
         fprintf(stderr, "minimig: pipe: %s\n", strerror(errno));
