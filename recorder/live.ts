@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { MigraceError, messageOf } from '../trace/errors.js';
 import type { NewEvent, TraceEvent } from '../trace/schema.js';
 import type { SessionWriter, TraceStore } from '../trace/store.js';
-import { assertShellSafePath, GdbSession, type StoppedEvent } from './gdb/session.js';
+import { assertShellSafePath, GdbSession, type StoppedEvent, type ThreadInfo } from './gdb/session.js';
 import type { Probe, Profile } from './probes/profile.js';
 import { logTail } from './targets/private-dir.js';
 import type { PreparedTarget } from './targets/types.js';
@@ -15,6 +15,11 @@ import { probeEvent, RunClock, RunFailure, type RecordingBackend } from './backe
  * thread); a hit handler then decides whether the thread goes on at once
  * (recording) or is held (replay). Hits are handled one at a time in the
  * order gdb reported them, which is the seq order of the trace.
+ *
+ * The steps every gdb-driven recording shares with the gdb-fast backend
+ * (gdb-fast.ts) are the functions at the end: watching gdb and the target
+ * (`watchGdbRun`), loading the program (`loadTarget`), running or
+ * attaching (`startTarget`), and ending (`endGdb`).
  */
 
 export interface ProbeHit {
@@ -122,39 +127,18 @@ export class LiveTarget implements RecordingBackend {
   private async setup(): Promise<void> {
     const { target, profile, progress } = this.opts;
     const gdb = this.gdb;
-    gdb.on('exit', (info) => {
-      if (!this.expectingExit) {
-        this.fail(new MigraceError('GDB_EXITED', `gdb exited unexpectedly (${info.signal ? `signal ${info.signal}` : `code ${info.code}`}); the session keeps what was recorded`));
-      }
-    });
-    gdb.on('thread-created', (t) => {
-      this.noteThread(t.id, t.lwp, t.name, false);
+    watchGdbRun(gdb, target, {
+      fail: (e) => this.fail(e),
+      expectingExit: () => this.expectingExit,
+      targetExited: () => { this.exited = true; },
+      thread: (id, lwp, name) => { this.noteThread(id, lwp, name, false); },
     });
     gdb.on('stopped', (stop) => {
       this.queue = this.queue.then(() => this.onStopped(stop)).catch((e) => {
         this.fail(e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `handling a probe hit failed: ${messageOf(e)}`));
       });
     });
-    gdb.on('thread-group-exited', (g) => {
-      this.exited = true;
-      if (!this.expectingExit) {
-        // The log goes with the private folder when the run ends: quote it.
-        const said = target.logPath ? logTail(target.logPath) : '';
-        this.fail(new MigraceError('TARGET_EXITED', `${target.info.kind} exited (code ${g.exitCode ?? '?'}) before the scenario finished${said ? `; it said: ${said}` : ''}`));
-      }
-    });
-
-    await gdb.setNonStop();
-    // gdb starts the program through /bin/sh, quoting only part of its path.
-    if (this.opts.attachPid === undefined) assertShellSafePath(target.binary);
-    await gdb.fileExecAndSymbols(target.binary);
-    if (this.opts.attachPid === undefined) {
-      await gdb.setInferiorArgs(target.args);
-      for (const [k, v] of Object.entries(target.env)) await gdb.setInferiorEnv(k, v);
-      // gdb opens the inferior's terminal without creating it; the target's own output lands here.
-      writeFileSync(target.logPath, '', { flag: 'a', mode: 0o600 });
-      await gdb.setInferiorTty(target.logPath);
-    }
+    await loadTarget(gdb, target, this.opts.attachPid);
     for (const probe of profile.probes) {
       for (const location of probe.locations) {
         const bp = await gdb.insertBreakpoint(location);
@@ -162,16 +146,7 @@ export class LiveTarget implements RecordingBackend {
         progress?.(`probe ${probe.name} at ${location}: ${bp.locations.length} location(s)`);
       }
     }
-    if (this.opts.attachPid !== undefined) {
-      // Attaching stops every thread; in non-stop mode they must be resumed explicitly.
-      await gdb.attach(this.opts.attachPid, { own: false });
-      this.pid = this.opts.attachPid;
-      for (const t of await gdb.threadInfo()) this.noteThread(t.id, t.lwp, t.name, true);
-      await gdb.continueAll();
-    } else {
-      const run = await gdb.run();
-      this.pid = run.pid;
-    }
+    this.pid = await startTarget(gdb, this.opts.attachPid, (t) => { this.noteThread(t.id, t.lwp, t.name, true); });
   }
 
   private noteThread(tid: number, lwp: number | null, name: string | null, confirmed: boolean): ThreadState {
@@ -236,15 +211,7 @@ export class LiveTarget implements RecordingBackend {
    */
   async shutdown(): Promise<void> {
     this.expectingExit = true;
-    if (this.opts.attachPid !== undefined && !this.exited) {
-      try {
-        await this.drain();
-        await this.gdb.detach();
-      } catch (e) {
-        this.opts.progress?.(`detach failed (${messageOf(e)}); gdb exits, which detaches too`);
-      }
-    }
-    await this.gdb.shutdown();
+    await endGdb(this.gdb, { attached: this.opts.attachPid !== undefined && !this.exited, drain: () => this.drain(), progress: this.opts.progress });
   }
 
   readonly lostEvents = 0;
@@ -257,4 +224,71 @@ export class LiveTarget implements RecordingBackend {
   expectExit(): void {
     this.expectingExit = true;
   }
+}
+
+/** What a gdb-driven run is told about gdb and the target (both gdb backends). */
+export interface GdbRunHooks {
+  fail(e: MigraceError): void;
+  /** The target's exit (or gdb's) is the end of the scenario now, not a failure. */
+  expectingExit(): boolean;
+  targetExited(): void;
+  thread(id: number, lwp: number | null, name: string | null): void;
+}
+
+/** gdb dying or the target exiting before its time ends the run; new threads are reported. */
+export function watchGdbRun(gdb: GdbSession, target: PreparedTarget, hooks: GdbRunHooks): void {
+  gdb.on('exit', (info) => {
+    if (!hooks.expectingExit()) {
+      hooks.fail(new MigraceError('GDB_EXITED', `gdb exited unexpectedly (${info.signal ? `signal ${info.signal}` : `code ${info.code}`}); the session keeps what was recorded`));
+    }
+  });
+  gdb.on('thread-created', (t) => hooks.thread(t.id, t.lwp, t.name));
+  gdb.on('thread-group-exited', (g) => {
+    hooks.targetExited();
+    if (!hooks.expectingExit()) {
+      // The log goes with the private folder when the run ends: quote it.
+      const said = target.logPath ? logTail(target.logPath) : '';
+      hooks.fail(new MigraceError('TARGET_EXITED', `${target.info.kind} exited (code ${g.exitCode ?? '?'}) before the scenario finished${said ? `; it said: ${said}` : ''}`));
+    }
+  });
+}
+
+/** Non-stop mode and the program with its arguments, environment and terminal (only the symbols for an attach). */
+export async function loadTarget(gdb: GdbSession, target: PreparedTarget, attachPid: number | undefined): Promise<void> {
+  await gdb.setNonStop();
+  // gdb starts the program through /bin/sh, quoting only part of its path.
+  if (attachPid === undefined) assertShellSafePath(target.binary);
+  await gdb.fileExecAndSymbols(target.binary);
+  if (attachPid !== undefined) return;
+  await gdb.setInferiorArgs(target.args);
+  for (const [k, v] of Object.entries(target.env)) await gdb.setInferiorEnv(k, v);
+  // gdb opens the inferior's terminal without creating it; the target's own output lands here.
+  writeFileSync(target.logPath, '', { flag: 'a', mode: 0o600 });
+  await gdb.setInferiorTty(target.logPath);
+}
+
+/** Run the program, or attach and let every thread go on; returns the pid. */
+export async function startTarget(gdb: GdbSession, attachPid: number | undefined, thread: (t: ThreadInfo) => void): Promise<number> {
+  if (attachPid === undefined) return (await gdb.run()).pid;
+  // Attaching stops every thread; in non-stop mode they must be resumed explicitly.
+  await gdb.attach(attachPid, { own: false });
+  for (const t of await gdb.threadInfo()) thread(t);
+  await gdb.continueAll();
+  return attachPid;
+}
+
+/**
+ * gdb and the target gone: an attached target is detached instead (gdb
+ * removes its breakpoints) and keeps running.
+ */
+export async function endGdb(gdb: GdbSession, opts: { attached: boolean; drain: () => Promise<void>; progress?: (msg: string) => void }): Promise<void> {
+  if (opts.attached) {
+    try {
+      await opts.drain();
+      await gdb.detach();
+    } catch (e) {
+      opts.progress?.(`detach failed (${messageOf(e)}); gdb exits, which detaches too`);
+    }
+  }
+  await gdb.shutdown();
 }
