@@ -160,7 +160,7 @@ export function register(program: Command): void {
     .description('record a migration: every state transition, read and publish, and every query-migrate reply')
     .argument('[qemu-args...]', 'qemu: extra arguments for both QEMUs, after --');
   addTargetOptions(cmd)
-    .addOption(new Option('--backend <kind>', 'how probes are placed: kernel uprobes (root; never stop the target), gdb breakpoints, or auto (uprobes when they work)').choices(['auto', 'uprobe', 'gdb']).default('auto'))
+    .addOption(new Option('--backend <kind>', 'how probes are placed: kernel uprobes (root; never stop the target), gdb breakpoints handled inside gdb (gdb-fast), gdb breakpoints over MI (gdb), or auto (uprobes when they work, else gdb-fast)').choices(['auto', 'uprobe', 'gdb-fast', 'gdb']).default('auto'))
     .option('--attach <pid>', 'record a running QEMU driven by somebody else; it is left running at the end', parseIntOption('--attach', 1, 2 ** 22))
     .option('--qmp <path>', 'with --attach: a QMP socket of the running QEMU for migrace to poll (without it, the queries others make are recorded)')
     .option('--label <text>', 'a label for the session')
@@ -178,7 +178,7 @@ export function register(program: Command): void {
           throw new MigraceError('TARGET_MISSING', `no process ${opts.attach} to attach to (or not allowed to read /proc/${opts.attach}/exe)`);
         }
         const backend = chooseBackend(opts.backend, progress);
-        if (backend === 'gdb') {
+        if (backend === 'gdb' || backend === 'gdb-fast') {
           progress('migrace: warning: recording an attached process under gdb: if gdb is killed (SIGKILL) while its breakpoints are in, the process dies of SIGTRAP; as root, --backend uprobe never touches it');
         }
         const profile = await profileFor(exe, { ...extractedTreeEnv(exe), ...parseEnv(opts.env) }, opts, say);

@@ -6,13 +6,14 @@ import { parseAddress, parseStateValue } from './values.js';
 
 /**
  * What the recording loop (record.ts) needs from whatever places the
- * probes: gdb breakpoints (live.ts) or kernel uprobes (uprobe/recorder.ts).
+ * probes: gdb breakpoints over MI (live.ts), gdb breakpoints handled inside
+ * gdb (gdb-fast.ts) or kernel uprobes (uprobe/recorder.ts).
  * Both make the same events from the same profile through `probeEvent`,
  * keep the session's clock in a `RunClock` and end the run through a
  * `RunFailure`.
  */
 export interface RecordingBackend {
-  readonly backend: 'gdb' | 'uprobe';
+  readonly backend: 'gdb' | 'gdb-fast' | 'uprobe';
   /** The query in flight, for query-begin events (queries are sequential). */
   currentQuery: string | null;
   /** The thread that entered qmp_query_migrate for each query. */

@@ -6,6 +6,7 @@ import { sleep } from '../trace/async.js';
 import { uprobeUnavailable } from './uprobe/tracefs.js';
 import { UprobeRecorder } from './uprobe/recorder.js';
 import type { RecordingBackend } from './backend.js';
+import { GdbFastTarget } from './gdb-fast.js';
 import { LiveTarget } from './live.js';
 import type { Profile } from './probes/profile.js';
 import { QmpClient } from './qmp.js';
@@ -13,30 +14,32 @@ import type { PreparedTarget } from './targets/types.js';
 
 /**
  * The live recording: start the target with the probes placed (gdb
- * breakpoints, or kernel uprobes that never stop it), migrate, poll
+ * breakpoints over MI or handled inside gdb, or kernel uprobes that never
+ * stop it; `startBackend`), migrate, poll
  * query-migrate until the migration ends, and write every probe hit and
  * every reply as it happens. Whatever stops the run, the session is closed
  * (complete or aborted with the reason) and gdb, the target and its helpers
  * are gone.
  */
 
-export type Backend = 'gdb' | 'uprobe';
+export type Backend = 'gdb' | 'gdb-fast' | 'uprobe';
 export type BackendChoice = Backend | 'auto';
 
 /**
  * The backend a run uses: `auto` takes uprobes when root and tracefs allow
- * them (they never stop the target) and falls back to gdb, saying why.
+ * them (they never stop the target) and falls back to gdb-fast (a hit
+ * handled inside gdb), saying why.
  */
 export function chooseBackend(choice: BackendChoice, say?: (m: string) => void): Backend {
-  if (choice === 'gdb') return 'gdb';
+  if (choice === 'gdb' || choice === 'gdb-fast') return choice;
   const why = uprobeUnavailable();
   if (choice === 'uprobe') {
     if (why) throw new MigraceError('UPROBE', `--backend uprobe cannot run here: ${why}`);
     return 'uprobe';
   }
   if (why) {
-    say?.(`recording through gdb (uprobes unavailable: ${why})`);
-    return 'gdb';
+    say?.(`recording through gdb-fast, breakpoints handled inside gdb (uprobes unavailable: ${why})`);
+    return 'gdb-fast';
   }
   return 'uprobe';
 }
@@ -56,7 +59,7 @@ export interface RecordOptions {
   meta?: Record<string, unknown>;
   /** How long to wait for the target's QMP socket (default 15 s). */
   qmpTimeoutMs?: number;
-  /** gdb breakpoints (default) or kernel uprobes. */
+  /** gdb breakpoints over MI (default), handled inside gdb (gdb-fast), or kernel uprobes. */
   backend?: Backend;
 }
 
@@ -187,14 +190,39 @@ export async function endRun(run: RunParts, error: MigraceError | null): Promise
   }
 }
 
-/** Start the backend a run asked for on a target migrace starts. */
-async function startBackend(opts: RecordOptions, sessionId: number, writer: SessionWriter): Promise<RecordingBackend> {
-  const { store, target, profile } = opts;
-  if ((opts.backend ?? 'gdb') === 'uprobe') {
-    return UprobeRecorder.start({ writer, profile, binary: target.binary, target, gdbPath: opts.gdbPath, progress: opts.progress });
-  }
-  return LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress });
+/** What any backend needs to record a target migrace starts, or a process it attaches to. */
+export interface BackendParts {
+  store: TraceStore;
+  sessionId: number;
+  writer: SessionWriter;
+  target: PreparedTarget;
+  profile: Profile;
+  gdbPath?: string;
+  progress?: (msg: string) => void;
+  attachPid?: number;
+  /** uprobe: the ring buffer per CPU (default 8 MiB). */
+  bufferKb?: number;
+  /** uprobe, passive attach: close each query at its return. */
+  queryReturns?: boolean;
 }
+
+/** Start a backend with its probes placed; the target runs (or the attached process is being watched) when this resolves. */
+export async function startBackend(backend: Backend, parts: BackendParts): Promise<RecordingBackend> {
+  const { writer, target, profile, gdbPath, progress, attachPid } = parts;
+  switch (backend) {
+    case 'uprobe':
+      return UprobeRecorder.start({
+        writer, profile, binary: target.binary, gdbPath, progress, bufferKb: parts.bufferKb, queryReturns: parts.queryReturns,
+        ...(attachPid === undefined ? { target } : { attachPid }),
+      });
+    case 'gdb-fast':
+      return GdbFastTarget.start({ writer, target, profile, gdbPath, progress, attachPid });
+    case 'gdb':
+      return LiveTarget.start({ store: parts.store, sessionId: parts.sessionId, writer, target, profile, gdbPath, progress, attachPid });
+  }
+}
+
+const STARTING: Record<Backend, string> = { gdb: 'under gdb', 'gdb-fast': 'under gdb (gdb-fast: hits handled inside gdb)', uprobe: 'with kernel uprobes' };
 
 export async function record(opts: RecordOptions): Promise<RecordResult> {
   const { store, target, profile } = opts;
@@ -212,8 +240,8 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   let queries = 0;
   let lastStatus: string | null = null;
   try {
-    opts.progress?.(`session ${sessionId}: starting ${target.binary} ${backend === 'gdb' ? 'under gdb' : 'with kernel uprobes'}`);
-    live = await startBackend(opts, sessionId, writer);
+    opts.progress?.(`session ${sessionId}: starting ${target.binary} ${STARTING[backend]}`);
+    live = await startBackend(backend, { store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress });
     failOnAbort(live, opts.signal);
     qmp = await connectQmp(live, target, opts.qmpTimeoutMs);
     opts.progress?.(`migrating to ${target.migrateUri}`);
@@ -308,22 +336,21 @@ export async function recordAttached(opts: AttachOptions): Promise<RecordResult>
     if (e.kind === 'transition' && e.data.new.name && FINAL.has(e.data.new.name)) finalAt ??= Date.now();
   };
   try {
-    if (backend === 'uprobe') {
-      const r = await UprobeRecorder.start({ writer, profile, binary: opts.binary, attachPid: opts.pid, gdbPath: opts.gdbPath, progress: opts.progress, queryReturns: opts.qmpPath === null });
-      r.onHit = watchFinal;
-      live = r;
-    } else {
-      const l = await LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress, attachPid: opts.pid });
-      l.setHandler((hit) => {
+    live = await startBackend(backend, {
+      store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress, attachPid: opts.pid, queryReturns: opts.qmpPath === null,
+    });
+    if (live instanceof LiveTarget) {
+      live.setHandler((hit) => {
         watchFinal(hit.event);
         return 'continue';
       });
-      live = l;
+    } else if (live instanceof UprobeRecorder || live instanceof GdbFastTarget) {
+      live.onHit = watchFinal;
     }
     const attachedLive = live;
     opts.progress?.(backend === 'uprobe'
       ? `recording ${opts.pid} through kernel uprobes (never stopped, never ptraced) until the migration ends or Ctrl-C`
-      : `attached to ${opts.pid} under gdb; recording until the migration ends or Ctrl-C`);
+      : `attached to ${opts.pid} under gdb${backend === 'gdb-fast' ? ' (gdb-fast)' : ''}; recording until the migration ends or Ctrl-C`);
     if (opts.qmpPath) qmp = await live.guard(QmpClient.connect(opts.qmpPath, { timeoutMs: 15_000, isAlive: () => !attachedLive.exited }));
     const hasQueryProbe = profile.probes.some((p) => p.role === 'query');
     let sawMigration = false;
