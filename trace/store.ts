@@ -3,9 +3,10 @@ import Database from 'better-sqlite3';
 import { closeSync, existsSync, openSync, readdirSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { MigraceError, messageOf } from './errors.js';
+import { eventFromRow, type EventRow } from './event-row.js';
 import { processIsAlive, procStartTime } from './proc.js';
 import {
-  EventSchema, NewSessionSchema, SessionExportSchema, SessionSchema, TargetSchema, ThreadSchema,
+  NewSessionSchema, SessionExportSchema, SessionSchema, TargetSchema, ThreadSchema,
   type NewEvent, type NewSession, type Session, type SessionExport, type SessionState,
   type Target, type Thread, type TraceEvent,
 } from './schema.js';
@@ -144,11 +145,6 @@ function storageProblem(e: unknown, path: string): string | null {
 interface HuntRow {
   id: number; created_at: string; label: string; state: string; error: string | null;
   target: string; profile: string; data: string; writer_pid: number | null; writer_start: string | null;
-}
-interface EventRow {
-  seq: number; t_ns: number | null; wall: string | null; thread: number | null; kind: string;
-  probe: string | null; pc: string | null; func: string | null; file: string | null; line: number | null;
-  data: string;
 }
 
 function isSqliteFile(path: string): boolean {
@@ -457,14 +453,14 @@ export class TraceStore {
     this.appendBatch(sessionId, [], events);
   }
 
-  /**
-   * Threads (kept: what an earlier sighting knew and a later one lacks) and
-   * events in one transaction. With `busyTimeoutMs`, a lock held by another
-   * process is waited for that long only (a recorder must not stall its
-   * target for the default 5 s), and the caller retries.
-   */
-  appendBatch(sessionId: number, threads: readonly Thread[], events: readonly TraceEvent[], opts: { busyTimeoutMs?: number } = {}): void {
-    if (threads.length === 0 && events.length === 0) return;
+  /** The event writes, prepared once: a recording runs them every few milliseconds. */
+  private eventSql: { append: (sessionId: number, threads: readonly Thread[], events: readonly TraceEvent[]) => void } | null = null;
+
+  /** busy_timeout as the store was opened with, read once (a batch may shorten it for its own write). */
+  private openBusyMs: number | null = null;
+
+  private eventStatements(): NonNullable<TraceStore['eventSql']> {
+    if (this.eventSql) return this.eventSql;
     const upsert = this.db.prepare(
       `INSERT INTO threads (session_id, tid, gdb_id, lwp, name) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT (session_id, tid) DO UPDATE SET
@@ -476,30 +472,37 @@ export class TraceStore {
       `INSERT INTO events (session_id, seq, t_ns, wall, thread, kind, probe, pc, func, file, line, data)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
-    const checked = threads.map((t) => ThreadSchema.parse(t));
-    const previous = opts.busyTimeoutMs === undefined ? null : (this.db.pragma('busy_timeout', { simple: true }) as number);
-    if (opts.busyTimeoutMs !== undefined) this.db.pragma(`busy_timeout = ${Math.max(0, Math.floor(opts.busyTimeoutMs))}`);
-    try {
-      this.write(`store events of session ${sessionId}`, () => {
-        this.db.transaction(() => {
-          for (const t of checked) upsert.run(sessionId, t.tid, t.gdb_id, t.lwp, t.name);
-          for (const e of events) {
-            insert.run(sessionId, e.seq, e.t_ns, e.wall, e.thread, e.kind, e.probe, e.pc, e.func, e.file, e.line,
-              JSON.stringify(e.data));
-          }
-        })();
-      });
-    } finally {
-      if (previous !== null) this.db.pragma(`busy_timeout = ${previous}`);
-    }
+    const append = this.db.transaction((sessionId: number, threads: readonly Thread[], events: readonly TraceEvent[]) => {
+      for (const t of threads) upsert.run(sessionId, t.tid, t.gdb_id, t.lwp, t.name);
+      for (const e of events) {
+        insert.run(sessionId, e.seq, e.t_ns, e.wall, e.thread, e.kind, e.probe, e.pc, e.func, e.file, e.line, JSON.stringify(e.data));
+      }
+    });
+    return (this.eventSql = { append });
   }
 
-  private rowToEvent(sessionId: number, r: EventRow): TraceEvent {
-    const parsed = EventSchema.safeParse({ ...r, data: parseJson(r.data, `event ${r.seq} of session ${sessionId}`) });
-    if (!parsed.success) {
-      throw new MigraceError('DB_FOREIGN', `event ${r.seq} of session ${sessionId} is malformed: ${zodProblems(parsed.error)}`);
+  /**
+   * Threads (kept: what an earlier sighting knew and a later one lacks) and
+   * events in one transaction. With `busyTimeoutMs`, a lock held by another
+   * process is waited for that long only (a recorder must not stall its
+   * target for the default 5 s), and the caller retries. Events are the
+   * store's own kind (built by recorders, or validated where they entered):
+   * they are written as they are.
+   */
+  appendBatch(sessionId: number, threads: readonly Thread[], events: readonly TraceEvent[], opts: { busyTimeoutMs?: number } = {}): void {
+    if (threads.length === 0 && events.length === 0) return;
+    const { append } = this.eventStatements();
+    const checked = threads.map((t) => ThreadSchema.parse(t));
+    const busy = opts.busyTimeoutMs === undefined ? null : Math.max(0, Math.floor(opts.busyTimeoutMs));
+    if (busy !== null) {
+      this.openBusyMs ??= this.db.pragma('busy_timeout', { simple: true }) as number;
+      this.db.pragma(`busy_timeout = ${busy}`);
     }
-    return parsed.data;
+    try {
+      this.write(`store events of session ${sessionId}`, () => append(sessionId, checked, events));
+    } finally {
+      if (busy !== null) this.db.pragma(`busy_timeout = ${this.openBusyMs}`);
+    }
   }
 
   /** A session's events in seq order. */
@@ -507,11 +510,17 @@ export class TraceStore {
     return [...this.iterateEvents(sessionId)];
   }
 
+  /**
+   * Rows this store wrote get a structural check (trace/event-row.ts), not
+   * a second validation. Prepared per call: a statement being iterated
+   * cannot serve a second iteration.
+   */
   *iterateEvents(sessionId: number): Generator<TraceEvent> {
     const stmt = this.db.prepare(
       `SELECT seq, t_ns, wall, thread, kind, probe, pc, func, file, line, data FROM events WHERE session_id = ? ORDER BY seq`,
     );
-    for (const r of stmt.iterate(sessionId) as IterableIterator<EventRow>) yield this.rowToEvent(sessionId, r);
+    const where = (): string => `session ${sessionId} in ${this.path}`;
+    for (const r of stmt.iterate(sessionId) as IterableIterator<EventRow>) yield eventFromRow(r, where);
   }
 
   eventCount(sessionId: number): number {
@@ -666,7 +675,11 @@ export class SessionWriter {
 
   push(event: NewEvent): TraceEvent {
     if (this.closed) throw new MigraceError('DB_WRITE', `session ${this.sessionId} is closed for writing`);
-    const e = { ...event, seq: this.seq++ } as TraceEvent;
+    // A literal of one shape, not a spread: at uprobe speed this runs tens of thousands of times a second.
+    const e = {
+      seq: this.seq++, t_ns: event.t_ns, wall: event.wall, thread: event.thread, kind: event.kind, probe: event.probe,
+      pc: event.pc, func: event.func, file: event.file, line: event.line, data: event.data,
+    } as TraceEvent;
     this.buffer.push(e);
     this.schedule();
     return e;
