@@ -14,6 +14,7 @@ async function loadBenches(): Promise<Bench[]> {
     ['analyzer', './analyze.bench.js', 'benchAnalyze'],
     ['reports', './reports.bench.js', 'benchReports'],
     ['recorder', './recorder.bench.js', 'benchRecorder'],
+    ['perturb', './perturb.bench.js', 'benchPerturbation'],
     ['import', './import.bench.js', 'benchImport'],
     ['hunt', './hunt.bench.js', 'benchHunt'],
   ];
