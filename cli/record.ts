@@ -196,7 +196,8 @@ export function register(program: Command): void {
         return;
       }
       if (opts.qmp) throw new MigraceError('USAGE', '--qmp goes with --attach');
-      const backend = chooseBackend(opts.backend, say);
+      // The fallback is said on stderr even with --json: a recording that stops the target for each hit is no quiet detail.
+      const backend = chooseBackend(opts.backend, progress);
       const store = openStore(opts);
       // Before anything starts: a signal during preparation must still reach the cleanup.
       const signals = abortOnSignals();

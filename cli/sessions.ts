@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import type { Session } from '../trace/schema.js';
 import { action, dbOption, jsonOption, openStore, out, printJson, table, type DbOptions } from './common.js';
 
 export function register(program: Command): void {
@@ -16,10 +17,16 @@ export function register(program: Command): void {
         out(table(
           ['ID', 'LABEL', 'ORIGIN', 'TARGET', 'VARIANT', 'STATE', 'EVENTS', 'CREATED'],
           sessions.map((s) => [s.id, s.label, s.origin, s.target.qemu_version ? `${s.target.kind} ${s.target.qemu_version}` : s.target.kind,
-            s.target.variant, s.error ? `${s.state}: ${s.error}` : s.state, s.events, s.created_at]),
+            s.target.variant, stateText(s), s.events, s.created_at]),
         ));
       } finally {
         store.close();
       }
     }));
+}
+
+/** The state as a user needs it: why a session aborted, and that a complete one is missing hits the kernel dropped (uprobe backend). */
+function stateText(s: Session): string {
+  const state = s.error ? `${s.state}: ${s.error}` : s.state;
+  return typeof s.meta.incomplete === 'string' ? `${state}, INCOMPLETE: ${s.meta.incomplete}` : state;
 }

@@ -1,6 +1,7 @@
 import { MigraceError } from '../trace/errors.js';
 import type { NewEvent, TraceEvent } from '../trace/schema.js';
 import type { StatusTable } from '../trace/status.js';
+import type { SessionWriter } from '../trace/store.js';
 import type { Probe } from './probes/profile.js';
 import { parseAddress, parseStateValue } from './values.js';
 
@@ -8,9 +9,10 @@ import { parseAddress, parseStateValue } from './values.js';
  * What the recording loop (record.ts) needs from whatever places the
  * probes: gdb breakpoints over MI (live.ts), gdb breakpoints handled inside
  * gdb (gdb-fast.ts) or kernel uprobes (uprobe/recorder.ts).
- * Both make the same events from the same profile through `probeEvent`,
- * keep the session's clock in a `RunClock` and end the run through a
- * `RunFailure`.
+ * All three make the same events from the same profile through
+ * `probeEvent` and share `BackendCore`: the session's clock (`RunClock`),
+ * the run's first failure (`RunFailure`), the writer, and the start that
+ * undoes a half-done setup.
  */
 export interface RecordingBackend {
   readonly backend: 'gdb' | 'gdb-fast' | 'uprobe';
@@ -85,6 +87,59 @@ export class RunFailure {
 
   guard<T>(p: Promise<T>): Promise<T> {
     return Promise.race([p, this.promise]);
+  }
+}
+
+/** What every backend does the same way: clock, failure, writer, and a start that cleans up after a failed setup. */
+export abstract class BackendCore {
+  protected readonly clock = new RunClock();
+  protected readonly failed = new RunFailure();
+
+  protected constructor(protected readonly writer: SessionWriter) {}
+
+  /** Set `backend` up; a write that fails later (full disk, a lock held too long) ends the run, and a setup that fails is undone. */
+  protected static async begin<B extends BackendCore>(backend: B, setup: () => Promise<void>): Promise<B> {
+    backend.writer.onError((e) => backend.fail(e));
+    try {
+      await setup();
+    } catch (e) {
+      await backend.shutdown();
+      throw e;
+    }
+    return backend;
+  }
+
+  abstract shutdown(): Promise<void>;
+
+  /** Why the run cannot go on, once that happened. */
+  get failure(): MigraceError | null {
+    return this.failed.failure;
+  }
+
+  fail(e: MigraceError): void {
+    this.failed.fail(e);
+  }
+
+  /** Race a step against the failure of the run. */
+  guard<T>(p: Promise<T>): Promise<T> {
+    return this.failed.guard(p);
+  }
+
+  /** ns since the session started, from a process.hrtime.bigint() stamp. */
+  nsSince(at: bigint): number {
+    return this.clock.nsSince(at);
+  }
+
+  wallAt(ns: number): string {
+    return this.clock.wallAt(ns);
+  }
+
+  now(): number {
+    return this.clock.now();
+  }
+
+  push(event: NewEvent): TraceEvent {
+    return this.writer.push(event);
   }
 }
 

@@ -5,7 +5,7 @@ import { withTimeout } from '../trace/async.js';
 import { MigraceError, messageOf } from '../trace/errors.js';
 import type { NewEvent, TraceEvent } from '../trace/schema.js';
 import type { SessionWriter } from '../trace/store.js';
-import { probeEvent, RunClock, RunFailure, type HitPlace, type RecordingBackend } from './backend.js';
+import { BackendCore, probeEvent, type HitPlace, type RecordingBackend } from './backend.js';
 import { GdbSession } from './gdb/session.js';
 import { HOOK_PY } from './gdb-fast-hook.js';
 import { parseHookLine, type HookHit, type HookLine } from './gdb-fast-line.js';
@@ -48,7 +48,7 @@ export interface GdbFastOptions {
 /** Paths that go into gdb's `source` command and a Python string literal as they are. */
 const PLAIN_PATH = /^\/[A-Za-z0-9_./-]+$/;
 
-export class GdbFastTarget implements RecordingBackend {
+export class GdbFastTarget extends BackendCore implements RecordingBackend {
   readonly backend = 'gdb-fast' as const;
   currentQuery: string | null = null;
   readonly queryThreads = new Map<string, number>();
@@ -58,8 +58,6 @@ export class GdbFastTarget implements RecordingBackend {
   /** Fires for every hit, after its event is pushed (passive attach ends on a final transition). */
   onHit: ((e: TraceEvent) => void) | null = null;
   readonly lostEvents = 0;
-  private readonly clock = new RunClock();
-  private readonly failed = new RunFailure();
   private readonly dir = makePrivateDir('migrace-gdbfast');
   private readonly splitter = new LineSplitter();
   private readonly places = new Map<string, HitPlace>();
@@ -71,47 +69,15 @@ export class GdbFastTarget implements RecordingBackend {
   private expectingExit = false;
   private shutdownDone = false;
 
-  private constructor(private readonly opts: GdbFastOptions) {}
+  private constructor(private readonly opts: GdbFastOptions) {
+    super(opts.writer);
+  }
 
   static async start(opts: GdbFastOptions): Promise<GdbFastTarget> {
     const r = new GdbFastTarget(opts);
-    opts.writer.onError((e) => r.fail(e));
-    try {
-      await r.setup();
-    } catch (e) {
-      await r.shutdown();
-      throw e;
-    }
-    return r;
+    return BackendCore.begin(r, () => r.setup());
   }
 
-  get failure(): MigraceError | null {
-    return this.failed.failure;
-  }
-
-  fail(e: MigraceError): void {
-    this.failed.fail(e);
-  }
-
-  guard<T>(p: Promise<T>): Promise<T> {
-    return this.failed.guard(p);
-  }
-
-  nsSince(at: bigint): number {
-    return this.clock.nsSince(at);
-  }
-
-  wallAt(ns: number): string {
-    return this.clock.wallAt(ns);
-  }
-
-  now(): number {
-    return this.clock.now();
-  }
-
-  push(event: NewEvent): TraceEvent {
-    return this.opts.writer.push(event);
-  }
 
   expectExit(): void {
     this.expectingExit = true;

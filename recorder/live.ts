@@ -7,7 +7,7 @@ import type { Probe, Profile } from './probes/profile.js';
 import { logTail } from './targets/private-dir.js';
 import type { PreparedTarget } from './targets/types.js';
 import { statusNamesOf } from '../trace/status.js';
-import { probeEvent, RunClock, RunFailure, type RecordingBackend } from './backend.js';
+import { BackendCore, probeEvent, type RecordingBackend } from './backend.js';
 
 /**
  * A target running under gdb in non-stop mode with a profile's probes
@@ -53,12 +53,10 @@ export interface ThreadState {
   confirmed: boolean;
 }
 
-export class LiveTarget implements RecordingBackend {
+export class LiveTarget extends BackendCore implements RecordingBackend {
   readonly backend = 'gdb' as const;
   readonly gdb: GdbSession;
   readonly threads = new Map<number, ThreadState>();
-  private readonly clock = new RunClock();
-  private readonly failed = new RunFailure();
   private readonly byBreakpoint = new Map<string, Probe>();
   private handler: HitHandler = () => 'continue';
   private queue: Promise<void> = Promise.resolve();
@@ -72,56 +70,19 @@ export class LiveTarget implements RecordingBackend {
   private expectingExit = false;
 
   private constructor(private readonly opts: LiveOptions, gdb: GdbSession) {
+    super(opts.writer);
     this.gdb = gdb;
   }
 
   static async start(opts: LiveOptions): Promise<LiveTarget> {
     const gdb = await GdbSession.start({ gdbPath: opts.gdbPath });
     const live = new LiveTarget(opts, gdb);
-    // A write that fails (full disk, a lock held too long) ends the run; what was stored stays.
-    opts.writer.onError((e) => live.fail(e));
-    try {
-      await live.setup();
-    } catch (e) {
-      await live.shutdown();
-      throw e;
-    }
-    return live;
+    return BackendCore.begin(live, () => live.setup());
   }
 
-  /** Why the run cannot go on (gdb died, the target died early, a hit could not be handled), once that happened. */
-  get failure(): MigraceError | null {
-    return this.failed.failure;
-  }
-
-  fail(e: MigraceError): void {
-    this.failed.fail(e);
-  }
-
-  /** Race a step against the failure of the run. */
-  guard<T>(p: Promise<T>): Promise<T> {
-    return this.failed.guard(p);
-  }
 
   setHandler(handler: HitHandler): void {
     this.handler = handler;
-  }
-
-  /** ns since the session started, from a gdb arrival stamp. */
-  nsSince(at: bigint): number {
-    return this.clock.nsSince(at);
-  }
-
-  wallAt(ns: number): string {
-    return this.clock.wallAt(ns);
-  }
-
-  now(): number {
-    return this.clock.now();
-  }
-
-  push(event: NewEvent): TraceEvent {
-    return this.opts.writer.push(event);
   }
 
   private async setup(): Promise<void> {

@@ -30,9 +30,9 @@ export type BackendChoice = Backend | 'auto';
  * them (they never stop the target) and falls back to gdb-fast (a hit
  * handled inside gdb), saying why.
  */
-export function chooseBackend(choice: BackendChoice, say?: (m: string) => void): Backend {
+export function chooseBackend(choice: BackendChoice, say?: (m: string) => void, unavailable: () => string | null = uprobeUnavailable): Backend {
   if (choice === 'gdb' || choice === 'gdb-fast') return choice;
-  const why = uprobeUnavailable();
+  const why = unavailable();
   if (choice === 'uprobe') {
     if (why) throw new MigraceError('UPROBE', `--backend uprobe cannot run here: ${why}`);
     return 'uprobe';

@@ -6,7 +6,7 @@ import type { SessionWriter } from '../../trace/store.js';
 import { processIsAlive, readProcStat } from '../../trace/proc.js';
 import { sleep, withTimeout } from '../../trace/async.js';
 import { statusNamesOf } from '../../trace/status.js';
-import { probeEvent, RunClock, RunFailure, type RecordingBackend } from '../backend.js';
+import { BackendCore, probeEvent, type RecordingBackend } from '../backend.js';
 import type { Probe, Profile } from '../probes/profile.js';
 import { dieWithParent, track, waitGone } from '../reaper.js';
 import { logTail } from '../targets/private-dir.js';
@@ -55,7 +55,7 @@ export interface UprobeOptions {
 /** Probe event name -> the probe and whether it is a query's return. */
 interface EventInfo { probe: Probe; queryEnd: boolean }
 
-export class UprobeRecorder implements RecordingBackend {
+export class UprobeRecorder extends BackendCore implements RecordingBackend {
   readonly backend = 'uprobe' as const;
   currentQuery: string | null = null;
   readonly queryThreads = new Map<string, number>();
@@ -63,8 +63,6 @@ export class UprobeRecorder implements RecordingBackend {
   exited = false;
   /** Hits whose query id was made up here: queries others sent (passive attach). */
   unsolicited = 0;
-  private readonly clock = new RunClock();
-  private readonly failed = new RunFailure();
   private readonly events = new Map<string, EventInfo>();
   private readonly names = new Map<number, string>();
   private readonly splitter = new LineSplitter();
@@ -83,47 +81,15 @@ export class UprobeRecorder implements RecordingBackend {
   pid: number | null = null;
   resolution: Resolution | null = null;
 
-  private constructor(private readonly opts: UprobeOptions) {}
+  private constructor(private readonly opts: UprobeOptions) {
+    super(opts.writer);
+  }
 
   static async start(opts: UprobeOptions): Promise<UprobeRecorder> {
     const r = new UprobeRecorder(opts);
-    opts.writer.onError((e) => r.fail(e));
-    try {
-      await r.setup();
-    } catch (e) {
-      await r.shutdown();
-      throw e;
-    }
-    return r;
+    return BackendCore.begin(r, () => r.setup());
   }
 
-  get failure(): MigraceError | null {
-    return this.failed.failure;
-  }
-
-  fail(e: MigraceError): void {
-    this.failed.fail(e);
-  }
-
-  guard<T>(p: Promise<T>): Promise<T> {
-    return this.failed.guard(p);
-  }
-
-  nsSince(at: bigint): number {
-    return this.clock.nsSince(at);
-  }
-
-  wallAt(ns: number): string {
-    return this.clock.wallAt(ns);
-  }
-
-  now(): number {
-    return this.clock.now();
-  }
-
-  push(event: NewEvent): TraceEvent {
-    return this.opts.writer.push(event);
-  }
 
   /** Events the kernel dropped because the reader fell behind (read at shutdown). */
   get lostEvents(): number {

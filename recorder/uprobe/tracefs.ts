@@ -23,10 +23,14 @@ import { processIsAlive } from '../../trace/proc.js';
 const MOUNTS = ['/sys/kernel/tracing', '/sys/kernel/debug/tracing'];
 const GROUP_PREFIX = 'migrace_';
 
-/** Why the uprobe backend cannot run here, or null when it can. */
-export function uprobeUnavailable(): string | null {
-  if (process.getuid?.() !== 0) return 'kernel uprobes need root (tracefs is root-only)';
-  const dir = findTracefs();
+/**
+ * Why the uprobe backend cannot run here, or null when it can. `here`
+ * replaces the process's uid and the tracefs it finds (unit tests give a
+ * directory that lacks what a kernel without uprobes lacks).
+ */
+export function uprobeUnavailable(here: { uid?: number; tracefs?: string | null } = {}): string | null {
+  if ((here.uid ?? process.getuid?.()) !== 0) return 'kernel uprobes need root (tracefs is root-only)';
+  const dir = here.tracefs !== undefined ? here.tracefs : findTracefs();
   if (!dir) return 'tracefs is not mounted and could not be mounted (mount -t tracefs nodev /sys/kernel/tracing)';
   if (!existsSync(join(dir, 'uprobe_events'))) return `${dir}/uprobe_events is missing: this kernel has no uprobe support (CONFIG_UPROBE_EVENTS)`;
   if (!existsSync(join(dir, 'instances'))) return `${dir}/instances is missing: this kernel cannot make a private tracing instance`;

@@ -1,6 +1,11 @@
-import { describe, expect, it } from 'vitest';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { chooseBackend } from '../../recorder/record.js';
 import { LineSplitter, parseTraceLine } from '../../recorder/uprobe/trace-line.js';
-import { definitionLine } from '../../recorder/uprobe/tracefs.js';
+import { definitionLine, uprobeUnavailable } from '../../recorder/uprobe/tracefs.js';
+import { MigraceError } from '../../trace/errors.js';
 
 /** Lines captured from a tracing instance's trace_pipe on this machine (kernel 6.18), recording Debian QEMU 7.2 and minimig. */
 const CAPTURED = [
@@ -58,5 +63,43 @@ describe('uprobe definitions', () => {
     expect(() => definitionLine('g', { ...d, event: 'x y' })).toThrow(/bad probe event name/);
     expect(() => definitionLine('g', { ...d, args: [{ name: 'v', fetch: '%si\n-:g/x' }] })).toThrow(/bad fetch argument/);
     expect(() => definitionLine('g', { ...d, args: [{ name: 'v', fetch: '%si x=%di' }] })).toThrow(/bad fetch argument/);
+  });
+});
+
+describe('when uprobes cannot run', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'migrace-tracefs-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('names the reason: not root, no tracefs, a kernel without uprobe events, no instances', () => {
+    expect(uprobeUnavailable({ uid: 1000, tracefs: dir })).toBe('kernel uprobes need root (tracefs is root-only)');
+    expect(uprobeUnavailable({ uid: 0, tracefs: null })).toMatch(/^tracefs is not mounted and could not be mounted/);
+    expect(uprobeUnavailable({ uid: 0, tracefs: dir })).toBe(`${dir}/uprobe_events is missing: this kernel has no uprobe support (CONFIG_UPROBE_EVENTS)`);
+    writeFileSync(join(dir, 'uprobe_events'), '');
+    expect(uprobeUnavailable({ uid: 0, tracefs: dir })).toMatch(/\/instances is missing: this kernel cannot make a private tracing instance$/);
+    mkdirSync(join(dir, 'instances'));
+    expect(uprobeUnavailable({ uid: 0, tracefs: dir })).toBeNull();
+  });
+
+  it('--backend uprobe is refused with the reason; auto falls back to gdb-fast and says why; gdb and gdb-fast never look', () => {
+    const why = (): string => 'kernel uprobes need root (tracefs is root-only)';
+    let e: unknown;
+    try {
+      chooseBackend('uprobe', undefined, why);
+    } catch (x) {
+      e = x;
+    }
+    expect(e).toBeInstanceOf(MigraceError);
+    expect((e as MigraceError).code).toBe('UPROBE');
+    expect((e as MigraceError).message).toBe('--backend uprobe cannot run here: kernel uprobes need root (tracefs is root-only)');
+    const said: string[] = [];
+    expect(chooseBackend('auto', (m) => said.push(m), why)).toBe('gdb-fast');
+    expect(said).toEqual(['recording through gdb-fast, breakpoints handled inside gdb (uprobes unavailable: kernel uprobes need root (tracefs is root-only))']);
+    const never = (): string => { throw new Error('looked'); };
+    expect(chooseBackend('gdb', undefined, never)).toBe('gdb');
+    expect(chooseBackend('gdb-fast', undefined, never)).toBe('gdb-fast');
+    expect(chooseBackend('auto', undefined, () => null)).toBe('uprobe');
   });
 });
