@@ -92,6 +92,15 @@ export class RunFailure {
 
 /** What every backend does the same way: clock, failure, writer, and a start that cleans up after a failed setup. */
 export abstract class BackendCore {
+  /** The query in flight, for query-begin events (queries are sequential). */
+  currentQuery: string | null = null;
+  /** The thread that entered qmp_query_migrate for each query. */
+  readonly queryThreads = new Map<string, number>();
+  hits = 0;
+  /** The target process is gone. */
+  exited = false;
+  /** The target's (or the attached process's) pid, once known. */
+  pid: number | null = null;
   protected readonly clock = new RunClock();
   protected readonly failed = new RunFailure();
 

@@ -3,16 +3,14 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { withTimeout } from '../trace/async.js';
 import { MigraceError, messageOf } from '../trace/errors.js';
-import type { NewEvent, TraceEvent } from '../trace/schema.js';
-import type { SessionWriter } from '../trace/store.js';
+import type { TraceEvent } from '../trace/schema.js';
 import { BackendCore, probeEvent, type HitPlace, type RecordingBackend } from './backend.js';
 import { GdbSession } from './gdb/session.js';
 import { HOOK_PY } from './gdb-fast-hook.js';
 import { parseHookLine, type HookHit, type HookLine } from './gdb-fast-line.js';
-import { endGdb, loadTarget, startTarget, watchGdbRun } from './live.js';
+import { endGdb, loadTarget, startTarget, watchGdbRun, type LiveOptions } from './live.js';
 import type { Probe, Profile } from './probes/profile.js';
 import { makePrivateDir } from './targets/private-dir.js';
-import type { PreparedTarget } from './targets/types.js';
 import { LineSplitter } from './uprobe/trace-line.js';
 
 /**
@@ -35,26 +33,14 @@ import { LineSplitter } from './uprobe/trace-line.js';
  * arrives); `shutdown` detaches or ends gdb and removes the folder.
  */
 
-export interface GdbFastOptions {
-  writer: SessionWriter;
-  target: PreparedTarget;
-  profile: Profile;
-  gdbPath?: string;
-  progress?: (msg: string) => void;
-  /** Attach to this running process instead of starting the target; it is detached, never killed, at the end. */
-  attachPid?: number;
-}
+/** What the MI backend is given, less the store: hits go to the writer only. */
+export type GdbFastOptions = Omit<LiveOptions, 'store' | 'sessionId'>;
 
 /** Paths that go into gdb's `source` command and a Python string literal as they are. */
 const PLAIN_PATH = /^\/[A-Za-z0-9_./-]+$/;
 
 export class GdbFastTarget extends BackendCore implements RecordingBackend {
   readonly backend = 'gdb-fast' as const;
-  currentQuery: string | null = null;
-  readonly queryThreads = new Map<string, number>();
-  hits = 0;
-  exited = false;
-  pid: number | null = null;
   /** Fires for every hit, after its event is pushed (passive attach ends on a final transition). */
   onHit: ((e: TraceEvent) => void) | null = null;
   readonly lostEvents = 0;

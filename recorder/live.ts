@@ -60,13 +60,6 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
   private readonly byBreakpoint = new Map<string, Probe>();
   private handler: HitHandler = () => 'continue';
   private queue: Promise<void> = Promise.resolve();
-  /** The query in flight, for query-begin events (queries are sequential). */
-  currentQuery: string | null = null;
-  /** The thread that entered qmp_query_migrate for each query. */
-  readonly queryThreads = new Map<string, number>();
-  pid: number | null = null;
-  exited = false;
-  hits = 0;
   private expectingExit = false;
 
   private constructor(private readonly opts: LiveOptions, gdb: GdbSession) {

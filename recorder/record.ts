@@ -7,7 +7,7 @@ import { uprobeUnavailable } from './uprobe/tracefs.js';
 import { UprobeRecorder } from './uprobe/recorder.js';
 import type { RecordingBackend } from './backend.js';
 import { GdbFastTarget } from './gdb-fast.js';
-import { LiveTarget } from './live.js';
+import { LiveTarget, type LiveOptions } from './live.js';
 import type { Profile } from './probes/profile.js';
 import { QmpClient } from './qmp.js';
 import type { PreparedTarget } from './targets/types.js';
@@ -190,16 +190,8 @@ export async function endRun(run: RunParts, error: MigraceError | null): Promise
   }
 }
 
-/** What any backend needs to record a target migrace starts, or a process it attaches to. */
-export interface BackendParts {
-  store: TraceStore;
-  sessionId: number;
-  writer: SessionWriter;
-  target: PreparedTarget;
-  profile: Profile;
-  gdbPath?: string;
-  progress?: (msg: string) => void;
-  attachPid?: number;
+/** What any backend needs to record a target migrace starts, or a process it attaches to: what the MI backend needs, and the uprobe backend's own. */
+export interface BackendParts extends LiveOptions {
   /** uprobe: the ring buffer per CPU (default 8 MiB). */
   bufferKb?: number;
   /** uprobe, passive attach: close each query at its return. */

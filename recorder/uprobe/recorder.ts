@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readdirSync } from 'node:fs';
 import { MigraceError, messageOf } from '../../trace/errors.js';
-import type { NewEvent, TraceEvent } from '../../trace/schema.js';
+import type { TraceEvent } from '../../trace/schema.js';
 import type { SessionWriter } from '../../trace/store.js';
 import { processIsAlive, readProcStat } from '../../trace/proc.js';
 import { sleep, withTimeout } from '../../trace/async.js';
@@ -57,10 +57,6 @@ interface EventInfo { probe: Probe; queryEnd: boolean }
 
 export class UprobeRecorder extends BackendCore implements RecordingBackend {
   readonly backend = 'uprobe' as const;
-  currentQuery: string | null = null;
-  readonly queryThreads = new Map<string, number>();
-  hits = 0;
-  exited = false;
   /** Hits whose query id was made up here: queries others sent (passive attach). */
   unsolicited = 0;
   private readonly events = new Map<string, EventInfo>();
@@ -78,7 +74,6 @@ export class UprobeRecorder extends BackendCore implements RecordingBackend {
   private readonly openQueries = new Map<number, string>();
   /** Fires for every hit, after its event is pushed (passive attach ends on a final transition). */
   onHit: ((e: TraceEvent) => void) | null = null;
-  pid: number | null = null;
   resolution: Resolution | null = null;
 
   private constructor(private readonly opts: UprobeOptions) {
