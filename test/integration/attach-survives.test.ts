@@ -21,6 +21,9 @@ import { bookwormQemu } from '../helpers/qemu-binaries.js';
  * migrace, that QEMU lives on: it is never ptraced (TracerPid 0 at every
  * sample), it is never left stopped, it keeps answering its own monitor,
  * and the probes of a SIGKILLed migrace are removed by the next command.
+ * Without a monitor of its own (libvirt holds QEMU's only one), migrace
+ * records the queries the client makes, and what the probes saw published
+ * is what the client was told.
  */
 
 const run = promisify(execFile);
@@ -41,15 +44,19 @@ interface Guest {
   stop: () => Promise<void>;
 }
 
-/** A guest with two monitors (the user's and one for migrace) and a destination, slow enough to stay active for seconds. */
-async function startGuest(dir: string, bandwidth: number): Promise<Guest> {
+/**
+ * A guest with two monitors (the user's and one for migrace), or with the
+ * user's only (as libvirt runs QEMU), and a destination, slow enough to stay
+ * active for seconds.
+ */
+async function startGuest(dir: string, bandwidth: number, monitors: 1 | 2 = 2): Promise<Guest> {
   if ('skip' in bin) throw new Error(bin.skip);
   const found = await discoverProfile(bin.path, { env: bin.env });
   const dest = await startDestination({ qemu: bin.path, profile: found.profile, memory: '512' }, dir);
   const ours = join(dir, 'user.sock');
   const theirs = join(dir, 'migrace.sock');
   const qemu = spawn(bin.path, ['-nodefaults', '-display', 'none', '-S', '-m', '512', '-name', 'guest,debug-threads=on',
-    '-qmp', `unix:${ours},server=on,wait=off`, '-qmp', `unix:${theirs},server=on,wait=off`], { stdio: 'ignore' });
+    '-qmp', `unix:${ours},server=on,wait=off`, ...(monitors === 2 ? ['-qmp', `unix:${theirs},server=on,wait=off`] : [])], { stdio: 'ignore' });
   const untrack = track(qemu.pid!, 'attach test qemu');
   const user = await QmpClient.connect(ours, { timeoutMs: 15_000 });
   await user.execute('migrate-set-parameters', { 'max-bandwidth': bandwidth });
@@ -79,8 +86,10 @@ function sampler(pid: number): { stop: () => { samples: number; traced: number; 
   return { stop: () => { clearInterval(t); return { samples, traced, stopped }; } };
 }
 
-function startRecorder(guest: Guest, db: string): { child: ChildProcess; started: Promise<void>; exit: Promise<number | null>; stderr: () => string } {
-  const child = spawn(process.execPath, [CLI, 'record', '--attach', String(guest.pid), '--qmp', guest.migraceSock, '--db', db, '--poll-ms', '10'], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** `record --attach` on the guest: with a monitor of its own, or passive (the queries others make are what is recorded). */
+function startRecorder(guest: Guest, db: string, passive = false): { child: ChildProcess; started: Promise<void>; exit: Promise<number | null>; stderr: () => string } {
+  const monitor = passive ? [] : ['--qmp', guest.migraceSock];
+  const child = spawn(process.execPath, [CLI, 'record', '--attach', String(guest.pid), ...monitor, '--db', db, '--poll-ms', '10'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
   const started = new Promise<void>((resolve, reject) => {
@@ -133,6 +142,64 @@ describe.skipIf(skip !== null)('record --attach through uprobes leaves the attac
       expect(moves).toEqual(expect.arrayContaining(['setup->active', 'active->completed']));
       store.close();
       expect(ourGroups()).toEqual([]);
+    } finally {
+      await guest.stop();
+      dir.remove();
+      db.cleanup();
+    }
+  }, 90_000);
+
+  it('passive: a QEMU whose only monitor a libvirt-like client polls is recorded from that client\'s queries, never traced', async () => {
+    const dir = makePrivateDir('migrace-attach-passive');
+    const db = tempStore();
+    db.store.close();
+    const guest = await startGuest(dir.path, 4 * 1024 * 1024, 1);
+    try {
+      const s = sampler(guest.pid);
+      const rec = startRecorder(guest, db.path, true);
+      await rec.started;
+      // libvirt's part: migrate, then poll query-migrate (as virsh domjobinfo does) until the end.
+      await guest.user.execute('migrate', { uri: guest.destUri });
+      const seen: string[] = [];
+      for (;;) {
+        const r = await guest.user.execute<{ status?: string }>('query-migrate');
+        seen.push(r.ret.status ?? 'none');
+        if (r.ret.status === 'completed' || r.ret.status === 'failed') break;
+        await sleep(20);
+      }
+      const code = await rec.exit;
+      const sampled = s.stop();
+      expect(code, rec.stderr()).toBe(0);
+      expect(sampled).toMatchObject({ traced: 0, stopped: 0 });
+      expect(seen.at(-1)).toBe('completed');
+      const store = TraceStore.open(db.path, { readonly: true });
+      const [session] = store.listSessions();
+      const events = store.events(session.id);
+      const threads = store.threads(session.id);
+      store.close();
+      expect(session.meta).toMatchObject({ backend: 'uprobe', passive: true, uprobe: { lost_events: 0 } });
+      // No reply reaches migrace: each query is opened at qmp_query_migrate's entry and closed at its return.
+      expect(events.filter((e) => e.kind === 'reply')).toEqual([]);
+      const main = threads.find((t) => t.name === 'qemu-system-x86');
+      const begins = events.filter((e) => e.kind === 'query-begin');
+      expect(begins.length).toBe(seen.length);
+      const published: string[] = [];
+      for (const b of begins) {
+        if (b.kind !== 'query-begin') continue;
+        expect(b.thread).toBe(main?.tid);
+        const end = events.find((e) => e.kind === 'query-end' && e.data.query === b.data.query);
+        expect(end, `end of ${b.data.query}`).toBeDefined();
+        const inside = events.filter((e) => e.seq > b.seq && e.seq < end!.seq && e.thread === b.thread);
+        expect(inside.filter((e) => e.kind === 'read')).toHaveLength(1);
+        const pub = inside.find((e) => e.kind === 'publish');
+        published.push(pub?.kind === 'publish' ? pub.data.value.name ?? '?' : 'none');
+      }
+      // What the client was told is what the probes saw QEMU publish, query for query.
+      expect(published).toEqual(seen);
+      const moves = events.flatMap((e) => (e.kind === 'transition' ? [`${e.data.old?.name}->${e.data.new.name}`] : []));
+      expect(moves).toEqual(expect.arrayContaining(['setup->active', 'active->completed']));
+      expect(ourGroups()).toEqual([]);
+      await expectHealthy(guest);
     } finally {
       await guest.stop();
       dir.remove();
