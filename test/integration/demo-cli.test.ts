@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { fetchUnpatchedQemu } from '../../cli/demo.js';
 import { survivors, waitGone } from '../../recorder/reaper.js';
-import { expectNoSurvivors } from '../helpers/processes.js';
+import { expectNoSurvivors, withoutSweeps } from '../helpers/processes.js';
 
 const CLI = join(process.cwd(), 'bin', 'migrace.js');
 const tmp = mkdtempSync(join(tmpdir(), 'migrace-demo-test-'));
@@ -34,7 +34,7 @@ describe('migrace demo', () => {
   it('--out naming an existing file: one clear line, exit 1, no internal error', () => {
     const file = script('not-a-folder', 'x');
     const r = spawnSync('node', [CLI, 'demo', '--out', file], { encoding: 'utf8', timeout: 30_000 });
-    expect(r.stderr).toBe(`migrace: cannot create the output folder ${file}: a file of that name is in the way (EEXIST)\n`);
+    expect(withoutSweeps(r.stderr)).toBe(`migrace: cannot create the output folder ${file}: a file of that name is in the way (EEXIST)\n`);
     expect(r.status).toBe(1);
   });
 

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { createGzip } from 'node:zlib';
+import { withoutSweeps } from '../helpers/processes.js';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const CLI = join(process.cwd(), 'bin', 'migrace.js');
@@ -27,7 +28,7 @@ function migrace(args: string[], heapMiB: number, stdoutFile = '/dev/null'): Run
     });
     const rss = /maxrss=(\d+)\s*$/.exec(r.stderr);
     // /usr/bin/time adds its own lines: the peak RSS, and "Command exited with non-zero status N".
-    const err = r.stderr.replace(/maxrss=\d+\s*$/, '').replace(/^Command exited with non-zero status \d+\n?/m, '').trim();
+    const err = withoutSweeps(r.stderr).replace(/maxrss=\d+\s*$/, '').replace(/^Command exited with non-zero status \d+\n?/m, '').trim();
     return { code: r.status, err, rssMiB: rss ? Number(rss[1]) / 1024 : NaN };
   } finally {
     closeSync(fd);
