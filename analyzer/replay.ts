@@ -43,6 +43,14 @@ import type { Finding, Verdict } from './types.js';
  * that makes a schedule infeasible); judge() analyzes the recorded session;
  * replay() opens the session, starts the target, hands over to a ReplayRun
  * and ends the run whatever happened.
+ *
+ * Attached (replay --attach PID), the QEMU is somebody else's: libvirt starts
+ * the migration and `virsh domjobinfo` makes the query. The schedule's
+ * migrate and query steps then wait for them instead of sending anything
+ * (a step that would send another command is refused as UNSUPPORTED), the
+ * roles are held and released at the probes as always, and the end detaches
+ * and leaves QEMU running; the reply went to the driver, so its log (migrace
+ * import libvirt) carries the verdict.
  */
 
 export type ReplayOutcomeClass = 'manifested' | 'benign' | 'window-only' | 'no-crossing' | 'infeasible' | 'unreachable' | 'aborted';
@@ -79,8 +87,10 @@ export interface ReplayResult {
   error: string | null;
   finding: Finding | null;
   verdict: Verdict | null;
-  /** The body of the forced query's reply. */
+  /** The body of the forced query's reply (null when attached: the reply went to the driver). */
   reply: unknown;
+  /** The process replayed on when it was somebody else's (replay --attach). */
+  attachedPid: number | null;
   /** The error's code when the run failed (REPLAY_TIMEOUT for a wait that timed out). */
   errorCode: string | null;
   /** What moved the state, in order. */
@@ -104,6 +114,14 @@ export interface ReplayOptions {
   /** How long a role may be missing before the lock-wait check (default min(2 s, half its timeout)). */
   blockedAfterMs?: number;
   tracer?: QueryTracer;
+  /**
+   * Attach to this running QEMU instead of starting the target: its driver
+   * (libvirt) makes the migration and the queries; it is detached, never
+   * killed, at the end.
+   */
+  attachPid?: number;
+  /** Attached: how long to wait for the driver's migration and query (default 120 s). */
+  driverWaitMs?: number;
 }
 
 interface RoleState {
@@ -261,7 +279,8 @@ class ReplayRun {
   private queryChain: Promise<unknown> = Promise.resolve();
   private readonly blockedAfterMs: number;
 
-  constructor(private readonly live: LiveTarget, private readonly qmp: QmpClient, private readonly opts: ReplayOptions) {
+  /** qmp is null when attached: the QEMU's own driver migrates and queries. */
+  constructor(private readonly live: LiveTarget, private readonly qmp: QmpClient | null, private readonly opts: ReplayOptions) {
     this.roles = new Map(Object.entries(opts.schedule.roles).map(([name, spec]) => [name, { name, spec, armed: false, tid: null, held: false, event: null }]));
     this.hasQueryProbe = opts.profile.probes.some((p) => p.role === 'query');
     this.path = new StatePath(opts.profile.status_table);
@@ -431,8 +450,18 @@ class ReplayRun {
     this.role(step.role).armed = true;
   }
 
+  /** The monitor migrace sends on; attached, there is none: a step that would send is refused. */
+  private monitor(what: string): QmpClient {
+    if (this.qmp === null) throw new MigraceError('UNSUPPORTED', `replay ${this.name}: ${what} needs a monitor of migrace's own; attached (replay --attach), the driver migrates and queries`);
+    return this.qmp;
+  }
+
   private async migrate(): Promise<void> {
     const { target } = this.opts;
+    if (this.qmp === null) {
+      this.opts.progress?.(`waiting for the migration of process ${this.opts.attachPid} that its driver starts (virsh migrate, virsh save)`);
+      return;
+    }
     this.opts.progress?.(`migrate ${target.migrateUri}`);
     // Not awaited: the writer may be held inside it.
     this.qmp.execute('migrate', { uri: target.migrateUri }, { timeoutMs: 600_000 }).catch((e) => {
@@ -460,7 +489,7 @@ class ReplayRun {
       return;
     }
     let answered = false;
-    const reply = this.qmp.execute(execute, args, { timeoutMs: 600_000 }).then(() => { answered = true; this.notify(); }, (e: unknown) => {
+    const reply = this.monitor(what).execute(execute, args, { timeoutMs: 600_000 }).then(() => { answered = true; this.notify(); }, (e: unknown) => {
       answered = true;
       const err = unsupported(e);
       this.live.fail(err);
@@ -502,12 +531,17 @@ class ReplayRun {
   private ask(): Promise<Record<string, unknown>> {
     this.queries++;
     const id = `q${this.queries}`;
-    const p = this.queryChain.then(() => queryOnce(this.live, this.qmp, id, this.hasQueryProbe, 600_000));
+    const qmp = this.monitor('query-migrate');
+    const p = this.queryChain.then(() => queryOnce(this.live, qmp, id, this.hasQueryProbe, 600_000));
     this.queryChain = p.catch(() => undefined);
     return p;
   }
 
   private async query(): Promise<void> {
+    if (this.qmp === null) {
+      this.opts.progress?.(`waiting for a query-migrate from the driver of process ${this.opts.attachPid} (virsh domjobinfo)`);
+      return;
+    }
     const pending = this.ask();
     this.pendingReply = pending;
     pending.then((r) => {
@@ -616,12 +650,14 @@ class ReplayRun {
     // A transition that can no longer happen ends the wait at once; the reason is what was seen at that moment.
     let out: string | null = null;
     const settled = (): boolean => r.held || (out = this.ruledOut(r)) !== null;
-    const blockedAfter = Math.min(this.blockedAfterMs, step.timeout_ms / 2);
+    // Attached, the role's thread moves when the driver acts: give it time to.
+    const timeoutMs = this.qmp === null ? Math.max(step.timeout_ms, this.opts.driverWaitMs ?? 120_000) : step.timeout_ms;
+    const blockedAfter = Math.min(this.blockedAfterMs, timeoutMs / 2);
     if (!(await this.waitFor(settled, blockedAfter))) {
       const blocked = await this.diagnoseBlocked(r);
       if (blocked) throw blocked;
-      if (!(await this.waitFor(settled, step.timeout_ms - blockedAfter))) {
-        throw new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: role ${this.describe(r)} never arrived within ${step.timeout_ms / 1000} s`);
+      if (!(await this.waitFor(settled, timeoutMs - blockedAfter))) {
+        throw new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: role ${this.describe(r)} never arrived within ${timeoutMs / 1000} s${this.qmp === null ? ' (attached: the driver did not get there)' : ''}`);
       }
     }
     if (!r.held && out !== null) {
@@ -686,6 +722,8 @@ class ReplayRun {
   }
 
   private async waitReply(step: Extract<Step, { do: 'wait-reply' }>): Promise<void> {
+    // Attached, the reply goes to the driver: the reader's publish, already probed, is what migrace sees of it.
+    if (this.qmp === null) return;
     if (!this.pendingReply) throw new MigraceError('REPLAY', `replay ${this.name}: wait-reply without a query`);
     await this.live.guard(withTimeout(this.pendingReply, step.timeout_ms,
       () => new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: no reply to query-migrate within ${step.timeout_ms / 1000} s`)));
@@ -700,6 +738,11 @@ class ReplayRun {
   private async finish(step: Extract<Step, { do: 'finish' }>): Promise<void> {
     if (!(await this.waitFor(() => this.finalSeen !== null, step.timeout_ms))) {
       throw new MigraceError('REPLAY_TIMEOUT', `replay ${this.name}: the migration did not finish within ${step.timeout_ms / 1000} s (${this.path.text()})`);
+    }
+    if (this.qmp === null) {
+      // Attached, there is no final query to take, and the driver may stop QEMU now (libvirt does after a save or a migration).
+      this.live.expectExit();
+      return;
     }
     // The probe fired at migrate_set_state's entry: the final reply must come after the swap.
     const fin = this.finalSeen!;
@@ -813,13 +856,14 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   let lock: LockWait | null = null;
   let unreachable: string | null = null;
   try {
-    live = await LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress });
+    live = await LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress, attachPid: opts.attachPid });
     failOnAbort(live, opts.signal);
-    qmp = await connectQmp(live, target);
+    if (opts.attachPid === undefined) qmp = await connectQmp(live, target);
+    else opts.progress?.(`attached to ${opts.attachPid} under gdb; its driver migrates and queries, migrace holds and releases`);
     run = new ReplayRun(live, qmp, { ...opts, profile });
     await run.run();
     live.expectExit();
-    await qmp.execute('quit', undefined, { timeoutMs: 5_000 }).catch(() => undefined);
+    await qmp?.execute('quit', undefined, { timeoutMs: 5_000 }).catch(() => undefined);
   } catch (e) {
     if (e instanceof Infeasible) {
       infeasible = e.message;
@@ -854,6 +898,6 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     sessionId, state: error ? 'aborted' : 'complete', schedule: schedule.name, outcome,
     reason: (error ? null : infeasible ?? unreachable) ?? error?.message ?? null, error: error?.message ?? null,
     errorCode: error?.code ?? null, finding, verdict: finding?.reply ?? null, reply: run?.reply ?? null,
-    transitions, lock: infeasible && !error ? lock : null, wallMs: Date.now() - began,
+    transitions, lock: infeasible && !error ? lock : null, attachedPid: opts.attachPid ?? null, wallMs: Date.now() - began,
   };
 }

@@ -96,6 +96,20 @@ function parseEnv(list: string[] | undefined): Record<string, string> {
   return env;
 }
 
+/** Said whenever migrace puts gdb on a process it did not start. */
+export const ATTACHED_UNDER_GDB = 'migrace: warning: recording an attached process under gdb: if gdb is killed (SIGKILL) while its breakpoints are in, the process dies of SIGTRAP';
+
+/** The program a running process runs (what --attach probes) and its profile, or a clear error when there is no such process. */
+export async function attachedProfile(pid: number, opts: TargetCliOptions, say?: (m: string) => void): Promise<{ binary: string; profile: Profile }> {
+  let binary: string;
+  try {
+    binary = readlinkSync(`/proc/${pid}/exe`);
+  } catch {
+    throw new MigraceError('TARGET_MISSING', `no process ${pid} to attach to (or not allowed to read /proc/${pid}/exe)`);
+  }
+  return { binary, profile: await profileFor(binary, { ...extractedTreeEnv(binary), ...parseEnv(opts.env) }, opts, say) };
+}
+
 /** The options every command that starts a target takes (record, replay, demo). */
 export function addTargetOptions(cmd: Command): Command {
   return cmd
@@ -171,17 +185,11 @@ export function register(program: Command): void {
     .action(action(async (extra: string[], opts: RecordCliOptions) => {
       const say = opts.json ? undefined : progress;
       if (opts.attach !== undefined) {
-        let exe: string;
-        try {
-          exe = readlinkSync(`/proc/${opts.attach}/exe`);
-        } catch {
-          throw new MigraceError('TARGET_MISSING', `no process ${opts.attach} to attach to (or not allowed to read /proc/${opts.attach}/exe)`);
-        }
+        const { binary: exe, profile } = await attachedProfile(opts.attach, opts, say);
         const backend = chooseBackend(opts.backend, progress);
         if (backend === 'gdb' || backend === 'gdb-fast') {
-          progress('migrace: warning: recording an attached process under gdb: if gdb is killed (SIGKILL) while its breakpoints are in, the process dies of SIGTRAP; as root, --backend uprobe never touches it');
+          progress(`${ATTACHED_UNDER_GDB}; as root, --backend uprobe never touches it`);
         }
-        const profile = await profileFor(exe, { ...extractedTreeEnv(exe), ...parseEnv(opts.env) }, opts, say);
         const store = openStore(opts);
         const signals = abortOnSignals();
         try {

@@ -6,7 +6,10 @@ import { findInterleavings } from '../analyzer/interleavings.js';
 import { explore } from '../analyzer/explore.js';
 import type { TraceStore } from '../trace/store.js';
 import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson, progress, sessionId, type DbOptions } from './common.js';
-import { addTargetOptions, invocationOf, prepareTarget, type TargetCliOptions } from './record.js';
+import { addTargetOptions, ATTACHED_UNDER_GDB, attachedProfile, invocationOf, prepareTarget, type TargetCliOptions } from './record.js';
+import { attachedTarget } from '../recorder/record.js';
+import type { PreparedTarget } from '../recorder/targets/types.js';
+import type { Profile } from '../recorder/probes/profile.js';
 import { abortOnSignals } from './signals.js';
 
 interface ReplayCliOptions extends DbOptions, TargetCliOptions {
@@ -17,6 +20,8 @@ interface ReplayCliOptions extends DbOptions, TargetCliOptions {
   repeat: number;
   label?: string;
   json?: boolean;
+  attach?: number;
+  driverWait: number;
 }
 
 /** A schedule from a finding: hold its writer at the crossing transition, its reader after the read. */
@@ -58,6 +63,14 @@ function scheduleFromStore(opts: ReplayCliOptions, store: TraceStore): Schedule 
   return m[2].startsWith('H') ? scheduleFromHazard(store, sid, m[2]) : scheduleFromFinding(store, sid, m[2]);
 }
 
+/** The target of one run: the QEMU given by --attach (somebody else's), or one migrace starts. */
+async function targetFor(opts: ReplayCliOptions, extra: string[], say?: (m: string) => void): Promise<{ target: PreparedTarget; profile: Profile }> {
+  if (opts.attach === undefined) return prepareTarget(opts, extra, say);
+  progress(ATTACHED_UNDER_GDB);
+  const { binary, profile } = await attachedProfile(opts.attach, opts, say);
+  return { target: attachedTarget(binary, profile, null), profile };
+}
+
 /** The reply's status as a word: "none" when the reply had none (or there was no reply). */
 function replyStatus(r: ReplayResult): string {
   const status = ((r.reply ?? {}) as Record<string, unknown>).status;
@@ -81,10 +94,11 @@ export function outcomeKey(r: ReplayResult): string {
 export function describeReplay(r: ReplayResult): string {
   if (r.state === 'aborted') return `session ${r.sessionId}: replay aborted: ${r.error}`;
   if (r.outcome === 'infeasible' || r.outcome === 'unreachable') return `session ${r.sessionId}: ${r.outcome}: ${r.reason}`;
-  const reply = r.reply === null ? 'no reply' : `reply ${JSON.stringify(r.reply)}`;
+  const reply = r.reply !== null ? `reply ${JSON.stringify(r.reply)}`
+    : r.attachedPid !== null ? `the reply went to the driver of process ${r.attachedPid} (its log has it: migrace import libvirt LOG judges it)` : 'no reply';
   const shape = r.verdict?.shape;
   const broken = shape ? `; reply shape broken for ${r.verdict?.status}: ${[shape.missing.length ? `missing ${shape.missing.join(', ')}` : '', shape.foreign.length ? `foreign ${shape.foreign.join(', ')}` : ''].filter(Boolean).join(', ')}` : '';
-  const libvirt = r.verdict ? `old libvirt ${r.verdict.old_libvirt}${r.verdict.libvirt_error ? ` ("${r.verdict.libvirt_error}")` : ''}, current libvirt ${r.verdict.current_libvirt}` : 'no verdict';
+  const libvirt = r.verdict === null && r.attachedPid !== null ? 'no verdict of its own' : r.verdict ? `old libvirt ${r.verdict.old_libvirt}${r.verdict.libvirt_error ? ` ("${r.verdict.libvirt_error}")` : ''}, current libvirt ${r.verdict.current_libvirt}` : 'no verdict';
   return `session ${r.sessionId}: ${r.outcome}${broken}; ${reply}; ${libvirt}${r.finding ? `\n  ${r.finding.summary}` : ''}`;
 }
 
@@ -109,12 +123,16 @@ export function register(program: Command): void {
     .option('--finding <id>', 'replay a finding (F1) or an explore hazard (H1): with --session, or as SESSION:F1')
     .option('--session <n>', 'the session --finding refers to (default: the newest)')
     .option('--repeat <n>', 'run the schedule N times and compare the outcomes', parseIntOption('--repeat', 1, 1000), 1)
-    .option('--label <text>', 'a label for the replay sessions');
+    .option('--label <text>', 'a label for the replay sessions')
+    .option('--attach <pid>', 'force the schedule on a running QEMU driven by somebody else (libvirt): its migrate and query steps wait for the driver (virsh migrate or save, virsh domjobinfo); the QEMU is left running', parseIntOption('--attach', 1, 2 ** 22))
+    .option('--driver-wait <s>', 'with --attach: how long to wait for the driver to migrate and to query (seconds)', parseIntOption('--driver-wait', 1, 86_400), 120);
   addTargetOptions(cmd)
     .addOption(dbOption())
     .addOption(jsonOption())
     .action(action(async (extra: string[], opts: ReplayCliOptions) => {
       const given = scheduleFromOptions(opts);
+      if (opts.attach !== undefined && opts.repeat !== 1) throw new MigraceError('USAGE', '--repeat goes without --attach: an attached QEMU migrates once');
+      if (opts.attach !== undefined && extra.length > 0) throw new MigraceError('USAGE', `--attach takes no QEMU arguments (got ${extra.join(' ')}): the running QEMU has its own`);
       const store = openStore(opts);
       const signals = abortOnSignals();
       const say = opts.json ? undefined : progress;
@@ -122,11 +140,19 @@ export function register(program: Command): void {
       try {
         const schedule = given ?? scheduleFromStore(opts, store);
         for (let i = 0; i < opts.repeat && !signals.signal.aborted; i++) {
-          const { target, profile } = await prepareTarget(opts, extra, i === 0 ? say : undefined);
+          const { target, profile } = await targetFor(opts, extra, i === 0 ? say : undefined);
+          const on = opts.attach !== undefined ? `attached ${opts.attach} (qemu ${profile.qemu_version ?? target.binary})`
+            : opts.target === 'qemu' ? `qemu ${profile.qemu_version ?? target.binary}` : opts.patched ? 'minimig-patched' : 'minimig';
           const r = await replay({
             store, target, profile, schedule, gdbPath: opts.gdb, signal: signals.signal, progress: say,
-            label: opts.label ?? `replay ${schedule.name} on ${opts.target === 'qemu' ? `qemu ${profile.qemu_version ?? target.binary}` : opts.patched ? 'minimig-patched' : 'minimig'}${opts.repeat > 1 ? ` #${i + 1}` : ''}`,
-            meta: { command: ['migrace', 'replay', ...process.argv.slice(3)], invocation: invocationOf('replay', opts, extra) },
+            attachPid: opts.attach, driverWaitMs: opts.driverWait * 1000,
+            label: opts.label ?? `replay ${schedule.name} on ${on}${opts.repeat > 1 ? ` #${i + 1}` : ''}`,
+            meta: {
+              command: ['migrace', 'replay', ...process.argv.slice(3)],
+              // Attached, the reproduce line starts the same binary itself (without the driver).
+              invocation: invocationOf('replay', opts.attach !== undefined ? { ...opts, target: 'qemu', qemu: target.binary } : opts, extra),
+              ...(opts.attach !== undefined && { attached_pid: opts.attach }),
+            },
           });
           results.push(r);
           if (!opts.json) out(`${opts.repeat > 1 ? `run ${i + 1}: ` : ''}${describeReplay(r)}`);

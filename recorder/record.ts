@@ -286,6 +286,23 @@ export interface AttachOptions {
 }
 
 /**
+ * A running process somebody else started, as a target: nothing to start,
+ * nothing to dispose of (it is detached, never killed), a QMP socket only
+ * when the caller has one of its own.
+ */
+export function attachedTarget(binary: string, profile: Profile, qmpPath: string | null): PreparedTarget {
+  return {
+    info: {
+      kind: 'attach', binary, build_id: profile.build_id, qemu_version: profile.qemu_version, variant: profile.variant,
+      status_table: profile.status_table, ...(profile.status_names ? { status_names: profile.status_names } : {}),
+    },
+    binary,
+    args: [], env: {}, qmpPath: qmpPath ?? '', migrateUri: '', logPath: '', setup: [],
+    dispose: async () => undefined,
+  };
+}
+
+/**
  * Record a QEMU that is already running and driven by somebody else (the
  * user, libvirt). migrace only watches: it polls query-migrate on its own
  * monitor when it has one, and stops when the migration ends (a reply or a
@@ -297,15 +314,7 @@ export async function recordAttached(opts: AttachOptions): Promise<RecordResult>
   const { store, profile } = opts;
   const backend = opts.backend ?? 'gdb';
   const began = Date.now();
-  const target: PreparedTarget = {
-    info: {
-      kind: 'attach', binary: opts.binary, build_id: profile.build_id, qemu_version: profile.qemu_version, variant: profile.variant,
-      status_table: profile.status_table, ...(profile.status_names ? { status_names: profile.status_names } : {}),
-    },
-    binary: opts.binary,
-    args: [], env: {}, qmpPath: opts.qmpPath ?? '', migrateUri: '', logPath: '', setup: [],
-    dispose: async () => undefined,
-  };
+  const target = attachedTarget(opts.binary, profile, opts.qmpPath);
   const { sessionId, writer } = await openRun(store, target, {
     label: opts.label, origin: 'live', target: target.info, profile,
     meta: { attached_pid: opts.pid, poll_ms: opts.pollMs ?? 20, backend, passive: opts.qmpPath === null },

@@ -55,9 +55,7 @@ main() {
       done_already || { say "not built yet in $DEST: run bash samples/build-qemu-dbg.sh (minutes; .ci/install does)"; exit 4; } ;;
     *) say "usage: build-qemu-dbg.sh [--cached-only]"; exit 2 ;;
   esac
-  if done_already; then printf '%s\n' "$BIN"; exit 0; fi
-  cache_lock "$DEST"
-  if done_already; then printf '%s\n' "$BIN"; exit 0; fi
+  answer_cached "$DEST" "$BIN"
 
   # Build-dependencies (.ci/install installs them): Debian's list minus every
   # optional feature switched off below.

@@ -11,6 +11,9 @@
 #   apt_private          apt-get / apt-cache with that private state
 #   cache_lock           one flock per cache entry: parallel callers wait, then
 #                        find the finished entry
+#   answer_cached        print the finished entry and exit, or take its lock
+#   fetch_unpacked       a suite's pinned packages downloaded with the private
+#                        apt and unpacked into one root (fetch-qemu.sh, fetch-libvirt.sh)
 #   need_tools           a clear exit 1 naming a missing tool
 #
 # Callers set SCRIPT (the name used in messages) before sourcing.
@@ -100,4 +103,48 @@ cache_lock() {
   command -v flock >/dev/null 2>&1 || return 0
   exec 9>"$1/.lock"
   flock 9
+}
+
+# answer_cached DEST ANSWER: when the caller's done_already holds, print
+# ANSWER and exit 0; otherwise wait for DEST's lock (test workers may call at
+# the same time: one fetches, the others wait for it) and check again.
+answer_cached() {
+  if done_already; then printf '%s\n' "$2"; exit 0; fi
+  cache_lock "$1"
+  if done_already; then printf '%s\n' "$2"; exit 0; fi
+}
+
+# fetch_unpacked DEST SUITE PKG VERSION ROOT PKGS...: PKG=VERSION must be what
+# SUITE serves (exit 3 with what it serves instead); then PKGS (PKG=VERSION
+# pins one) downloaded into DEST/debs and unpacked into ROOT. Leaves APT
+# (the private state, for the caller's logs) and DEBS set; the caller
+# removes both once it has checked the result.
+fetch_unpacked() {
+  dest=$1 suite=$2 pkg=$3 version=$4 root=$5
+  shift 5
+  need_tools apt-get apt-cache dpkg-deb
+  [ -r "$KEYRING" ] || unserved "no Debian archive keyring at $KEYRING, cannot verify $suite"
+  URI=$(debian_uri)
+  say "using the system's Debian archive: $URI"
+  APT="$dest/apt"
+  DEBS="$dest/debs"
+  rm -rf "$DEBS" "$root"
+  mkdir -p "$DEBS" "$root"
+  private_apt_init "$APT" "deb [signed-by=$KEYRING] $URI $suite main"
+  apt_private_update "$APT" "$suite"
+  served=$(apt_private "$APT" apt-cache madison "$pkg" 2>/dev/null | awk -F' *[|] *' '{ print $2 }' | tr '\n' ' ')
+  case " $served " in
+    *" $version "*) ;;
+    "  ") unserved "$suite at $URI has no $pkg" ;;
+    *) unserved "$suite at $URI serves $pkg ${served% }, not $version" ;;
+  esac
+  say "apt-get download ($# packages)"
+  if ! (cd "$DEBS" && apt_private "$APT" apt-get download "$@") >"$APT/download.log" 2>&1; then
+    sed 's/^/  /' "$APT/download.log" >&2
+    unserved "the registry at $URI did not serve every $suite package needed"
+  fi
+  for deb in "$DEBS"/*.deb; do
+    say "unpacking $(basename "$deb")"
+    dpkg-deb -x "$deb" "$root"
+  done
 }

@@ -55,41 +55,9 @@ STAMP="$DEST/.complete"
 
 done_already() { [ -f "$STAMP" ] && [ -x "$BIN" ]; }
 
-if done_already; then printf '%s\n' "$BIN"; exit 0; fi
-# Test workers may call this at the same time: one fetches, the others wait for it.
-cache_lock "$DEST"
-if done_already; then printf '%s\n' "$BIN"; exit 0; fi
-
-need_tools apt-get apt-cache dpkg-deb
-[ -r "$KEYRING" ] || unserved "no Debian archive keyring at $KEYRING, cannot verify $SUITE"
-URI=$(debian_uri)
-say "using the system's Debian archive: $URI"
-
-APT="$DEST/apt"
-DEBS="$DEST/debs"
-rm -rf "$DEBS" "$ROOT"
-mkdir -p "$DEBS" "$ROOT"
-private_apt_init "$APT" "deb [signed-by=$KEYRING] $URI $SUITE main"
-apt_private_update "$APT" "$SUITE"
-
-served=$(apt_private "$APT" apt-cache madison qemu-system-x86 2>/dev/null | awk -F' *[|] *' '{ print $2 }' | tr '\n' ' ')
-case " $served " in
-  *" $VERSION "*) ;;
-  "  ") unserved "$SUITE at $URI has no qemu-system-x86" ;;
-  *) unserved "$SUITE at $URI serves qemu-system-x86 ${served% }, not $VERSION" ;;
-esac
-
-say "apt-get download ($(printf '%s\n' $PKGS | wc -l) packages)"
+answer_cached "$DEST" "$BIN"
 # shellcheck disable=SC2086
-if ! (cd "$DEBS" && apt_private "$APT" apt-get download $PKGS) >"$APT/download.log" 2>&1; then
-  sed 's/^/  /' "$APT/download.log" >&2
-  unserved "the registry at $URI did not serve every $SUITE package needed"
-fi
-
-for deb in "$DEBS"/*.deb; do
-  say "unpacking $(basename "$deb")"
-  dpkg-deb -x "$deb" "$ROOT"
-done
+fetch_unpacked "$DEST" "$SUITE" qemu-system-x86 "$VERSION" "$ROOT" $PKGS
 [ -x "$BIN" ] || fail "unpacked, but $BIN is missing"
 
 if ! LD_LIBRARY_PATH="$ROOT/usr/lib/x86_64-linux-gnu" "$BIN" -version >"$APT/version.txt" 2>&1; then
