@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { MigraceError, messageOf } from '../trace/errors.js';
-import { TraceStore } from '../trace/store.js';
+import { storageError, TraceStore } from '../trace/store.js';
 import { cleanText } from '../reports/safe-text.js';
 
 /** Options every command that touches the trace database takes. */
@@ -62,23 +62,38 @@ export function setDebug(on: boolean): void {
   debug = on;
 }
 
+/** The exit code of every usage mistake, commander's and migrace's own. */
+export const USAGE_EXIT = 2;
+
+/** The --db of a command's arguments (commander passes the options object after the arguments). */
+function dbOf(args: readonly unknown[]): string | null {
+  for (const a of args) {
+    if (typeof a === 'object' && a !== null && typeof (a as { db?: unknown }).db === 'string') return (a as { db: string }).db;
+  }
+  return null;
+}
+
 /**
  * Wrap a command action: a MigraceError becomes one line on stderr and exit
- * code 1 (2 for usage); anything else is a bug and says so. Stacks only with --debug.
+ * code 1 (2 for usage); anything else is a bug and says so. Stacks only
+ * with --debug. A SQLite failure met while reading (a corrupt page deep in
+ * a session) is said as the store says it, naming the file.
  */
 export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | void): (...args: A) => Promise<void> {
   return async (...args: A) => {
     try {
       await fn(...args);
     } catch (e) {
-      reportError(e);
-      process.exitCode = e instanceof MigraceError && e.code === 'USAGE' ? 2 : 1;
+      const db = e instanceof MigraceError ? null : dbOf(args);
+      const err = (db !== null ? storageError(db, e) : null) ?? e;
+      reportError(err);
+      process.exitCode = err instanceof MigraceError && err.code === 'USAGE' ? USAGE_EXIT : 1;
     }
   };
 }
 
 export function reportError(e: unknown): void {
-  // Messages quote file names and input lines: nothing in them may drive the terminal.
+  // Messages quote file names and input lines: nothing in them may drive the terminal; cleanText also makes them one line.
   if (e instanceof MigraceError) {
     process.stderr.write(`migrace: ${cleanText(e.message)}\n`);
   } else {

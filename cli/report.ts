@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { closeSync, openSync, writeFileSync, writeSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { findInterleavings } from '../analyzer/interleavings.js';
 import type { SessionBundle } from '../analyzer/compare.js';
@@ -8,6 +8,7 @@ import type { TraceStore } from '../trace/store.js';
 import { resolveSession } from './analyze.js';
 import { action, dbOption, openStore, out, parseIntOption, sessionId, type DbOptions } from './common.js';
 import { reportHunt } from './hunt.js';
+import { writeFileStreamed } from './json-out.js';
 
 /**
  * The renderers, loaded when a command renders: d3-node brings jsdom, about
@@ -31,34 +32,24 @@ export function loadBundle(store: TraceStore, sid: number): SessionBundle {
   return { session: withDb, threads, events, analysis: findInterleavings(session, threads, events) };
 }
 
+/** A file that could not be written whole is removed: a 0-byte or cut report must not pass for one. */
+function writeFailed(path: string, e: unknown): MigraceError {
+  rmSync(path, { force: true });
+  return new MigraceError('BAD_INPUT', `cannot write ${path}: ${messageOf(e)} (nothing written)`);
+}
+
 function write(path: string, text: string): string {
   try {
     writeFileSync(path, text);
   } catch (e) {
-    throw new MigraceError('BAD_INPUT', `cannot write ${path}: ${messageOf(e)}`);
+    throw writeFailed(path, e);
   }
   return path;
 }
 
-/** Write a file as `produce` hands it over in chunks: a large export is never one string. */
+/** A streamed file (a Perfetto trace may be large): removed again when it could not be written whole. */
 function writeStreamed(path: string, produce: (sink: (chunk: string) => void) => void): string {
-  let fd: number;
-  try {
-    fd = openSync(path, 'w');
-  } catch (e) {
-    throw new MigraceError('BAD_INPUT', `cannot write ${path}: ${messageOf(e)}`);
-  }
-  try {
-    produce((chunk) => {
-      const bytes = Buffer.from(chunk, 'utf8');
-      for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off);
-    });
-  } catch (e) {
-    if (e instanceof MigraceError) throw e;
-    throw new MigraceError('BAD_INPUT', `cannot write ${path}: ${messageOf(e)}`);
-  } finally {
-    closeSync(fd);
-  }
+  writeFileStreamed(path, produce);
   return path;
 }
 

@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'DB_OPEN'
   | 'DB_FOREIGN'
   | 'DB_NEWER'
+  | 'DB_CORRUPT'
   | 'DB_WRITE'
   | 'NOT_FOUND'
   | 'BAD_INPUT'

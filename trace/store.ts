@@ -1,6 +1,6 @@
 import { zodProblems } from './zod-problems.js';
 import Database from 'better-sqlite3';
-import { closeSync, existsSync, openSync, readdirSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, openSync, readdirSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { MigraceError, messageOf } from './errors.js';
 import { eventFromRow, type EventRow } from './event-row.js';
@@ -139,9 +139,92 @@ function storageProblem(e: unknown, path: string): string | null {
   if (code.startsWith('SQLITE_READONLY')) return `${path} is read-only`;
   if (code === 'SQLITE_IOERR_WRITE') return `writing ${path} failed (a file-size limit such as ulimit -f, or a disk error)`;
   if (code.startsWith('SQLITE_IOERR')) return `${path} cannot be written (I/O error ${code})`;
-  if (code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB') return `${path} is corrupt`;
+  if (isCorruption(e)) return `${path} is corrupt (integrity check: ${integrityProblem(path) ?? messageOf(e)})`;
   return null;
 }
+/** SQLite's codes for a damaged file. */
+function isCorruption(e: unknown): boolean {
+  const code = (e as { code?: unknown }).code;
+  return typeof code === 'string' && (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB');
+}
+
+/** SQLite's own words on one line: an integrity check lists its findings one per row, some over several lines. */
+function oneLine(text: string): string {
+  return text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '' && !/^\*\*\* in database \w+ \*\*\*$/.test(l)).join('; ').slice(0, 300);
+}
+
+/**
+ * The first problem SQLite's integrity check finds in a file, or what
+ * stopped the check (a file so damaged it cannot be read); null when the
+ * check passes.
+ */
+function integrityProblem(path: string): string | null {
+  let db: Database.Database | null = null;
+  try {
+    db = new Database(path, { readonly: true, fileMustExist: true });
+    const first = db.pragma('integrity_check(1)', { simple: true });
+    return first === 'ok' ? null : oneLine(String(first));
+  } catch (e) {
+    return oneLine(messageOf(e));
+  } finally {
+    db?.close();
+  }
+}
+
+/** The quick check of an open file: its first problem, or null. */
+function integrityOf(db: Database.Database): string | null {
+  const first = db.pragma('quick_check(1)', { simple: true });
+  return first === 'ok' ? null : oneLine(String(first));
+}
+
+function corruptError(path: string, problem: string): MigraceError {
+  return new MigraceError('DB_CORRUPT',
+    `${path} is corrupt (integrity check: ${problem}); migrace writes nothing into it: restore a copy, or salvage what SQLite can read with "sqlite3 ${path} .recover"`);
+}
+
+/**
+ * Why a writer may not write `path`, checked before SQLite opens it: SQLite
+ * would open a file it may not write read-only without a word, and fail at
+ * the first write. It also needs to create its journal files next to the
+ * database. null when writing is allowed (or the folder is missing: the
+ * open then says so).
+ */
+function writeRefusal(path: string, exists: boolean): string | null {
+  const denied = (p: string): string | null => {
+    try {
+      accessSync(p, constants.W_OK);
+      return null;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code ?? 'EACCES';
+    }
+  };
+  const dir = dirname(path);
+  const file = exists ? denied(path) : null;
+  const folder = existsSync(dir) ? denied(dir) : null;
+  if (file === 'EROFS' || folder === 'EROFS') return `${path} is on a read-only file system`;
+  if (file) return `${path} is read-only (you may not write it)`;
+  if (folder) return `${path} is in a folder you may not write (${dir}), where SQLite must create its journal`;
+  return null;
+}
+
+/**
+ * A SQLite failure as the error migrace reports: a corrupt file quoting its
+ * integrity check, a read-only one saying so; null for anything else. For
+ * callers that meet SQLite's errors outside the store's own wrappers (the
+ * CLI, for an error met while reading).
+ */
+export function storageError(path: string, e: unknown): MigraceError | null {
+  if (e instanceof MigraceError) return e;
+  if (isCorruption(e)) return corruptError(path, integrityProblem(path) ?? oneLine(messageOf(e)));
+  const code = (e as { code?: unknown }).code;
+  if (code === 'SQLITE_READONLY_DIRECTORY' || code === 'SQLITE_CANTOPEN') {
+    return new MigraceError('DB_OPEN',
+      `cannot read ${path}: it is in WAL mode and SQLite must create ${basename(path)}-shm in ${dirname(path)}, which you may not write (a migrace that writes the file switches it back to rollback mode when it closes it; or read a copy)`, { cause: e });
+  }
+  const problem = storageProblem(e, path);
+  return problem ? new MigraceError('DB_WRITE', problem, { cause: e }) : null;
+}
+
 interface HuntRow {
   id: number; created_at: string; label: string; state: string; error: string | null;
   target: string; profile: string; data: string; writer_pid: number | null; writer_start: string | null;
@@ -181,6 +264,7 @@ export class TraceStore {
   }
 
   static open(path: string, opts: { readonly?: boolean } = {}): TraceStore {
+    const readonly = opts.readonly ?? false;
     if (path.includes('\0')) throw new MigraceError('DB_OPEN', 'database path contains a NUL byte');
     const exists = existsSync(path);
     if (exists) {
@@ -188,23 +272,29 @@ export class TraceStore {
       if (statSync(path).size > 0 && !isSqliteFile(path)) {
         throw new MigraceError('DB_FOREIGN', `${path} is not a migrace trace database (not an SQLite file); refusing to touch it`);
       }
-    } else if (opts.readonly) {
+    } else if (readonly) {
       throw new MigraceError('DB_OPEN', `no trace database at ${path} (record or import something first)`);
+    }
+    if (!readonly) {
+      const refused = writeRefusal(path, exists);
+      if (refused) {
+        throw new MigraceError('DB_OPEN', `${refused}: record, replay and import need a trace database they can write (choose one with --db); sessions, analyze and report only read it`);
+      }
     }
     let db: Database.Database;
     try {
-      db = new Database(path, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
+      db = new Database(path, { readonly, fileMustExist: readonly });
     } catch (e) {
-      throw new MigraceError('DB_OPEN', `cannot open trace database ${path}: ${messageOf(e)}`, { cause: e });
+      throw storageError(path, e) ?? new MigraceError('DB_OPEN', `cannot open trace database ${path}: ${messageOf(e)}`, { cause: e });
     }
     try {
-      TraceStore.checkAndMigrate(path, db, opts.readonly ?? false);
+      TraceStore.checkAndMigrate(path, db, readonly);
     } catch (e) {
       db.close();
-      throw e;
+      throw storageError(path, e) ?? new MigraceError('DB_OPEN', `cannot open trace database ${path}: ${messageOf(e)}`, { cause: e });
     }
     const store = new TraceStore(path, db);
-    if (!opts.readonly) store.abandoned = store.closeAbandoned();
+    if (!readonly) store.abandoned = store.closeAbandoned();
     return store;
   }
 
@@ -276,16 +366,34 @@ export class TraceStore {
     rmSync(this.reservePath(), { force: true });
   }
 
+  /**
+   * Refuse what is not ours or too new, then bring a writer's file to the
+   * current schema. Two migrace processes may create the same new file at
+   * once: the migrations run in an IMMEDIATE transaction (the second waits
+   * for the first) that reads the schema version again once it holds the
+   * lock, so the second finds the work done.
+   */
   private static checkAndMigrate(path: string, db: Database.Database, readonly: boolean): void {
-    const appId = db.pragma('application_id', { simple: true }) as number;
-    const version = db.pragma('user_version', { simple: true }) as number;
-    const tables = (db.prepare(`SELECT count(*) AS n FROM sqlite_master`).get() as { n: number }).n;
-    if (appId !== APPLICATION_ID && (tables > 0 || appId !== 0)) {
-      throw new MigraceError('DB_FOREIGN', `${path} is an SQLite database that migrace did not create; refusing to touch it`);
-    }
-    if (version > SCHEMA_VERSION) {
-      throw new MigraceError('DB_NEWER',
-        `${path} uses trace schema ${version}, newer than this migrace understands (${SCHEMA_VERSION}); upgrade migrace to read it`);
+    const look = (): { appId: number; version: number } => {
+      const appId = db.pragma('application_id', { simple: true }) as number;
+      const version = db.pragma('user_version', { simple: true }) as number;
+      const tables = (db.prepare(`SELECT count(*) AS n FROM sqlite_master`).get() as { n: number }).n;
+      // An empty file is ours to claim; anything somebody else marked (tables, an id, a version) is not.
+      if (appId !== APPLICATION_ID && (tables > 0 || appId !== 0 || version !== 0)) {
+        throw new MigraceError('DB_FOREIGN', `${path} is an SQLite database that migrace did not create; refusing to touch it`);
+      }
+      if (version > SCHEMA_VERSION) {
+        throw new MigraceError('DB_NEWER',
+          `${path} uses trace schema ${version}, newer than this migrace understands (${SCHEMA_VERSION}); upgrade migrace to read it`);
+      }
+      return { appId, version };
+    };
+    // One read transaction: read one by one, the id, version and tables could come from before and after another process created the file.
+    const { appId, version } = db.transaction(look)();
+    // A writer adds to the file (even setting WAL mode writes its header): into a damaged one it would bury what can still be salvaged.
+    if (!readonly) {
+      const problem = integrityOf(db);
+      if (problem) throw corruptError(path, problem);
     }
     if (readonly) {
       if (version < SCHEMA_VERSION) {
@@ -301,19 +409,37 @@ export class TraceStore {
       // process holding a write lock must not keep readers of it out.
       if (version < SCHEMA_VERSION || appId !== APPLICATION_ID) {
         db.transaction(() => {
-          for (let v = version; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v]);
-          db.pragma(`application_id = ${APPLICATION_ID}`);
-          db.pragma(`user_version = ${SCHEMA_VERSION}`);
-        })();
+          const now = look();
+          for (let v = now.version; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v]);
+          if (now.appId !== APPLICATION_ID) db.pragma(`application_id = ${APPLICATION_ID}`);
+          if (now.version !== SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`);
+        }).immediate();
       }
     } catch (e) {
-      if (e instanceof MigraceError) throw e;
+      if (e instanceof MigraceError || isCorruption(e)) throw e;
       throw new MigraceError('DB_WRITE', `cannot write trace database ${path}: ${messageOf(e)}`, { cause: e });
     }
   }
 
+  /**
+   * A writer leaves the file in rollback-journal mode when it is the last
+   * one to close it: a WAL file that has no -shm next to it can only be read
+   * by somebody who may create one there, so a database recorded by root
+   * would be unreadable for other users, and on read-only media. With other
+   * connections open, SQLite refuses the switch (busy) and the next closer
+   * makes it.
+   */
   close(): void {
-    if (this.db.open) this.db.close();
+    if (!this.db.open) return;
+    if (!this.db.readonly) {
+      try {
+        this.db.pragma('busy_timeout = 0');
+        this.db.pragma('journal_mode = DELETE');
+      } catch {
+        /* others have it open, or the disk is full: it stays in WAL mode, which is just as correct */
+      }
+    }
+    this.db.close();
   }
 
   private write<T>(what: string, fn: () => T): T {
@@ -599,6 +725,9 @@ export class TraceStore {
 
   /** Store an exported session as a new one; returns its id. Validates everything first. */
   importSession(data: unknown, source = 'input'): number {
+    // Storing a value means JSON.stringify, which recurses: a hostile file nests deep enough to overflow the stack.
+    const deep = tooDeep(data, MAX_DEPTH);
+    if (deep) throw new MigraceError('BAD_INPUT', `${source} is not a migrace session export: ${deep} is nested deeper than ${MAX_DEPTH} levels`);
     const parsed = SessionExportSchema.safeParse(data);
     if (!parsed.success) {
       throw new MigraceError('BAD_INPUT', `${source} is not a migrace session export: ${zodProblems(parsed.error)}`);
@@ -618,6 +747,23 @@ export class TraceStore {
       return id;
     })());
   }
+}
+
+/** How deep an imported value may nest: far beyond what migrace writes, far below what recursion can take. */
+const MAX_DEPTH = 64;
+
+/** The path of the first value nested deeper than `max` (walked without recursion), or null. */
+function tooDeep(value: unknown, max: number): string | null {
+  const stack: Array<{ v: unknown; depth: number; path: string }> = [{ v: value, depth: 0, path: '(top)' }];
+  while (stack.length > 0) {
+    const { v, depth, path } = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth >= max) return path.length > 80 ? `${path.slice(0, 80)}...` : path;
+    for (const [k, child] of Object.entries(v)) {
+      if (typeof child === 'object' && child !== null) stack.push({ v: child, depth: depth + 1, path: path === '(top)' ? k : `${path}.${k}` });
+    }
+  }
+  return null;
 }
 
 /** Locked by another process: worth waiting for, unlike a full disk. */
