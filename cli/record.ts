@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { Option } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 import { readlinkSync } from 'node:fs';
 import { MigraceError } from '../trace/errors.js';
 import { discoverProfile, loadProfileFile } from '../recorder/probes/discover.js';
@@ -8,11 +8,13 @@ import { withBinaryStatusNames } from '../recorder/probes/status-lookup.js';
 import { minimigProfile } from '../recorder/probes/minimig.js';
 import type { Profile } from '../recorder/probes/profile.js';
 import { minimigDir, prepareMinimig } from '../recorder/targets/minimig.js';
-import { extractedTreeEnv, prepareQemuPair } from '../recorder/targets/qemu.js';
+import { checkQemuBinary, extractedTreeEnv, isQemuMemory, prepareQemuPair } from '../recorder/targets/qemu.js';
 import type { PreparedTarget } from '../recorder/targets/types.js';
 import { chooseBackend, record, recordAttached, type BackendChoice, type RecordResult } from '../recorder/record.js';
 import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson, progress, type DbOptions } from './common.js';
 import { abortOnSignals } from './signals.js';
+import { cleanText } from '../reports/safe-text.js';
+import { findProgram } from '../recorder/reaper.js';
 
 export interface TargetCliOptions {
   target: 'minimig' | 'qemu';
@@ -110,6 +112,13 @@ export async function attachedProfile(pid: number, opts: TargetCliOptions, say?:
   return { binary, profile: await profileFor(binary, { ...extractedTreeEnv(binary), ...parseEnv(opts.env) }, opts, say) };
 }
 
+const DEFAULT_MEMORY = '128';
+
+function parseMemory(text: string): string {
+  if (!isQemuMemory(text)) throw new InvalidArgumentError(`--memory takes QEMU's -m sizes such as 128, 512M or 1G, not "${text}"`);
+  return text;
+}
+
 /** The options every command that starts a target takes (record, replay, demo). */
 export function addTargetOptions(cmd: Command): Command {
   return cmd
@@ -117,7 +126,7 @@ export function addTargetOptions(cmd: Command): Command {
     .option('--patched', 'minimig: the build that reads the state once (like QEMU >= 7.1)')
     .option('--binary <path>', 'minimig: a minimig binary other than the bundled build')
     .option('--qemu <path>', 'qemu: the QEMU binary (source and destination)')
-    .option('--memory <size>', 'qemu: guest memory (-m)', '128')
+    .option('--memory <size>', 'qemu: guest memory (-m)', parseMemory, DEFAULT_MEMORY)
     .option('--profile <file>', 'qemu: a probe profile file instead of discovery')
     .option('--refresh-probes', 'qemu: ignore the cached profile and discover again')
     .option('--env <NAME=VALUE...>', 'qemu: extra environment (LD_LIBRARY_PATH is set for an extracted Debian tree)')
@@ -143,28 +152,53 @@ export async function profileFor(binary: string, env: Record<string, string>, op
   return found.profile;
 }
 
-/** Prepare the target an option set names, with its profile. */
-export async function prepareTarget(opts: TargetCliOptions, extraArgs: string[], say?: (m: string) => void): Promise<{ target: PreparedTarget; profile: Profile }> {
+/** --gdb names a program that exists: refused before anything starts, not as the first step of a session. */
+export function checkGdbOption(gdb: string): void {
+  if (gdb === '') throw new MigraceError('USAGE', '--gdb is empty: give the gdb to use (default: gdb from PATH)');
+  if (findProgram(gdb) === null) {
+    throw new MigraceError('USAGE', gdb.includes('/')
+      ? `--gdb ${gdb} is not an executable program (install the Debian package gdb, or give the path of a gdb)`
+      : `--gdb ${gdb}: no such program on PATH (install the Debian package gdb)`);
+  }
+}
+
+/**
+ * The target options checked on their own, before a database is opened or
+ * anything starts: a mistake in them leaves no session and no process.
+ */
+export function checkTargetOptions(opts: TargetCliOptions): void {
+  checkGdbOption(opts.gdb);
   if (opts.target === 'minimig') {
     if (opts.qemu) throw new MigraceError('USAGE', '--qemu goes with --target qemu');
+    if (opts.memory !== undefined && opts.memory !== DEFAULT_MEMORY) throw new MigraceError('USAGE', '--memory goes with --target qemu: minimig has no guest memory');
+    return;
+  }
+  if (!opts.qemu) throw new MigraceError('USAGE', '--target qemu needs --qemu PATH (Debian: /usr/bin/qemu-system-x86_64)');
+  if (opts.patched) throw new MigraceError('USAGE', '--patched is for minimig; a QEMU build is patched or not, and discovery says which');
+  checkQemuBinary(opts.qemu);
+}
+
+/** Prepare the target an option set names, with its profile. */
+export async function prepareTarget(opts: TargetCliOptions, extraArgs: string[], say?: (m: string) => void): Promise<{ target: PreparedTarget; profile: Profile }> {
+  checkTargetOptions(opts);
+  if (opts.target === 'minimig') {
     const target = await prepareMinimig({ binary: opts.binary, patched: opts.patched, setupMs: opts.setupMs, transferMs: opts.transferMs, bqlCompletion: opts.bqlCompletion });
     // minimig exports MigrationStatus_lookup as QEMU does: its states are named by the binary too.
     const profile = await withBinaryStatusNames(minimigProfile(minimigDir(), target.binary, Boolean(opts.patched)), target.binary);
     target.info = { ...target.info, status_table: profile.status_table, ...(profile.status_names ? { status_names: profile.status_names } : {}) };
     return { target, profile };
   }
-  if (!opts.qemu) throw new MigraceError('USAGE', '--target qemu needs --qemu PATH (Debian: /usr/bin/qemu-system-x86_64)');
-  if (opts.patched) throw new MigraceError('USAGE', '--patched is for minimig; a QEMU build is patched or not, and discovery says which');
-  const env = { ...extractedTreeEnv(opts.qemu), ...parseEnv(opts.env) };
-  const profile = await profileFor(opts.qemu, env, opts, say);
-  const target = await prepareQemuPair({ qemu: opts.qemu, env, memory: opts.memory, extraArgs, profile, maxBandwidth: opts.maxBandwidth });
+  const qemu = opts.qemu!;
+  const env = { ...extractedTreeEnv(qemu), ...parseEnv(opts.env) };
+  const profile = await profileFor(qemu, env, opts, say);
+  const target = await prepareQemuPair({ qemu, env, memory: opts.memory, extraArgs, profile, maxBandwidth: opts.maxBandwidth });
   return { target, profile };
 }
 
 function report(result: RecordResult, json: boolean | undefined): void {
   if (json) printJson(result);
   else if (result.state === 'complete') out(summarizeRecord(result));
-  else process.stderr.write(`migrace: ${summarizeRecord(result)}\n`);
+  else process.stderr.write(`migrace: ${cleanText(summarizeRecord(result))}\n`);
   if (result.state !== 'complete') process.exitCode = 1;
 }
 
@@ -185,6 +219,7 @@ export function register(program: Command): void {
     .action(action(async (extra: string[], opts: RecordCliOptions) => {
       const say = opts.json ? undefined : progress;
       if (opts.attach !== undefined) {
+        checkGdbOption(opts.gdb);
         const { binary: exe, profile } = await attachedProfile(opts.attach, opts, say);
         const backend = chooseBackend(opts.backend, progress);
         if (backend === 'gdb' || backend === 'gdb-fast') {
@@ -204,6 +239,7 @@ export function register(program: Command): void {
         return;
       }
       if (opts.qmp) throw new MigraceError('USAGE', '--qmp goes with --attach');
+      checkTargetOptions(opts);
       // The fallback is said on stderr even with --json: a recording that stops the target for each hit is no quiet detail.
       const backend = chooseBackend(opts.backend, progress);
       const store = openStore(opts);

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants, existsSync, openSync, closeSync, statSync } from 'node:fs';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { MigraceError, messageOf } from '../../trace/errors.js';
+import { assertShellSafePath } from '../gdb/session.js';
 import { dieWithParent, isAlive, track, waitGone } from '../reaper.js';
 import type { Profile } from '../probes/profile.js';
 import { QmpClient } from '../qmp.js';
@@ -31,7 +32,23 @@ export interface QemuPairOptions {
 
 const MEMORY = /^\d+[KMGT]?$/i;
 
+/** QEMU's -m syntax as migrace accepts it: a number of MiB, or a number with K, M, G or T. */
+export function isQemuMemory(text: string): boolean {
+  return MEMORY.test(text) && Number.parseInt(text, 10) > 0;
+}
+
+/**
+ * The QEMU binary a run will start: it exists, is an executable regular
+ * file, and its path survives gdb's `exec PROGRAM` through /bin/sh (a usage
+ * error otherwise). Checked before discovery and before the destination
+ * starts, so a refused path leaves nothing behind.
+ */
 export function checkQemuBinary(path: string): void {
+  try {
+    assertShellSafePath(path);
+  } catch (e) {
+    throw new MigraceError('USAGE', `--qemu: ${(e as Error).message}`);
+  }
   if (!existsSync(path)) throw new MigraceError('TARGET_MISSING', `QEMU binary not found: ${path} (Debian: apt-get install qemu-system-x86)`);
   // A directory passes X_OK (search permission): require a regular file.
   let isFile = false;
@@ -158,7 +175,7 @@ function destinationControl(pid: number, qmpPath: string, exited: () => boolean)
 export async function prepareQemuPair(opts: QemuPairOptions): Promise<PreparedTarget> {
   checkQemuBinary(opts.qemu);
   const memory = opts.memory ?? '128';
-  if (!MEMORY.test(memory)) throw new MigraceError('USAGE', `--memory must look like 128, 512M or 1G, not "${memory}"`);
+  if (!isQemuMemory(memory)) throw new MigraceError('USAGE', `--memory must look like 128, 512M or 1G, not "${memory}"`);
   const dir = makePrivateDir('migrace-qemu');
   let dest: Awaited<ReturnType<typeof startDestination>>;
   try {
