@@ -21,6 +21,8 @@ export interface RecordingBackend {
   /** The thread that entered qmp_query_migrate for each query. */
   readonly queryThreads: Map<string, number>;
   readonly hits: number;
+  /** The target's pid once it runs (started or attached to). */
+  readonly pid: number | null;
   /** The target process is gone. */
   readonly exited: boolean;
   readonly failure: MigraceError | null;

@@ -4,6 +4,7 @@ import type { NewEvent, TraceEvent } from '../trace/schema.js';
 import type { SessionWriter, TraceStore } from '../trace/store.js';
 import { assertShellSafePath, GdbSession, type StoppedEvent, type ThreadInfo } from './gdb/session.js';
 import type { Probe, Profile } from './probes/profile.js';
+import { exitOf, processIsAlive } from '../trace/proc.js';
 import { logTail } from './targets/private-dir.js';
 import type { PreparedTarget } from './targets/types.js';
 import { statusNamesOf } from '../trace/status.js';
@@ -20,6 +21,15 @@ import { BackendCore, probeEvent, type RecordingBackend } from './backend.js';
  * (gdb-fast.ts) are the functions at the end: watching gdb and the target
  * (`watchGdbRun`), loading the program (`loadTarget`), running or
  * attaching (`startTarget`), and ending (`endGdb`).
+ *
+ * Signals others send the target are its own business, as without gdb:
+ * gdb passes the termination signals on without stopping (GdbSession), any
+ * other signal stop is continued with the signal delivered, and a stop
+ * signal (kill -STOP) ends the run at once, since a target frozen by
+ * somebody else would otherwise keep the run waiting for its timeout. The
+ * target's end is reported with its exit code or its signal, which gdb
+ * says in the `*stopped,reason="exited-signalled"` that follows
+ * `=thread-group-exited`.
  */
 
 export interface ProbeHit {
@@ -31,6 +41,9 @@ export interface ProbeHit {
 }
 
 export type HitDecision = 'continue' | 'hold';
+
+/** Signals that freeze a process (job control): a run cannot wait them out. */
+const STOP_SIGNALS: ReadonlySet<string> = new Set(['SIGSTOP', 'SIGTSTP', 'SIGTTIN', 'SIGTTOU']);
 export type HitHandler = (hit: ProbeHit) => Promise<HitDecision> | HitDecision;
 
 export interface LiveOptions {
@@ -61,6 +74,8 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
   private handler: HitHandler = () => 'continue';
   private queue: Promise<void> = Promise.resolve();
   private expectingExit = false;
+  /** Set once the target's end has been reported (the thread group exited, its reason may follow). */
+  private exitReported = false;
 
   private constructor(private readonly opts: LiveOptions, gdb: GdbSession) {
     super(opts.writer);
@@ -86,9 +101,20 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
       expectingExit: () => this.expectingExit,
       targetExited: () => { this.exited = true; },
       thread: (id, lwp, name) => { this.noteThread(id, lwp, name, false); },
+      // Killed: no exit code here; the *stopped that follows at once names the signal.
+      groupExited: (code) => {
+        if (code !== null) this.targetExited(`code ${code}`);
+        else setTimeout(() => this.targetExited('killed by a signal'), 300).unref();
+      },
     });
     gdb.on('stopped', (stop) => {
+      if (stop.reason === 'exited' || stop.reason === 'exited-normally' || stop.reason === 'exited-signalled') {
+        this.targetExited(stop.signalName ? `signal ${stop.signalName}` : `code ${stop.exitCode ?? 0}`);
+        return;
+      }
       this.queue = this.queue.then(() => this.onStopped(stop)).catch((e) => {
+        // A hit handled as the target dies fails on gdb's side ("Thread id: 1 has terminated"): the death, reported next, is the cause.
+        if (this.targetGone()) return;
         this.fail(e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `handling a probe hit failed: ${messageOf(e)}`));
       });
     });
@@ -100,7 +126,63 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
         progress?.(`probe ${probe.name} at ${location}: ${bp.locations.length} location(s)`);
       }
     }
-    this.pid = await startTarget(gdb, this.opts.attachPid, (t) => { this.noteThread(t.id, t.lwp, t.name, true); });
+    this.pid = this.opts.attachPid !== undefined
+      ? await startTarget(gdb, this.opts.attachPid, (t) => { this.noteThread(t.id, t.lwp, t.name, true); })
+      : await this.start();
+  }
+
+  /**
+   * Run the program. Killed while gdb starts it, it fails -exec-run with
+   * whatever gdb was doing then ("Couldn't get registers: No such
+   * process"): say that the target died, and how when its zombie tells.
+   */
+  private async start(): Promise<number> {
+    try {
+      return (await this.gdb.run()).pid;
+    } catch (e) {
+      if (!(e instanceof MigraceError) || e.code !== 'GDB_ERROR') throw e;
+      const pid = this.gdb.inferiorPid;
+      const how = pid === null ? null : exitOf(pid);
+      const gone = pid === null || how !== null || !processIsAlive(pid);
+      if (!gone) throw e;
+      const said = e.message.replace(/ \(command: [^)]*\)$/, '');
+      throw new MigraceError('TARGET_EXITED', `${this.opts.target.info.kind} exited${how ? ` (${how})` : ''} while gdb started it (${said})`);
+    }
+  }
+
+  /** Whether the target process has ended (gone, or a zombie), whether or not gdb said so yet. */
+  private targetGone(): boolean {
+    return this.exited || (this.pid !== null && (exitOf(this.pid) !== null || !processIsAlive(this.pid)));
+  }
+
+  /** The target is gone: unless its end was expected, the run fails saying how it ended. */
+  private targetExited(how: string): void {
+    this.exited = true;
+    if (this.exitReported) return;
+    this.exitReported = true;
+    if (this.expectingExit) return;
+    const { target } = this.opts;
+    // The log goes with the private folder when the run ends: quote it.
+    const said = target.logPath ? logTail(target.logPath) : '';
+    const what = this.opts.attachPid !== undefined ? `the attached process ${this.opts.attachPid}` : target.info.kind;
+    this.fail(new MigraceError('TARGET_EXITED', `${what} exited (${how}) before the scenario finished${said ? `; it said: ${said}` : ''}`));
+  }
+
+  /**
+   * A thread stopped by a signal from outside (not our interrupt, which is
+   * signal "0"). A stop signal ends the run now; any other is delivered
+   * (continuing passes it) and the target does with it what it would do
+   * without gdb.
+   */
+  private async onSignal(stop: StoppedEvent, tid: number): Promise<void> {
+    const sig = stop.signalName ?? '?';
+    if (STOP_SIGNALS.has(sig)) {
+      const what = this.opts.attachPid !== undefined ? `the attached process ${this.opts.attachPid}` : this.opts.target.info.kind;
+      this.fail(new MigraceError('TARGET_STOPPED', `${what} was stopped by ${sig} from outside migrace (kill -${sig.replace(/^SIG/, '')}); the session keeps what was recorded`));
+      return;
+    }
+    this.opts.progress?.(`${this.opts.target.info.kind} thread ${tid} received ${sig}; passing it on`);
+    await this.gdb.continueThread(tid);
   }
 
   private noteThread(tid: number, lwp: number | null, name: string | null, confirmed: boolean): ThreadState {
@@ -122,6 +204,9 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
   }
 
   private async onStopped(stop: StoppedEvent): Promise<void> {
+    if (stop.reason === 'signal-received' && stop.threadId !== null && stop.signalName !== '0' && !this.expectingExit) {
+      return this.onSignal(stop, stop.threadId);
+    }
     if (stop.reason !== 'breakpoint-hit' || stop.bkptno === null || stop.threadId === null) return;
     const probe = this.byBreakpoint.get(String(stop.bkptno));
     if (!probe) return;
@@ -165,7 +250,8 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
    */
   async shutdown(): Promise<void> {
     this.expectingExit = true;
-    await endGdb(this.gdb, { attached: this.opts.attachPid !== undefined && !this.exited, drain: () => this.drain(), progress: this.opts.progress });
+    // Only once attached: a refused attach has nothing to detach from.
+    await endGdb(this.gdb, { attached: this.opts.attachPid !== undefined && this.pid !== null && !this.exited, drain: () => this.drain(), progress: this.opts.progress });
   }
 
   readonly lostEvents = 0;
@@ -187,6 +273,8 @@ export interface GdbRunHooks {
   expectingExit(): boolean;
   targetExited(): void;
   thread(id: number, lwp: number | null, name: string | null): void;
+  /** Takes over saying how the target ended (its exit code, or null when a signal ended it and gdb names it next). */
+  groupExited?(exitCode: number | null): void;
 }
 
 /** gdb dying or the target exiting before its time ends the run; new threads are reported. */
@@ -199,7 +287,8 @@ export function watchGdbRun(gdb: GdbSession, target: PreparedTarget, hooks: GdbR
   gdb.on('thread-created', (t) => hooks.thread(t.id, t.lwp, t.name));
   gdb.on('thread-group-exited', (g) => {
     hooks.targetExited();
-    if (!hooks.expectingExit()) {
+    if (hooks.groupExited) hooks.groupExited(g.exitCode);
+    else if (!hooks.expectingExit()) {
       // The log goes with the private folder when the run ends: quote it.
       const said = target.logPath ? logTail(target.logPath) : '';
       hooks.fail(new MigraceError('TARGET_EXITED', `${target.info.kind} exited (code ${g.exitCode ?? '?'}) before the scenario finished${said ? `; it said: ${said}` : ''}`));

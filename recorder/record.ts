@@ -3,6 +3,7 @@ import { SessionWriter, type TraceStore } from '../trace/store.js';
 import { replyData } from '../trace/reply.js';
 import type { NewSession, TraceEvent } from '../trace/schema.js';
 import { sleep } from '../trace/async.js';
+import { exitOf, readProcStat } from '../trace/proc.js';
 import { uprobeUnavailable } from './uprobe/tracefs.js';
 import { UprobeRecorder } from './uprobe/recorder.js';
 import type { RecordingBackend } from './backend.js';
@@ -90,13 +91,67 @@ export function failOnAbort(live: RecordingBackend, signal: AbortSignal | undefi
   else signal.addEventListener('abort', onAbort, { once: true });
 }
 
+/**
+ * Whether a run may still wait for its target's monitor: once the run has
+ * failed (gdb died), nobody awaits the connection any more, and a connect
+ * loop still retrying would keep the process alive for its whole timeout.
+ */
+export function runAlive(live: RecordingBackend): () => boolean {
+  return () => !live.exited && live.failure === null;
+}
+
+/**
+ * Connect to the target's monitor and send its setup. From here on the run
+ * is watched (watchRun): a target frozen by a stop signal, or a helper it
+ * needs (the destination QEMU) dying, fails it at once.
+ */
 export async function connectQmp(live: RecordingBackend, target: PreparedTarget, timeoutMs = 15_000): Promise<QmpClient> {
-  const qmp = await live.guard(QmpClient.connect(target.qmpPath, {
-    timeoutMs,
-    isAlive: () => !live.exited,
-  }));
+  watchRun(live, target);
+  const qmp = await live.guard(QmpClient.connect(target.qmpPath, { timeoutMs, isAlive: runAlive(live) }));
   for (const cmd of target.setup) await live.guard(qmp.execute(cmd.execute, cmd.arguments));
   return qmp;
+}
+
+const watches = new WeakMap<RecordingBackend, NodeJS.Timeout>();
+
+/**
+ * Poll, every 100 ms until endRun, what no event announces: the target in
+ * group stop (state T: kill -STOP; under gdb a stopped thread is in
+ * tracing stop, t, and gdb reports the signal itself), the target gone
+ * without its backend saying so (gdb misses a program killed while it
+ * loads libthread_db; the zombie still says how it ended), and the
+ * target's helpers (PreparedTarget.helperFailure).
+ */
+export function watchRun(live: RecordingBackend, target: PreparedTarget): void {
+  if (watches.has(live)) return;
+  let stoppedSamples = 0;
+  let goneSamples = 0;
+  const timer = setInterval(() => {
+    const helper = target.helperFailure?.() ?? null;
+    if (helper) live.fail(helper);
+    const pid = live.pid;
+    if (pid === null) return;
+    const what = target.info.kind === 'attach' ? `the attached process ${pid}` : target.info.kind;
+    const stat = readProcStat(pid);
+    stoppedSamples = stat?.state === 'T' ? stoppedSamples + 1 : 0;
+    // Two samples: a shell that starts the target stopped (the uprobe backend) is released within one.
+    if (stoppedSamples >= 2) {
+      live.fail(new MigraceError('TARGET_STOPPED', `${what} (pid ${pid}) was stopped from outside migrace (state T: kill -STOP or -TSTP); the session keeps what was recorded`));
+    }
+    // Three samples: the backend's own report (with the target's last words) comes first when there is one.
+    goneSamples = !live.exited && (stat === null || stat.state === 'Z') ? goneSamples + 1 : 0;
+    if (goneSamples >= 3) {
+      live.fail(new MigraceError('TARGET_EXITED', `${what} exited (${exitOf(pid) ?? 'it is gone'}) before the scenario finished`));
+    }
+  }, 100);
+  timer.unref();
+  watches.set(live, timer);
+}
+
+function unwatchRun(live: RecordingBackend | null): void {
+  if (!live) return;
+  clearInterval(watches.get(live));
+  watches.delete(live);
 }
 
 /**
@@ -122,17 +177,28 @@ export async function queryOnce(live: RecordingBackend, qmp: QmpClient, queryId:
   return ret;
 }
 
+/** What ends a run first-hand; anything else (a closed socket, a timeout) may be its symptom. */
+const ROOT_CAUSES: ReadonlySet<string> = new Set(['GDB_EXITED', 'INTERRUPTED', 'TARGET_EXITED', 'TARGET_STOPPED', 'DB_WRITE']);
+
+/** A run's error on one line: gdb's and the logs' words can span several, and the error is printed and stored as one. */
+export function oneLineError(e: MigraceError): MigraceError {
+  if (!/[\r\n]/.test(e.message)) return e;
+  const text = e.message.split(/\r?\n/).map((l) => l.trim()).filter(Boolean).join('; ');
+  return new MigraceError(e.code, text, { cause: e });
+}
+
 /**
  * The error to report for a failed run. When gdb dies, the target dies with
- * it and the QMP socket closes: whichever pipe is read first, the cause is
- * gdb's death, so wait briefly for it before naming a secondary symptom.
+ * it and the QMP socket closes; when the target is killed, its socket may
+ * close before its exit is reported: whichever pipe is read first, the
+ * cause is the death, so wait briefly for it before naming a symptom.
  */
 export async function rootCause(live: RecordingBackend | null, e: unknown): Promise<MigraceError> {
   const err = e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `recording failed: ${messageOf(e)}`, { cause: e });
-  if (!live || err.code === 'GDB_EXITED' || err.code === 'INTERRUPTED') return err;
-  for (let i = 0; i < 15 && !live.failure; i++) await sleep(20);
+  if (!live || ROOT_CAUSES.has(err.code)) return oneLineError(err);
+  for (let i = 0; i < 15 && !(live.failure && ROOT_CAUSES.has(live.failure.code)); i++) await sleep(20);
   const first = live.failure;
-  return first && (first.code === 'GDB_EXITED' || first.code === 'INTERRUPTED') ? first : err;
+  return oneLineError(first && ROOT_CAUSES.has(first.code) ? first : err);
 }
 
 /**
@@ -168,6 +234,7 @@ export interface RunParts {
  * closing, with what could not be stored said in the same line.
  */
 export async function endRun(run: RunParts, error: MigraceError | null): Promise<MigraceError | null> {
+  unwatchRun(run.live);
   await run.qmp?.close().catch(() => undefined);
   await run.live?.drain().catch(() => undefined);
   await run.live?.shutdown().catch(() => undefined);
@@ -181,7 +248,8 @@ export async function endRun(run: RunParts, error: MigraceError | null): Promise
     }
   }
   try {
-    return run.writer.finish(error);
+    const ended = run.writer.finish(error);
+    return ended ? oneLineError(ended) : null;
   } catch (e) {
     const why = e instanceof MigraceError ? e.message : messageOf(e);
     const base = error ?? run.writer.failure;
@@ -250,6 +318,9 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       }
       await live.guard(sleep(pollMs));
     }
+    // The destination's death fails the source's migration: the run did not record what it was asked to.
+    const helper = lastStatus === 'completed' ? null : target.helperFailure?.();
+    if (helper) throw helper;
     opts.progress?.(`migration ${lastStatus} after ${queries} queries; ${live.hits} probe hits`);
     live.expectExit();
     await qmp.execute('quit', undefined, { timeoutMs: 5_000 }).catch(() => undefined);
@@ -352,7 +423,8 @@ export async function recordAttached(opts: AttachOptions): Promise<RecordResult>
     opts.progress?.(backend === 'uprobe'
       ? `recording ${opts.pid} through kernel uprobes (never stopped, never ptraced) until the migration ends or Ctrl-C`
       : `attached to ${opts.pid} under gdb${backend === 'gdb-fast' ? ' (gdb-fast)' : ''}; recording until the migration ends or Ctrl-C`);
-    if (opts.qmpPath) qmp = await live.guard(QmpClient.connect(opts.qmpPath, { timeoutMs: 15_000, isAlive: () => !attachedLive.exited }));
+    watchRun(live, target);
+    if (opts.qmpPath) qmp = await live.guard(QmpClient.connect(opts.qmpPath, { timeoutMs: 15_000, isAlive: runAlive(attachedLive) }));
     const hasQueryProbe = profile.probes.some((p) => p.role === 'query');
     let sawMigration = false;
     while (!userStopped) {

@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'MI_PARSE'
   | 'TARGET_MISSING'
   | 'TARGET_EXITED'
+  | 'TARGET_STOPPED'
   | 'QMP'
   | 'QMP_TIMEOUT'
   | 'PROBES'

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { constants } from 'node:os';
 
 /**
  * What /proc says about a process, read one way for everybody: the reaper,
@@ -14,6 +15,8 @@ export interface ProcStat {
   state: string;
   ppid: number;
   startTime: string;
+  /** The wait status (field 52), which the kernel fills in once the process has exited: a zombie's says how it ended. */
+  exitStatus: number | null;
 }
 
 export function readProcStat(pid: number): ProcStat | null {
@@ -26,7 +29,23 @@ export function readProcStat(pid: number): ProcStat | null {
   // comm may hold spaces and parentheses: the fields start after the last ')'.
   const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
   if (fields.length < 20) return null;
-  return { state: fields[0], ppid: Number(fields[1]), startTime: fields[19] };
+  const status = fields.length > 49 ? Number(fields[49]) : NaN;
+  return { state: fields[0], ppid: Number(fields[1]), startTime: fields[19], exitStatus: Number.isInteger(status) ? status : null };
+}
+
+const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, n]) => [n, name]));
+
+/**
+ * How a process that has exited but was not reaped yet (a zombie) ended:
+ * "signal SIGKILL" or "code 3"; null while it runs or once it is gone. Its
+ * parent may be a tracer that never tells (gdb loses a program killed while
+ * it loads libthread_db), so this is the one place left to ask.
+ */
+export function exitOf(pid: number): string | null {
+  const stat = readProcStat(pid);
+  if (!stat || stat.state !== 'Z' || stat.exitStatus === null) return null;
+  const sig = stat.exitStatus & 0x7f;
+  return sig !== 0 ? `signal ${SIGNAL_NAMES.get(sig) ?? sig}` : `code ${(stat.exitStatus >> 8) & 0xff}`;
 }
 
 export function procStartTime(pid: number): string | null {

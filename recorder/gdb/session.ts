@@ -15,7 +15,8 @@
  *   session sends it SIGCONT.
  */
 import { statSync } from 'node:fs';
-import { procStartTime } from '../../trace/proc.js';
+import { readFileSync } from 'node:fs';
+import { procStartTime, tracerPid } from '../../trace/proc.js';
 import { execa } from 'execa';
 import { MigraceError } from '../../trace/errors.js';
 import { ledgerAddProcess, ledgerRemoveProcess } from '../ledger.js';
@@ -312,6 +313,15 @@ export function shellQuote(arg: string): string {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** A process's name (/proc/PID/comm), or null. */
+function readComm(pid: number): string | null {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() || null;
+  } catch {
+    return null;
+  }
+}
+
 function signalQuietly(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(pid, signal);
@@ -457,6 +467,9 @@ function spawnGdb(path: string, env: Record<string, string>, cwd: string | undef
     reject: false,
     env,
     cwd,
+    // Its own process group: gdb forks helpers of its own (the ptrace feature check stops a forked gdb with
+    // SIGSTOP); killed before it reaps one, gdb leaves it stopped for ever. onExit ends the group.
+    detached: true,
   });
 }
 
@@ -545,7 +558,15 @@ export class GdbSession {
       throw new MigraceError('GDB_MISSING', `cannot start gdb (${opts.gdbPath ?? 'gdb'}): ${r.message ?? code}`);
     }
     try {
-      await s.execute('-list-features');
+      try {
+        await s.execute('-list-features');
+      } catch (e) {
+        // Not gdb at all (a wrong --gdb): its first answer never comes.
+        if (e instanceof MigraceError && e.code === 'GDB_EXITED') {
+          throw new MigraceError('GDB_MISSING', `${found} does not speak GDB/MI: ${e.message.replace(/^gdb /, 'it ')} (is --gdb a gdb?)`);
+        }
+        throw e;
+      }
       if (s.originalShell === undefined) await s.cli('unset environment SHELL');
       else if (s.originalShell !== '/bin/sh') await s.setInferiorEnv('SHELL', s.originalShell);
       const tty = opts.inferiorTty === undefined ? '/dev/null' : opts.inferiorTty;
@@ -774,7 +795,8 @@ export class GdbSession {
     if (!this.pending.delete(p.token)) return;
     clearTimeout(p.timer);
     if (cls === 'error') {
-      const msg = results.optString('msg') ?? '(no message)';
+      // gdb's messages can run over lines ("warning: ...\nptrace: ..."): an error is one line.
+      const msg = (results.optString('msg') ?? '(no message)').split('\n').map((l) => l.trim()).filter(Boolean).join('; ');
       p.reject(new MigraceError('GDB_ERROR', `gdb: ${msg} (command: ${p.command})`));
     } else {
       p.resolve({ class: cls, results, token: p.token, seq, at });
@@ -837,6 +859,8 @@ export class GdbSession {
         if (gone) inf.untrack?.();
       });
     }
+    // What gdb forked and left (a helper it stopped, a program it started): gdb's process group, migrace's alone.
+    if (this.child.pid !== undefined) signalQuietly(-this.child.pid, 'SIGKILL');
     // stdout may close before or after 'exit'; an inferior that inherited
     // the pipe could hold it open, so do not wait for it for long.
     if (this.stdoutClosed) this.finalize();
@@ -1019,13 +1043,21 @@ export class GdbSession {
     return parts.join('');
   }
 
-  /** mi-async and non-stop (before the inferior runs), no paging or questions, QEMU's signals passed silently. */
+  /**
+   * mi-async and non-stop (before the inferior runs), no paging or
+   * questions, QEMU's signals passed silently, and so are the signals that
+   * ask a program to end (kill, Ctrl-C, a hangup): without that gdb stops
+   * the thread that got one and the program never sees it (SIGINT is not
+   * even passed by default). -exec-interrupt does not use SIGINT in
+   * non-stop mode, so stopping threads still works.
+   */
   async setNonStop(): Promise<void> {
     await this.execute('-gdb-set mi-async on');
     await this.execute('-gdb-set non-stop on');
     await this.execute('-gdb-set pagination off');
     await this.execute('-gdb-set confirm off');
     await this.cli('handle SIGUSR1 SIGUSR2 SIGPIPE nostop noprint pass');
+    await this.cli('handle SIGTERM SIGINT SIGHUP SIGQUIT nostop noprint pass');
     this.asyncMode = true;
   }
 
@@ -1098,6 +1130,12 @@ export class GdbSession {
    */
   async attach(pid: number, opts: { own?: boolean } = {}): Promise<void> {
     threadIdArg(pid, 'pid');
+    // A process has one tracer: say who it is rather than relay ptrace's EPERM.
+    const tracer = tracerPid(pid);
+    if (tracer !== null && tracer !== 0) {
+      const comm = readComm(tracer);
+      throw new MigraceError('TARGET_MISSING', `process ${pid} is already traced by process ${tracer}${comm ? ` (${comm})` : ''}; a process has one tracer: detach that one first, or record with --backend uprobe (root), which does not trace`);
+    }
     this.attaching = { own: opts.own ?? false };
     try {
       await this.execute(`-target-attach ${pid}`);

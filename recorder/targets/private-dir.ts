@@ -21,6 +21,12 @@ export function makePrivateDir(prefix: string): { path: string; remove: () => vo
   };
 }
 
+/**
+ * gdb writes its own warning into the inferior's terminal when that is a
+ * file: it is not the program's word.
+ */
+const GDB_TTY_WARNING = /^&"warning: GDB: Failed to set controlling terminal/;
+
 /** The last lines a program wrote to its log, on one line, for an error message. */
 export function logTail(path: string, lines = 2): string {
   let text: string;
@@ -29,6 +35,6 @@ export function logTail(path: string, lines = 2): string {
   } catch {
     return '';
   }
-  return text.split('\n').map((l) => l.trim()).filter(Boolean).slice(-lines).join(' | ').slice(0, 400);
+  return text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !GDB_TTY_WARNING.test(l)).slice(-lines).join(' | ').slice(0, 400);
 }
 

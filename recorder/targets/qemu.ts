@@ -77,7 +77,17 @@ function spawnFailure(qemu: string, e: NodeJS.ErrnoException): MigraceError {
     `cannot start the destination QEMU ${qemu}: ${why} (${e.message})`, { cause: e });
 }
 
-export async function startDestination(opts: QemuPairOptions, dir: string): Promise<{ pid: number; uri: string; stop: () => Promise<void>; destination: Destination }> {
+export interface RunningDestination {
+  pid: number;
+  uri: string;
+  stop: () => Promise<void>;
+  /** Why the destination is gone before stop() ended it (it was killed, it crashed), or null. */
+  failure: () => MigraceError | null;
+  /** What the hunt's scenarios do to the destination. */
+  destination: Destination;
+}
+
+export async function startDestination(opts: QemuPairOptions, dir: string): Promise<RunningDestination> {
   const memory = opts.memory ?? '128';
   const qmpPath = join(dir, 'dst-qmp.sock');
   const log = openSync(join(dir, 'destination.log'), 'a', 0o600);
@@ -114,8 +124,17 @@ export async function startDestination(opts: QemuPairOptions, dir: string): Prom
   const untrack = track(pid, 'destination qemu');
   let exited = false;
   let exitCode: number | null = null;
-  child.on('exit', (code) => { exited = true; exitCode = code; });
+  let exitSignal: string | null = null;
+  let stopping = false;
+  child.on('exit', (code, signal) => { exited = true; exitCode = code; exitSignal = signal; });
+  const died = (): MigraceError | null => {
+    if (!exited || stopping) return null;
+    const said = logTail(join(dir, 'destination.log'));
+    return new MigraceError('TARGET_EXITED',
+      `the destination QEMU (pid ${pid}) exited (${exitSignal ? `signal ${exitSignal}` : `code ${exitCode ?? '?'}`}) while the source migrated to it${said ? `; it said: ${said}` : ''}`);
+  };
   const stop = async (): Promise<void> => {
+    stopping = true;
     if (isAlive(pid)) child.kill('SIGTERM');
     if (!(await waitGone(pid, 2000))) child.kill('SIGKILL');
     await waitGone(pid, 3000);
@@ -132,7 +151,7 @@ export async function startDestination(opts: QemuPairOptions, dir: string): Prom
       const port = await freePort();
       const uri = `tcp:127.0.0.1:${port}`;
       await guard(qmp.execute('migrate-incoming', { uri }));
-      return { pid, uri, stop, destination: destinationControl(pid, qmpPath, () => exited) };
+      return { pid, uri, stop, failure: died, destination: destinationControl(pid, qmpPath, () => exited) };
     } finally {
       await qmp.close();
     }
@@ -200,6 +219,7 @@ export async function prepareQemuPair(opts: QemuPairOptions): Promise<PreparedTa
     logPath: join(dir.path, 'source.log'),
     setup: opts.maxBandwidth ? [{ execute: 'migrate-set-parameters', arguments: { 'max-bandwidth': opts.maxBandwidth } }] : [],
     destination: dest.destination,
+    helperFailure: dest.failure,
     dispose: async () => {
       await dest.stop();
       dir.remove();

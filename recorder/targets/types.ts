@@ -1,3 +1,4 @@
+import type { MigraceError } from '../../trace/errors.js';
 import type { Target } from '../../trace/schema.js';
 
 /**
@@ -22,6 +23,12 @@ export interface PreparedTarget {
   setup: Array<{ execute: string; arguments?: Record<string, unknown> }>;
   /** The other end of the migration, for scenarios that act on it (the hunt's failure and postcopy). */
   destination?: Destination;
+  /**
+   * Why a helper the target needs (the destination QEMU) is gone before
+   * dispose() stopped it, or null. Polled while a run is live: a dead
+   * destination fails the source's migration, and the run says so.
+   */
+  helperFailure?(): MigraceError | null;
   dispose(): Promise<void>;
 }
 
