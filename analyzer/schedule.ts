@@ -1,7 +1,7 @@
 import { zodProblems } from '../trace/zod-problems.js';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { MigraceError } from '../trace/errors.js';
+import { jsonProblem, MigraceError } from '../trace/errors.js';
 import { normalizeStatusName, STATUS_TABLES, statusValue } from '../trace/status.js';
 import { ProbeSchema, type Probe, type Profile } from '../recorder/probes/profile.js';
 
@@ -301,7 +301,7 @@ export function loadScheduleFile(path: string): Schedule {
   try {
     data = JSON.parse(text);
   } catch (e) {
-    throw new MigraceError('BAD_INPUT', `${path} is not JSON: ${(e as Error).message}`);
+    throw new MigraceError('BAD_INPUT', `${path} is not JSON: ${jsonProblem(e, text)}`);
   }
   return parseSchedule(data, path);
 }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { Argument } from 'commander';
-import { MigraceError, messageOf } from '../trace/errors.js';
+import { jsonProblem, MigraceError, messageOf } from '../trace/errors.js';
 import { importFiles, type ImportKind } from '../recorder/import/index.js';
 import { readWholeFile } from '../recorder/import/lines.js';
 import { cleanText } from '../reports/safe-text.js';
@@ -8,12 +8,12 @@ import { analyzeSession } from './analyze.js';
 import { action, dbOption, jsonOption, openStore, out, printJson, type DbOptions } from './common.js';
 
 /** An exported session: plain or gzipped JSON (readWholeFile inflates gzip by its magic bytes). */
-async function readJson(file: string): Promise<unknown> {
+export async function readJson(file: string): Promise<unknown> {
   const text = await readWholeFile(file);
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new MigraceError('IMPORT', `${file} is not JSON: ${messageOf(e)}`);
+    throw new MigraceError('IMPORT', `${file} is not JSON: ${jsonProblem(e, text)}`);
   }
 }
 

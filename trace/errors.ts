@@ -45,3 +45,18 @@ export function messageOf(e: unknown): string {
   if (e instanceof Error) return e.message;
   return String(e);
 }
+
+/**
+ * Why JSON.parse refused a file's text, on one line and with where: V8
+ * quotes the text around the fault (newlines and all) and gives a position
+ * only for some faults; this says line and column instead of the quote.
+ */
+export function jsonProblem(e: unknown, text: string): string {
+  const raw = messageOf(e).split('\n')[0];
+  const m = /at position (\d+)/.exec(raw);
+  const reason = raw.replace(/, ".*$/s, '').replace(/ in JSON at position \d+.*$/, '').replace(/ \(line \d+ column \d+\)$/, '');
+  if (!m) return reason;
+  const before = text.slice(0, Number(m[1]));
+  const line = before.split('\n').length;
+  return `${reason} at line ${line} column ${Number(m[1]) - before.lastIndexOf('\n')}`;
+}

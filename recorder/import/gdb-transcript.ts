@@ -77,6 +77,8 @@ export interface GdbImportOptions {
 }
 
 const RUN_OFFSET = 1000;
+/** The largest pid Linux gives (pid_max's limit, 2^22). */
+const MAX_PID = 2 ** 22;
 const MAX_LINE = 64 * 1024;
 const MAX_JOIN = 8;
 const MAX_JSON_LINES = 400;
@@ -504,6 +506,10 @@ class TranscriptReader {
   /* ---- threads ---- */
 
   private tidOf(gdbId: number): number {
+    // gdb numbers threads from 1; an id past any pid is a damaged line, and would not fit the store's integers.
+    if (!Number.isSafeInteger(gdbId) || gdbId > MAX_PID) {
+      throw new MigraceError('IMPORT', `${this.source}: line ${this.lineNow}: thread id ${String(gdbId).slice(0, 30)} is not one gdb gives (1 to ${MAX_PID})`);
+    }
     return gdbId + RUN_OFFSET * Math.max(0, this.runIndex);
   }
 
@@ -513,8 +519,11 @@ class TranscriptReader {
     return `thread ${tid % RUN_OFFSET}${t?.name ? ` "${t.name}"` : ''}`;
   }
 
-  private thread(gdbId: number, lwp: number | null = null, name: string | null = null, authoritative = true): number {
+  private thread(gdbId: number, given: number | null = null, name: string | null = null, authoritative = true): number {
     const tid = this.tidOf(gdbId);
+    // Linux pids stop at 2^22 (pid_max): a larger LWP is a damaged line, and the store takes only safe integers.
+    const lwp = given !== null && given > MAX_PID ? null : given;
+    if (lwp !== given) this.warnings.push({ line: this.lineNow, text: clip(`LWP ${given}`), reason: 'an LWP no Linux thread can have: the thread is kept without it' });
     const t = this.threads.get(tid) ?? { tid, gdb_id: gdbId, lwp: null, name: null };
     if (authoritative && lwp !== null && t.lwp !== null && t.lwp !== lwp && this.lwpAuthoritative.has(tid)) {
       // gdb never gives one id to two threads of a run: this line is another gdb's.

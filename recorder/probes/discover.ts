@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync, unlinkS
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
-import { MigraceError } from '../../trace/errors.js';
+import { jsonProblem, MigraceError } from '../../trace/errors.js';
 import { analyzeDisassembly, buildProfile, REVISION_NOTE, type Analysis } from './analysis.js';
 import { readElfInfo, type ElfInfo } from './elf.js';
 import { addDebugFacts, gatherCode } from './gather.js';
@@ -72,7 +72,7 @@ export function parseProfileText(text: string, what: string): Profile {
   try {
     data = JSON.parse(text);
   } catch (e) {
-    throw new MigraceError('BAD_INPUT', `${what}: not valid JSON (${(e as Error).message})`);
+    throw new MigraceError('BAD_INPUT', `${what}: not valid JSON (${jsonProblem(e, text)})`);
   }
   const parsed = ProfileSchema.safeParse(data);
   if (!parsed.success) {
