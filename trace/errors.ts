@@ -52,9 +52,10 @@ export function messageOf(e: unknown): string {
  * only for some faults; this says line and column instead of the quote.
  */
 export function jsonProblem(e: unknown, text: string): string {
-  const raw = messageOf(e).split('\n')[0];
+  // The token V8 names may itself be a control character ('\r'): written as its escape.
+  const raw = messageOf(e).replace(/[\x00-\x1f\x7f]/g, (c) => JSON.stringify(c).slice(1, -1));
   const m = /at position (\d+)/.exec(raw);
-  const reason = raw.replace(/, ".*$/s, '').replace(/ in JSON at position \d+.*$/, '').replace(/ \(line \d+ column \d+\)$/, '');
+  const reason = raw.replace(/, (?:\.\.\.)?".*$/s, '').replace(/ in JSON at position \d+.*$/, '').replace(/ \(line \d+ column \d+\)$/, '');
   if (!m) return reason;
   const before = text.slice(0, Number(m[1]));
   const line = before.split('\n').length;

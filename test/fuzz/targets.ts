@@ -76,6 +76,19 @@ function importer(name: string, kind: ImportKind, seeds: FuzzTarget['seeds']): F
   };
 }
 
+/** A file the CLI reads whole and checks (a schedule, a profile): accepted when `parse` returns. */
+function fileParser(name: string, seeds: FuzzTarget['seeds'], parse: (file: string) => unknown): FuzzTarget {
+  return {
+    name, seeds,
+    feed: async (file, text) => {
+      writeFileSync(file, text);
+      parse(file);
+      return true;
+    },
+    names: (file) => file,
+  };
+}
+
 function jsonSeed(name: string, value: unknown): { name: string; text: string } {
   return { name, text: `${JSON.stringify(value, null, 2)}\n` };
 }
@@ -96,29 +109,11 @@ export function fuzzTargets(): FuzzTarget[] {
       },
       names: (file) => file,
     },
-    {
-      name: 'schedule',
-      seeds: Object.keys(SCENARIOS).sort().map((n) => jsonSeed(`${n}.json`, builtinSchedule(n))),
-      feed: async (file, text) => {
-        writeFileSync(file, text);
-        loadScheduleFile(file);
-        return true;
-      },
-      names: (file) => file,
-    },
-    {
-      name: 'profile',
-      seeds: [
-        ...filesIn(join(FUZZ_DIR, 'seeds'), /^profile-.*\.json$/),
-        jsonSeed('minimig.json', minimigProfile(join(samples, 'minimig'), join(samples, 'minimig', 'minimig'), false)),
-      ],
-      feed: async (file, text) => {
-        writeFileSync(file, text);
-        loadProfileFile(file);
-        return true;
-      },
-      names: (file) => file,
-    },
+    fileParser('schedule', Object.keys(SCENARIOS).sort().map((n) => jsonSeed(`${n}.json`, builtinSchedule(n))), loadScheduleFile),
+    fileParser('profile', [
+      ...filesIn(join(FUZZ_DIR, 'seeds'), /^profile-.*\.json$/),
+      jsonSeed('minimig.json', minimigProfile(join(samples, 'minimig'), join(samples, 'minimig', 'minimig'), false)),
+    ], loadProfileFile),
     {
       name: 'mi-records',
       seeds: filesIn(resolve('test', 'fixtures', 'mi'), /\.txt$/),
