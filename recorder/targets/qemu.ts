@@ -151,7 +151,7 @@ export async function startDestination(opts: QemuPairOptions, dir: string): Prom
       const port = await freePort();
       const uri = `tcp:127.0.0.1:${port}`;
       await guard(qmp.execute('migrate-incoming', { uri }));
-      return { pid, uri, stop, failure: died, destination: destinationControl(pid, qmpPath, () => exited) };
+      return { pid, uri, stop, failure: died, destination: destinationControl(pid, qmpPath, () => exited, () => { stopping = true; }) };
     } finally {
       await qmp.close();
     }
@@ -174,9 +174,11 @@ export async function startDestination(opts: QemuPairOptions, dir: string): Prom
  * a connection of its own (QEMU serves one client per monitor socket; the
  * one startDestination used is closed).
  */
-function destinationControl(pid: number, qmpPath: string, exited: () => boolean): Destination {
+function destinationControl(pid: number, qmpPath: string, exited: () => boolean, expectEnd: () => void): Destination {
   return {
     kill: async () => {
+      // Killed on purpose: not the failure helperFailure() reports.
+      expectEnd();
       if (isAlive(pid)) process.kill(pid, 'SIGKILL');
       await waitGone(pid, 3000);
     },
