@@ -313,9 +313,6 @@ export async function loadTarget(gdb: GdbSession, target: PreparedTarget, attach
 /** Run the program, or attach and let every thread go on; returns the pid. */
 export async function startTarget(gdb: GdbSession, attachPid: number | undefined, thread: (t: ThreadInfo) => void): Promise<number> {
   if (attachPid === undefined) return (await gdb.run()).pid;
-  // The signals its owner sends (libvirt stops QEMU with SIGTERM after a save or a migration) are
-  // theirs: by default gdb would stop the thread on them, and QEMU would hang instead of exiting.
-  await gdb.cli('handle SIGTERM SIGINT SIGHUP SIGQUIT nostop noprint pass');
   // Attaching stops every thread; in non-stop mode they must be resumed explicitly.
   await gdb.attach(attachPid, { own: false });
   for (const t of await gdb.threadInfo()) thread(t);

@@ -1057,6 +1057,7 @@ export class GdbSession {
     await this.execute('-gdb-set pagination off');
     await this.execute('-gdb-set confirm off');
     await this.cli('handle SIGUSR1 SIGUSR2 SIGPIPE nostop noprint pass');
+    // Also what an attached QEMU's owner sends: libvirt stops QEMU with SIGTERM after a save or a migration.
     await this.cli('handle SIGTERM SIGINT SIGHUP SIGQUIT nostop noprint pass');
     this.asyncMode = true;
   }
