@@ -4,6 +4,8 @@ import type { StatusTable } from '../trace/status.js';
 import type { SessionWriter } from '../trace/store.js';
 import type { Probe } from './probes/profile.js';
 import { parseAddress, parseStateValue } from './values.js';
+import { lockBinaryForProbes, type ProbeLockKind } from './probe-lock.js';
+import { removeStaleGroups } from './uprobe/tracefs.js';
 
 /**
  * What the recording loop (record.ts) needs from whatever places the
@@ -105,6 +107,7 @@ export abstract class BackendCore {
   pid: number | null = null;
   protected readonly clock = new RunClock();
   protected readonly failed = new RunFailure();
+  private releaseProbeLock: (() => void) | null = null;
 
   protected constructor(protected readonly writer: SessionWriter) {}
 
@@ -121,6 +124,19 @@ export abstract class BackendCore {
   }
 
   abstract shutdown(): Promise<void>;
+
+  /** Before placing probes: gdb runs and uprobe runs of one binary exclude each other (probe-lock.ts). */
+  protected async lockProbes(binary: string, kind: ProbeLockKind, say?: (msg: string) => void): Promise<void> {
+    this.releaseProbeLock ??= await lockBinaryForProbes(binary, kind, say);
+    // A uprobe run killed before it removed its probes has let go of the lock: its probes go now.
+    if (kind === 'gdb') for (const line of removeStaleGroups()) say?.(`migrace: ${line}`);
+  }
+
+  /** Once the probes are gone (gdb ended, the uprobe group removed). */
+  protected unlockProbes(): void {
+    this.releaseProbeLock?.();
+    this.releaseProbeLock = null;
+  }
 
   /** Why the run cannot go on, once that happened. */
   get failure(): MigraceError | null {

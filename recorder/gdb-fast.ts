@@ -89,6 +89,7 @@ export class GdbFastTarget extends BackendCore implements RecordingBackend {
       thread: (id, lwp, name) => this.opts.writer.thread({ tid: id, gdb_id: id, lwp, name }),
     });
     await loadTarget(gdb, target, attachPid);
+    await this.lockProbes(target.binary, 'gdb', progress);
     await this.loadHook(gdb, sockPath, profile);
     await withTimeout(connected, 5000, () => new MigraceError('GDB_ERROR', 'the gdb-fast hook inside gdb did not connect to migrace within 5 s'));
     this.pid = await startTarget(gdb, attachPid, (t) => this.opts.writer.thread({ tid: t.id, gdb_id: t.id, lwp: t.lwp, name: t.name }));
@@ -221,6 +222,7 @@ export class GdbFastTarget extends BackendCore implements RecordingBackend {
     if (this.gdb) {
       await endGdb(this.gdb, { attached: this.opts.attachPid !== undefined && !this.exited, drain: () => this.drain(), progress: this.opts.progress });
     }
+    this.unlockProbes();
     this.hook?.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.dir.remove();

@@ -119,6 +119,7 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
       });
     });
     await loadTarget(gdb, target, this.opts.attachPid);
+    await this.lockProbes(target.binary, 'gdb', progress);
     for (const probe of profile.probes) {
       for (const location of probe.locations) {
         const bp = await gdb.insertBreakpoint(location);
@@ -252,6 +253,7 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
     this.expectingExit = true;
     // Only once attached: a refused attach has nothing to detach from.
     await endGdb(this.gdb, { attached: this.opts.attachPid !== undefined && this.pid !== null && !this.exited, drain: () => this.drain(), progress: this.opts.progress });
+    this.unlockProbes();
   }
 
   readonly lostEvents = 0;

@@ -217,7 +217,8 @@ export function storageError(path: string, e: unknown): MigraceError | null {
   if (e instanceof MigraceError) return e;
   if (isCorruption(e)) return corruptError(path, integrityProblem(path) ?? oneLine(messageOf(e)));
   const code = (e as { code?: unknown }).code;
-  if (code === 'SQLITE_READONLY_DIRECTORY' || code === 'SQLITE_CANTOPEN') {
+  // Only a WAL file that exists explains a failed open this way: anything else is the caller's "cannot open".
+  if ((code === 'SQLITE_READONLY_DIRECTORY' || code === 'SQLITE_CANTOPEN') && isWalFile(path)) {
     return new MigraceError('DB_OPEN',
       `cannot read ${path}: it is in WAL mode and SQLite must create ${basename(path)}-shm in ${dirname(path)}, which you may not write (a migrace that writes the file switches it back to rollback mode when it closes it; or read a copy)`, { cause: e });
   }
@@ -228,6 +229,21 @@ export function storageError(path: string, e: unknown): MigraceError | null {
 interface HuntRow {
   id: number; created_at: string; label: string; state: string; error: string | null;
   target: string; profile: string; data: string; writer_pid: number | null; writer_start: string | null;
+}
+
+/** A SQLite file whose header says WAL (bytes 18 and 19 are 2); false for anything unreadable. */
+function isWalFile(path: string): boolean {
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      const buf = Buffer.alloc(20);
+      return readSync(fd, buf, 0, 20, 0) === 20 && buf.toString('latin1', 0, 16) === 'SQLite format 3\0' && buf[18] === 2 && buf[19] === 2;
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
 }
 
 function isSqliteFile(path: string): boolean {

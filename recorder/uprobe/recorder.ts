@@ -118,6 +118,7 @@ export class UprobeRecorder extends BackendCore implements RecordingBackend {
         }
       }
     }
+    await this.lockProbes(this.opts.binary, 'uprobe', progress);
     this.group = UprobeGroup.open(defs, { bufferKb: this.opts.bufferKb ?? 8192 });
     this.startReader();
     if (this.opts.attachPid !== undefined) {
@@ -265,6 +266,7 @@ export class UprobeRecorder extends BackendCore implements RecordingBackend {
       await waitGone(reader.pid, 2000);
     }
     this.group?.remove();
+    this.unlockProbes();
     const target = this.target;
     if (target?.pid && target.exitCode === null && target.signalCode === null) {
       target.kill('SIGKILL');

@@ -91,10 +91,11 @@ describe('the npm package', () => {
   });
 
   it('without gcc and make on PATH, the first use of minimig says what is missing, in one line', () => {
-    // A PATH with node only, and a cache minimig was never built in.
+    // A PATH with node and gdb only (gdb is checked first), and a cache minimig was never built in.
     const path = join(tmp, 'node-only');
     mkdirSync(path);
     symlinkSync(process.execPath, join(path, 'node'));
+    symlinkSync('/usr/bin/gdb', join(path, 'gdb'));
     const r = run(bin, ['record', '--target', 'minimig', '--db', join(tmp, 'nogcc.db')],
       { cwd: tmp, env: { ...process.env, PATH: path, XDG_CACHE_HOME: join(tmp, 'xdg-nogcc') }, timeoutMs: 60_000 });
     expect(withoutSweeps(r.stderr)).toBe('migrace: minimig ships as C source and is built on first use, which needs gcc and make: gcc and make are not installed (Debian: apt-get install gcc make)\n');

@@ -8,6 +8,7 @@ import { discoverProfile } from '../../recorder/probes/discover.js';
 import type { Profile } from '../../recorder/probes/profile.js';
 import { track, untrack } from '../../recorder/reaper.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
+import { lockBinaryForProbes } from '../../recorder/probe-lock.js';
 
 /**
  * Discovery on one program built four ways (test/fixtures/c/split.c, gcc
@@ -145,9 +146,11 @@ async function runUnderGdb(profile: Profile, binary: string, what: 'probes' | 'r
   lines.push('run');
   const script = join(tmp, `run-${Math.random().toString(36).slice(2)}.gdb`);
   writeFileSync(script, `${lines.join('\n')}\n`);
+  // gdb's breakpoints would not fire where another test's uprobes are on this binary: take the lock migrace takes.
+  const unlock = await lockBinaryForProbes(binary, 'gdb');
   const child = execa('gdb', ['-batch', '-nx', '-q', '-iex', 'set debuginfod enabled off', '-x', script, binary], { reject: false, timeout: 30_000, stdin: 'ignore', env: { LC_ALL: 'C' } });
   if (child.pid) track(child.pid, 'gdb (probes-debug)');
-  const r = await child;
+  const r = await child.finally(unlock);
   if (child.pid) untrack(child.pid);
   const out = String(r.stdout);
   expect(out, String(r.stderr)).toMatch(/\[Inferior 1 \(process \d+\) exited normally\]/);

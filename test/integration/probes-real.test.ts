@@ -14,6 +14,7 @@ import { track, untrack, waitGone } from '../../recorder/reaper.js';
 import { STATUS_TABLES } from '../../trace/status.js';
 import { BUILDS, bookwormQemu, bullseyeQemu, qemuBuild } from '../helpers/qemu-binaries.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
+import { lockBinaryForProbes } from '../../recorder/probe-lock.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'migrace-probes-real-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -143,6 +144,8 @@ async function underGdb<T>(
 ): Promise<{ hits: Hit[]; result: T; stdout: string }> {
   const script = join(tmp, `gdb-${Date.now()}-${Math.random().toString(36).slice(2)}.gdb`);
   writeFileSync(script, gdbScript(profile, env, what));
+  // gdb's breakpoints would not fire where another test's uprobes are on this binary: take the lock migrace takes.
+  const unlock = await lockBinaryForProbes(binary, 'gdb');
   // Shorter than the test timeout, so the cleanup below always runs.
   const gdb = execa('gdb', ['-batch', '-nx', '-q', '-x', script, '--args', binary, ...args], { reject: false, stdin: 'ignore', timeout: 40_000, env: { LC_ALL: 'C' } });
   const gdbPid = gdb.pid!;
@@ -164,6 +167,7 @@ async function underGdb<T>(
       untrack(pid);
     }
     await gdb.catch(() => undefined);
+    unlock();
   }
 }
 

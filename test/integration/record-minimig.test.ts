@@ -158,11 +158,12 @@ describe('record: bad input and failures', () => {
       expect(missing.stderr).toMatch(/^migrace: minimig binary not found: \/nonexistent\/minimig/);
       expect(missing.stdout).toBe('');
       expect(missing.stderr).not.toMatch(/\n\s+at /);
+      // A gdb that is not there is a usage mistake, said before the database opens: no session is left.
+      const before = db.store.listSessions().length;
       const nogdb = await run('node', [CLI, 'record', '--db', db.path, '--gdb', '/nonexistent/gdb']).catch((e) => e);
-      expect(nogdb.code).toBe(1);
-      expect(nogdb.stderr).toMatch(/\nmigrace: session \d+: aborted after 0 events: gdb not found at \/nonexistent\/gdb: install the Debian package gdb\n$/);
-      const sessions = db.store.listSessions();
-      expect(sessions.at(-1)?.state).toBe('aborted');
+      expect(nogdb.code).toBe(2);
+      expect(nogdb.stderr).toMatch(/^migrace: --gdb \/nonexistent\/gdb is not an executable program \(install the Debian package gdb, or give the path of a gdb\)\n$/m);
+      expect(db.store.listSessions()).toHaveLength(before);
     } finally {
       db.cleanup();
     }

@@ -1,0 +1,90 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MigraceError } from '../trace/errors.js';
+import { dieWithParent, findProgram, track } from './reaper.js';
+
+/**
+ * Kernel uprobes and gdb's breakpoints must not meet on one binary.
+ *
+ * A uprobe is set on a file (its inode and offset), so it is in every
+ * process that runs that binary, including one gdb started; when such a
+ * process reaches the address, the kernel handles its trap and steps the
+ * original instruction, and a gdb breakpoint at the same place never
+ * fires. So a gdb-driven run (record, replay, a hunt cell) on a binary and
+ * a uprobe recording of it exclude each other: gdb runs take a shared
+ * lock on the binary, uprobe runs an exclusive one, waiting for each other
+ * (and saying so) rather than losing hits without a word.
+ *
+ * The lock is flock(1) on a file named by the binary's device and inode,
+ * held by a small child process (flock running `cat`) that dies with
+ * migrace: with the parent-death signal, or when its stdin, our pipe,
+ * closes. Without flock (not util-linux) there is no lock, as before.
+ */
+
+export type ProbeLockKind = 'gdb' | 'uprobe';
+
+const WAIT_S = 600;
+
+function lockDir(): string {
+  // Machine-wide, not $TMPDIR: two users of one binary may have different temp folders.
+  return existsSync('/run/lock') ? '/run/lock' : tmpdir();
+}
+
+/** The lock file of a binary: one per inode, whatever path names it. */
+export function probeLockPath(binary: string): string {
+  const st = statSync(binary);
+  return join(lockDir(), `migrace-probes-${st.dev}-${st.ino}.lock`);
+}
+
+/**
+ * Take the lock for placing probes of `kind` on `binary`; resolves with
+ * the function that releases it. Waits (up to 10 minutes, saying so once)
+ * while the other kind holds it.
+ */
+export async function lockBinaryForProbes(binary: string, kind: ProbeLockKind, say?: (msg: string) => void): Promise<() => void> {
+  const flock = findProgram('flock', '/usr/bin:/bin');
+  let path: string;
+  try {
+    path = probeLockPath(binary);
+  } catch {
+    return () => undefined;
+  }
+  if (flock === null) return () => undefined;
+  const cmd = dieWithParent(flock, [kind === 'gdb' ? '--shared' : '--exclusive', '--close', '--wait', String(WAIT_S), path, '/bin/sh', '-c', 'echo locked; exec cat']);
+  const child: ChildProcess = spawn(cmd.file, cmd.args, { stdio: ['pipe', 'pipe', 'ignore'] });
+  const untrack = child.pid ? track(child.pid, 'probe lock (flock)') : () => undefined;
+  const release = (): void => {
+    untrack();
+    child.stdin?.end();
+    child.kill('SIGKILL');
+  };
+  const other = kind === 'gdb' ? 'kernel uprobes' : 'gdb breakpoints';
+  const waiting = setTimeout(() => say?.(`waiting for another migrace's ${other} on ${binary} to go (the kernel's probes hide gdb's at the same places)`), 1000);
+  let outcome: 'locked' | { code: number | null };
+  try {
+    outcome = await new Promise<'locked' | { code: number | null }>((resolve) => {
+      let out = '';
+      child.stdout!.on('data', (d) => {
+        out += String(d);
+        if (out.includes('locked')) resolve('locked');
+      });
+      child.on('error', () => resolve({ code: null }));
+      child.on('exit', (code) => resolve({ code }));
+    });
+  } finally {
+    clearTimeout(waiting);
+  }
+  if (outcome !== 'locked') {
+    release();
+    // flock's conflict code: the other kind kept the binary all that time.
+    if (outcome.code === 1) throw new MigraceError('PROBES', `another migrace kept ${other} on ${binary} for more than ${WAIT_S} s; try again when it has ended`);
+    say?.(`migrace: warning: no probe lock on ${binary} (flock exited with ${outcome.code ?? 'an error'}); a uprobe recording of it at the same time would hide gdb's breakpoints`);
+    return () => undefined;
+  }
+  // Held in the background: it must not keep migrace's event loop alive (it dies with migrace anyway).
+  child.unref();
+  for (const stream of [child.stdin, child.stdout]) (stream as unknown as { unref?: () => void } | null)?.unref?.();
+  return release;
+}
