@@ -1,6 +1,6 @@
 import { MigraceError, messageOf } from '../trace/errors.js';
 import type { TraceStore } from '../trace/store.js';
-import type { EventOf, StateValue, TraceEvent } from '../trace/schema.js';
+import { blankLocation, type EventOf, type StateValue, type TraceEvent } from '../trace/schema.js';
 import { statusValue, type StatusTableId } from '../trace/status.js';
 import { LiveTarget, type HitDecision, type ProbeHit } from '../recorder/live.js';
 import type { Frame, GdbSession } from '../recorder/gdb/session.js';
@@ -427,12 +427,12 @@ class ReplayRun {
   /** A hold or release event: what the replay did to a thread. */
   private mark(kind: 'hold' | 'release', tid: number, role: string, reason: string): void {
     const t = this.live.now();
-    this.live.push({ kind, t_ns: t, wall: this.live.wallAt(t), thread: tid, probe: null, pc: null, func: null, file: null, line: null, data: { role, reason } });
+    this.live.push({ kind, t_ns: t, wall: this.live.wallAt(t), thread: tid, ...blankLocation(), data: { role, reason } });
   }
 
   private note(text: string): void {
     const t = this.live.now();
-    this.live.push({ kind: 'note', t_ns: t, wall: this.live.wallAt(t), thread: null, probe: null, pc: null, func: null, file: null, line: null, data: { text } });
+    this.live.push({ kind: 'note', t_ns: t, wall: this.live.wallAt(t), thread: null, ...blankLocation(), data: { text } });
   }
 
   /** Background work of the run (samples, traces): its failure fails the run. */

@@ -1,7 +1,7 @@
 import { MigraceError, messageOf } from '../trace/errors.js';
 import { SessionWriter, type TraceStore } from '../trace/store.js';
 import { replyData } from '../trace/reply.js';
-import type { NewSession, TraceEvent } from '../trace/schema.js';
+import { blankLocation, type NewSession, type TraceEvent } from '../trace/schema.js';
 import { sleep } from '../trace/async.js';
 import { exitOf, readProcStat } from '../trace/proc.js';
 import { uprobeUnavailable } from './uprobe/tracefs.js';
@@ -162,7 +162,7 @@ export async function queryOnce(live: RecordingBackend, qmp: QmpClient, queryId:
   live.currentQuery = queryId;
   if (!hasQueryProbe) {
     const t = live.now();
-    live.push({ kind: 'query-begin', t_ns: t, wall: live.wallAt(t), thread: null, probe: null, pc: null, func: null, file: null, line: null, data: { query: queryId } });
+    live.push({ kind: 'query-begin', t_ns: t, wall: live.wallAt(t), thread: null, ...blankLocation(), data: { query: queryId } });
   }
   const res = await live.guard(qmp.execute('query-migrate', undefined, { timeoutMs }));
   // The reply can only arrive after the query's probe hits were reported; let them land first.
@@ -170,7 +170,7 @@ export async function queryOnce(live: RecordingBackend, qmp: QmpClient, queryId:
   const t = live.nsSince(res.receivedAt);
   const ret = (res.ret ?? {}) as Record<string, unknown>;
   const thread = live.queryThreads.get(queryId) ?? null;
-  const base = { t_ns: t, wall: live.wallAt(t), probe: null, pc: null, func: null, file: null, line: null };
+  const base = { t_ns: t, wall: live.wallAt(t), ...blankLocation() };
   live.push({ ...base, kind: 'query-end', thread, func: 'qmp_query_migrate', data: { query: queryId } });
   live.push({ ...base, kind: 'reply', thread: null, data: replyData(queryId, 'query-migrate', res.raw) });
   live.currentQuery = null;

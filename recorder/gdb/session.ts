@@ -21,6 +21,7 @@ import { execa } from 'execa';
 import { MigraceError } from '../../trace/errors.js';
 import { ledgerAddProcess, ledgerRemoveProcess } from '../ledger.js';
 import { dieWithParent, findProgram, isAlive, track, waitGone } from '../reaper.js';
+import { sleep } from '../../trace/async.js';
 import {
   MiParseError,
   MiTuple,
@@ -311,7 +312,6 @@ export function shellQuote(arg: string): string {
   return "'" + arg.replace(/'/g, "'\\''") + "'";
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A process's name (/proc/PID/comm), or null. */
 function readComm(pid: number): string | null {
