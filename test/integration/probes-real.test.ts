@@ -434,7 +434,7 @@ describe('minimig: every read point fires during a migration', () => {
 const ROOT = resolve('.');
 const q10 = qemuBuild('10.0.2');
 const QEMU_10 = 'skip' in q10 ? '' : q10.path;
-const QEMU_52_DBG = join(ROOT, 'samples/.cache/qemu-5.2-dbg');
+const QEMU_52_DBG = join(process.env.MIGRACE_QEMU_CACHE ?? join(ROOT, 'samples/.cache'), 'qemu-5.2-dbg');
 
 describe('discovery on Debian bookworm-backports QEMU 10.0.2 (patched, endbr64, no migration_in_setup)', () => {
   const skip = 'skip' in q10 ? q10.skip : null;

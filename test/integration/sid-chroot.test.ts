@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const SCRIPT = join(process.cwd(), 'samples', 'sid-chroot.sh');
-const CACHE = join(process.cwd(), 'samples', '.cache');
+// Where the scripts cache their builds (samples/fetch-qemu.sh and the others honour the same variable).
+const CACHE = process.env.MIGRACE_QEMU_CACHE ?? join(process.cwd(), 'samples', '.cache');
 const tmp = mkdtempSync(join(tmpdir(), 'migrace-sid-chroot-test-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
