@@ -141,7 +141,9 @@ export function watchRun(live: RecordingBackend, target: PreparedTarget): void {
     // Three samples: the backend's own report (with the target's last words) comes first when there is one.
     goneSamples = !live.exited && (stat === null || stat.state === 'Z') ? goneSamples + 1 : 0;
     if (goneSamples >= 3) {
-      live.fail(new MigraceError('TARGET_EXITED', `${what} exited (${exitOf(pid) ?? 'it is gone'}) before the scenario finished`));
+      // How it ended is known only while its zombie is there (a parent other than gdb may have reaped it).
+      const how = exitOf(pid);
+      live.fail(new MigraceError('TARGET_EXITED', `${what} exited${how ? ` (${how})` : ''} before the scenario finished`));
     }
   }, 100);
   timer.unref();
