@@ -219,10 +219,14 @@ export class GdbFastTarget extends BackendCore implements RecordingBackend {
     if (this.shutdownDone) return;
     this.shutdownDone = true;
     this.expectingExit = true;
-    if (this.gdb) {
-      await endGdb(this.gdb, { attached: this.opts.attachPid !== undefined && !this.exited, drain: () => this.drain(), progress: this.opts.progress });
+    try {
+      // Only once attached: a refused attach has nothing to detach from.
+      if (this.gdb) {
+        await endGdb(this.gdb, { attached: this.opts.attachPid !== undefined && this.pid !== null && !this.exited, drain: () => this.drain(), progress: this.opts.progress });
+      }
+    } finally {
+      this.unlockProbes();
     }
-    this.unlockProbes();
     this.hook?.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.dir.remove();

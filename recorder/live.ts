@@ -252,8 +252,11 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
   async shutdown(): Promise<void> {
     this.expectingExit = true;
     // Only once attached: a refused attach has nothing to detach from.
-    await endGdb(this.gdb, { attached: this.opts.attachPid !== undefined && this.pid !== null && !this.exited, drain: () => this.drain(), progress: this.opts.progress });
-    this.unlockProbes();
+    try {
+      await endGdb(this.gdb, { attached: this.opts.attachPid !== undefined && this.pid !== null && !this.exited, drain: () => this.drain(), progress: this.opts.progress });
+    } finally {
+      this.unlockProbes();
+    }
   }
 
   readonly lostEvents = 0;

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { accessSync, chmodSync, closeSync, constants, existsSync, openSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MigraceError } from '../trace/errors.js';
@@ -18,9 +18,13 @@ import { dieWithParent, findProgram, track } from './reaper.js';
  * (and saying so) rather than losing hits without a word.
  *
  * The lock is flock(1) on a file named by the binary's device and inode,
- * held by a small child process (flock running `cat`) that dies with
- * migrace: with the parent-death signal, or when its stdin, our pipe,
- * closes. Without flock (not util-linux) there is no lock, as before.
+ * held by a small child process (a shell that opened the file read-only,
+ * locked it and became `cat`) that dies with migrace: with the
+ * parent-death signal, or when its stdin, our pipe, closes. migrace
+ * creates the file itself, world-readable, so that another user's run can
+ * open it without O_CREAT (which fs.protected_regular refuses on a file
+ * somebody else owns in a sticky folder). Without flock (not util-linux)
+ * there is no lock, as before.
  */
 
 export type ProbeLockKind = 'gdb' | 'uprobe';
@@ -29,7 +33,19 @@ const WAIT_S = 600;
 
 function lockDir(): string {
   // Machine-wide, not $TMPDIR: two users of one binary may have different temp folders.
-  return existsSync('/run/lock') ? '/run/lock' : tmpdir();
+  try {
+    accessSync('/run/lock', constants.W_OK);
+    return '/run/lock';
+  } catch {
+    return tmpdir();
+  }
+}
+
+/** The lock file, made readable by every user when this run creates it. */
+function ensureLockFile(path: string): void {
+  if (existsSync(path)) return;
+  closeSync(openSync(path, 'a', 0o644));
+  chmodSync(path, 0o644);
 }
 
 /** The lock file of a binary: one per inode, whatever path names it. */
@@ -52,7 +68,15 @@ export async function lockBinaryForProbes(binary: string, kind: ProbeLockKind, s
     return () => undefined;
   }
   if (flock === null) return () => undefined;
-  const cmd = dieWithParent(flock, [kind === 'gdb' ? '--shared' : '--exclusive', '--close', '--wait', String(WAIT_S), path, '/bin/sh', '-c', 'echo locked; exec cat']);
+  try {
+    ensureLockFile(path);
+  } catch {
+    /* the shell's open below says why */
+  }
+  // The file, its mode and the wait are positional parameters of the script, never part of its text.
+  const cmd = dieWithParent('/bin/sh', ['-c', 'exec 9<"$1" || exit 66; "$2" "$3" -w "$4" 9 || exit $?; echo locked; exec cat', 'sh',
+    path, flock, kind === 'gdb' ? '--shared' : '--exclusive', String(WAIT_S)]);
+  const began = Date.now();
   const child: ChildProcess = spawn(cmd.file, cmd.args, { stdio: ['pipe', 'pipe', 'ignore'] });
   const untrack = child.pid ? track(child.pid, 'probe lock (flock)') : () => undefined;
   const release = (): void => {
@@ -61,26 +85,30 @@ export async function lockBinaryForProbes(binary: string, kind: ProbeLockKind, s
     child.kill('SIGKILL');
   };
   const other = kind === 'gdb' ? 'kernel uprobes' : 'gdb breakpoints';
-  const waiting = setTimeout(() => say?.(`waiting for another migrace's ${other} on ${binary} to go (the kernel's probes hide gdb's at the same places)`), 1000);
-  let outcome: 'locked' | { code: number | null };
+  const waiting = setTimeout(() => say?.(`migrace: waiting for another migrace's ${other} on ${binary} to go (the kernel's probes hide gdb's at the same places)`), 1000);
+  let outcome: 'locked' | { code: number | null; signal: NodeJS.Signals | null };
   try {
-    outcome = await new Promise<'locked' | { code: number | null }>((resolve) => {
+    outcome = await new Promise<'locked' | { code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
       let out = '';
       child.stdout!.on('data', (d) => {
         out += String(d);
         if (out.includes('locked')) resolve('locked');
       });
-      child.on('error', () => resolve({ code: null }));
-      child.on('exit', (code) => resolve({ code }));
+      child.on('error', () => resolve({ code: null, signal: null }));
+      child.on('exit', (code, signal) => resolve({ code, signal }));
     });
   } finally {
     clearTimeout(waiting);
   }
   if (outcome !== 'locked') {
     release();
-    // flock's conflict code: the other kind kept the binary all that time.
-    if (outcome.code === 1) throw new MigraceError('PROBES', `another migrace kept ${other} on ${binary} for more than ${WAIT_S} s; try again when it has ended`);
-    say?.(`migrace: warning: no probe lock on ${binary} (flock exited with ${outcome.code ?? 'an error'}); a uprobe recording of it at the same time would hide gdb's breakpoints`);
+    // Ctrl-C reaches the waiting child too: the wait was given up, not the lock.
+    if (outcome.signal !== null) throw new MigraceError('INTERRUPTED', `interrupted while waiting for another migrace's ${other} on ${binary}`);
+    // flock's conflict code, after the whole wait: the other kind kept the binary all that time.
+    if (outcome.code === 1 && Date.now() - began >= (WAIT_S - 1) * 1000) {
+      throw new MigraceError('PROBES', `another migrace kept ${other} on ${binary} for more than ${WAIT_S} s; try again when it has ended`);
+    }
+    say?.(`migrace: warning: no probe lock on ${binary} (${path}: exit ${outcome.code ?? 'error'}); gdb breakpoints and kernel uprobes of this binary at the same time in another migrace would hide each other's hits`);
     return () => undefined;
   }
   // Held in the background: it must not keep migrace's event loop alive (it dies with migrace anyway).

@@ -265,8 +265,11 @@ export class UprobeRecorder extends BackendCore implements RecordingBackend {
       reader.kill('SIGKILL');
       await waitGone(reader.pid, 2000);
     }
-    this.group?.remove();
-    this.unlockProbes();
+    try {
+      this.group?.remove();
+    } finally {
+      this.unlockProbes();
+    }
     const target = this.target;
     if (target?.pid && target.exitCode === null && target.signalCode === null) {
       target.kill('SIGKILL');
