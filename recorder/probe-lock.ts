@@ -73,9 +73,11 @@ export async function lockBinaryForProbes(binary: string, kind: ProbeLockKind, s
   } catch {
     /* the shell's open below says why */
   }
-  // The file, its mode and the wait are positional parameters of the script, never part of its text.
-  const cmd = dieWithParent('/bin/sh', ['-c', 'exec 9<"$1" || exit 66; "$2" "$3" -w "$4" 9 || exit $?; echo locked; exec cat', 'sh',
-    path, flock, kind === 'gdb' ? '--shared' : '--exclusive', String(WAIT_S)]);
+  // The file and the flock command are positional parameters of the script, never part of its text.
+  // flock, a child of the shell while it waits, dies with the shell; the shell, then cat, with migrace.
+  const wait = dieWithParent(flock, [kind === 'gdb' ? '--shared' : '--exclusive', '-w', String(WAIT_S), '9']);
+  const cmd = dieWithParent('/bin/sh', ['-c', 'exec 9<"$1" || exit 66; shift; "$@" || exit $?; echo locked; exec cat', 'sh',
+    path, wait.file, ...wait.args]);
   const began = Date.now();
   const child: ChildProcess = spawn(cmd.file, cmd.args, { stdio: ['pipe', 'pipe', 'ignore'] });
   const untrack = child.pid ? track(child.pid, 'probe lock (flock)') : () => undefined;
