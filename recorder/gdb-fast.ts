@@ -8,7 +8,7 @@ import { BackendCore, probeEvent, type HitPlace, type RecordingBackend } from '.
 import { GdbSession } from './gdb/session.js';
 import { HOOK_PY } from './gdb-fast-hook.js';
 import { parseHookLine, type HookHit, type HookLine } from './gdb-fast-line.js';
-import { endGdb, loadTarget, startTarget, watchGdbRun, type LiveOptions } from './live.js';
+import { endGdb, isSignalStop, loadTarget, onSignalStop, startTarget, watchGdbRun, type LiveOptions } from './live.js';
 import type { Probe, Profile } from './probes/profile.js';
 import { makePrivateDir } from './targets/private-dir.js';
 import { LineSplitter } from './uprobe/trace-line.js';
@@ -87,12 +87,20 @@ export class GdbFastTarget extends BackendCore implements RecordingBackend {
       expectingExit: () => this.expectingExit,
       targetExited: () => { this.exited = true; },
       thread: (id, lwp, name) => this.opts.writer.thread({ tid: id, gdb_id: id, lwp, name }),
+      what: attachPid !== undefined ? `the attached process ${attachPid}` : target.info.kind,
+    });
+    // The hook handles breakpoint stops inside gdb; a signal stop still comes over MI.
+    gdb.on('stopped', (stop) => {
+      if (!isSignalStop(stop, this.expectingExit)) return;
+      onSignalStop(gdb, stop, this.opts, (e) => this.fail(e)).catch((e) => {
+        if (!this.exited) this.fail(e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `passing a signal on failed: ${messageOf(e)}`));
+      });
     });
     await loadTarget(gdb, target, attachPid);
     await this.lockProbes(target.binary, 'gdb', progress);
     await this.loadHook(gdb, sockPath, profile);
     await withTimeout(connected, 5000, () => new MigraceError('GDB_ERROR', 'the gdb-fast hook inside gdb did not connect to migrace within 5 s'));
-    this.pid = await startTarget(gdb, attachPid, (t) => this.opts.writer.thread({ tid: t.id, gdb_id: t.id, lwp: t.lwp, name: t.name }));
+    this.pid = await startTarget(gdb, target, attachPid, (t) => this.opts.writer.thread({ tid: t.id, gdb_id: t.id, lwp: t.lwp, name: t.name }));
     progress?.(`gdb-fast: ${profile.probes.length} probes placed; each hit is handled inside gdb`);
   }
 

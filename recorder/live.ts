@@ -75,7 +75,6 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
   private queue: Promise<void> = Promise.resolve();
   private expectingExit = false;
   /** Set once the target's end has been reported (the thread group exited, its reason may follow). */
-  private exitReported = false;
 
   private constructor(private readonly opts: LiveOptions, gdb: GdbSession) {
     super(opts.writer);
@@ -101,17 +100,10 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
       expectingExit: () => this.expectingExit,
       targetExited: () => { this.exited = true; },
       thread: (id, lwp, name) => { this.noteThread(id, lwp, name, false); },
-      // Killed: no exit code here; the *stopped that follows at once names the signal.
-      groupExited: (code) => {
-        if (code !== null) this.targetExited(`code ${code}`);
-        else setTimeout(() => this.targetExited('killed by a signal'), 300).unref();
-      },
+      what: this.opts.attachPid !== undefined ? `the attached process ${this.opts.attachPid}` : target.info.kind,
     });
     gdb.on('stopped', (stop) => {
-      if (stop.reason === 'exited' || stop.reason === 'exited-normally' || stop.reason === 'exited-signalled') {
-        this.targetExited(stop.signalName ? `signal ${stop.signalName}` : `code ${stop.exitCode ?? 0}`);
-        return;
-      }
+      if (isExitStop(stop)) return;
       this.queue = this.queue.then(() => this.onStopped(stop)).catch((e) => {
         // A hit handled as the target dies fails on gdb's side ("Thread id: 1 has terminated"): the death, reported next, is the cause.
         if (this.targetGone()) return;
@@ -127,63 +119,12 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
         progress?.(`probe ${probe.name} at ${location}: ${bp.locations.length} location(s)`);
       }
     }
-    this.pid = this.opts.attachPid !== undefined
-      ? await startTarget(gdb, this.opts.attachPid, (t) => { this.noteThread(t.id, t.lwp, t.name, true); })
-      : await this.start();
-  }
-
-  /**
-   * Run the program. Killed while gdb starts it, it fails -exec-run with
-   * whatever gdb was doing then ("Couldn't get registers: No such
-   * process"): say that the target died, and how when its zombie tells.
-   */
-  private async start(): Promise<number> {
-    try {
-      return (await this.gdb.run()).pid;
-    } catch (e) {
-      if (!(e instanceof MigraceError) || e.code !== 'GDB_ERROR') throw e;
-      const pid = this.gdb.inferiorPid;
-      const how = pid === null ? null : exitOf(pid);
-      const gone = pid === null || how !== null || !processIsAlive(pid);
-      if (!gone) throw e;
-      const said = e.message.replace(/ \(command: [^)]*\)$/, '');
-      throw new MigraceError('TARGET_EXITED', `${this.opts.target.info.kind} exited${how ? ` (${how})` : ''} while gdb started it (${said})`);
-    }
+    this.pid = await startTarget(gdb, target, this.opts.attachPid, (t) => { this.noteThread(t.id, t.lwp, t.name, true); });
   }
 
   /** Whether the target process has ended (gone, or a zombie), whether or not gdb said so yet. */
   private targetGone(): boolean {
     return this.exited || (this.pid !== null && (exitOf(this.pid) !== null || !processIsAlive(this.pid)));
-  }
-
-  /** The target is gone: unless its end was expected, the run fails saying how it ended. */
-  private targetExited(how: string): void {
-    this.exited = true;
-    if (this.exitReported) return;
-    this.exitReported = true;
-    if (this.expectingExit) return;
-    const { target } = this.opts;
-    // The log goes with the private folder when the run ends: quote it.
-    const said = target.logPath ? logTail(target.logPath) : '';
-    const what = this.opts.attachPid !== undefined ? `the attached process ${this.opts.attachPid}` : target.info.kind;
-    this.fail(new MigraceError('TARGET_EXITED', `${what} exited (${how}) before the scenario finished${said ? `; it said: ${said}` : ''}`));
-  }
-
-  /**
-   * A thread stopped by a signal from outside (not our interrupt, which is
-   * signal "0"). A stop signal ends the run now; any other is delivered
-   * (continuing passes it) and the target does with it what it would do
-   * without gdb.
-   */
-  private async onSignal(stop: StoppedEvent, tid: number): Promise<void> {
-    const sig = stop.signalName ?? '?';
-    if (STOP_SIGNALS.has(sig)) {
-      const what = this.opts.attachPid !== undefined ? `the attached process ${this.opts.attachPid}` : this.opts.target.info.kind;
-      this.fail(new MigraceError('TARGET_STOPPED', `${what} was stopped by ${sig} from outside migrace (kill -${sig.replace(/^SIG/, '')}); the session keeps what was recorded`));
-      return;
-    }
-    this.opts.progress?.(`${this.opts.target.info.kind} thread ${tid} received ${sig}; passing it on`);
-    await this.gdb.continueThread(tid);
   }
 
   private noteThread(tid: number, lwp: number | null, name: string | null, confirmed: boolean): ThreadState {
@@ -205,9 +146,7 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
   }
 
   private async onStopped(stop: StoppedEvent): Promise<void> {
-    if (stop.reason === 'signal-received' && stop.threadId !== null && stop.signalName !== '0' && !this.expectingExit) {
-      return this.onSignal(stop, stop.threadId);
-    }
+    if (isSignalStop(stop, this.expectingExit)) return onSignalStop(this.gdb, stop, this.opts, (e) => this.fail(e));
     if (stop.reason !== 'breakpoint-hit' || stop.bkptno === null || stop.threadId === null) return;
     const probe = this.byBreakpoint.get(String(stop.bkptno));
     if (!probe) return;
@@ -278,12 +217,28 @@ export interface GdbRunHooks {
   expectingExit(): boolean;
   targetExited(): void;
   thread(id: number, lwp: number | null, name: string | null): void;
-  /** Takes over saying how the target ended (its exit code, or null when a signal ended it and gdb names it next). */
-  groupExited?(exitCode: number | null): void;
+  /** The target as errors name it: minimig, qemu, the attached process N. */
+  what: string;
+}
+
+/** gdb's *stopped for the end of the program (MI reports an exit as a stop). */
+export function isExitStop(stop: StoppedEvent): boolean {
+  return stop.reason === 'exited' || stop.reason === 'exited-normally' || stop.reason === 'exited-signalled';
 }
 
 /** gdb dying or the target exiting before its time ends the run; new threads are reported. */
 export function watchGdbRun(gdb: GdbSession, target: PreparedTarget, hooks: GdbRunHooks): void {
+  let reported = false;
+  // Once, however many of gdb's records announce it: unless the end was expected, the run fails saying how.
+  const exited = (how: string): void => {
+    hooks.targetExited();
+    if (reported) return;
+    reported = true;
+    if (hooks.expectingExit()) return;
+    // The log goes with the private folder when the run ends: quote it.
+    const said = target.logPath ? logTail(target.logPath) : '';
+    hooks.fail(new MigraceError('TARGET_EXITED', `${hooks.what} exited (${how}) before the scenario finished${said ? `; it said: ${said}` : ''}`));
+  };
   gdb.on('exit', (info) => {
     if (!hooks.expectingExit()) {
       hooks.fail(new MigraceError('GDB_EXITED', `gdb exited unexpectedly (${info.signal ? `signal ${info.signal}` : `code ${info.code}`}); the session keeps what was recorded`));
@@ -292,13 +247,35 @@ export function watchGdbRun(gdb: GdbSession, target: PreparedTarget, hooks: GdbR
   gdb.on('thread-created', (t) => hooks.thread(t.id, t.lwp, t.name));
   gdb.on('thread-group-exited', (g) => {
     hooks.targetExited();
-    if (hooks.groupExited) hooks.groupExited(g.exitCode);
-    else if (!hooks.expectingExit()) {
-      // The log goes with the private folder when the run ends: quote it.
-      const said = target.logPath ? logTail(target.logPath) : '';
-      hooks.fail(new MigraceError('TARGET_EXITED', `${target.info.kind} exited (code ${g.exitCode ?? '?'}) before the scenario finished${said ? `; it said: ${said}` : ''}`));
-    }
+    // Killed: no exit code here; the *stopped that follows at once names the signal.
+    if (g.exitCode !== null) exited(`code ${g.exitCode}`);
+    else setTimeout(() => exited('killed by a signal'), 300).unref();
   });
+  gdb.on('stopped', (stop) => {
+    if (isExitStop(stop)) exited(stop.signalName ? `signal ${stop.signalName}` : `code ${stop.exitCode ?? 0}`);
+  });
+}
+
+/** A thread of the target stopped by a signal `handle` does not pass silently (gdb stops it and waits). */
+export function isSignalStop(stop: StoppedEvent, expectingExit: boolean): stop is StoppedEvent & { threadId: number } {
+  return stop.reason === 'signal-received' && stop.threadId !== null && stop.signalName !== '0' && !expectingExit;
+}
+
+/**
+ * What both gdb backends do with a signal stop: a stop signal from outside
+ * (kill -STOP) freezes the target, which would answer no query until the
+ * run times out, so it ends the run at once; any other signal is the
+ * target's and goes on to it.
+ */
+export async function onSignalStop(gdb: GdbSession, stop: StoppedEvent & { threadId: number }, opts: { target: PreparedTarget; attachPid?: number; progress?: (msg: string) => void }, fail: (e: MigraceError) => void): Promise<void> {
+  const sig = stop.signalName ?? '?';
+  if (STOP_SIGNALS.has(sig)) {
+    const what = opts.attachPid !== undefined ? `the attached process ${opts.attachPid}` : opts.target.info.kind;
+    fail(new MigraceError('TARGET_STOPPED', `${what} was stopped by ${sig} from outside migrace (kill -${sig.replace(/^SIG/, '')}); the session keeps what was recorded`));
+    return;
+  }
+  opts.progress?.(`${opts.target.info.kind} thread ${stop.threadId} received ${sig}; passing it on`);
+  await gdb.continueThread(stop.threadId);
 }
 
 /** Non-stop mode and the program with its arguments, environment and terminal (only the symbols for an attach). */
@@ -316,13 +293,32 @@ export async function loadTarget(gdb: GdbSession, target: PreparedTarget, attach
 }
 
 /** Run the program, or attach and let every thread go on; returns the pid. */
-export async function startTarget(gdb: GdbSession, attachPid: number | undefined, thread: (t: ThreadInfo) => void): Promise<number> {
-  if (attachPid === undefined) return (await gdb.run()).pid;
+export async function startTarget(gdb: GdbSession, target: PreparedTarget, attachPid: number | undefined, thread: (t: ThreadInfo) => void): Promise<number> {
+  if (attachPid === undefined) return runProgram(gdb, target);
   // Attaching stops every thread; in non-stop mode they must be resumed explicitly.
   await gdb.attach(attachPid, { own: false });
   for (const t of await gdb.threadInfo()) thread(t);
   await gdb.continueAll();
   return attachPid;
+}
+
+/**
+ * Run the program. Killed while gdb starts it, it fails -exec-run with
+ * whatever gdb was doing then ("Couldn't get registers: No such
+ * process"): say that the target died, and how when its zombie tells.
+ */
+async function runProgram(gdb: GdbSession, target: PreparedTarget): Promise<number> {
+  try {
+    return (await gdb.run()).pid;
+  } catch (e) {
+    if (!(e instanceof MigraceError) || e.code !== 'GDB_ERROR') throw e;
+    const pid = gdb.inferiorPid;
+    const how = pid === null ? null : exitOf(pid);
+    const gone = pid === null || how !== null || !processIsAlive(pid);
+    if (!gone) throw e;
+    const said = e.message.replace(/ \(command: [^)]*\)$/, '');
+    throw new MigraceError('TARGET_EXITED', `${target.info.kind} exited${how ? ` (${how})` : ''} while gdb started it (${said})`);
+  }
 }
 
 /**

@@ -68,6 +68,7 @@ async function signalWhenUp(run: CliRun, kind: Victim, sig: NodeJS.Signals, afte
 
 const backends = [
   { backend: 'gdb', skip: false },
+  { backend: 'gdb-fast', skip: false },
   { backend: 'uprobe', skip: noUprobes !== null },
 ];
 

@@ -20,6 +20,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { processIsAlive, readProcStat, tracerPid } from '../../trace/proc.js';
+import { TraceStore } from '../../trace/store.js';
 
 export const CLI = resolve('bin', 'migrace.js');
 
@@ -219,15 +220,22 @@ export class EventCounter {
     return this.db;
   }
 
-  /** The newest session and its committed event count, or null before there is one. */
-  now(): { session: number; events: number; state: string } | null {
+  /**
+   * The newest session and its committed event count, and the committed
+   * events of all sessions (a hunt writes one session per run), or null
+   * before there is a session. One read transaction: the numbers agree.
+   */
+  now(): { session: number; events: number; state: string; total: number } | null {
     const db = this.open();
     if (!db) return null;
     try {
-      const s = db.prepare(`SELECT id, state FROM sessions ORDER BY id DESC LIMIT 1`).get() as { id: number; state: string } | undefined;
-      if (!s) return null;
-      const n = (db.prepare(`SELECT count(*) AS n FROM events WHERE session_id = ?`).get(s.id) as { n: number }).n;
-      return { session: s.id, events: n, state: s.state };
+      return db.transaction(() => {
+        const s = db.prepare(`SELECT id, state FROM sessions ORDER BY id DESC LIMIT 1`).get() as { id: number; state: string } | undefined;
+        if (!s) return null;
+        const n = (db.prepare(`SELECT count(*) AS n FROM events WHERE session_id = ?`).get(s.id) as { n: number }).n;
+        const total = (db.prepare(`SELECT count(*) AS n FROM events`).get() as { n: number }).n;
+        return { session: s.id, events: n, state: s.state, total };
+      })();
     } catch {
       return null;
     }
@@ -240,13 +248,49 @@ export class EventCounter {
 }
 
 /** What a database holds about one session, with SQLite's own integrity verdict. */
-export function sessionFacts(path: string, session: number): { integrity: string; state: string | null; error: string | null; events: number } {
+export interface SessionFacts {
+  integrity: string;
+  state: string | null;
+  error: string | null;
+  events: number;
+  /** Date.parse of the wall clock of the session's last event (0 without events). */
+  lastEventAt: number;
+}
+
+export function sessionFacts(path: string, session: number): SessionFacts {
   const db = new Database(path, { readonly: true, fileMustExist: true });
   try {
     const integrity = String(db.pragma('integrity_check', { simple: true }));
     const row = db.prepare(`SELECT state, error FROM sessions WHERE id = ?`).get(session) as { state: string; error: string | null } | undefined;
-    const events = (db.prepare(`SELECT count(*) AS n FROM events WHERE session_id = ?`).get(session) as { n: number }).n;
-    return { integrity, state: row?.state ?? null, error: row?.error ?? null, events };
+    const ev = db.prepare(`SELECT count(*) AS n, max(wall) AS last FROM events WHERE session_id = ?`).get(session) as { n: number; last: string | null };
+    return { integrity, state: row?.state ?? null, error: row?.error ?? null, events: ev.n, lastEventAt: ev.last ? Date.parse(ev.last) : 0 };
+  } finally {
+    db.close();
+  }
+}
+
+/** What a database holds about its newest hunt: its state, and which cell or baseline each session was. */
+export function huntFacts(path: string): { state: string; error: string | null; cells: Map<number, { cls: string; note: string | null }>; baselines: Map<number, string> } | null {
+  const db = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    if (!db.prepare(`SELECT 1 FROM sqlite_master WHERE name = 'hunts'`).get()) return null;
+    const h = db.prepare(`SELECT id, state, error, data FROM hunts ORDER BY id DESC LIMIT 1`).get() as { id: number; state: string; error: string | null; data: string } | undefined;
+    if (!h) return null;
+    // Through the store too: a hunt whose writer died reads as aborted there.
+    const stored = TraceStore.open(path, { readonly: true });
+    try {
+      const read = stored.hunts().find((x) => x.id === h.id);
+      if (read) Object.assign(h, { state: read.state, error: read.error });
+    } finally {
+      stored.close();
+    }
+    const cells = new Map<number, { cls: string; note: string | null }>();
+    for (const c of db.prepare(`SELECT session_id, class, data FROM hunt_cells WHERE hunt_id = ? AND session_id IS NOT NULL`).all(h.id) as Array<{ session_id: number; class: string; data: string }>) {
+      cells.set(c.session_id, { cls: c.class, note: (JSON.parse(c.data) as { note: string | null }).note });
+    }
+    const data = JSON.parse(h.data) as { baselines?: Array<{ session_id: number; status: string }> };
+    const baselines = new Map((data.baselines ?? []).map((b) => [b.session_id, b.status]));
+    return { state: h.state, error: h.error, cells, baselines };
   } finally {
     db.close();
   }
