@@ -1,3 +1,4 @@
+import { interruptLockWaits } from '../recorder/probe-lock.js';
 import { reapAll } from '../recorder/reaper.js';
 
 /**
@@ -13,6 +14,8 @@ export function abortOnSignals(): { signal: AbortSignal; dispose: () => void } {
     if (count === 1) {
       process.stderr.write(`migrace: ${sig}: stopping, keeping what was recorded...\n`);
       controller.abort(sig);
+      // A run waiting for the probe lock has not started yet: nothing of it to keep.
+      interruptLockWaits();
     } else {
       reapAll();
       process.exit(130);

@@ -59,6 +59,18 @@ export function probeLockPath(binary: string): string {
  * the function that releases it. Waits (up to 10 minutes, saying so once)
  * while the other kind holds it.
  */
+/** The flock children still waiting for a lock, so a signal to migrace alone (SIGTERM) ends their wait too. */
+const waiting = new Set<ChildProcess>();
+
+/**
+ * Give up every lock wait in progress: each throws INTERRUPTED. Ctrl-C in
+ * a terminal reaches the waiting flock with migrace (one process group),
+ * a SIGTERM sent to migrace alone does not; cli/signals.ts calls this.
+ */
+export function interruptLockWaits(): void {
+  for (const child of waiting) child.kill('SIGTERM');
+}
+
 export async function lockBinaryForProbes(binary: string, kind: ProbeLockKind, say?: (msg: string) => void): Promise<() => void> {
   const flock = findProgram('flock', '/usr/bin:/bin');
   let path: string;
@@ -87,8 +99,9 @@ export async function lockBinaryForProbes(binary: string, kind: ProbeLockKind, s
     child.kill('SIGKILL');
   };
   const other = kind === 'gdb' ? 'kernel uprobes' : 'gdb breakpoints';
-  const waiting = setTimeout(() => say?.(`migrace: waiting for another migrace's ${other} on ${binary} to go (the kernel's probes hide gdb's at the same places)`), 1000);
+  const slow = setTimeout(() => say?.(`migrace: waiting for another migrace's ${other} on ${binary} to go (the kernel's probes hide gdb's at the same places)`), 1000);
   let outcome: 'locked' | { code: number | null; signal: NodeJS.Signals | null };
+  waiting.add(child);
   try {
     outcome = await new Promise<'locked' | { code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
       let out = '';
@@ -100,7 +113,8 @@ export async function lockBinaryForProbes(binary: string, kind: ProbeLockKind, s
       child.on('exit', (code, signal) => resolve({ code, signal }));
     });
   } finally {
-    clearTimeout(waiting);
+    clearTimeout(slow);
+    waiting.delete(child);
   }
   if (outcome !== 'locked') {
     release();

@@ -49,4 +49,30 @@ describe.skipIf(noUprobes !== null)('the probe lock', () => {
     expect(session).toMatchObject({ state: 'complete' });
     expect(session.meta.backend).toBe('uprobe');
   }, 90_000);
+
+  it('a SIGTERM to the waiting migrace alone (not its process group) ends the wait at once: aborted, one line, no flock left', async () => {
+    const unlock = await lockBinaryForProbes(MINIMIG, 'gdb');
+    const db = join(tmp, 'term.db');
+    const child = spawn(process.execPath, [CLI, 'record', '--backend', 'uprobe', '--db', db], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d) => { stderr += String(d); });
+    const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    try {
+      const deadline = Date.now() + 30_000;
+      while (!stderr.includes("waiting for another migrace's gdb breakpoints") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(stderr).toContain('waiting for another migrace');
+      const sent = Date.now();
+      child.kill('SIGTERM');
+      const code = await exit;
+      expect(Date.now() - sent).toBeLessThan(5_000);
+      expect(code, stderr).not.toBe(0);
+      expect(stderr.trim().split('\n').at(-1)).toMatch(/^migrace: session \d+: aborted after 0 events: interrupted while waiting for another migrace's gdb breakpoints on /);
+    } finally {
+      unlock();
+    }
+    const store = TraceStore.open(db, { readonly: true });
+    const [session] = store.listSessions();
+    store.close();
+    expect(session).toMatchObject({ state: 'aborted' });
+  }, 90_000);
 });
