@@ -203,6 +203,10 @@ class HuntRun {
     if (this.tracer) d.trace = { runs: this.tracer.runs, reads: this.tracer.reads.size, exhausted: this.tracer.exhausted };
     this.opts.store.updateHunt(this.id, { data: d });
     this.say(`learned ${d.columns.length} transition(s) (${d.columns.map((c) => c.key).join(', ')}) and the shapes of ${Object.keys(d.oracle).length} status(es); ${d.rows.length} read point(s)`);
+    // Without one undisturbed migration there are no transitions and no shapes: an empty matrix would read as "no windows".
+    if (!d.baselines.some((b) => b.status === 'ok')) {
+      throw new MigraceError('REPLAY', `no baseline migration ran (${d.baselines.map((b) => `${b.scenario}: ${b.status}${b.reason ? `, ${b.reason}` : ''}`).join('; ')}); there is nothing to hunt`);
+    }
   }
 
   /* 4. cells */

@@ -589,9 +589,7 @@ class ReplayRun {
       // To the instruction after the call: the compare-and-swap has been done.
       this.mark('release', tid, 'observe', `replies taken; run to the return of ${step}`);
       land();
-      const mark = this.live.gdb.mark();
-      await this.live.gdb.execute(`-exec-finish --thread ${tid}`);
-      await this.live.guard(this.live.gdb.waitForStop(tid, 15_000, { since: mark }));
+      await this.runToReturn(tid, step);
       this.mark('hold', tid, 'observe', `held after ${step} returned`);
       const now = await this.live.gdb.evaluate(`*(int*)${e.data.addr ?? this.stateAddress()}`, { thread: tid, frame: 0 });
       const state = stateName({ value: parseInteger(now), name: null }, this.opts.profile.status_table) ?? this.stateText(e.data.new);
@@ -676,6 +674,24 @@ class ReplayRun {
     }
   }
 
+  /**
+   * Let a held thread run to the return of the function it is held in
+   * (-exec-finish) and stop there. A stop for anything else on the way (a
+   * breakpoint inside, a signal) means gdb gave the finish up and the
+   * thread is not where the schedule holds it: that ends the replay, it is
+   * not a return. gdb 13 names the finish "function-finished" where it
+   * knows the function and gives no reason in a stripped QEMU.
+   */
+  private async runToReturn(tid: number, what: string): Promise<void> {
+    const mark = this.live.gdb.mark();
+    await this.live.gdb.execute(`-exec-finish --thread ${tid}`);
+    const stop = await this.live.guard(this.live.gdb.waitForStop(tid, 15_000, { since: mark }));
+    if (stop.reason !== 'function-finished' && stop.reason !== null) {
+      const where = stop.frame?.func ? ` in ${stop.frame.func}` : '';
+      throw new MigraceError('REPLAY', `replay ${this.name}: ${what} was run to its function's return but stopped first (${stop.reason ?? 'no reason'}${where})`);
+    }
+  }
+
   private async release(step: Extract<Step, { do: 'release' }>): Promise<void> {
     const r = this.role(step.role);
     if (!r.held || r.tid === null) throw new MigraceError('REPLAY', `replay ${this.name}: cannot release ${r.name}: it is not held`);
@@ -686,9 +702,7 @@ class ReplayRun {
       this.path.landed(t);
     }
     if (step.until === 'return') {
-      const mark = this.live.gdb.mark();
-      await this.live.gdb.execute(`-exec-finish --thread ${r.tid}`);
-      await this.live.guard(this.live.gdb.waitForStop(r.tid, 15_000, { since: mark }));
+      await this.runToReturn(r.tid, r.name);
       this.mark('hold', r.tid, r.name, 'held at the return of the function it was held in');
       this.opts.progress?.(`${r.name} ran to the return and is held there`);
       return;
@@ -862,6 +876,11 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     else opts.progress?.(`attached to ${opts.attachPid} under gdb; its driver migrates and queries, migrace holds and releases`);
     run = new ReplayRun(live, qmp, { ...opts, profile });
     await run.run();
+    // A failure (Ctrl-C, a dead helper) that came after the last step awaited it is still the run's end,
+    // and so is a destination that died since the watch last looked.
+    if (live.failure) throw live.failure;
+    const helper = target.helperFailure?.();
+    if (helper) throw helper;
     live.expectExit();
     await qmp?.execute('quit', undefined, { timeoutMs: 5_000 }).catch(() => undefined);
   } catch (e) {

@@ -320,9 +320,12 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       }
       await live.guard(sleep(pollMs));
     }
-    // The destination's death fails the source's migration: the run did not record what it was asked to.
-    const helper = lastStatus === 'completed' ? null : target.helperFailure?.();
+    // The destination's death fails the run even when the source says completed: what the source
+    // sent last may still have been in the socket, and the guest does not run on anywhere.
+    const helper = target.helperFailure?.();
     if (helper) throw helper;
+    // A failure (Ctrl-C, a dead helper) that came after the last query awaited it is still the run's end.
+    if (live.failure) throw live.failure;
     opts.progress?.(`migration ${lastStatus} after ${queries} queries; ${live.hits} probe hits`);
     live.expectExit();
     await qmp.execute('quit', undefined, { timeoutMs: 5_000 }).catch(() => undefined);

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants, existsSync, openSync, closeSync, statSync } from 'node:fs';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { MigraceError, messageOf } from '../../trace/errors.js';
+import { exitOf, readProcStat } from '../../trace/proc.js';
 import { assertShellSafePath } from '../gdb/session.js';
 import { dieWithParent, isAlive, track, waitGone } from '../reaper.js';
 import type { Profile } from '../probes/profile.js';
@@ -128,10 +129,13 @@ export async function startDestination(opts: QemuPairOptions, dir: string): Prom
   let stopping = false;
   child.on('exit', (code, signal) => { exited = true; exitCode = code; exitSignal = signal; });
   const died = (): MigraceError | null => {
-    if (!exited || stopping) return null;
+    if (stopping) return null;
+    // Asked at the end of a run too: a death the 'exit' event has not reported yet is read from /proc.
+    const stat = exited ? null : readProcStat(pid);
+    if (!exited && stat !== null && stat.state !== 'Z') return null;
+    const how = exited ? (exitSignal ? `signal ${exitSignal}` : `code ${exitCode ?? '?'}`) : exitOf(pid) ?? 'killed';
     const said = logTail(join(dir, 'destination.log'));
-    return new MigraceError('TARGET_EXITED',
-      `the destination QEMU (pid ${pid}) exited (${exitSignal ? `signal ${exitSignal}` : `code ${exitCode ?? '?'}`}) while the source migrated to it${said ? `; it said: ${said}` : ''}`);
+    return new MigraceError('TARGET_EXITED', `the destination QEMU (pid ${pid}) exited (${how}) while the source migrated to it${said ? `; it said: ${said}` : ''}`);
   };
   const stop = async (): Promise<void> => {
     stopping = true;
