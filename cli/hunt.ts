@@ -53,7 +53,9 @@ export function register(program: Command): void {
       const signals = abortOnSignals();
       let firstPrepare = true;
       try {
-        const name = opts.target === 'qemu' ? `qemu ${basename(opts.qemu!)}` : opts.patched ? 'minimig-patched' : 'minimig';
+        const name = opts.target === 'qemu'
+          ? `qemu ${basename(opts.qemu!)}`
+          : `${opts.patched ? 'minimig-patched' : 'minimig'}${opts.bqlCompletion ? ' --bql-completion' : ''}`;
         const r = await hunt({
           store, kind: opts.target, scenarios, dynamic: Boolean(opts.dynamic), dynamicBudgetMs: opts.dynamicBudget * 1000,
           queries: opts.queries, cellTimeoutMs: opts.cellTimeout * 1000, blockedAfterMs: 1_500,

@@ -135,6 +135,8 @@ describe('hunt on minimig', () => {
 
   it('--bql-completion: the step into completed is infeasible, with the lock-wait stack', async () => {
     const { view: v } = await cliHunt(tempDb(), ['--bql-completion', '--scenarios', 'precopy']);
+    // Told apart from a hunt of the plain build in `hunts` and in the report.
+    expect(v.label).toBe('hunt on minimig --bql-completion');
     const read = v.data.rows[0].name;
     const c = cellOf(v, read, 'active->completed')!;
     expect(c.class).toBe('infeasible');
