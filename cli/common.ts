@@ -53,6 +53,15 @@ export function progress(text: string): void {
   process.stderr.write(`${text}\n`);
 }
 
+/**
+ * What --json leaves of the progress: the lines that start "migrace: "
+ * (a wait for another migrace's probes, a warning, a clean-up after a dead
+ * run) still go to stderr; the JSON on stdout is untouched either way.
+ */
+export function warningsOnly(text: string): void {
+  if (text.startsWith('migrace: ')) progress(text);
+}
+
 export function printJson(value: unknown): void {
   out(JSON.stringify(value, null, 2));
 }

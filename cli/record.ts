@@ -11,7 +11,7 @@ import { minimigDir, prepareMinimig } from '../recorder/targets/minimig.js';
 import { checkQemuBinary, extractedTreeEnv, isQemuMemory, prepareQemuPair } from '../recorder/targets/qemu.js';
 import type { PreparedTarget } from '../recorder/targets/types.js';
 import { chooseBackend, record, recordAttached, type BackendChoice, type RecordResult } from '../recorder/record.js';
-import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson, progress, type DbOptions } from './common.js';
+import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson, progress, warningsOnly, type DbOptions } from './common.js';
 import { abortOnSignals } from './signals.js';
 import { cleanText } from '../reports/safe-text.js';
 import { findProgram } from '../recorder/reaper.js';
@@ -217,7 +217,7 @@ export function register(program: Command): void {
     .addOption(dbOption())
     .addOption(jsonOption())
     .action(action(async (extra: string[], opts: RecordCliOptions) => {
-      const say = opts.json ? undefined : progress;
+      const say = opts.json ? warningsOnly : progress;
       if (opts.attach !== undefined) {
         checkGdbOption(opts.gdb);
         const { binary: exe, profile } = await attachedProfile(opts.attach, opts, say);

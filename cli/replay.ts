@@ -5,7 +5,7 @@ import { replay, type ReplayResult } from '../analyzer/replay.js';
 import { findInterleavings } from '../analyzer/interleavings.js';
 import { explore } from '../analyzer/explore.js';
 import type { TraceStore } from '../trace/store.js';
-import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson, progress, sessionId, type DbOptions } from './common.js';
+import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson, progress, warningsOnly, sessionId, type DbOptions } from './common.js';
 import { addTargetOptions, ATTACHED_UNDER_GDB, attachedProfile, invocationOf, prepareTarget, type TargetCliOptions } from './record.js';
 import { attachedTarget } from '../recorder/record.js';
 import type { PreparedTarget } from '../recorder/targets/types.js';
@@ -135,7 +135,7 @@ export function register(program: Command): void {
       if (opts.attach !== undefined && extra.length > 0) throw new MigraceError('USAGE', `--attach takes no QEMU arguments (got ${extra.join(' ')}): the running QEMU has its own`);
       const store = openStore(opts);
       const signals = abortOnSignals();
-      const say = opts.json ? undefined : progress;
+      const say = opts.json ? warningsOnly : progress;
       const results: ReplayResult[] = [];
       try {
         const schedule = given ?? scheduleFromStore(opts, store);

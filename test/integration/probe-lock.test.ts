@@ -23,11 +23,11 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 afterEach(() => expectNoSurvivors());
 
 describe.skipIf(noUprobes !== null)('the probe lock', () => {
-  it('a uprobe recording waits while a gdb run holds the binary, says so, and records once it is let go', async () => {
+  it('a uprobe recording waits while a gdb run holds the binary, says so (with --json too), and records once it is let go', async () => {
     expect(probeLockPath(MINIMIG)).toMatch(/migrace-probes-\d+-\d+\.lock$/);
     const unlock = await lockBinaryForProbes(MINIMIG, 'gdb');
     const db = join(tmp, 'lock.db');
-    const child = spawn(process.execPath, [CLI, 'record', '--backend', 'uprobe', '--db', db], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, 'record', '--backend', 'uprobe', '--json', '--db', db], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr!.on('data', (d) => { stderr += String(d); });
     const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
