@@ -418,7 +418,7 @@ export class TraceStore {
       return;
     }
     try {
-      db.pragma('journal_mode = WAL');
+      setWalMode(db);
       db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = ON');
       // A file at the current schema needs no write to open: another
@@ -780,6 +780,27 @@ function tooDeep(value: unknown, max: number): string | null {
     }
   }
   return null;
+}
+
+/**
+ * Switch a file to WAL. A file a writer left in rollback mode needs an
+ * exclusive lock for that, and SQLite answers SQLITE_BUSY at once, without
+ * its busy handler, while another process holds a write transaction: wait
+ * it out as writes do, 10 s at most.
+ */
+function setWalMode(db: Database.Database): void {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      db.pragma('journal_mode = WAL');
+      return;
+    } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      const busy = typeof code === 'string' && code.startsWith('SQLITE_BUSY');
+      if (!busy || Date.now() > deadline) throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+    }
+  }
 }
 
 /** Locked by another process: worth waiting for, unlike a full disk. */

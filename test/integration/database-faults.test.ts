@@ -129,6 +129,25 @@ describe('two records create one new database at once (#16)', () => {
   }, 120_000);
 });
 
+describe('a file in rollback mode that another process is writing', () => {
+  it('an import waits the write out instead of failing at once (switching to WAL needs the lock SQLite would not wait for)', async () => {
+    const db = await importedDb();
+    // The last writer left the file in rollback mode; another process now holds a write transaction for 1.5 s.
+    const holder = execFile(process.execPath, ['-e', `
+      const D = require(${JSON.stringify(join(process.cwd(), 'node_modules', 'better-sqlite3'))});
+      const d = new D(process.argv[1]); d.exec('BEGIN IMMEDIATE'); console.log('held');
+      setTimeout(() => { d.exec('COMMIT'); d.close(); }, 1500);`, db]);
+    const gone = new Promise((r) => holder.on('exit', r));
+    await new Promise<void>((resolve) => holder.stdout!.on('data', () => resolve()));
+    const t0 = Date.now();
+    const o = await cli(['import', 'session', SAMPLE, '--db', db]);
+    expect(o.code, o.stderr).toBe(0);
+    expect(Date.now() - t0).toBeGreaterThan(1000);
+    expect(sessionCount(db)).toBe(2);
+    await gone;
+  });
+});
+
 describe('the smaller ones', () => {
   it('a foreign SQLite file with user_version=3 is foreign, not "a newer schema"', async () => {
     const db = join(dir, 'foreign.db');
