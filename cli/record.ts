@@ -15,6 +15,7 @@ import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson
 import { abortOnSignals } from './signals.js';
 import { cleanText } from '../reports/safe-text.js';
 import { findProgram } from '../recorder/reaper.js';
+import { uprobeUnavailable } from '../recorder/uprobe/tracefs.js';
 
 export interface TargetCliOptions {
   target: 'minimig' | 'qemu';
@@ -220,6 +221,11 @@ export function register(program: Command): void {
       const say = opts.json ? warningsOnly : progress;
       if (opts.attach !== undefined) {
         checkGdbOption(opts.gdb);
+        // auto never puts gdb's breakpoints into a process migrace did not start: a killed gdb leaves them in, and it dies of SIGTRAP.
+        const noUprobes = opts.backend === 'auto' ? uprobeUnavailable() : null;
+        if (noUprobes) {
+          throw new MigraceError('USAGE', `record --attach records through kernel uprobes, which leave the process untouched whatever happens to migrace, and they cannot run here (${noUprobes}); --backend gdb-fast or gdb records it under gdb, at the risk that a killed gdb leaves its breakpoints in and the process dies of SIGTRAP`);
+        }
         const { binary: exe, profile } = await attachedProfile(opts.attach, opts, say);
         const backend = chooseBackend(opts.backend, progress);
         if (backend === 'gdb' || backend === 'gdb-fast') {

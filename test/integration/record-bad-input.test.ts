@@ -50,6 +50,18 @@ describe.skipIf(!canDropRoot)('record without root', () => {
     }
   });
 
+  it('--attach with auto refuses gdb instead of falling back: a killed gdb would leave its breakpoints in the process (#14 defect 4)', () => {
+    const dir = nobodyDir();
+    try {
+      const r = asNobody(dir, ['record', '--attach', '1', '--db', join(dir, 'trace.db')]);
+      expect(r.stderr).toMatch(/^migrace: record --attach records through kernel uprobes, which leave the process untouched whatever happens to migrace, and they cannot run here \(kernel uprobes need root \(tracefs is root-only\)\); --backend gdb-fast or gdb records it under gdb, at the risk .* SIGTRAP\n$/);
+      expect(r.status).toBe(2);
+      expect(existsSync(join(dir, 'trace.db'))).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('auto falls back to gdb-fast, says so on stderr (with --json too), and the session says gdb-fast', () => {
     const dir = nobodyDir();
     try {
