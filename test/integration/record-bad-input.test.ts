@@ -102,10 +102,10 @@ describe.skipIf('skip' in bookwormQemu())('a profile of another build', () => {
   }, 60_000);
 });
 
-/** The pids of our own children running `cat` (the uprobe backend's trace_pipe reader). */
+/** The pids of our own children reading a trace_pipe (the uprobe backend's reader; the probe lock's holder is a `cat` too). */
 function readerPids(): number[] {
   try {
-    return execFileSync('pgrep', ['-P', String(process.pid), '-x', 'cat'], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
+    return execFileSync('pgrep', ['-P', String(process.pid), '-f', '^cat .*/trace_pipe$'], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
   } catch {
     return [];
   }
