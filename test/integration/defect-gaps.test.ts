@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { expectNoSurvivors } from '../helpers/processes.js';
+import { expectNoSurvivors, withoutSweeps } from '../helpers/processes.js';
 import { bookwormQemu } from '../helpers/qemu-binaries.js';
 
 /**
@@ -116,7 +116,7 @@ describe.skipIf('skip' in qemu)('an error names what the destination QEMU said, 
     const o = await cli(['record', '--target', 'qemu', '--qemu', qemu.path, '--memory', '99999999T', '--db', join(dir, 't.db')], qemu.env);
     expect(o.code).toBe(1);
     expect(o.stderr).not.toMatch(/^\s+at |internal error/m);
-    const errors = o.stderr.split('\n').filter((l) => l.startsWith('migrace: '));
+    const errors = withoutSweeps(o.stderr).split('\n').filter((l) => l.startsWith('migrace: '));
     expect(errors, o.stderr).toHaveLength(1);
     // 1ae4fea said "(see /tmp/migrace-qemu-XXX/destination.log)", a file already removed with its folder.
     expect(errors[0]).toMatch(/^migrace: destination QEMU: .*; it said: qemu-system-x86_64: -m 99999999T: .*out of range/);
@@ -141,7 +141,7 @@ describe('a full disk (smaller ones)', () => {
       const out = join(small, 'e.json');
       const o = await cli(['export', '1', '-o', out, '--db', db]);
       expect(o.code).toBe(1);
-      const lines = o.stderr.trim().split('\n').filter((l) => !/cleaned up after/.test(l));
+      const lines = withoutSweeps(o.stderr).trim().split('\n');
       expect(lines, o.stderr).toEqual([expect.stringMatching(/^migrace: cannot write .*e\.json: .*ENOSPC/)]);
       // 1ae4fea left e.json behind, 0 bytes long.
       expect(existsSync(out)).toBe(false);
