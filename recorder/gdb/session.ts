@@ -561,8 +561,9 @@ export class GdbSession {
       try {
         await s.execute('-list-features');
       } catch (e) {
-        // Not gdb at all (a wrong --gdb): its first answer never comes.
-        if (e instanceof MigraceError && e.code === 'GDB_EXITED') {
+        // Not gdb at all (a wrong --gdb): its first answer never comes, and it exits by itself.
+        // A gdb killed by a signal before it answered is a killed gdb, said as such.
+        if (e instanceof MigraceError && e.code === 'GDB_EXITED' && !s.exitInfo?.signal) {
           throw new MigraceError('GDB_MISSING', `${found} does not speak GDB/MI: ${e.message.replace(/^gdb /, 'it ')} (is --gdb a gdb?)`);
         }
         throw e;
