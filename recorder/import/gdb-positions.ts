@@ -127,8 +127,11 @@ function byListing(lines: ReadonlyMap<number, string>, at: number, how: string):
     const p = byLineText(own, how);
     if (p) return p;
   }
+  // Counted steps, not `n--` alone: past 2**53 a line number is a float that
+  // `n - 1` leaves where it was ("minimig.c:99999999999999999999" never ended).
   const statuses: string[] = [];
-  for (let n = at; n > 0 && at - n < 200; n--) {
+  for (let step = 0; step < 200 && at - step > 0; step++) {
+    const n = at - step;
     const text = lines.get(n);
     if (text === undefined) return null;
     const c = CASE.exec(text);

@@ -99,6 +99,15 @@ function splitArgs(s: string): Map<string, string> {
   return args;
 }
 
+/**
+ * A source line number as gdb prints it, or null: gdb's line numbers are C
+ * ints, so digits past 2**31 - 1 (a mangled paste) are no line of a file.
+ */
+export function sourceLine(digits: string): number | null {
+  const n = Number(digits);
+  return Number.isInteger(n) && n > 0 && n <= 0x7fffffff ? n : null;
+}
+
 /** "0x000055 in qmp_query_migrate ()", "migrate_set_state (state=..., old_state=1) at f.c:12". */
 export function parseFrameText(s: string): Frame | null {
   const m = /^(?:(0x[0-9a-fA-F]+) in )?([A-Za-z_][\w:.~$]*(?:\+\d+)?)\s*\((.*)\)(?:\s+at\s+(\S+):(\d+))?(?:\s+from\s+\S+)?\s*$/.exec(s.trim());
@@ -108,7 +117,7 @@ export function parseFrameText(s: string): Frame | null {
     func: m[2].replace(/\+\d+$/, ''),
     args: splitArgs(m[3]),
     file: m[4] ?? null,
-    srcLine: m[5] ? Number(m[5]) : null,
+    srcLine: m[5] ? sourceLine(m[5]) : null,
   };
 }
 

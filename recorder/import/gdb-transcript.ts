@@ -4,7 +4,7 @@ import type { Thread } from '../../trace/schema.js';
 import { tableIdFor } from '../../trace/status.js';
 import { printKind, sourceKey } from './gdb-positions.js';
 import {
-  NO_FRAME, QUERY_FUNCS, blank, eachUnquoted, finalize, nameFact, parseFrameText,
+  NO_FRAME, QUERY_FUNCS, blank, eachUnquoted, finalize, nameFact, parseFrameText, sourceLine,
   type BreakpointDef, type Frame, type GdbTranscript, type Print, type Slot, type Stop,
 } from './gdb-stops.js';
 import { readText, type LineSink } from './lines.js';
@@ -775,7 +775,7 @@ class TranscriptReader {
   }
 
   onBreakpointSet(m: RegExpExecArray): void {
-    this.bps.set(Number(m[1]), { spec: this.pendingBreakSpec, addr: m[2].toLowerCase(), file: m[3] ?? null, line: m[4] ? Number(m[4]) : null });
+    this.bps.set(Number(m[1]), { spec: this.pendingBreakSpec, addr: m[2].toLowerCase(), file: m[3] ?? null, line: m[4] ? sourceLine(m[4]) : null });
     this.pendingBreakSpec = null;
   }
 
@@ -786,11 +786,12 @@ class TranscriptReader {
 
   /** A source line gdb printed: at a stop, or in a `list`. */
   onSourceLine(m: RegExpExecArray): void {
-    if (this.listingFile === null || /: No such file or directory\.$/.test(m[2])) return;
+    const n = sourceLine(m[1]);
+    if (n === null || this.listingFile === null || /: No such file or directory\.$/.test(m[2])) return;
     const key = sourceKey(this.listingFile);
     let lines = this.sources.get(key);
     if (!lines) this.sources.set(key, (lines = new Map()));
-    lines.set(Number(m[1]), m[2]);
+    lines.set(n, m[2]);
   }
 
   listFile(file: string): void {

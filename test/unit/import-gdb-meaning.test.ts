@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { positionOf } from '../../recorder/import/gdb-positions.js';
 import { parseGdbTranscript, type GdbTranscript } from '../../recorder/import/gdb-transcript.js';
 import { MigraceError } from '../../trace/errors.js';
 import type { EventOf, TraceEvent } from '../../trace/schema.js';
@@ -154,6 +155,17 @@ describe('what decides a read', () => {
     const a = analyzeImport(t);
     expect(a.findings.map((f) => f.class)).toEqual(['window-only']);
     expect(a.findings[0].reply?.has_ram).toBe(true);
+  });
+
+  it('a line number no C file has (a mangled paste) is no line: the breakpoint\'s own line places the stop', () => {
+    // Past 2**53, n - 1 === n: the walk up the listing from such a line never ended (found by npm run fuzz).
+    const huge = src.replace(/at minimig\.c:466$/m, 'at minimig.c:99999999999999999999');
+    expect(huge).not.toBe(src);
+    const reads = of(parse('huge-line', huge), 'read');
+    expect(reads.map((r) => [r.e.data.value.name, r.e.probe])).toEqual([['setup', expect.stringMatching(/\): minimig\.c:466 \(under "case SETUP:"/)]]);
+    // positionOf itself, given such a line, walks at most its 200 lines.
+    const listing = new Map([[2 ** 60, '    case MIGRATION_STATUS_SETUP:']]);
+    expect(positionOf({ spec: null, func: null, file: 'minimig.c', line: 2 ** 60 + 1, source: listing, version: null }).kind).toBe('unknown');
   });
 
   it('a known QEMU release places line numbers of its migration.c: 5.2.0\'s 1067 is the SETUP case', () => {
