@@ -4,7 +4,7 @@ import { accessSync, closeSync, constants, existsSync, openSync, readdirSync, re
 import { basename, dirname, join } from 'node:path';
 import { MigraceError, messageOf } from './errors.js';
 import { eventFromRow, type EventRow } from './event-row.js';
-import { processIsAlive, procStartTime } from './proc.js';
+import { ownStartTime, processIsAlive } from './proc.js';
 import {
   NewSessionSchema, SessionExportSchema, SessionSchema, TargetSchema, ThreadSchema,
   type NewEvent, type NewSession, type Session, type SessionExport, type SessionState,
@@ -324,14 +324,14 @@ export class TraceStore {
    * left as it is.
    */
   private closeAbandoned(): AbandonedSession[] {
-    const rows = this.db.prepare(
+    const rows = this.statement(
       `SELECT id, writer_pid, writer_start, (SELECT count(*) FROM events e WHERE e.session_id = s.id) AS n
        FROM sessions s WHERE state = 'recording' AND writer_pid IS NOT NULL`,
     ).all() as Array<{ id: number; writer_pid: number; writer_start: string | null; n: number }>;
     const dead = rows.filter((r) => !processIsAlive(r.writer_pid, r.writer_start));
     if (dead.length > 0) {
       try {
-        const mark = this.db.prepare(`UPDATE sessions SET state = 'aborted', error = ? WHERE id = ? AND state = 'recording'`);
+        const mark = this.statement(`UPDATE sessions SET state = 'aborted', error = ? WHERE id = ? AND state = 'recording'`);
         this.db.transaction(() => {
           for (const r of dead) {
             mark.run(`the recording process (pid ${r.writer_pid}) ended without closing the session (killed, or its disk was full); the ${r.n} events it stored are kept`, r.id);
@@ -458,6 +458,19 @@ export class TraceStore {
     this.db.close();
   }
 
+  /**
+   * Statements by their SQL, each prepared once: an import prepared a dozen
+   * for every session it wrote. Not for iterate(): a statement being
+   * iterated cannot serve another query (iterateEvents prepares its own).
+   */
+  private readonly statements = new Map<string, Database.Statement>();
+
+  private statement(sql: string): Database.Statement {
+    let stmt = this.statements.get(sql);
+    if (!stmt) this.statements.set(sql, (stmt = this.db.prepare(sql)));
+    return stmt;
+  }
+
   private write<T>(what: string, fn: () => T): T {
     try {
       return fn();
@@ -494,12 +507,12 @@ export class TraceStore {
   createSession(input: NewSession): number {
     const s = NewSessionSchema.parse(input);
     return this.write('create a session', () => {
-      const info = this.db.prepare(
+      const info = this.statement(
         `INSERT INTO sessions (label, created_at, origin, target, profile, state, error, meta, writer_pid, writer_start)
          VALUES (?, ?, ?, ?, ?, 'recording', NULL, ?, ?, ?)`,
       ).run(s.label, s.created_at ?? new Date().toISOString(), s.origin, JSON.stringify(s.target),
         s.profile === null || s.profile === undefined ? null : JSON.stringify(s.profile), JSON.stringify(s.meta),
-        process.pid, procStartTime(process.pid));
+        process.pid, ownStartTime());
       return Number(info.lastInsertRowid);
     });
   }
@@ -507,7 +520,7 @@ export class TraceStore {
   /** Close a session. An aborted session keeps every event written so far. */
   finishSession(id: number, state: Exclude<SessionState, 'recording'>, error: string | null = null): void {
     this.writeOrRescue(`close session ${id}`, () => {
-      this.db.prepare(`UPDATE sessions SET state = ?, error = ? WHERE id = ?`).run(state, error, id);
+      this.statement(`UPDATE sessions SET state = ?, error = ? WHERE id = ?`).run(state, error, id);
     });
     this.releaseReserve();
   }
@@ -517,7 +530,7 @@ export class TraceStore {
     this.write(`close session ${id}`, () => {
       this.db.transaction(() => {
         this.appendBatch(id, threads, events);
-        this.db.prepare(`UPDATE sessions SET state = ?, error = ? WHERE id = ?`).run(state, error, id);
+        this.statement(`UPDATE sessions SET state = ?, error = ? WHERE id = ?`).run(state, error, id);
       })();
     });
     this.releaseReserve();
@@ -529,7 +542,7 @@ export class TraceStore {
     const meta = { ...current.meta, ...(patch.meta ?? {}) };
     const profile = patch.profile === undefined ? current.profile : patch.profile;
     this.write('update the session', () => {
-      this.db.prepare(`UPDATE sessions SET target = ?, profile = ?, meta = ?, label = ? WHERE id = ?`)
+      this.statement(`UPDATE sessions SET target = ?, profile = ?, meta = ?, label = ? WHERE id = ?`)
         .run(JSON.stringify(target), profile === null ? null : JSON.stringify(profile), JSON.stringify(meta),
           patch.label ?? current.label, id);
     });
@@ -555,20 +568,20 @@ export class TraceStore {
   }
 
   session(id: number): Session {
-    const row = this.db.prepare(`SELECT * FROM sessions WHERE id = ?`).get(id) as SessionRow | undefined;
+    const row = this.statement(`SELECT * FROM sessions WHERE id = ?`).get(id) as SessionRow | undefined;
     if (!row) throw new MigraceError('NOT_FOUND', `no session ${id} in ${this.path} (see "migrace sessions")`);
     return this.rowToSession(row);
   }
 
   /** The newest session, optionally of one origin. */
   latestSession(filter: { origins?: string[] } = {}): Session | null {
-    const rows = this.db.prepare(`SELECT * FROM sessions ORDER BY id DESC`).all() as SessionRow[];
+    const rows = this.statement(`SELECT * FROM sessions ORDER BY id DESC`).all() as SessionRow[];
     const row = rows.find((r) => !filter.origins || filter.origins.includes(r.origin));
     return row ? this.rowToSession(row) : null;
   }
 
   listSessions(): SessionSummary[] {
-    const rows = this.db.prepare(
+    const rows = this.statement(
       `SELECT s.*, (SELECT count(*) FROM events e WHERE e.session_id = s.id) AS n_events,
               (SELECT count(*) FROM threads t WHERE t.session_id = s.id) AS n_threads
        FROM sessions s ORDER BY s.id`,
@@ -581,12 +594,12 @@ export class TraceStore {
   }
 
   threads(sessionId: number): Thread[] {
-    const rows = this.db.prepare(`SELECT tid, gdb_id, lwp, name FROM threads WHERE session_id = ? ORDER BY tid`).all(sessionId);
+    const rows = this.statement(`SELECT tid, gdb_id, lwp, name FROM threads WHERE session_id = ? ORDER BY tid`).all(sessionId);
     return rows.map((r) => ThreadSchema.parse(r));
   }
 
   nextSeq(sessionId: number): number {
-    const r = this.db.prepare(`SELECT max(seq) AS m FROM events WHERE session_id = ?`).get(sessionId) as { m: number | null };
+    const r = this.statement(`SELECT max(seq) AS m FROM events WHERE session_id = ?`).get(sessionId) as { m: number | null };
     return r.m === null ? 0 : r.m + 1;
   }
 
@@ -666,16 +679,16 @@ export class TraceStore {
   }
 
   eventCount(sessionId: number): number {
-    return (this.db.prepare(`SELECT count(*) AS n FROM events WHERE session_id = ?`).get(sessionId) as { n: number }).n;
+    return (this.statement(`SELECT count(*) AS n FROM events WHERE session_id = ?`).get(sessionId) as { n: number }).n;
   }
 
   deleteSession(id: number): void {
     this.session(id);
     this.write('delete the session', () => {
       this.db.transaction(() => {
-        this.db.prepare(`DELETE FROM events WHERE session_id = ?`).run(id);
-        this.db.prepare(`DELETE FROM threads WHERE session_id = ?`).run(id);
-        this.db.prepare(`DELETE FROM sessions WHERE id = ?`).run(id);
+        this.statement(`DELETE FROM events WHERE session_id = ?`).run(id);
+        this.statement(`DELETE FROM threads WHERE session_id = ?`).run(id);
+        this.statement(`DELETE FROM sessions WHERE id = ?`).run(id);
       })();
     });
   }
@@ -683,40 +696,40 @@ export class TraceStore {
   /* The hunt's tables: a hunt, its cells as they end, and reading them back. */
 
   createHunt(h: { label: string; target: Target; profile: unknown; data: unknown }): number {
-    return this.write('create a hunt', () => Number(this.db.prepare(
+    return this.write('create a hunt', () => Number(this.statement(
       `INSERT INTO hunts (created_at, label, state, error, target, profile, data, writer_pid, writer_start)
        VALUES (?, ?, 'running', NULL, ?, ?, ?, ?, ?)`,
     ).run(new Date().toISOString(), h.label, JSON.stringify(TargetSchema.parse(h.target)), JSON.stringify(h.profile), JSON.stringify(h.data),
-      process.pid, procStartTime(process.pid)).lastInsertRowid));
+      process.pid, ownStartTime()).lastInsertRowid));
   }
 
   updateHunt(id: number, patch: { state?: 'complete' | 'aborted'; error?: string | null; data?: unknown }): void {
     this.write(`update hunt ${id}`, () => {
-      const set = this.db.prepare(`UPDATE hunts SET state = coalesce(?, state), error = coalesce(?, error), data = coalesce(?, data) WHERE id = ?`);
+      const set = this.statement(`UPDATE hunts SET state = coalesce(?, state), error = coalesce(?, error), data = coalesce(?, data) WHERE id = ?`);
       set.run(patch.state ?? null, patch.error ?? null, patch.data === undefined ? null : JSON.stringify(patch.data), id);
     });
   }
 
   putHuntCell(huntId: number, cell: StoredHuntCell): void {
     this.write(`store a cell of hunt ${huntId}`, () => {
-      this.db.prepare(`INSERT OR REPLACE INTO hunt_cells (hunt_id, row, col, class, session_id, data) VALUES (?, ?, ?, ?, ?, ?)`)
+      this.statement(`INSERT OR REPLACE INTO hunt_cells (hunt_id, row, col, class, session_id, data) VALUES (?, ?, ?, ?, ?, ?)`)
         .run(huntId, cell.row, cell.col, cell.class, cell.session_id, JSON.stringify(cell.data));
     });
   }
 
   /** A hunt whose process is gone while it was running reads as aborted (its cells are kept). */
   hunt(id: number): StoredHunt {
-    const row = this.db.prepare(`SELECT * FROM hunts WHERE id = ?`).get(id) as HuntRow | undefined;
+    const row = this.statement(`SELECT * FROM hunts WHERE id = ?`).get(id) as HuntRow | undefined;
     if (!row) throw new MigraceError('NOT_FOUND', `no hunt ${id} in ${this.path} (see "migrace hunts")`);
     return this.rowToHunt(row);
   }
 
   hunts(): StoredHunt[] {
-    return (this.db.prepare(`SELECT * FROM hunts ORDER BY id`).all() as HuntRow[]).map((r) => this.rowToHunt(r));
+    return (this.statement(`SELECT * FROM hunts ORDER BY id`).all() as HuntRow[]).map((r) => this.rowToHunt(r));
   }
 
   huntCells(id: number): StoredHuntCell[] {
-    const rows = this.db.prepare(`SELECT row, col, class, session_id, data FROM hunt_cells WHERE hunt_id = ? ORDER BY row, col`).all(id) as Array<Omit<StoredHuntCell, 'data'> & { data: string }>;
+    const rows = this.statement(`SELECT row, col, class, session_id, data FROM hunt_cells WHERE hunt_id = ? ORDER BY row, col`).all(id) as Array<Omit<StoredHuntCell, 'data'> & { data: string }>;
     return rows.map((r) => ({ ...r, data: parseJson(r.data, `cell ${r.row} x ${r.col} of hunt ${id}`) }));
   }
 
@@ -756,7 +769,7 @@ export class TraceStore {
     }
     return this.write('import the session', () => this.db.transaction(() => {
       const id = this.createSession({ ...x.session });
-      this.db.prepare(`UPDATE sessions SET state = ?, error = ?, created_at = ? WHERE id = ?`)
+      this.statement(`UPDATE sessions SET state = ?, error = ?, created_at = ? WHERE id = ?`)
         .run(x.session.state, x.session.error, x.session.created_at, id);
       for (const t of x.threads) this.upsertThread(id, t);
       this.appendEvents(id, x.events);

@@ -113,8 +113,10 @@ class SessionOut {
   }
 
   finish(threads: readonly Thread[], patch: { label?: string; meta: Record<string, unknown> }): void {
-    this.flush();
-    for (const t of threads) this.store.upsertThread(this.id, t);
+    // The threads with the last batch: one transaction, not one a thread.
+    const b = this.batch;
+    this.batch = [];
+    this.store.appendBatch(this.id, threads, b);
     this.store.updateSession(this.id, patch);
     this.store.finishSession(this.id, 'complete');
   }

@@ -67,7 +67,11 @@ async function* textChunks(file: string, maxBytes = MAX_INPUT_BYTES): AsyncGener
   if (size > maxBytes) {
     throw new MigraceError('IMPORT', `${file} is ${Math.round(size / 1048576)} MiB: larger than the ${maxBytes / 1048576} MiB an import reads; cut it to the migration's time span first`);
   }
-  const raw = createReadStream(file, { highWaterMark: 1 << 20 });
+  // Each read of a file stream allocates a buffer of highWaterMark bytes: 1 MiB
+  // for a log of a few hundred bytes (two reads: the data, then EOF) made an
+  // import of a small file mostly garbage collection. The size it had at the
+  // stat, within 64 KiB and 1 MiB, reads a small file in one piece.
+  const raw = createReadStream(file, { highWaterMark: Math.min(1 << 20, Math.max(1 << 16, size + 1)) });
   const inflater = gzip ? createGunzip({ chunkSize: 1 << 20 }) : null;
   if (inflater) {
     raw.on('error', (e) => inflater.destroy(e));

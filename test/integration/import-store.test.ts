@@ -165,11 +165,12 @@ describe('a failing import leaves no session marked complete', () => {
   });
 
   it('a write that fails half-way finishes the session as aborted, with the error', async () => {
-    const original = store.appendEvents.bind(store);
+    // Every write of threads and events goes through appendBatch (the last batch carries the threads).
+    const original = store.appendBatch.bind(store);
     let calls = 0;
-    store.appendEvents = (sid, events) => {
+    store.appendBatch = (sid, threads, events, opts) => {
       if (++calls === 1) throw new Error('disk full');
-      original(sid, events);
+      original(sid, threads, events, opts);
     };
     const e = await importError(() => importFiles(store, 'gdb', ['samples/transcripts/minimig-unpatched.gdb.txt'], { label: 'x' }));
     expect(e.message).toMatch(/disk full/);
