@@ -2,7 +2,7 @@ import { replyFacts } from '../../trace/reply.js';
 import type { NewEvent, StateValue, Thread } from '../../trace/schema.js';
 import { normalizeStatusName, statusName, statusValue, type StatusTableId } from '../../trace/status.js';
 import { positionOf, printKind, registerOf, sourceKey, type Position, type PrintKind } from './gdb-positions.js';
-import { clip, type ImportedLog, type WarningList } from './merge.js';
+import { clip, sourceLine, type ImportedLog, type WarningList } from './merge.js';
 
 /*
  * The GDB transcript importer's last stage (see gdb-transcript.ts for the
@@ -97,15 +97,6 @@ function splitArgs(s: string): Map<string, string> {
     if (m) args.set(m[1], m[2].trim().replace(/^[A-Za-z_]\w*@entry=/, ''));
   }
   return args;
-}
-
-/**
- * A source line number as gdb prints it, or null: gdb's line numbers are C
- * ints, so digits past 2**31 - 1 (a mangled paste) are no line of a file.
- */
-export function sourceLine(digits: string): number | null {
-  const n = Number(digits);
-  return Number.isInteger(n) && n > 0 && n <= 0x7fffffff ? n : null;
 }
 
 /** "0x000055 in qmp_query_migrate ()", "migrate_set_state (state=..., old_state=1) at f.c:12". */

@@ -4,12 +4,12 @@ import type { Thread } from '../../trace/schema.js';
 import { tableIdFor } from '../../trace/status.js';
 import { printKind, sourceKey } from './gdb-positions.js';
 import {
-  NO_FRAME, QUERY_FUNCS, blank, eachUnquoted, finalize, nameFact, parseFrameText, sourceLine,
+  NO_FRAME, QUERY_FUNCS, blank, eachUnquoted, finalize, nameFact, parseFrameText,
   type BreakpointDef, type Frame, type GdbTranscript, type Print, type Slot, type Stop,
 } from './gdb-stops.js';
 import { readText, type LineSink } from './lines.js';
 import {
-  KIND_NAMES, WarningList, binaryReason, clip, clipLong, sniffKinds, type WarningSink,
+  KIND_NAMES, MAX_PID, WarningList, binaryReason, clip, clipLong, sniffKinds, sourceLine, type WarningSink,
 } from './merge.js';
 
 export type { GdbTranscript } from './gdb-stops.js';
@@ -77,8 +77,6 @@ export interface GdbImportOptions {
 }
 
 const RUN_OFFSET = 1000;
-/** The largest pid Linux gives (pid_max's limit, 2^22). */
-const MAX_PID = 2 ** 22;
 const MAX_LINE = 64 * 1024;
 const MAX_JOIN = 8;
 const MAX_JSON_LINES = 400;
@@ -521,7 +519,6 @@ class TranscriptReader {
 
   private thread(gdbId: number, given: number | null = null, name: string | null = null, authoritative = true): number {
     const tid = this.tidOf(gdbId);
-    // Linux pids stop at 2^22 (pid_max): a larger LWP is a damaged line, and the store takes only safe integers.
     const lwp = given !== null && given > MAX_PID ? null : given;
     if (lwp !== given) this.warnings.push({ line: this.lineNow, text: clip(`LWP ${given}`), reason: 'an LWP no Linux thread can have: the thread is kept without it' });
     const t = this.threads.get(tid) ?? { tid, gdb_id: gdbId, lwp: null, name: null };

@@ -7,7 +7,7 @@ import type { TraceStore } from '../../trace/store.js';
 import { GdbTranscriptImport, variantOf } from './gdb-transcript.js';
 import { LibvirtLogImport } from './libvirt-log.js';
 import { readFileLines } from './lines.js';
-import { mergeOnWallTime, wallMicros, wallSpan, type ImportWarning, type ImportedLog } from './merge.js';
+import { clip, mergeOnWallTime, wallMicros, wallSpan, type ImportWarning, type ImportedLog } from './merge.js';
 import { CollectedTrace, QemuTraceImport, type QemuTraceProcessInfo, type TraceEventSink } from './qemu-trace.js';
 
 /*
@@ -47,18 +47,22 @@ const ORIGINS: Record<ImportKind, Origin> = {
  * t_ns from wall time: microseconds since the session's first timed event,
  * in ns, never going back (a merge of millisecond and microsecond stamps can
  * put a later stamp first by the tie rule). An event without a wall time has
- * none (a GDB transcript has no clock at all; a trace line's stamp may be no date).
+ * none (a GDB transcript has no clock at all; a trace line's stamp may be no
+ * date), and neither has one more than 2^53 ns (104 days) after the first:
+ * the store's t_ns is a safe integer ('far').
  */
 class WallClock {
   private t0: number | null = null;
   private last = 0;
 
-  tNs(wall: string | null): number | null {
+  tNs(wall: string | null): number | 'far' | null {
     const m = wallMicros(wall);
     if (m === null) return null;
     this.t0 ??= m;
-    this.last = Math.max(this.last, Math.max(0, m - this.t0) * 1000);
-    return this.last;
+    const t = Math.max(this.last, Math.max(0, m - this.t0) * 1000);
+    if (!Number.isSafeInteger(t)) return 'far';
+    this.last = t;
+    return t;
   }
 }
 
@@ -87,6 +91,8 @@ class SessionOut {
   private readonly clock = new WallClock();
   private batch: TraceEvent[] = [];
   readonly lines = new SourceLines();
+  /** Events the clock could not place (see WallClock): warnings for the session's meta. */
+  readonly warnings: ImportWarning[] = [];
   count = 0;
 
   constructor(private readonly store: TraceStore, private readonly file: string, session: NewSession) {
@@ -94,8 +100,15 @@ class SessionOut {
   }
 
   push(event: NewEvent, line: number): void {
+    let t = this.clock.tNs(event.wall);
+    if (t === 'far') {
+      t = null;
+      if (this.warnings.length < MAX_META_WARNINGS) {
+        this.warnings.push({ line, text: clip(`${event.kind} at ${event.wall}`), reason: 'more than 104 days after the first timed event of its session (a damaged timestamp?): kept without a time' });
+      }
+    }
     // Object.assign, not a spread: this runs for every event of a multi-million-line log.
-    const e = Object.assign({}, event, { t_ns: this.clock.tNs(event.wall), seq: this.count }) as TraceEvent;
+    const e = Object.assign({}, event, { t_ns: t, seq: this.count }) as TraceEvent;
     const r = EventSchema.safeParse(e);
     if (!r.success) {
       throw new MigraceError('IMPORT', `${this.file}:${line}: the importer made an invalid ${e.kind} event (${zodProblems(r.error)}); nothing was written`);
@@ -122,18 +135,18 @@ class SessionOut {
   }
 }
 
-/** The meta of an imported session. */
-function importMeta(kind: ImportKind, file: string, opts: ImportOptions, log: { title: string; warnings: ImportWarning[]; unlisted?: number; meta: Record<string, unknown> }, sourceLines: number[] | null): Record<string, unknown> {
+/** The meta of an imported session: the parser's warnings, then the writer's. */
+function importMeta(kind: ImportKind, file: string, opts: ImportOptions, log: { title: string; warnings: ImportWarning[]; unlisted?: number; meta: Record<string, unknown> }, out: SessionOut): Record<string, unknown> {
   return {
     import: {
       kind,
       file,
       qemu_log: opts.qemuLog ?? null,
       title: log.title,
-      warning_count: log.warnings.length + (log.unlisted ?? 0),
-      warnings: log.warnings.slice(0, MAX_META_WARNINGS),
+      warning_count: log.warnings.length + (log.unlisted ?? 0) + out.warnings.length,
+      warnings: [...log.warnings.slice(0, MAX_META_WARNINGS), ...out.warnings].slice(0, MAX_META_WARNINGS),
       // Which line of the source each event came from, by seq.
-      source_lines: sourceLines,
+      source_lines: out.lines.value,
       ...log.meta,
     },
   };
@@ -180,7 +193,7 @@ function writeLog(cx: Context, file: string, log: ImportedLog, binary: string | 
     out = new SessionOut(cx.store, file, newSession(cx, file, log.title, binary, variant, version));
     cx.written.push({ id: out.id, file, title: log.title });
     log.events.forEach((e, i) => out!.push(e, log.lines[i] ?? 0));
-    out.finish(log.threads, { meta: importMeta(cx.kind, file, cx.opts, log, out.lines.value) });
+    out.finish(log.threads, { meta: importMeta(cx.kind, file, cx.opts, log, out) });
   } catch (e) {
     if (e instanceof MigraceError || out === null) throw e;
     throw aborted(cx, out.id, file, e);
@@ -216,7 +229,7 @@ class StoreTraceSink implements TraceEventSink {
       const w = this.cx.written.find((x) => x.id === out.id)!;
       w.title = p.title;
       try {
-        out.finish(p.threads, { meta: importMeta(this.cx.kind, this.file, this.cx.opts, p, out.lines.value) });
+        out.finish(p.threads, { meta: importMeta(this.cx.kind, this.file, this.cx.opts, p, out) });
       } catch (e) {
         throw aborted(this.cx, out.id, this.file, e);
       }

@@ -4,7 +4,7 @@ import type { NewEvent, StateValue } from '../../trace/schema.js';
 import { normalizeStatusName, statusValue, tableIdFor, type StatusTableId } from '../../trace/status.js';
 import { readText, type LineSink } from './lines.js';
 import {
-  KIND_NAMES, WarningList, binaryReason, clip, clipLong, mergeOnWallTime, sniffKinds, type ImportWarning, type ImportedLog,
+  KIND_NAMES, WarningList, binaryReason, clip, clipLong, mergeOnWallTime, sniffKinds, sourceLine, type ImportWarning, type ImportedLog,
 } from './merge.js';
 
 /*
@@ -91,7 +91,7 @@ interface Rec {
   wall: string;
   libvirtThread: number;
   func: string;
-  srcLine: number;
+  srcLine: number | null;
   probe: string;
   mon: string;
   rest: string;
@@ -226,7 +226,7 @@ export class LibvirtLogImport implements LineSink<LibvirtLogResult> {
     }
     this.monitorRecords++;
     this.prev = {
-      line: n, wall: isoWall(m[1], m[2], m[3], m[4]), libvirtThread: Number(m[5]), func: m[7], srcLine: Number(m[8]),
+      line: n, wall: isoWall(m[1], m[2], m[3], m[4]), libvirtThread: Number(m[5]), func: m[7], srcLine: sourceLine(m[8]),
       probe: p[1], mon: p[2], rest: p[3],
     };
   }

@@ -10,6 +10,18 @@ import type { NewEvent, Thread } from '../../trace/schema.js';
  * index.ts does the file reading and the store writes.
  */
 
+/** The largest pid Linux gives (pid_max's limit, 2^22): a larger TID or LWP is a damaged line, and the store takes only safe integers. */
+export const MAX_PID = 2 ** 22;
+
+/**
+ * A source line number as gdb or libvirt prints it, or null: line numbers of
+ * C files are ints, so digits past 2**31 - 1 (a mangled paste) are no line.
+ */
+export function sourceLine(digits: string): number | null {
+  const n = Number(digits);
+  return Number.isInteger(n) && n > 0 && n <= 0x7fffffff ? n : null;
+}
+
 /** Something a parser skipped or could not place, with the 1-based line it came from. */
 export interface ImportWarning {
   line: number;

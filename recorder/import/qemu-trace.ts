@@ -3,7 +3,7 @@ import type { NewEvent, StateValue, Thread } from '../../trace/schema.js';
 import { normalizeStatusName, statusValue, tableIdFor, type StatusTableId } from '../../trace/status.js';
 import { readText, type LineSink } from './lines.js';
 import {
-  KIND_NAMES, WarningList, binaryReason, clip, clipLong, sniffKinds, type ImportWarning, type ImportedLog,
+  KIND_NAMES, MAX_PID, WarningList, binaryReason, clip, clipLong, sniffKinds, type ImportWarning, type ImportedLog,
 } from './merge.js';
 
 /*
@@ -122,16 +122,17 @@ function isoMicros(iso: string): number {
   return Date.parse(`${m[1]}Z`) * 1000 + Number((m[2] ?? '').padEnd(6, '0').slice(0, 6));
 }
 
-/** A trace line, or null when it is not one; `bad` is set when its timestamp is no date. */
-function parseLine(raw: string, line: number): (Line & { bad: string | null }) | null {
+/** A trace line, or null when it is not one; `bad` is set when its timestamp is no date, `badTid` when its TID is no Linux thread's. */
+function parseLine(raw: string, line: number): (Line & { bad: string | null; badTid: string | null }) | null {
   const t = raw.trim();
   let m = TID_LINE.exec(t);
   if (m) {
     const micros = Number(m[2]) * 1e6 + Number(m[3].padStart(6, '0'));
     const ok = Number.isSafeInteger(Number(m[2])) && micros <= MAX_MICROS;
+    const tid = Number(m[1]);
     return {
-      format: 'tid', tid: Number(m[1]), wall: ok ? isoFromEpoch(micros, m[3]) : null, micros: ok ? micros : null,
-      name: m[4], args: (m[5] ?? '').trim(), line, bad: ok ? null : `${m[2]}.${m[3]}`,
+      format: 'tid', tid: tid <= MAX_PID ? tid : null, wall: ok ? isoFromEpoch(micros, m[3]) : null, micros: ok ? micros : null,
+      name: m[4], args: (m[5] ?? '').trim(), line, bad: ok ? null : `${m[2]}.${m[3]}`, badTid: tid <= MAX_PID ? null : m[1],
     };
   }
   m = ISO_LINE.exec(t);
@@ -140,10 +141,10 @@ function parseLine(raw: string, line: number): (Line & { bad: string | null }) |
     if (!e) return null;
     const micros = isoMicros(m[1]);
     const ok = Number.isFinite(micros);
-    return { format: 'iso', tid: null, wall: ok ? m[1] : null, micros: ok ? micros : null, name: e[1], args: (e[2] ?? '').trim(), line, bad: ok ? null : m[1] };
+    return { format: 'iso', tid: null, wall: ok ? m[1] : null, micros: ok ? micros : null, name: e[1], args: (e[2] ?? '').trim(), line, bad: ok ? null : m[1], badTid: null };
   }
   m = EVENT.exec(t);
-  if (m) return { format: 'bare', tid: null, wall: null, micros: null, name: m[1], args: (m[2] ?? '').trim(), line, bad: null };
+  if (m) return { format: 'bare', tid: null, wall: null, micros: null, name: m[1], args: (m[2] ?? '').trim(), line, bad: null, badTid: null };
   return null;
 }
 
@@ -221,6 +222,9 @@ export class QemuTraceImport implements LineSink<QemuTraceSummary> {
     const proc = this.processFor(p);
     if (p.bad !== null) {
       proc.warnings.push({ line: n, text: clip(r.trim()), reason: `the timestamp ${p.bad} is out of range for a date: the event is kept without a time` });
+    }
+    if (p.badTid !== null) {
+      proc.warnings.push({ line: n, text: clip(r.trim()), reason: `the TID ${p.badTid.slice(0, 30)} is none Linux gives (1 to ${MAX_PID}): the event is kept without a thread` });
     }
     this.handle(proc, p);
   }

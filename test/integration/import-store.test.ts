@@ -164,6 +164,24 @@ describe('a failing import leaves no session marked complete', () => {
     expect(imp.warnings.map((w) => w.line)).toEqual([4]);
   });
 
+  it('numbers the store cannot take are warnings naming the line, not a refusal of the file: an event 104 days (2^53 ns) after the first, a libvirt source line past any C file\'s', async () => {
+    // Both were "the importer made an invalid ... event; nothing was written" (found by npm run fuzz).
+    const far = join(dir, 'far.log');
+    writeFileSync(far, '8629@1700000000.000001:migrate_set_state new state setup\n8630@1700000000.500001:migrate_set_state new state active\n8630@1900000000.000001:migrate_set_state new state completed\n');
+    const [id] = await importFiles(store, 'qemu-trace', [far], { label: 'far' });
+    expect(store.session(id).state).toBe('complete');
+    expect(store.events(id).map((e) => [e.data && 'new' in e.data ? e.data.new.name : null, e.t_ns])).toEqual([['setup', 0], ['active', 500_000_000], ['completed', null]]);
+    const imp = store.session(id).meta.import as { warnings: { line: number; reason: string }[] };
+    expect(imp.warnings).toEqual([expect.objectContaining({ line: 3, reason: expect.stringMatching(/more than 104 days after the first timed event/) })]);
+
+    const lv = join(dir, 'line.libvirtd.log');
+    writeFileSync(lv, readFileSync('samples/libvirt-logs/save-qemu72.libvirtd.log', 'utf8').replace('qemuMonitorIOWrite:366 :', 'qemuMonitorIOWrite:99999999999999999999 :'));
+    const ids = await importFiles(store, 'libvirt', [lv], { label: 'line' });
+    const begins = ids.flatMap((i) => store.events(i).filter((e) => e.kind === 'query-begin').map((e) => [e.func, e.line]));
+    expect(begins[0]).toEqual(['qemuMonitorIOWrite', null]);
+    expect(begins.slice(1)).toContainEqual(['qemuMonitorIOWrite', 366]);
+  });
+
   it('a write that fails half-way finishes the session as aborted, with the error', async () => {
     // Every write of threads and events goes through appendBatch (the last batch carries the threads).
     const original = store.appendBatch.bind(store);

@@ -132,6 +132,15 @@ describe('malformed input', () => {
     expect(iso.warnings[0]).toMatchObject({ line: 1, reason: expect.stringMatching(/out of range/) });
   });
 
+  it('a TID no Linux thread can have (past pid_max) is a warning naming the line; the event is kept without a thread', () => {
+    // The store takes only safe integers: this TID failed the import "while writing" with a zod dump (found by npm run fuzz).
+    const r = parseQemuTrace('8557@1700000000.000001:migrate_set_state new state setup\n99999999999999999999@1700000000.000002:migrate_set_state new state active\n');
+    const p = r.processes[0];
+    expect(p.events.map((e) => [e.kind, e.thread])).toEqual([['transition', 8557], ['transition', null]]);
+    expect(p.threads.map((t) => t.tid)).toEqual([8557]);
+    expect(p.warnings).toEqual([expect.objectContaining({ line: 2, reason: expect.stringMatching(/TID 99999999999999999999 is none Linux gives/) })]);
+  });
+
   it('migrate_set_state without a state name is a warning, not a crash', () => {
     const r = parseQemuTrace('1@1.000001:migrate_set_state new state setup\n1@1.000002:migrate_set_state oops\n');
     expect(r.processes[0].warnings[0]).toMatchObject({ line: 2 });
