@@ -11,7 +11,8 @@
  *  - judge(): what an input's outcome says. Accepted, or refused with a
  *    MigraceError on one line that names the file (or, for MI, the column):
  *    fine. Anything else (another error, a stack, a multi-line message, an
- *    error that does not say where) is a finding.
+ *    error that does not say where, an importer refusing its own events) is
+ *    a finding.
  */
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -132,6 +133,14 @@ export interface Verdict {
   finding: string | null;
 }
 
+/**
+ * Refusals that blame the importer, not the input: an event its own schema
+ * refuses (a number it took from a line without checking it), or a store
+ * that refused what it was given. The bench's store has room to spare, so a
+ * real store failure does not happen here.
+ */
+const IMPORTER_FAULT = /: the importer made an invalid |^import of .* failed while writing: /;
+
 /** What the outcome of feeding one input says (see the file's opening). */
 export async function judge(target: FuzzTarget, file: string, text: string, store: TraceStore, html: boolean): Promise<Verdict> {
   try {
@@ -139,6 +148,7 @@ export async function judge(target: FuzzTarget, file: string, text: string, stor
   } catch (e) {
     if (!(e instanceof MigraceError)) return { accepted: false, finding: `not a MigraceError: ${String((e as Error)?.stack ?? e).split('\n').slice(0, 3).join(' | ')}` };
     if (/[\r\n]/.test(e.message)) return { accepted: false, finding: `a message over several lines: ${JSON.stringify(e.message.slice(0, 300))}` };
+    if (IMPORTER_FAULT.test(e.message)) return { accepted: false, finding: `the importer refused what it made itself: ${e.message.slice(0, 300)}` };
     const where = target.names(file);
     if (where !== null && !e.message.includes(where)) return { accepted: false, finding: `a message that does not name ${where}: ${e.message.slice(0, 300)}` };
     return { accepted: false, finding: null };
