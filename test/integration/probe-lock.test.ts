@@ -5,7 +5,7 @@
  * lock held on minimig makes `record --backend uprobe` wait and say so,
  * and the recording goes on once the lock is let go.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -22,19 +22,26 @@ const tmp = mkdtempSync(join(tmpdir(), 'migrace-probe-lock-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 afterEach(() => expectNoSurvivors());
 
+/** `record --backend uprobe ARGS` started while the test holds a gdb lock on minimig, once it says it waits (or after 30 s). */
+async function waitingRecord(args: string[]): Promise<{ child: ChildProcess; exit: Promise<number | null>; readonly stderr: string }> {
+  const child = spawn(process.execPath, [CLI, 'record', '--backend', 'uprobe', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d) => { stderr += String(d); });
+  const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  const deadline = Date.now() + 30_000;
+  while (!stderr.includes("waiting for another migrace's gdb breakpoints") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  return { child, exit, get stderr() { return stderr; } };
+}
+
 describe.skipIf(noUprobes !== null)('the probe lock', () => {
   it('a uprobe recording waits while a gdb run holds the binary, says so (with --json too), and records once it is let go', async () => {
     expect(probeLockPath(MINIMIG)).toMatch(/migrace-probes-\d+-\d+\.lock$/);
     const unlock = await lockBinaryForProbes(MINIMIG, 'gdb');
     const db = join(tmp, 'lock.db');
-    const child = spawn(process.execPath, [CLI, 'record', '--backend', 'uprobe', '--json', '--db', db], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr!.on('data', (d) => { stderr += String(d); });
-    const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    const run = await waitingRecord(['--json', '--db', db]);
+    const { child, exit } = run;
     try {
-      const deadline = Date.now() + 30_000;
-      while (!stderr.includes("waiting for another migrace's gdb breakpoints") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      expect(stderr).toContain(`waiting for another migrace's gdb breakpoints on ${MINIMIG}`);
+      expect(run.stderr).toContain(`waiting for another migrace's gdb breakpoints on ${MINIMIG}`);
       // Still waiting two seconds later: no kernel probe of its own is defined yet.
       await new Promise((r) => setTimeout(r, 2000));
       expect(child.exitCode).toBeNull();
@@ -42,7 +49,7 @@ describe.skipIf(noUprobes !== null)('the probe lock', () => {
     } finally {
       unlock();
     }
-    expect(await exit, stderr).toBe(0);
+    expect(await exit, run.stderr).toBe(0);
     const store = TraceStore.open(db, { readonly: true });
     const [session] = store.listSessions();
     store.close();
@@ -53,20 +60,16 @@ describe.skipIf(noUprobes !== null)('the probe lock', () => {
   it('a SIGTERM to the waiting migrace alone (not its process group) ends the wait at once: aborted, one line, no flock left', async () => {
     const unlock = await lockBinaryForProbes(MINIMIG, 'gdb');
     const db = join(tmp, 'term.db');
-    const child = spawn(process.execPath, [CLI, 'record', '--backend', 'uprobe', '--db', db], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr!.on('data', (d) => { stderr += String(d); });
-    const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    const run = await waitingRecord(['--db', db]);
+    const { child, exit } = run;
     try {
-      const deadline = Date.now() + 30_000;
-      while (!stderr.includes("waiting for another migrace's gdb breakpoints") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      expect(stderr).toContain('waiting for another migrace');
+      expect(run.stderr).toContain('waiting for another migrace');
       const sent = Date.now();
       child.kill('SIGTERM');
       const code = await exit;
       expect(Date.now() - sent).toBeLessThan(5_000);
-      expect(code, stderr).not.toBe(0);
-      expect(stderr.trim().split('\n').at(-1)).toMatch(/^migrace: session \d+: aborted after 0 events: interrupted while waiting for another migrace's gdb breakpoints on /);
+      expect(code, run.stderr).not.toBe(0);
+      expect(run.stderr.trim().split('\n').at(-1)).toMatch(/^migrace: session \d+: aborted after 0 events: interrupted while waiting for another migrace's gdb breakpoints on /);
     } finally {
       unlock();
     }
