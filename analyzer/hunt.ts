@@ -92,6 +92,7 @@ class HuntRun {
     try {
       const b0 = Date.now();
       await this.baselines();
+      this.checkSomeBaselineRan();
       const baselinesMs = Date.now() - b0;
       this.learn();
       const c0 = Date.now();
@@ -164,6 +165,14 @@ class HuntRun {
     }
   }
 
+  /** Without one undisturbed migration there are no transitions and no shapes: an empty matrix would read as "no windows". */
+  private checkSomeBaselineRan(): void {
+    const list = this.data.baselines;
+    if (list.some((b) => b.status === 'ok')) return;
+    const why = list.map((b) => `${b.scenario}: ${b.status}${b.reason ? `, ${b.reason}` : ''}`).join('; ');
+    throw new MigraceError('REPLAY', `no baseline migration ran${why ? ` (${why})` : ''}; there is nothing to hunt`);
+  }
+
   private baselineOf(name: string, description: string, r: ReplayResult, ms: number): Baseline {
     const base = { scenario: name, description, session_id: r.sessionId, ms };
     if (r.state === 'aborted') {
@@ -203,10 +212,6 @@ class HuntRun {
     if (this.tracer) d.trace = { runs: this.tracer.runs, reads: this.tracer.reads.size, exhausted: this.tracer.exhausted };
     this.opts.store.updateHunt(this.id, { data: d });
     this.say(`learned ${d.columns.length} transition(s) (${d.columns.map((c) => c.key).join(', ')}) and the shapes of ${Object.keys(d.oracle).length} status(es); ${d.rows.length} read point(s)`);
-    // Without one undisturbed migration there are no transitions and no shapes: an empty matrix would read as "no windows".
-    if (!d.baselines.some((b) => b.status === 'ok')) {
-      throw new MigraceError('REPLAY', `no baseline migration ran (${d.baselines.map((b) => `${b.scenario}: ${b.status}${b.reason ? `, ${b.reason}` : ''}`).join('; ')}); there is nothing to hunt`);
-    }
   }
 
   /* 4. cells */

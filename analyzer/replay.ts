@@ -8,7 +8,7 @@ import { QmpCommandError, type QmpClient } from '../recorder/qmp.js';
 import type { Profile } from '../recorder/probes/profile.js';
 import { readElfInfo } from '../recorder/probes/elf.js';
 import type { PreparedTarget } from '../recorder/targets/types.js';
-import { connectQmp, endRun, failOnAbort, FINAL, openRun, queryOnce, rootCause, sleep } from '../recorder/record.js';
+import { connectQmp, endRun, failOnAbort, FINAL, openRun, queryOnce, rootCause, sleep, throwIfRunFailed } from '../recorder/record.js';
 import { parseInteger } from '../recorder/values.js';
 import { findInterleavings, sameState, stateName } from './interleavings.js';
 import {
@@ -680,7 +680,8 @@ class ReplayRun {
    * breakpoint inside, a signal) means gdb gave the finish up and the
    * thread is not where the schedule holds it: that ends the replay, it is
    * not a return. gdb 13 names the finish "function-finished" where it
-   * knows the function and gives no reason in a stripped QEMU.
+   * knows the function and gives no reason in a stripped QEMU
+   * (docs/qemu-facts.md).
    */
   private async runToReturn(tid: number, what: string): Promise<void> {
     const mark = this.live.gdb.mark();
@@ -688,7 +689,7 @@ class ReplayRun {
     const stop = await this.live.guard(this.live.gdb.waitForStop(tid, 15_000, { since: mark }));
     if (stop.reason !== 'function-finished' && stop.reason !== null) {
       const where = stop.frame?.func ? ` in ${stop.frame.func}` : '';
-      throw new MigraceError('REPLAY', `replay ${this.name}: ${what} was run to its function's return but stopped first (${stop.reason ?? 'no reason'}${where})`);
+      throw new MigraceError('REPLAY', `replay ${this.name}: ${what} was run to its function's return but stopped first (${stop.reason}${where})`);
     }
   }
 
@@ -876,11 +877,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     else opts.progress?.(`attached to ${opts.attachPid} under gdb; its driver migrates and queries, migrace holds and releases`);
     run = new ReplayRun(live, qmp, { ...opts, profile });
     await run.run();
-    // A failure (Ctrl-C, a dead helper) that came after the last step awaited it is still the run's end,
-    // and so is a destination that died since the watch last looked.
-    if (live.failure) throw live.failure;
-    const helper = target.helperFailure?.();
-    if (helper) throw helper;
+    throwIfRunFailed(live, target);
     live.expectExit();
     await qmp?.execute('quit', undefined, { timeoutMs: 5_000 }).catch(() => undefined);
   } catch (e) {

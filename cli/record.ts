@@ -15,7 +15,6 @@ import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson
 import { abortOnSignals } from './signals.js';
 import { cleanText } from '../reports/safe-text.js';
 import { findProgram } from '../recorder/reaper.js';
-import { uprobeUnavailable } from '../recorder/uprobe/tracefs.js';
 
 export interface TargetCliOptions {
   target: 'minimig' | 'qemu';
@@ -209,7 +208,7 @@ export function register(program: Command): void {
     .description('record a migration: every state transition, read and publish, and every query-migrate reply')
     .argument('[qemu-args...]', 'qemu: extra arguments for both QEMUs, after --');
   addTargetOptions(cmd)
-    .addOption(new Option('--backend <kind>', 'how probes are placed: kernel uprobes (root; never stop the target), gdb breakpoints handled inside gdb (gdb-fast), gdb breakpoints over MI (gdb), or auto (uprobes when they work, else gdb-fast)').choices(['auto', 'uprobe', 'gdb-fast', 'gdb']).default('auto'))
+    .addOption(new Option('--backend <kind>', 'how probes are placed: kernel uprobes (root; never stop the target), gdb breakpoints handled inside gdb (gdb-fast), gdb breakpoints over MI (gdb), or auto (uprobes when they work, else gdb-fast; with --attach, uprobes or a refusal)').choices(['auto', 'uprobe', 'gdb-fast', 'gdb']).default('auto'))
     .option('--attach <pid>', 'record a running QEMU driven by somebody else; it is left running at the end', parseIntOption('--attach', 1, 2 ** 22))
     .option('--qmp <path>', 'with --attach: a QMP socket of the running QEMU for migrace to poll (without it, the queries others make are recorded)')
     .option('--label <text>', 'a label for the session')
@@ -221,13 +220,8 @@ export function register(program: Command): void {
       const say = opts.json ? warningsOnly : progress;
       if (opts.attach !== undefined) {
         checkGdbOption(opts.gdb);
-        // auto never puts gdb's breakpoints into a process migrace did not start: a killed gdb leaves them in, and it dies of SIGTRAP.
-        const noUprobes = opts.backend === 'auto' ? uprobeUnavailable() : null;
-        if (noUprobes) {
-          throw new MigraceError('USAGE', `record --attach records through kernel uprobes, which leave the process untouched whatever happens to migrace, and they cannot run here (${noUprobes}); --backend gdb-fast or gdb records it under gdb, at the risk that a killed gdb leaves its breakpoints in and the process dies of SIGTRAP`);
-        }
+        const backend = chooseBackend(opts.backend, progress, undefined, { attached: true });
         const { binary: exe, profile } = await attachedProfile(opts.attach, opts, say);
-        const backend = chooseBackend(opts.backend, progress);
         if (backend === 'gdb' || backend === 'gdb-fast') {
           progress(`${ATTACHED_UNDER_GDB}; as root, --backend uprobe never touches it`);
         }

@@ -8,7 +8,8 @@ import { BackendCore, probeEvent, type HitPlace, type RecordingBackend } from '.
 import { GdbSession } from './gdb/session.js';
 import { HOOK_PY } from './gdb-fast-hook.js';
 import { parseHookLine, type HookHit, type HookLine } from './gdb-fast-line.js';
-import { endGdb, isSignalStop, loadTarget, onSignalStop, startTarget, watchGdbRun, type LiveOptions } from './live.js';
+import { exitOf, processIsAlive } from '../trace/proc.js';
+import { endGdb, isSignalStop, loadTarget, onSignalStop, startTarget, targetName, watchGdbRun, type LiveOptions } from './live.js';
 import type { Probe, Profile } from './probes/profile.js';
 import { makePrivateDir } from './targets/private-dir.js';
 import { LineSplitter } from './uprobe/trace-line.js';
@@ -87,13 +88,15 @@ export class GdbFastTarget extends BackendCore implements RecordingBackend {
       expectingExit: () => this.expectingExit,
       targetExited: () => { this.exited = true; },
       thread: (id, lwp, name) => this.opts.writer.thread({ tid: id, gdb_id: id, lwp, name }),
-      what: attachPid !== undefined ? `the attached process ${attachPid}` : target.info.kind,
+      what: targetName(target, attachPid),
     });
     // The hook handles breakpoint stops inside gdb; a signal stop still comes over MI.
     gdb.on('stopped', (stop) => {
       if (!isSignalStop(stop, this.expectingExit)) return;
       onSignalStop(gdb, stop, this.opts, (e) => this.fail(e)).catch((e) => {
-        if (!this.exited) this.fail(e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `passing a signal on failed: ${messageOf(e)}`));
+        // A target that died as its signal was passed on: its death, reported next, is the cause.
+        const gone = this.exited || (this.pid !== null && (exitOf(this.pid) !== null || !processIsAlive(this.pid)));
+        if (!gone) this.fail(e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `passing a signal on failed: ${messageOf(e)}`));
       });
     });
     await loadTarget(gdb, target, attachPid);

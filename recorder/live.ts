@@ -18,8 +18,10 @@ import { BackendCore, probeEvent, type RecordingBackend } from './backend.js';
  * order gdb reported them, which is the seq order of the trace.
  *
  * The steps every gdb-driven recording shares with the gdb-fast backend
- * (gdb-fast.ts) are the functions at the end: watching gdb and the target
- * (`watchGdbRun`), loading the program (`loadTarget`), running or
+ * (gdb-fast.ts) are the functions at the end: how errors name the target
+ * (`targetName`), watching gdb and the target (`watchGdbRun`, which also
+ * reports the target's exit), what a signal stop means (`isSignalStop`,
+ * `onSignalStop`), loading the program (`loadTarget`), running or
  * attaching (`startTarget`), and ending (`endGdb`).
  *
  * Signals others send the target are its own business, as without gdb:
@@ -74,7 +76,6 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
   private handler: HitHandler = () => 'continue';
   private queue: Promise<void> = Promise.resolve();
   private expectingExit = false;
-  /** Set once the target's end has been reported (the thread group exited, its reason may follow). */
 
   private constructor(private readonly opts: LiveOptions, gdb: GdbSession) {
     super(opts.writer);
@@ -100,7 +101,7 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
       expectingExit: () => this.expectingExit,
       targetExited: () => { this.exited = true; },
       thread: (id, lwp, name) => { this.noteThread(id, lwp, name, false); },
-      what: this.opts.attachPid !== undefined ? `the attached process ${this.opts.attachPid}` : target.info.kind,
+      what: targetName(target, this.opts.attachPid),
     });
     gdb.on('stopped', (stop) => {
       if (isExitStop(stop)) return;
@@ -256,6 +257,11 @@ export function watchGdbRun(gdb: GdbSession, target: PreparedTarget, hooks: GdbR
   });
 }
 
+/** The target as errors name it: minimig, qemu, or the attached process N. */
+export function targetName(target: PreparedTarget, attachPid: number | undefined): string {
+  return attachPid !== undefined ? `the attached process ${attachPid}` : target.info.kind;
+}
+
 /** A thread of the target stopped by a signal `handle` does not pass silently (gdb stops it and waits). */
 export function isSignalStop(stop: StoppedEvent, expectingExit: boolean): stop is StoppedEvent & { threadId: number } {
   return stop.reason === 'signal-received' && stop.threadId !== null && stop.signalName !== '0' && !expectingExit;
@@ -270,7 +276,7 @@ export function isSignalStop(stop: StoppedEvent, expectingExit: boolean): stop i
 export async function onSignalStop(gdb: GdbSession, stop: StoppedEvent & { threadId: number }, opts: { target: PreparedTarget; attachPid?: number; progress?: (msg: string) => void }, fail: (e: MigraceError) => void): Promise<void> {
   const sig = stop.signalName ?? '?';
   if (STOP_SIGNALS.has(sig)) {
-    const what = opts.attachPid !== undefined ? `the attached process ${opts.attachPid}` : opts.target.info.kind;
+    const what = targetName(opts.target, opts.attachPid);
     fail(new MigraceError('TARGET_STOPPED', `${what} was stopped by ${sig} from outside migrace (kill -${sig.replace(/^SIG/, '')}); the session keeps what was recorded`));
     return;
   }

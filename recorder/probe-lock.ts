@@ -54,11 +54,6 @@ export function probeLockPath(binary: string): string {
   return join(lockDir(), `migrace-probes-${st.dev}-${st.ino}.lock`);
 }
 
-/**
- * Take the lock for placing probes of `kind` on `binary`; resolves with
- * the function that releases it. Waits (up to 10 minutes, saying so once)
- * while the other kind holds it.
- */
 /** The flock children still waiting for a lock, so a signal to migrace alone (SIGTERM) ends their wait too. */
 const waiting = new Set<ChildProcess>();
 
@@ -71,6 +66,11 @@ export function interruptLockWaits(): void {
   for (const child of waiting) child.kill('SIGTERM');
 }
 
+/**
+ * Take the lock for placing probes of `kind` on `binary`; resolves with
+ * the function that releases it. Waits (up to 10 minutes, saying so once)
+ * while the other kind holds it.
+ */
 export async function lockBinaryForProbes(binary: string, kind: ProbeLockKind, say?: (msg: string) => void): Promise<() => void> {
   const flock = findProgram('flock', '/usr/bin:/bin');
   let path: string;

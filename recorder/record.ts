@@ -31,12 +31,16 @@ export type BackendChoice = Backend | 'auto';
  * them (they never stop the target) and falls back to gdb-fast (a hit
  * handled inside gdb), saying why.
  */
-export function chooseBackend(choice: BackendChoice, say?: (m: string) => void, unavailable: () => string | null = uprobeUnavailable): Backend {
+export function chooseBackend(choice: BackendChoice, say?: (m: string) => void, unavailable: () => string | null = uprobeUnavailable, opts: { attached?: boolean } = {}): Backend {
   if (choice === 'gdb' || choice === 'gdb-fast') return choice;
   const why = unavailable();
   if (choice === 'uprobe') {
     if (why) throw new MigraceError('UPROBE', `--backend uprobe cannot run here: ${why}`);
     return 'uprobe';
+  }
+  // auto never puts gdb's breakpoints into a process migrace did not start: a killed gdb leaves them in, and it dies of SIGTRAP.
+  if (why && opts.attached) {
+    throw new MigraceError('USAGE', `record --attach records through kernel uprobes, which leave the process untouched whatever happens to migrace, and they cannot run here (${why}); --backend gdb-fast or gdb records it under gdb, at the risk that a killed gdb leaves its breakpoints in and the process dies of SIGTRAP`);
   }
   if (why) {
     say?.(`recording through gdb-fast, breakpoints handled inside gdb (uprobes unavailable: ${why})`);
@@ -98,6 +102,20 @@ export function failOnAbort(live: RecordingBackend, signal: AbortSignal | undefi
  */
 export function runAlive(live: RecordingBackend): () => boolean {
   return () => !live.exited && live.failure === null;
+}
+
+/**
+ * Before a run calls itself complete. A failure (Ctrl-C, SIGTERM, a dead
+ * gdb) that came after the last step awaited it is still the run's end;
+ * and so is a helper that died since the watch last looked: the
+ * destination's death fails the run even when the source said completed
+ * (what the source sent last may still have been in the socket, and the
+ * guest runs on nowhere).
+ */
+export function throwIfRunFailed(live: RecordingBackend, target: PreparedTarget): void {
+  if (live.failure) throw live.failure;
+  const helper = target.helperFailure?.() ?? null;
+  if (helper) throw helper;
 }
 
 /**
@@ -320,12 +338,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       }
       await live.guard(sleep(pollMs));
     }
-    // The destination's death fails the run even when the source says completed: what the source
-    // sent last may still have been in the socket, and the guest does not run on anywhere.
-    const helper = target.helperFailure?.();
-    if (helper) throw helper;
-    // A failure (Ctrl-C, a dead helper) that came after the last query awaited it is still the run's end.
-    if (live.failure) throw live.failure;
+    throwIfRunFailed(live, target);
     opts.progress?.(`migration ${lastStatus} after ${queries} queries; ${live.hits} probe hits`);
     live.expectExit();
     await qmp.execute('quit', undefined, { timeoutMs: 5_000 }).catch(() => undefined);
@@ -446,6 +459,7 @@ export async function recordAttached(opts: AttachOptions): Promise<RecordResult>
       await Promise.race([live.guard(sleep(opts.pollMs ?? 20)), stopped]);
     }
     if (userStopped) ended = 'stopped by the user';
+    else throwIfRunFailed(live, target);
     opts.progress?.(`${ended}; ${backend === 'uprobe' ? 'removing the probes' : `detaching from ${opts.pid}`}`);
   } catch (e) {
     error = await rootCause(live, e);

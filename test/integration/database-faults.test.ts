@@ -1,5 +1,5 @@
-import { execFile, execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -132,19 +132,33 @@ describe('two records create one new database at once (#16)', () => {
 describe('a file in rollback mode that another process is writing', () => {
   it('an import waits the write out instead of failing at once (switching to WAL needs the lock SQLite would not wait for)', async () => {
     const db = await importedDb();
-    // The last writer left the file in rollback mode; another process now holds a write transaction for 1.5 s.
-    const holder = execFile(process.execPath, ['-e', `
+    // The last writer left the file in rollback mode; another process now holds a write transaction until told.
+    const holder = spawn(process.execPath, ['-e', `
       const D = require(${JSON.stringify(join(process.cwd(), 'node_modules', 'better-sqlite3'))});
       const d = new D(process.argv[1]); d.exec('BEGIN IMMEDIATE'); console.log('held');
-      setTimeout(() => { d.exec('COMMIT'); d.close(); }, 1500);`, db]);
-    const gone = new Promise((r) => holder.on('exit', r));
-    await new Promise<void>((resolve) => holder.stdout!.on('data', () => resolve()));
-    const t0 = Date.now();
-    const o = await cli(['import', 'session', SAMPLE, '--db', db]);
-    expect(o.code, o.stderr).toBe(0);
-    expect(Date.now() - t0).toBeGreaterThan(1000);
+      process.stdin.once('data', () => { d.exec('COMMIT'); d.close(); process.exit(0); });`, db], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const holderGone = new Promise((r) => holder.on('exit', r));
+    await new Promise<void>((resolve) => holder.stdout!.once('data', () => resolve()));
+    const imp = spawn(process.execPath, [CLI, 'import', 'session', SAMPLE, '--db', db], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TMPDIR: dir } });
+    let stderr = '';
+    imp.stderr!.on('data', (d: Buffer) => { stderr += String(d); });
+    const code = new Promise<number | null>((r) => imp.on('exit', (c) => r(c)));
+    // Released only once the import has the file open (and so has met the lock), plus a while.
+    const opened = (): boolean => {
+      try {
+        return readdirSync(`/proc/${imp.pid}/fd`).some((fd) => { try { return readlinkSync(`/proc/${imp.pid}/fd/${fd}`) === db; } catch { return false; } });
+      } catch {
+        return false;
+      }
+    };
+    const deadline = Date.now() + 30_000;
+    while (!opened() && imp.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(imp.exitCode, stderr).toBeNull();
+    await new Promise((r) => setTimeout(r, 700));
+    holder.stdin!.write('commit\n');
+    expect(await code, stderr).toBe(0);
     expect(sessionCount(db)).toBe(2);
-    await gone;
+    await holderGone;
   });
 });
 

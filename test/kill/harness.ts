@@ -7,8 +7,9 @@
  *    start times, so a pid the kernel reused is never mistaken for ours);
  *  - victims: the process of a kind (gdb, minimig, the source or the
  *    destination QEMU, migrace itself) to fault;
- *  - EventCounter: the committed events of the newest session, read from
- *    the database while migrace writes it (WAL: a reader sees every commit);
+ *  - EventCounter: the committed events of the newest session and of all
+ *    sessions (a hunt writes one a run), read from the database while
+ *    migrace writes it (WAL: a reader sees every commit);
  *  - leftovers: what a finished run may not leave (processes, files in its
  *    temp folder, mounts under it, uprobe groups of its pid), and the state
  *    of a process migrace attached to (running, untraced).
