@@ -403,10 +403,12 @@ describe('minimig: every read point fires during a migration', () => {
       const { hits, result: statuses, stdout } = await underGdb(profile, binary,
         ['-qmp', `unix:${sock},server,wait=off`, '--setup-ms', '300', '--transfer-ms', '100'], {}, sock, migrateAndQuery, 'read points');
       const at = (name: string): number[] => hits.filter((h) => h.probe === `rp:${name}`).map((h) => h.values.value);
-      // The switch read sees every query; populate_time_info only those of an active or completed migration.
+      // The switch read sees every query; populate_time_info only those whose switch read active or completed.
+      // (Counted from the switch, not the replies: unpatched, the state can move between the switch and the
+      // re-read it publishes, and the reply says active without it: LP#1994002, unforced, under load.)
       expect(at(switchRead), stdout).toHaveLength(statuses.length);
       for (const v of at(switchRead)) expect([1, 4, 8]).toContain(v);
-      expect(at(timeRead).length).toBe(statuses.filter((x) => x === 'active' || x === 'completed').length);
+      expect(at(timeRead).length).toBe(at(switchRead).filter((v) => v === 4 || v === 8).length);
       for (const v of at(timeRead)) expect([4, 8]).toContain(v);
       if (reRead) expect(at(reRead)).toHaveLength(statuses.length);
       expectNoSurvivors();
