@@ -248,9 +248,9 @@ export function watchGdbRun(gdb: GdbSession, target: PreparedTarget, hooks: GdbR
   gdb.on('thread-created', (t) => hooks.thread(t.id, t.lwp, t.name));
   gdb.on('thread-group-exited', (g) => {
     hooks.targetExited();
-    // Killed: no exit code here; the *stopped that follows at once names the signal.
+    // Killed: no exit code here; the *stopped that follows at once names the signal (within rootCause's wait).
     if (g.exitCode !== null) exited(`code ${g.exitCode}`);
-    else setTimeout(() => exited('killed by a signal'), 300).unref();
+    else setTimeout(() => exited('killed by a signal'), 100).unref();
   });
   gdb.on('stopped', (stop) => {
     if (isExitStop(stop)) exited(stop.signalName ? `signal ${stop.signalName}` : `code ${stop.exitCode ?? 0}`);
