@@ -61,7 +61,8 @@ interface Phase {
   on: On;
   /**
    * Committed events to fault at: of the newest session (record, replay),
-   * of all sessions (hunt). A replay of lp1994002 writes 17; a minimig
+   * of all sessions (hunt). A replay of lp1994002 writes 17, the last 5
+   * (its final query) often in one batch as it ends, so its points stop at 11; a minimig
    * recording of 5 s a few hundred; QEMU's 33-63; a minimig precopy
    * hunt about 260, 86 of them its baseline; QEMU's about 400, 86 of them its baseline.
    */
@@ -83,7 +84,7 @@ const PHASES: Phase[] = [
     args: (db, i, f) => ['record', '--db', db, '--backend', backend(i, f), '--transfer-ms', '5000', '--poll-ms', '20'],
   },
   {
-    name: 'replay', on: 'minimig', points: { quick: [1, 12], full: [1, 4, 7, 10, 13, 16] },
+    name: 'replay', on: 'minimig', points: { quick: [1, 11], full: [1, 3, 5, 7, 9, 11] },
     args: (db) => ['replay', '--scenario', 'lp1994002', '--db', db],
   },
   {
@@ -95,7 +96,7 @@ const PHASES: Phase[] = [
     args: (db, i, f) => ['record', '--target', 'qemu', '--qemu', qemuPath, '--db', db, '--backend', backend(i, f)],
   },
   {
-    name: 'replay', on: 'qemu', points: { quick: [6], full: [1, 4, 7, 10, 13, 16] },
+    name: 'replay', on: 'qemu', points: { quick: [6], full: [1, 3, 5, 7, 9, 11] },
     args: (db) => ['replay', '--scenario', 'lp1994002', '--target', 'qemu', '--qemu', qemuPath, '--db', db],
   },
   {
