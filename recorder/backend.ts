@@ -1,4 +1,5 @@
 import { MigraceError } from '../trace/errors.js';
+import { exitOf, processIsAlive } from '../trace/proc.js';
 import type { NewEvent, TraceEvent } from '../trace/schema.js';
 import type { StatusTable } from '../trace/status.js';
 import type { SessionWriter } from '../trace/store.js';
@@ -110,6 +111,11 @@ export abstract class BackendCore {
   private releaseProbeLock: (() => void) | null = null;
 
   protected constructor(protected readonly writer: SessionWriter) {}
+
+  /** Whether the target process has ended (gone, or a zombie), whether or not its backend said so yet. */
+  protected targetGone(): boolean {
+    return this.exited || (this.pid !== null && (exitOf(this.pid) !== null || !processIsAlive(this.pid)));
+  }
 
   /** Set `backend` up; a write that fails later (full disk, a lock held too long) ends the run, and a setup that fails is undone. */
   protected static async begin<B extends BackendCore>(backend: B, setup: () => Promise<void>): Promise<B> {

@@ -8,7 +8,6 @@ import { BackendCore, probeEvent, type HitPlace, type RecordingBackend } from '.
 import { GdbSession } from './gdb/session.js';
 import { HOOK_PY } from './gdb-fast-hook.js';
 import { parseHookLine, type HookHit, type HookLine } from './gdb-fast-line.js';
-import { exitOf, processIsAlive } from '../trace/proc.js';
 import { endGdb, isSignalStop, loadTarget, onSignalStop, startTarget, targetName, watchGdbRun, type LiveOptions } from './live.js';
 import type { Probe, Profile } from './probes/profile.js';
 import { makePrivateDir } from './targets/private-dir.js';
@@ -95,8 +94,7 @@ export class GdbFastTarget extends BackendCore implements RecordingBackend {
       if (!isSignalStop(stop, this.expectingExit)) return;
       onSignalStop(gdb, stop, this.opts, (e) => this.fail(e)).catch((e) => {
         // A target that died as its signal was passed on: its death, reported next, is the cause.
-        const gone = this.exited || (this.pid !== null && (exitOf(this.pid) !== null || !processIsAlive(this.pid)));
-        if (!gone) this.fail(e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `passing a signal on failed: ${messageOf(e)}`));
+        if (!this.targetGone()) this.fail(e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `passing a signal on failed: ${messageOf(e)}`));
       });
     });
     await loadTarget(gdb, target, attachPid);

@@ -123,11 +123,6 @@ export class LiveTarget extends BackendCore implements RecordingBackend {
     this.pid = await startTarget(gdb, target, this.opts.attachPid, (t) => { this.noteThread(t.id, t.lwp, t.name, true); });
   }
 
-  /** Whether the target process has ended (gone, or a zombie), whether or not gdb said so yet. */
-  private targetGone(): boolean {
-    return this.exited || (this.pid !== null && (exitOf(this.pid) !== null || !processIsAlive(this.pid)));
-  }
-
   private noteThread(tid: number, lwp: number | null, name: string | null, confirmed: boolean): ThreadState {
     const known = this.threads.get(tid);
     const t: ThreadState = {
