@@ -66,6 +66,13 @@ export class RunClock {
   }
 }
 
+/**
+ * How long a gdb backend waits for gdb to name the signal that killed the
+ * target (its *stopped follows the thread group's exit, later under load)
+ * before it reports "killed by a signal"; rootCause waits longer than this.
+ */
+export const EXIT_REPORT_MS = 300;
+
 /** The first reason a run cannot go on, and a promise every step races against. */
 export class RunFailure {
   private failed: MigraceError | null = null;

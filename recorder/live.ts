@@ -8,7 +8,7 @@ import { exitOf, processIsAlive } from '../trace/proc.js';
 import { logTail } from './targets/private-dir.js';
 import type { PreparedTarget } from './targets/types.js';
 import { statusNamesOf } from '../trace/status.js';
-import { BackendCore, probeEvent, type RecordingBackend } from './backend.js';
+import { BackendCore, EXIT_REPORT_MS, probeEvent, type RecordingBackend } from './backend.js';
 
 /**
  * A target running under gdb in non-stop mode with a profile's probes
@@ -243,9 +243,9 @@ export function watchGdbRun(gdb: GdbSession, target: PreparedTarget, hooks: GdbR
   gdb.on('thread-created', (t) => hooks.thread(t.id, t.lwp, t.name));
   gdb.on('thread-group-exited', (g) => {
     hooks.targetExited();
-    // Killed: no exit code here; the *stopped that follows at once names the signal (within rootCause's wait).
+    // Killed: no exit code here; the *stopped that follows names the signal.
     if (g.exitCode !== null) exited(`code ${g.exitCode}`);
-    else setTimeout(() => exited('killed by a signal'), 100).unref();
+    else setTimeout(() => exited('killed by a signal'), EXIT_REPORT_MS).unref();
   });
   gdb.on('stopped', (stop) => {
     if (isExitStop(stop)) exited(stop.signalName ? `signal ${stop.signalName}` : `code ${stop.exitCode ?? 0}`);

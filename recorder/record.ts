@@ -6,7 +6,7 @@ import { sleep } from '../trace/async.js';
 import { exitOf, readProcStat } from '../trace/proc.js';
 import { uprobeUnavailable } from './uprobe/tracefs.js';
 import { UprobeRecorder } from './uprobe/recorder.js';
-import type { RecordingBackend } from './backend.js';
+import { EXIT_REPORT_MS, type RecordingBackend } from './backend.js';
 import { GdbFastTarget } from './gdb-fast.js';
 import { LiveTarget, type LiveOptions } from './live.js';
 import type { Profile } from './probes/profile.js';
@@ -216,7 +216,9 @@ export function oneLineError(e: MigraceError): MigraceError {
 export async function rootCause(live: RecordingBackend | null, e: unknown): Promise<MigraceError> {
   const err = e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `recording failed: ${messageOf(e)}`, { cause: e });
   if (!live || ROOT_CAUSES.has(err.code)) return oneLineError(err);
-  for (let i = 0; i < 15 && !(live.failure && ROOT_CAUSES.has(live.failure.code)); i++) await sleep(20);
+  // Longer than a gdb backend waits for gdb to name the signal, so its report is what is said.
+  const until = Date.now() + EXIT_REPORT_MS + 300;
+  while (Date.now() < until && !(live.failure && ROOT_CAUSES.has(live.failure.code))) await sleep(20);
   const first = live.failure;
   return oneLineError(first && ROOT_CAUSES.has(first.code) ? first : err);
 }
