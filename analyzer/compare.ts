@@ -25,7 +25,7 @@ import type { Analysis, Finding, Verdict } from './types.js';
 
 /** What a finding (or a hunt cell) is, whatever its outcome. */
 export interface Identity {
-  /** The reading thread's part in the program (threadRole): thread names differ between builds, roles do not. */
+  /** The reading thread's part in the program (threadRoles): thread names differ between builds, roles do not. */
   reader: string;
   /** Where it read: the read probe's name, or null for a window no read probe saw. */
   readPoint: string | null;
@@ -68,13 +68,21 @@ export interface Comparison<T> {
   onlyB: Comparable<T>[];
 }
 
-/** Which thread of the program: names differ between minimig and QEMU (and QEMU versions), roles do not. */
-export function threadRole(name: string | null): string {
-  if (!name) return 'unknown';
-  const n = name.toLowerCase();
-  if (/^(qemu-system|qemu-kvm|qemu\b|minimig|main\b)/.test(n)) return 'main';
-  if (/migration|live_migration|mig\/src/.test(n)) return 'migration';
-  return n.replace(/\s*\d+(\/\w+)?$/, '').trim() || 'thread';
+/**
+ * Each thread's part in the program, from what it does in the run: the
+ * thread that answers queries is `main`, one that only moves the state is
+ * `migration`, any other `other`. Never from names: the migration thread is
+ * live_migration on QEMU 5.2/7.2 and mig/src/main on 10.x, and an import
+ * may name no thread at all.
+ */
+export function threadRoles(events: readonly TraceEvent[]): Map<number, string> {
+  const roles = new Map<number, string>();
+  for (const e of events) {
+    if (e.thread === null) continue;
+    if (e.kind === 'query-begin' || e.kind === 'query-end') roles.set(e.thread, 'main');
+    else if (e.kind === 'transition' && !roles.has(e.thread)) roles.set(e.thread, 'migration');
+  }
+  return roles;
 }
 
 function withoutPlace(i: Identity): string {
@@ -221,11 +229,12 @@ export function findingComparables(run: SessionBundle, queries: readonly QueryOu
   const probeOf = new Map<number, string | null>();
   const wanted = new Set((run.analysis?.findings ?? []).flatMap((f) => (f.read ? [f.read.seq] : [])));
   for (const e of run.events) if (wanted.has(e.seq)) probeOf.set(e.seq, e.probe);
-  const name = (tid: number | null, fallback: string | null): string | null =>
-    (tid !== null ? run.threads.find((t) => t.tid === tid)?.name : undefined) ?? fallback;
+  const roles = threadRoles(run.events);
+  // A reader inside a query answers queries, whether or not its thread is known.
+  const role = (f: Finding): string => (f.query ? 'main' : f.reader.tid !== null ? roles.get(f.reader.tid) ?? 'other' : 'unknown');
   return (run.analysis?.findings ?? []).map((f) => ({
     identity: {
-      reader: threadRole(name(f.reader.tid, f.reader.name)),
+      reader: role(f),
       readPoint: f.read ? probeOf.get(f.read.seq) ?? 'read' : null,
       transition: f.crossing.map((c) => `${stateName(c.old, table) ?? '?'} -> ${stateName(c.new, table) ?? '?'}`).join(', '),
       query: f.query?.id ? position.get(f.query.id) ?? null : null,
