@@ -1,5 +1,5 @@
 import type { EventOf, Session, StateValue, Thread, TraceEvent } from '../trace/schema.js';
-import { normalizeStatusName, statusName, type StatusTableId } from '../trace/status.js';
+import { normalizeStatusName, statusName, type StatusTable, type StatusTableId } from '../trace/status.js';
 import type { Analysis, Finding, FindingClass, ThreadRef, TransitionRef } from './types.js';
 import { judgeFacts, qemuShape, replyFacts, shapeBaselineFrom, type ReplyJudgement } from './verdict.js';
 
@@ -94,7 +94,7 @@ function inOrder(events: readonly TraceEvent[]): boolean {
 }
 
 /** A state's name, from the event or, failing that, the session's table. */
-export function stateName(v: StateValue | null | undefined, table: StatusTableId): string | null {
+export function stateName(v: StateValue | null | undefined, table: StatusTable): string | null {
   if (!v) return null;
   if (v.name) return normalizeStatusName(v.name);
   if (v.value !== null) return statusName(v.value, table) ?? `#${v.value}`;

@@ -1,7 +1,7 @@
 import { MigraceError, messageOf } from '../trace/errors.js';
 import type { TraceStore } from '../trace/store.js';
 import { blankLocation, type EventOf, type StateValue, type TraceEvent } from '../trace/schema.js';
-import { statusValue, type StatusTableId } from '../trace/status.js';
+import { statusNamesOf, statusValue, type StatusTableId } from '../trace/status.js';
 import { LiveTarget, type HitDecision, type ProbeHit } from '../recorder/live.js';
 import type { Frame, GdbSession } from '../recorder/gdb/session.js';
 import { QmpCommandError, type QmpClient } from '../recorder/qmp.js';
@@ -389,7 +389,7 @@ class ReplayRun {
   }
 
   private stateText(v: StateValue | null): string {
-    return stateName(v, this.opts.profile.status_table) ?? '?';
+    return stateName(v, statusNamesOf(this.opts.profile)) ?? '?';
   }
 
   private describe(role: RoleState): string {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { withTimeout } from '../trace/async.js';
 import { MigraceError, messageOf } from '../trace/errors.js';
 import type { TraceEvent } from '../trace/schema.js';
+import { statusNamesOf } from '../trace/status.js';
 import { BackendCore, probeEvent, type HitPlace, type RecordingBackend } from './backend.js';
 import { GdbSession } from './gdb/session.js';
 import { HOOK_PY } from './gdb-fast-hook.js';
@@ -205,7 +206,7 @@ export class GdbFastTarget extends BackendCore implements RecordingBackend {
       const raw = Object.fromEntries(names.map((n, i) => [n, h.values[i]]));
       const t_ns = this.clock.nsSince(h.tNs);
       const place = this.places.get(h.pc) ?? { pc: h.pc, func: null, file: null, line: null };
-      const event = this.push(probeEvent(probe, h.thread, t_ns, this.wallAt(t_ns), place, raw, this.opts.profile.status_table,
+      const event = this.push(probeEvent(probe, h.thread, t_ns, this.wallAt(t_ns), place, raw, statusNamesOf(this.opts.profile),
         { current: this.currentQuery, unsolicited: () => `unsolicited-${this.hits}` }));
       if (event.kind === 'query-begin') this.queryThreads.set(event.data.query, h.thread);
       this.onHit?.(event);
