@@ -870,9 +870,10 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   let infeasible: string | null = null;
   let lock: LockWait | null = null;
   let unreachable: string | null = null;
+  let unlisten = (): void => undefined;
   try {
     live = await LiveTarget.start({ store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress, attachPid: opts.attachPid });
-    failOnAbort(live, opts.signal);
+    unlisten = failOnAbort(live, opts.signal);
     if (opts.attachPid === undefined) qmp = await connectQmp(live, target);
     else opts.progress?.(`attached to ${opts.attachPid} under gdb; its driver migrates and queries, migrace holds and releases`);
     run = new ReplayRun(live, qmp, { ...opts, profile });
@@ -897,6 +898,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     }
     // A storage failure met while closing ends the replay too.
     error = await endRun({ store, sessionId, writer, target, live, qmp }, error);
+    unlisten();
   }
 
   let finding: Finding | null = null;

@@ -87,12 +87,17 @@ export const FINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'cance
 
 export { sleep };
 
-/** Abort the run when the caller's signal fires. */
-export function failOnAbort(live: RecordingBackend, signal: AbortSignal | undefined): void {
-  if (!signal) return;
+/**
+ * Abort the run when the caller's signal fires. Returns the listener's
+ * removal: `replay --repeat` and the demo run many targets under one
+ * signal, and listeners left on it pile up (Node warns past 10).
+ */
+export function failOnAbort(live: RecordingBackend, signal: AbortSignal | undefined): () => void {
+  if (!signal) return () => undefined;
   const onAbort = (): void => live.fail(new MigraceError('INTERRUPTED', `interrupted (${String(signal.reason ?? 'SIGINT')}); the session keeps what was recorded`));
   if (signal.aborted) onAbort();
   else signal.addEventListener('abort', onAbort, { once: true });
+  return () => signal.removeEventListener('abort', onAbort);
 }
 
 /**
@@ -321,10 +326,11 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   let error: MigraceError | null = null;
   let queries = 0;
   let lastStatus: string | null = null;
+  let unlisten = (): void => undefined;
   try {
     opts.progress?.(`session ${sessionId}: starting ${target.binary} ${STARTING[backend]}`);
     live = await startBackend(backend, { store, sessionId, writer, target, profile, gdbPath: opts.gdbPath, progress: opts.progress });
-    failOnAbort(live, opts.signal);
+    unlisten = failOnAbort(live, opts.signal);
     qmp = await connectQmp(live, target, opts.qmpTimeoutMs);
     opts.progress?.(`migrating to ${target.migrateUri}`);
     await live.guard(qmp.execute('migrate', { uri: target.migrateUri }));
@@ -348,6 +354,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     error = await rootCause(live, e);
   } finally {
     error = await endRun({ store, sessionId, writer, target, live, qmp }, error);
+    unlisten();
   }
   return {
     sessionId, state: error ? 'aborted' : 'complete', error: error?.message ?? null,

@@ -3,11 +3,17 @@
  * minimig: what an aborted replay prints (text and --json, never "null"),
  * and the meta.invocation both store for the reproduce line.
  */
+import { getEventListeners } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { replay } from '../../analyzer/replay.js';
+import { builtinSchedule } from '../../analyzer/schedule.js';
 import { register as registerRecord } from '../../cli/record.js';
 import { register as registerReplay } from '../../cli/replay.js';
+import { minimigProfile } from '../../recorder/probes/minimig.js';
+import { record } from '../../recorder/record.js';
+import { minimigDir, prepareMinimig } from '../../recorder/targets/minimig.js';
 import type { Session } from '../../trace/schema.js';
 import { TraceStore } from '../../trace/store.js';
 import { runCommand } from '../helpers/cli.js';
@@ -103,4 +109,24 @@ describe('meta.invocation: what record and replay were started with', () => {
       db.cleanup();
     }
   });
+});
+
+describe('runs under one signal', () => {
+  it('replay and record leave no listener on the caller\'s signal (replay --repeat: Node warned past 10)', async () => {
+    const db = tempStore();
+    try {
+      const controller = new AbortController();
+      for (let i = 0; i < 2; i++) {
+        const target = await prepareMinimig({});
+        const r = await replay({ store: db.store, target, profile: minimigProfile(minimigDir(), target.binary, false), schedule: builtinSchedule('lp1994002'), label: `r${i}`, signal: controller.signal });
+        expect(r.state, r.error ?? '').toBe('complete');
+      }
+      const target = await prepareMinimig({ transferMs: 10 });
+      const r = await record({ store: db.store, target, profile: minimigProfile(minimigDir(), target.binary, false), label: 'rec', pollMs: 5, signal: controller.signal });
+      expect(r.state, r.error ?? '').toBe('complete');
+      expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+    } finally {
+      db.cleanup();
+    }
+  }, 60_000);
 });
