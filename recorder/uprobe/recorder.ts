@@ -11,7 +11,7 @@ import type { Probe, Profile } from '../probes/profile.js';
 import { dieWithParent, track, waitGone } from '../reaper.js';
 import { logTail } from '../targets/private-dir.js';
 import type { PreparedTarget } from '../targets/types.js';
-import { resolveProfile, type Resolution } from './resolve.js';
+import { resolveProfile, type Resolution, type SourcePlace } from './resolve.js';
 import { LineSplitter, parseTraceLine, type TraceHit } from './trace-line.js';
 import { UprobeGroup, type ProbeDefinition } from './tracefs.js';
 
@@ -53,7 +53,7 @@ export interface UprobeOptions {
 }
 
 /** Probe event name -> the probe and whether it is a query's return. */
-interface EventInfo { probe: Probe; queryEnd: boolean }
+interface EventInfo { probe: Probe; queryEnd: boolean; place: SourcePlace }
 
 export class UprobeRecorder extends BackendCore implements RecordingBackend {
   readonly backend = 'uprobe' as const;
@@ -104,9 +104,9 @@ export class UprobeRecorder extends BackendCore implements RecordingBackend {
     this.resolution = await resolveProfile(this.opts.binary, profile, { gdbPath: this.opts.gdbPath });
     const defs: ProbeDefinition[] = [];
     for (const rp of this.resolution.probes) {
-      for (const d of rp.defs) {
+      for (const [i, d] of rp.defs.entries()) {
         defs.push(d);
-        this.events.set(d.event, { probe: rp.probe, queryEnd: false });
+        this.events.set(d.event, { probe: rp.probe, queryEnd: false, place: rp.places[i]! });
         progress?.(`uprobe ${rp.probe.name} at ${d.path}:0x${d.fileOffset.toString(16)}${d.args.length ? ` (${d.args.map((a) => `${a.name}=${a.fetch}`).join(' ')})` : ''}`);
       }
       // A query's return closes its window when nobody else's reply does (passive attach).
@@ -114,7 +114,7 @@ export class UprobeRecorder extends BackendCore implements RecordingBackend {
         for (const d of rp.defs) {
           const ret = { ...d, event: `${d.event}_ret`, args: [], ret: true };
           defs.push(ret);
-          this.events.set(ret.event, { probe: rp.probe, queryEnd: true });
+          this.events.set(ret.event, { probe: rp.probe, queryEnd: true, place: { func: 'qmp_query_migrate', file: null, line: null } });
         }
       }
     }
@@ -219,11 +219,11 @@ export class UprobeRecorder extends BackendCore implements RecordingBackend {
       this.opts.writer.thread({ tid: t.tid, gdb_id: null, lwp: t.tid, name: t.comm });
     }
     const t_ns = this.clock.nsSince(t.tsNs);
-    const place = { pc: t.ip, func: null, file: null, line: null };
+    const place = { pc: t.ip, ...info.place };
     if (info.queryEnd) {
       const query = this.openQueries.get(t.tid) ?? `unsolicited-${this.hits}`;
       this.openQueries.delete(t.tid);
-      return this.push({ t_ns, wall: this.wallAt(t_ns), thread: t.tid, kind: 'query-end', probe: info.probe.name, ...place, func: 'qmp_query_migrate', data: { query } });
+      return this.push({ t_ns, wall: this.wallAt(t_ns), thread: t.tid, kind: 'query-end', probe: info.probe.name, ...place, data: { query } });
     }
     const raw = Object.fromEntries(t.args);
     const event = this.push(probeEvent(info.probe, t.tid, t_ns, this.wallAt(t_ns), place, raw, statusNamesOf(this.opts.profile), {

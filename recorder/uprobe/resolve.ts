@@ -17,17 +17,23 @@ import type { ProbeDefinition } from './tracefs.js';
  *    offset a uprobe is defined at;
  * 2. values: each expression's tree (probes/expr.ts) becomes a fetch
  *    argument: registers as `%reg`, memory as `+OFF(...)`, and, for a
- *    build with debug info, locals through the frame (gdb's `info scope`
- *    gives their DW_OP_fbreg offsets; the frame base of the -O0 code this
- *    supports is %rbp+16, checked from the prologue) and struct members at
- *    the offsets gdb computes from the types. An expression the kernel
+ *    build with debug info, named locals and parameters where gdb's `info
+ *    scope` puts them at the probe's address: a register (optimized code,
+ *    per address range) or the frame (DW_OP_fbreg offsets; the frame base
+ *    of the -O0 code this supports is %rbp+16, checked from the prologue),
+ *    and struct members at the offsets gdb computes from the types. An expression the kernel
  *    cannot fetch is an error that names it; nothing is silently dropped.
  */
+
+/** Where a code location is in the source, as gdb placed it (all null without debug info). */
+export interface SourcePlace { func: string | null; file: string | null; line: number | null }
 
 export interface ResolvedProbe {
   probe: Probe;
   /** One definition per code location of the probe. */
   defs: ProbeDefinition[];
+  /** defs[i]'s function, file and line: a uprobe hit carries only its address, so events take these. */
+  places: SourcePlace[];
   /** fetch-argument name -> the profile's value name. */
   valueNames: Map<string, string>;
 }
@@ -88,31 +94,70 @@ type Place =
   | { kind: 'mem'; addr: string; type: string | null; size: number | null }
   | { kind: 'addr'; fetch: string };
 
-/** What gdb knows about the names at one location, asked once per name. */
-class Scope {
-  private fbreg: Map<string, number> | null = null;
+/** Where `info scope` says a name lives: a frame offset, or registers over address ranges (optimized code). */
+interface SymbolHome {
+  fbreg: number | null;
+  /** [from, to) link-time addresses and the register the value is in there; from 0 to Infinity for "a variable in $reg". */
+  regs: Array<{ from: number; to: number; reg: string }>;
+}
 
-  constructor(private readonly gdb: GdbSession, private readonly location: string, private readonly func: string | null, private readonly frameBaseOk: boolean) {}
-
-  private async offsets(): Promise<Map<string, number>> {
-    if (this.fbreg) return this.fbreg;
-    const text = await this.gdb.cli(`info scope ${this.location}`);
-    const m = new Map<string, number>();
-    for (const x of text.matchAll(/Symbol (\w+) is (?:a variable |a complex DWARF expression:\s*0: )?(?:at frame base reg \$\w+ offset \d+\+)?DW_OP_fbreg (-?\d+)/g)) {
-      m.set(x[1], Number(x[2]));
+/** `info scope` output, one block per "Symbol NAME is ...". */
+export function parseScope(text: string): Map<string, SymbolHome> {
+  const homes = new Map<string, SymbolHome>();
+  for (const block of text.split(/\n(?=Symbol \w+ is )/)) {
+    const head = /^(?:Scope for [^\n]*\n)?Symbol (\w+) is /.exec(block);
+    if (!head) continue;
+    const home: SymbolHome = { fbreg: null, regs: [] };
+    const fb = /^Symbol \w+ is (?:a variable |a complex DWARF expression:\s*0: )?(?:at frame base reg \$\w+ offset \d+\+)?DW_OP_fbreg (-?\d+)/m.exec(block.replace(/^Scope for [^\n]*\n/, ''));
+    if (fb) home.fbreg = Number(fb[1]);
+    const single = /^Symbol \w+ is a variable in \$(\w+)/m.exec(block.replace(/^Scope for [^\n]*\n/, ''));
+    if (single) home.regs.push({ from: 0, to: Number.POSITIVE_INFINITY, reg: single[1]! });
+    for (const r of block.matchAll(/Range (0x[0-9a-f]+)-(0x[0-9a-f]+): a variable in \$(\w+)/g)) {
+      home.regs.push({ from: Number.parseInt(r[1]!, 16), to: Number.parseInt(r[2]!, 16), reg: r[3]! });
     }
-    this.fbreg = m;
-    return m;
+    homes.set(head[1]!, home);
+  }
+  return homes;
+}
+
+/** What gdb knows about the names at one probe address, asked once per location. */
+class Scope {
+  private homes: Map<string, SymbolHome> | null = null;
+
+  constructor(
+    private readonly gdb: GdbSession, private readonly location: string, private readonly func: string | null,
+    private readonly frameBaseOk: boolean, private readonly addr: number,
+  ) {}
+
+  private async symbols(): Promise<Map<string, SymbolHome>> {
+    this.homes ??= parseScope(await this.gdb.cli(`info scope ${this.location}`));
+    return this.homes;
   }
 
-  async local(name: string): Promise<{ addr: string; type: string; size: number }> {
+  /**
+   * A named local or parameter: in a register at this address (optimized
+   * code: gcc -O2 keeps migrate_set_state's parameters in their argument
+   * registers, and DWARF says so per address range), or in the frame
+   * (-O0: DW_OP_fbreg).
+   */
+  async local(name: string): Promise<Place> {
     if (!this.func) throw new Error(`"${name}" is a local, but the location is in no known function`);
-    const off = (await this.offsets()).get(name);
-    if (off === undefined) throw new Error(`"${name}" is not a local at ${this.location} whose frame offset gdb knows (a register or optimized-out variable cannot be fetched)`);
+    const home = (await this.symbols()).get(name);
+    const inReg = home?.regs.find((r) => this.addr >= r.from && this.addr < r.to);
+    if (inReg) {
+      const r = REGS[inReg.reg];
+      if (!r) throw new Error(`"${name}" is in $${inReg.reg} at ${this.location}, not a register the kernel can fetch`);
+      const size = Number((await this.gdb.evaluate(`sizeof(${this.func}::${name})`)).trim());
+      const whatis = (await this.gdb.cli(`whatis ${this.func}::${name}`)).replace(/^type = /, '').trim();
+      if (whatis.endsWith('*')) return { kind: 'addr', fetch: `%${r.reg}` };
+      return { kind: 'reg', reg: r.reg, bits: Number.isFinite(size) && size > 0 ? Math.min(size * 8, r.bits) : r.bits };
+    }
+    const off = home?.fbreg ?? undefined;
+    if (off === undefined) throw new Error(`"${name}" is neither in a register at 0x${this.addr.toString(16)} nor a local at ${this.location} whose frame offset gdb knows (an optimized-out variable cannot be fetched)`);
     if (!this.frameBaseOk) throw new Error(`"${name}" lives in the frame of ${this.func}, whose prologue is not the push %rbp; mov %rsp,%rbp the backend reads frames by`);
     const type = (await this.gdb.evaluate(`sizeof(${this.func}::${name})`)).trim();
     const whatis = (await this.gdb.cli(`whatis ${this.func}::${name}`)).replace(/^type = /, '').trim();
-    return { addr: `${16 + off}(%bp)`, type: whatis, size: Number(type) };
+    return { kind: 'mem', addr: `${16 + off}(%bp)`, type: whatis, size: Number(type) };
   }
 
   /** sizeof a type gdb named (from the binary's own debug info), or null when gdb cannot size it (void, an incomplete struct). */
@@ -163,10 +208,8 @@ class Translator {
         if (!r) throw new Error(`$${e.name} is not an x86-64 register the kernel can fetch`);
         return { kind: 'reg', reg: r.reg, bits: r.bits };
       }
-      case 'name': {
-        const l = await this.scope.local(e.name);
-        return { kind: 'mem', addr: l.addr, type: l.type, size: l.size };
-      }
+      case 'name':
+        return this.scope.local(e.name);
       case 'cast': {
         const inner = await this.place(e.expr);
         const t = castType(e.type);
@@ -241,6 +284,7 @@ export async function resolveProfile(binary: string, profile: Profile, opts: { g
     const out: ResolvedProbe[] = [];
     for (const probe of profile.probes) {
       const defs: ProbeDefinition[] = [];
+      const places: SourcePlace[] = [];
       const valueNames = new Map<string, string>();
       for (const location of probe.locations) {
         let bp;
@@ -254,7 +298,8 @@ export async function resolveProfile(binary: string, profile: Profile, opts: { g
           if (!loc.addr || !/^0x[0-9a-f]+$/i.test(loc.addr)) throw new MigraceError('UPROBE', `probe ${probe.name}: ${location} has no address (${loc.addr ?? 'pending'})`);
           const func = loc.func ?? null;
           if (func && !frames.has(func)) frames.set(func, await hasRbpFrame(gdb, func));
-          const scope = new Scope(gdb, location, func, func ? frames.get(func) ?? false : false);
+          const vaddr = Number.parseInt(loc.addr, 16);
+          const scope = new Scope(gdb, location, func, func ? frames.get(func) ?? false : false, vaddr);
           const tr = new Translator(scope);
           const args: ProbeDefinition['args'] = [];
           for (const [name, text] of Object.entries(probe.values)) {
@@ -265,11 +310,11 @@ export async function resolveProfile(binary: string, profile: Profile, opts: { g
             }
             valueNames.set(name, name);
           }
-          const vaddr = Number.parseInt(loc.addr, 16);
           defs.push({ event: eventName(probe.name, defs.length), path, fileOffset: fileOffsetOf(segments, vaddr, path), args });
+          places.push({ func, file: loc.file, line: loc.line });
         }
       }
-      out.push({ probe, defs, valueNames });
+      out.push({ probe, defs, places, valueNames });
     }
     return { binary: path, probes: out };
   } finally {

@@ -10,7 +10,7 @@ import { uprobeUnavailable } from '../../recorder/uprobe/tracefs.js';
 import type { Thread, TraceEvent } from '../../trace/schema.js';
 import { tempStore } from '../helpers/db.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
-import { bookwormQemu } from '../helpers/qemu-binaries.js';
+import { bookwormQemu, qemuBuild } from '../helpers/qemu-binaries.js';
 import { checkRecording } from '../helpers/recording.js';
 
 /**
@@ -156,4 +156,44 @@ describe('every backend names the states by the binary\'s own table', () => {
       db.cleanup();
     }
   }, 60_000);
+});
+
+/**
+ * QEMU built -O2 -g (what debuginfod users have): discovery names the
+ * transition's parameters (state, old_state, new_state), which gcc keeps in
+ * their argument registers; the uprobe backend fetches them from there as
+ * gdb's `info scope` says, and every event carries the file and line gdb
+ * placed its probe at. It aborted with "not a local whose frame offset gdb
+ * knows" before, and auto picks uprobes as root.
+ */
+describe.each(['5.2-dbg', '5.2-dbg-split'] as const)('uprobes on QEMU %s', (name) => {
+  const bin = qemuBuild(name);
+  if ('skip' in bin) console.warn(`skipping ${name}: ${bin.skip}`);
+  it.skipIf('skip' in bin || noUprobes !== null)(`record through uprobes as through gdb, with file and line${noUprobes ? ` (skipped: ${noUprobes})` : ''}`, async () => {
+    if ('skip' in bin) return;
+    const { profile } = await discoverProfile(bin.path, { env: bin.env });
+    expect(profile.probes.find((p) => p.role === 'transition')?.values).toEqual({ addr: 'state', old: 'old_state', new: 'new_state' });
+    const runs: Record<string, TraceEvent[]> = {};
+    for (const backend of ['gdb', 'uprobe'] as const) {
+      const db = tempStore();
+      try {
+        const target = await prepareQemuPair({ qemu: bin.path, env: bin.env, profile, extraArgs: bin.args });
+        const result = await record({ store: db.store, target, profile, label: `${name} ${backend}`, pollMs: 5, backend });
+        expect(result.state, result.error ?? '').toBe('complete');
+        runs[backend] = db.store.events(result.sessionId);
+      } finally {
+        db.cleanup();
+      }
+    }
+    const moves = (evs: TraceEvent[]) => evs.flatMap((e) => (e.kind === 'transition' ? [`${e.data.old?.name}(${e.data.old?.value})->${e.data.new.name}(${e.data.new.value})`] : []));
+    expect(moves(runs.uprobe!)).toEqual(moves(runs.gdb!));
+    expect(moves(runs.uprobe!)).toEqual(['none(0)->setup(1)', 'setup(1)->active(4)', 'active(4)->completed(8)']);
+    for (const e of runs.uprobe!) {
+      if (e.kind === 'transition' || e.kind === 'read' || e.kind === 'publish' || e.kind === 'query-begin') {
+        expect(e.file, `seq ${e.seq} ${e.kind}`).toMatch(/migration\.c$/);
+        expect(e.line, `seq ${e.seq} ${e.kind}`).toBeGreaterThan(0);
+        expect(e.func, `seq ${e.seq} ${e.kind}`).toBeTruthy();
+      }
+    }
+  }, 120_000);
 });

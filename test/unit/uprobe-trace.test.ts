@@ -1,9 +1,10 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { chooseBackend } from '../../recorder/record.js';
 import { LineSplitter, parseTraceLine } from '../../recorder/uprobe/trace-line.js';
+import { parseScope } from '../../recorder/uprobe/resolve.js';
 import { definitionLine, uprobeUnavailable } from '../../recorder/uprobe/tracefs.js';
 import { MigraceError } from '../../trace/errors.js';
 
@@ -101,5 +102,30 @@ describe('when uprobes cannot run', () => {
     expect(chooseBackend('gdb', undefined, never)).toBe('gdb');
     expect(chooseBackend('gdb-fast', undefined, never)).toBe('gdb-fast');
     expect(chooseBackend('auto', undefined, () => null)).toBe('uprobe');
+  });
+});
+
+/** gdb 13's `info scope migrate_set_state`, captured: minimig (-O0) and QEMU 5.2 built -O2 -g from Debian's source. */
+const scope = (name: string): string => readFileSync(join(import.meta.dirname, '../fixtures/gdb-scope', name), 'utf8');
+
+describe('info scope: where a named value lives', () => {
+  it('-O0: parameters in the frame (DW_OP_fbreg)', () => {
+    const homes = parseScope(scope('minimig-O0-migrate_set_state.txt'));
+    expect(homes.get('state')).toEqual({ fbreg: -40, regs: [] });
+    expect(homes.get('old_state')).toEqual({ fbreg: -44, regs: [] });
+    expect(homes.get('new_state')).toEqual({ fbreg: -48, regs: [] });
+  });
+
+  it('-O2: parameters in their argument registers over address ranges, entry values left out', () => {
+    const homes = parseScope(scope('qemu-5.2-O2g-migrate_set_state.txt'));
+    const at = (name: string, addr: number) => homes.get(name)?.regs.find((r) => addr >= r.from && addr < r.to)?.reg ?? null;
+    // gdb places `break migrate_set_state` at 0x2ca930 (the entry) and 0x2caa21 (line 1663).
+    for (const addr of [0x2ca930, 0x2caa21]) {
+      expect([at('state', addr), at('old_state', addr), at('new_state', addr)]).toEqual(['rdi', 'rsi', 'rdx']);
+    }
+    // Between 0x2ca95d and 0x2ca97c `state` is only DW_OP_entry_value: no register holds it, so nothing is fetched there.
+    expect(at('state', 0x2ca960)).toBeNull();
+    expect(homes.get('state')?.fbreg).toBeNull();
+    expect(homes.get('__PRETTY_FUNCTION__')).toEqual({ fbreg: null, regs: [] });
   });
 });
