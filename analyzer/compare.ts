@@ -1,6 +1,8 @@
 import type { Session, Thread, TraceEvent } from '../trace/schema.js';
+import { CONTROL, type HuntCell, type HuntView } from './hunt-record.js';
 import { stateName } from './interleavings.js';
 import type { Analysis, Finding, Verdict } from './types.js';
+import { judgeFacts, replyFacts } from './verdict.js';
 
 /*
  * Two runs compared by what their findings are, not by where they sit: an
@@ -15,12 +17,14 @@ import type { Analysis, Finding, Verdict } from './types.js';
  *  - compareByIdentity: pairs two lists of Comparables, first on the whole
  *    identity, then on all but the query position (two recordings poll a
  *    different number of times before the race); the rest stays apart.
- *    Nothing in it knows findings: a hunt's cells (read point x transition,
- *    query null, outcome class broken / consistent / infeasible /
- *    unreachable) compare cell by cell with the same function.
+ *    Nothing in it knows findings: a hunt's cells compare with it too.
  *  - findingComparables: a session's findings as Comparables.
  *  - queryOutcomes and compareSessions: per query, what was read, published
  *    and replied, paired by order; with the findings, a whole session diff.
+ *  - huntCellComparables and compareHunts: a hunt's cells (read point x
+ *    transition by name, query null; outcome the cell's class and note),
+ *    two hunts paired cell by cell, with the read points and transitions
+ *    only one of them has.
  */
 
 /** What a finding (or a hunt cell) is, whatever its outcome. */
@@ -39,6 +43,8 @@ export interface Identity {
 export interface Outcome {
   /** A finding's class (manifested, benign, window-only) or a hunt cell's judgement. */
   class: string;
+  /** A hunt cell's note: the broken shape, the lock, why it was not reached. Null for a finding, whose values say it. */
+  detail: string | null;
   read: string | null;
   published: string | null;
   reply: { status: string | null; has_ram: boolean } | null;
@@ -94,7 +100,7 @@ function withPlace(i: Identity): string {
 }
 
 export function sameOutcome(a: Outcome, b: Outcome): boolean {
-  return a.class === b.class && a.read === b.read && a.published === b.published && a.fails === b.fails
+  return a.class === b.class && a.detail === b.detail && a.read === b.read && a.published === b.published && a.fails === b.fails
     && (a.reply?.status ?? null) === (b.reply?.status ?? null) && (a.reply?.has_ram ?? null) === (b.reply?.has_ram ?? null);
 }
 
@@ -241,6 +247,7 @@ export function findingComparables(run: SessionBundle, queries: readonly QueryOu
     },
     outcome: {
       class: f.class,
+      detail: null,
       read: f.read ? stateName(f.read.value, table) : null,
       published: f.publish ? stateName(f.publish.value, table) : null,
       reply: f.reply ? { status: f.reply.status, has_ram: f.reply.has_ram } : null,
@@ -284,4 +291,60 @@ export function compareSessions(a: SessionBundle, b: SessionBundle): SessionComp
     queries.push({ n: i + 1, a: pa, b: pb, same });
   }
   return { findings: compareByIdentity(findingComparables(a, qa), findingComparables(b, qb)), queries, differing };
+}
+
+/* ------------------------------------------------------------------ */
+/* Hunts */
+
+/** The transition a hunt column stands for, "setup -> active"; the control column holds the reader with none. */
+function columnTransition(v: HuntView, col: string): string {
+  if (col === CONTROL) return CONTROL;
+  const c = v.data.columns.find((x) => x.key === col);
+  return c ? `${c.old} -> ${c.new}` : col;
+}
+
+/** What a cell's reply was and whether old libvirt fails the job on it; nothing for a cell that got no reply. */
+function cellReply(c: HuntCell): Pick<Outcome, 'reply' | 'fails'> {
+  if (c.data.reply === null || c.data.reply === undefined) return { reply: null, fails: false };
+  const facts = replyFacts(c.data.reply);
+  return { reply: { status: facts.status, has_ram: facts.has_ram }, fails: judgeFacts(facts, 'query-migrate', null).verdict.old_libvirt === 'fails' };
+}
+
+/**
+ * A hunt's cells as Comparables, in the matrix's order (read points as
+ * queries execute them, then the transitions, then the control): each cell
+ * is what it is by name, the read point and the transition's state names,
+ * so a hunt of another build with another list pairs what it shares.
+ */
+export function huntCellComparables(v: HuntView): Comparable<HuntCell>[] {
+  const cols = [...v.data.columns.map((c) => c.key), CONTROL];
+  const place = new Map(v.data.rows.flatMap((r) => cols.map((col) => JSON.stringify([r.name, col]))).map((k, i) => [k, i]));
+  const rank = (c: HuntCell): number => place.get(JSON.stringify([c.row, c.col])) ?? place.size;
+  // Stable: a cell of no listed row or column (a hunt cut before it learned them) keeps the store's order, last.
+  return [...v.cells].sort((x, y) => rank(x) - rank(y)).map((c) => ({
+    identity: { reader: 'main', readPoint: c.row, transition: columnTransition(v, c.col), query: null },
+    outcome: { class: c.class, detail: c.data.note, read: null, published: null, ...cellReply(c) },
+    item: c,
+  }));
+}
+
+export interface HuntComparison {
+  /** Cells paired by read point and transition, in A's matrix order; the unpaired ones. */
+  cells: Comparison<HuntCell>;
+  /** Read points only one hunt has, by name, in its order. */
+  readPoints: { onlyA: string[]; onlyB: string[] };
+  /** Transitions only one hunt learned, "old -> new", in its order. */
+  transitions: { onlyA: string[]; onlyB: string[] };
+}
+
+/** Two hunts cell by cell: typically one build unpatched and patched, or two builds' hunts. Pure. */
+export function compareHunts(a: HuntView, b: HuntView): HuntComparison {
+  const points = (v: HuntView): string[] => v.data.rows.map((r) => r.name);
+  const transitions = (v: HuntView): string[] => v.data.columns.map((c) => columnTransition(v, c.key));
+  const apart = (x: string[], y: string[]): string[] => x.filter((n) => !y.includes(n));
+  return {
+    cells: compareByIdentity(huntCellComparables(a), huntCellComparables(b)),
+    readPoints: { onlyA: apart(points(a), points(b)), onlyB: apart(points(b), points(a)) },
+    transitions: { onlyA: apart(transitions(a), transitions(b)), onlyB: apart(transitions(b), transitions(a)) },
+  };
 }

@@ -13,6 +13,7 @@ import { cleanText } from './safe-text.js';
  * facts under it (build, scenarios, oracle, read points and their
  * cross-check, broken cells with their schedule and replay command,
  * infeasible cells with their lock-wait stack); the three renderers.
+ * reports/hunt-diff.ts renders two hunts cell by cell with the same styles.
  */
 
 /** The matrix's columns: the transitions, then the controls. */
@@ -52,7 +53,8 @@ export function replayCommand(v: HuntView, c: HuntCell): string | null {
   return words.join(' ');
 }
 
-function buildLine(v: HuntView): string {
+/** "minimig (unpatched), /path/minimig, build-id ...": which build a hunt ran on. Not cleaned. */
+export function buildLine(v: HuntView): string {
   const t = v.target;
   const what = t.kind === 'minimig' ? `minimig (${t.variant})` : `QEMU ${t.qemu_version ?? '?'} (${t.variant})`;
   return `${what}, ${t.binary ?? '?'}${v.data.build_id ? `, build-id ${v.data.build_id}` : ''}`;
@@ -201,7 +203,8 @@ export function renderHuntMarkdown(v: HuntView): string {
 /* ------------------------------------------------------------------ */
 /* HTML */
 
-const HUNT_CSS = `
+/** The hunt pages' styles: the matrix page's and the hunt diff's (reports/hunt-diff.ts). */
+export const HUNT_CSS = `
 :root { --ink:#202124; --muted:#5f6368; --line:#dadce0; }
 body { margin: 0; padding: 10px 24px; font: 14px/1.45 system-ui, sans-serif; color: var(--ink); }
 h1 { font-size: 20px; } h2 { font-size: 16px; border-bottom: 1px solid var(--line); padding-bottom: 4px; }

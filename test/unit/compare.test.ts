@@ -35,7 +35,7 @@ function replayLike(published: 'active' | 'setup', polls = 0, id = 1): SessionBu
 
 const cell = (readPoint: string, transition: string, cls: string, item = `${readPoint}/${transition}`): Comparable<string> => ({
   identity: { reader: 'main', readPoint, transition, query: null },
-  outcome: { class: cls, read: null, published: null, reply: null, fails: false },
+  outcome: { class: cls, detail: null, read: null, published: null, reply: null, fails: false },
   item,
 });
 
@@ -54,8 +54,8 @@ describe('compareSessions', () => {
     expect(p.b.identity).toEqual(p.a.identity);
     expect(p.samePlace).toBe(true);
     expect(p.changed).toBe(true);
-    expect(p.a.outcome).toEqual<Outcome>({ class: 'manifested', read: 'setup', published: 'active', reply: { status: 'active', has_ram: false }, fails: true });
-    expect(p.b.outcome).toEqual<Outcome>({ class: 'benign', read: 'setup', published: 'setup', reply: { status: 'setup', has_ram: false }, fails: false });
+    expect(p.a.outcome).toEqual<Outcome>({ class: 'manifested', detail: null, read: 'setup', published: 'active', reply: { status: 'active', has_ram: false }, fails: true });
+    expect(p.b.outcome).toEqual<Outcome>({ class: 'benign', detail: null, read: 'setup', published: 'setup', reply: { status: 'setup', has_ram: false }, fails: false });
     expect(p.a.item).toBe(a.analysis!.findings[0]);
     expect(c.queries.map((q) => q.same)).toEqual([false, true]);
     expect(c.differing).toBe(1);
