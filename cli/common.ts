@@ -34,6 +34,14 @@ export function sessionId(text: string, what = 'SESSION'): number {
   return Number(text);
 }
 
+/** Parse a hunt id argument: a positive integer, as "migrace hunts" lists them. */
+export function huntId(text: string, what = 'HUNT'): number {
+  if (!/^\d+$/.test(text) || Number(text) <= 0 || !Number.isSafeInteger(Number(text))) {
+    throw new MigraceError('USAGE', `${what} must be a hunt number (see "migrace hunts"), not "${text}"`);
+  }
+  return Number(text);
+}
+
 /** A whole-number option; commander reports a bad value as a usage error naming the option. */
 export function parseIntOption(name: string, min: number, max: number) {
   return (text: string): number => {

@@ -9,7 +9,7 @@ import { discoverProfile } from '../recorder/probes/discover.js';
 import type { Profile } from '../recorder/probes/profile.js';
 import { MigraceError, messageOf } from '../trace/errors.js';
 import type { TraceStore } from '../trace/store.js';
-import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson, progress, sessionId, table, type DbOptions } from './common.js';
+import { action, dbOption, huntId, jsonOption, openStore, out, parseIntOption, printJson, progress, table, type DbOptions } from './common.js';
 import { addTargetOptions, invocationOf, prepareTarget, type TargetCliOptions } from './record.js';
 import { abortOnSignals } from './signals.js';
 
@@ -142,7 +142,7 @@ function timelinePath(matrixFile: string, sid: number): string {
 
 /** `migrace report --hunt ID`: the matrix as HTML (with the broken cells' timelines), text or Markdown. */
 export async function reportHunt(store: TraceStore, idText: string, opts: HuntReportOptions): Promise<void> {
-  const v = loadHunt(store, sessionId(idText, '--hunt'));
+  const v = loadHunt(store, huntId(idText, '--hunt'));
   const r = await import('../reports/hunt.js');
   if (opts.html) {
     const { renderHtml } = await import('../reports/html.js');

@@ -6,7 +6,8 @@ import type { SessionBundle } from '../analyzer/compare.js';
 import { MigraceError, messageOf } from '../trace/errors.js';
 import type { TraceStore } from '../trace/store.js';
 import { resolveSession } from './analyze.js';
-import { action, dbOption, openStore, out, parseIntOption, sessionId, type DbOptions } from './common.js';
+import { loadHunt } from '../analyzer/hunt-record.js';
+import { action, dbOption, huntId, jsonOption, openStore, out, parseIntOption, printJson, sessionId, type DbOptions } from './common.js';
 import { reportHunt } from './hunt.js';
 import { writeFileStreamed } from './json-out.js';
 
@@ -15,11 +16,11 @@ import { writeFileStreamed } from './json-out.js';
  * 0.6 s of start-up every other command should not pay.
  */
 async function renderers() {
-  const [diff, html, perfetto, svg, text] = await Promise.all([
-    import('../reports/diff.js'), import('../reports/html.js'), import('../reports/perfetto.js'),
+  const [diff, huntDiff, html, perfetto, svg, text] = await Promise.all([
+    import('../reports/diff.js'), import('../reports/hunt-diff.js'), import('../reports/html.js'), import('../reports/perfetto.js'),
     import('../reports/svg.js'), import('../reports/text.js'),
   ]);
-  return { ...diff, ...html, ...perfetto, ...svg, ...text };
+  return { ...diff, ...huntDiff, ...html, ...perfetto, ...svg, ...text };
 }
 
 /** A session with its analysis, as every renderer takes it. */
@@ -122,23 +123,58 @@ export function register(program: Command): void {
 
   program
     .command('diff')
-    .description('two sessions side by side (typically one schedule on unpatched and patched builds)')
-    .argument('<a>', 'session A')
-    .argument('<b>', 'session B')
+    .description('two sessions side by side (typically one schedule on unpatched and patched builds), or with --hunt two hunts cell by cell')
+    .argument('[a]', 'session A')
+    .argument('[b]', 'session B')
+    .option('--hunt <ids...>', 'compare two hunts instead, cell by cell: --hunt A B (hunt numbers as "migrace hunts" lists them)')
     .option('--html <file>', 'a self-contained HTML page')
     .option('--text', 'plain text (the default)')
     .option('--columns <n>', 'text width', parseIntOption('--columns', 60, 400), 80)
+    .addOption(jsonOption())
     .addOption(dbOption())
-    .action(action(async (a: string, b: string, opts: DbOptions & { html?: string; text?: boolean; columns: number }) => {
-      const { renderDiffHtml, renderDiffText } = await renderers();
+    .action(action(async (a: string | undefined, b: string | undefined, opts: DiffOptions) => {
+      if (opts.json && opts.text) throw new MigraceError('USAGE', '--json and --text both print on stdout: give one of them');
+      if (opts.hunt !== undefined) return diffHuntsCommand(a, opts.hunt, opts);
+      if (a === undefined || b === undefined) throw new MigraceError('USAGE', 'diff needs two sessions A and B (or --hunt A B for two hunts)');
+      const { diffSessions, renderDiffHtml, renderDiffText } = await renderers();
+      const sa = sessionId(a, 'A');
+      const sb = sessionId(b, 'B');
       const store = openStore(opts, { readonly: true });
       try {
-        const A = loadBundle(store, sessionId(a, 'A'));
-        const B = loadBundle(store, sessionId(b, 'B'));
+        const A = loadBundle(store, sa);
+        const B = loadBundle(store, sb);
         if (opts.html) process.stderr.write(`wrote ${write(opts.html, renderDiffHtml(A, B))}\n`);
-        if (opts.text || !opts.html) out(renderDiffText(A, B, { columns: opts.columns }));
+        if (opts.json) printJson(diffSessions(A, B));
+        else if (opts.text || !opts.html) out(renderDiffText(A, B, { columns: opts.columns }));
       } finally {
         store.close();
       }
     }));
+}
+
+interface DiffOptions extends DbOptions {
+  html?: string;
+  text?: boolean;
+  json?: boolean;
+  columns: number;
+  hunt?: string[];
+}
+
+/** `migrace diff --hunt A B`: two stored hunts paired cell by cell (reports/hunt-diff.ts). */
+async function diffHuntsCommand(session: string | undefined, ids: string[], opts: DiffOptions): Promise<void> {
+  if (session !== undefined) {
+    throw new MigraceError('USAGE', `--hunt compares two hunts, never a hunt with a session: "migrace diff --hunt A B" takes no session (got "${session}" besides --hunt ${ids.join(' ')})`);
+  }
+  if (ids.length !== 2) throw new MigraceError('USAGE', `--hunt takes two hunt numbers, A and B (see "migrace hunts"), not ${ids.length}: ${ids.join(' ')}`);
+  const [ha, hb] = [huntId(ids[0]!, '--hunt A'), huntId(ids[1]!, '--hunt B')];
+  const { diffHunts, renderHuntDiffHtml, renderHuntDiffText } = await renderers();
+  const store = openStore(opts, { readonly: true });
+  try {
+    const d = diffHunts(loadHunt(store, ha), loadHunt(store, hb));
+    if (opts.html) process.stderr.write(`wrote ${write(opts.html, renderHuntDiffHtml(d))}\n`);
+    if (opts.json) printJson(d);
+    else if (opts.text || !opts.html) out(renderHuntDiffText(d, { columns: opts.columns }));
+  } finally {
+    store.close();
+  }
 }

@@ -1,17 +1,19 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { hunt } from '../../analyzer/hunt.js';
 import { judgeReplyShape } from '../../analyzer/hunt-oracle.js';
 import { loadHunt, matrixKey, type HuntView } from '../../analyzer/hunt-record.js';
 import { register as huntCmds } from '../../cli/hunt.js';
 import { register as replayCmd } from '../../cli/replay.js';
+import { register as reportCmds } from '../../cli/report.js';
 import { minimigProfile } from '../../recorder/probes/minimig.js';
 import { discoverProfile } from '../../recorder/probes/discover.js';
 import { minimigBinary, minimigDir, prepareMinimig } from '../../recorder/targets/minimig.js';
 import { renderHuntMatrix } from '../../reports/hunt.js';
+import type { HuntDiff } from '../../reports/hunt-diff.js';
 import { TraceStore } from '../../trace/store.js';
 import { runCommand } from '../helpers/cli.js';
 import { alive, descendants, expectNoSurvivors } from '../helpers/processes.js';
@@ -20,7 +22,9 @@ import { alive, descendants, expectNoSurvivors } from '../helpers/processes.js';
  * migrace hunt on the bundled target, with real gdb: no built-in scenario,
  * no offset written anywhere. The cells docs/qemu-facts.md establishes (LP#1994002 on
  * the unpatched build and not on the patched one; the big lock of
- * --bql-completion) are asserted; every matrix is printed.
+ * --bql-completion) are asserted; every matrix is printed. The unpatched
+ * and the patched hunts share one database, where `diff --hunt` compares
+ * them cell by cell.
  */
 
 afterEach(() => expectNoSurvivors());
@@ -35,6 +39,9 @@ function tempDb(): string {
   dirs.push(dir);
   return join(dir, 'hunt.db');
 }
+
+/** The unpatched hunt and the two patched ones, for `diff --hunt` after them. */
+const shared = tempDb();
 
 async function cliHunt(db: string, args: string[]): Promise<{ view: HuntView; out: string; err: string; code: number | string | undefined }> {
   const r = await runCommand(huntCmds, ['hunt', '--db', db, ...args]);
@@ -72,7 +79,7 @@ async function replayFiveTimes(v: HuntView, row: string, col: string, target: st
 
 describe('hunt on minimig', () => {
   it('unpatched, every scenario, with the dynamic cross-check: LP#1994002 is broken, postcopy is skipped, every broken cell replays 5/5', async () => {
-    const db = tempDb();
+    const db = shared;
     const { view: v, out, err, code } = await cliHunt(db, ['--dynamic']);
     expect(code, err).toBeUndefined();
     expect(v.state).toBe('complete');
@@ -119,7 +126,7 @@ describe('hunt on minimig', () => {
   }, 600_000);
 
   it('patched: the same hunt finds LP#1994002 consistent, and two hunts give the same matrix', async () => {
-    const db = tempDb();
+    const db = shared;
     const a = await cliHunt(db, ['--patched', '--scenarios', 'precopy']);
     const b = await cliHunt(db, ['--patched', '--scenarios', 'precopy']);
     // Discovery's two read points: the switch read first, populate_time_info's after it.
@@ -132,6 +139,73 @@ describe('hunt on minimig', () => {
     expect(matrixKey(b.view)).toEqual(matrixKey(a.view));
     expect(b.view.id).toBe(a.view.id + 1);
   }, 300_000);
+
+  it('diff --hunt: the unpatched hunt against the patched one pairs their cells by name; LP#1994002 is one row, broken -> consistent', async () => {
+    const store = TraceStore.open(shared, { readonly: true });
+    let views: HuntView[];
+    try {
+      views = store.hunts().map((h) => loadHunt(store, h.id));
+    } finally {
+      store.close();
+    }
+    const un = views.find((v) => v.label === 'hunt on minimig');
+    const [p1, p2] = views.filter((v) => v.label === 'hunt on minimig-patched');
+    expect(un && p1 && p2, 'the two tests above stored their hunts in the shared database').toBeTruthy();
+    const [read, , status] = un!.data.rows.map((r) => r.name);
+    const diff = async (...args: string[]) => runCommand(reportCmds, ['diff', ...args, '--db', shared]);
+
+    const j = await diff('--hunt', String(un!.id), String(p1!.id), '--json');
+    expect(j.code, j.err).toBeUndefined();
+    const d = JSON.parse(j.out) as HuntDiff;
+    const lp = [...d.changed, ...d.unchanged].filter((c) => c.read_point === read && c.transition === 'setup -> active');
+    expect(lp).toHaveLength(1);
+    expect(d.changed).toContain(lp[0]);
+    expect(lp[0]).toMatchObject({
+      a: { class: 'broken', reply: { status: 'active', has_ram: false }, fails: true, note: expect.stringContaining('old libvirt fails: "migration was active, but no RAM info was set"') },
+      b: { class: 'consistent', reply: { status: 'setup', has_ram: false }, fails: false },
+    });
+    // The patched build has the switch read and populate_time_info's under the same names, and learned precopy's
+    // transitions, all of which the unpatched hunt has too: every patched cell pairs, the status re-read stays apart.
+    const paired = p1!.data.rows.length * (p1!.data.columns.length + 1);
+    expect(d.changed.length + d.unchanged.length).toBe(paired);
+    expect(d.only_b).toEqual({ read_points: [], transitions: [], cells: [] });
+    expect(d.only_a.read_points).toEqual([status]);
+    expect(d.only_a.cells).toHaveLength(un!.cells.length - paired);
+    // Each paired outcome is the stored cell's, found by its column's states.
+    const stored = (v: HuntView, rp: string, t: string) => {
+      const col = t === 'control' ? t : v.data.columns.find((c) => `${c.old} -> ${c.new}` === t)!.key;
+      const c = cellOf(v, rp, col)!;
+      return [c.class, c.data.note];
+    };
+    for (const c of [...d.changed, ...d.unchanged]) {
+      expect([c.a.class, c.a.note, c.b.class, c.b.note]).toEqual([...stored(un!, c.read_point, c.transition), ...stored(p1!, c.read_point, c.transition)]);
+    }
+
+    // The text: the same row, wrapped at 80 columns (continuations indented five spaces).
+    const t = await diff('--hunt', String(un!.id), String(p1!.id));
+    expect(t.code, t.err).toBeUndefined();
+    console.log(t.out);
+    const rows = t.out.replace(/\n {5}(?=\S)/g, ' ').split('\n').filter((l) => l.startsWith(`  ${read} x setup -> active: `));
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatch(/: broken \(active without .*old libvirt fails: "migration was active, but no RAM info was set"\) -> consistent \(setup\)$/);
+
+    const html = join(dirname(shared), 'hunt-diff.html');
+    const hd = await diff('--hunt', String(un!.id), String(p1!.id), '--html', html);
+    expect(hd.err).toBe(`wrote ${html}\n`);
+    const page = readFileSync(html, 'utf8');
+    const changed = page.slice(page.indexOf('<h2>Cells whose outcome changed'), page.indexOf('<h2>Cells with the same outcome'));
+    expect(changed).toMatch(new RegExp(`<tr data-row="${read.replace(/[+.]/g, '\\$&')}" data-col="setup -&gt; active">.*<td class="broken">.*<td class="consistent">`));
+
+    // Two hunts of one build agree on every cell.
+    const same = JSON.parse((await diff('--hunt', String(p1!.id), String(p2!.id), '--json')).out) as HuntDiff;
+    expect([same.changed, same.only_a.cells, same.only_b.cells, same.unchanged.length]).toEqual([[], [], [], paired]);
+
+    // Usage: a hunt number that is not there is named; a session beside --hunt, or one hunt, is refused.
+    expect(await diff('--hunt', String(un!.id), '99')).toMatchObject({ code: 1, err: `migrace: no hunt 99 in ${shared} (see "migrace hunts")\n` });
+    const mixed = await diff(String(un!.cells[0]!.session_id), '--hunt', String(un!.id), String(p1!.id));
+    expect(mixed).toMatchObject({ code: 2, err: expect.stringMatching(/^migrace: --hunt compares two hunts, never a hunt with a session: .*\n$/) });
+    expect(await diff('--hunt', String(un!.id))).toMatchObject({ code: 2, err: `migrace: --hunt takes two hunt numbers, A and B (see "migrace hunts"), not 1: ${un!.id}\n` });
+  }, 120_000);
 
   it('--bql-completion: the step into completed is infeasible, with the lock-wait stack', async () => {
     const { view: v } = await cliHunt(tempDb(), ['--bql-completion', '--scenarios', 'precopy']);

@@ -4,11 +4,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { replay } from '../../analyzer/replay.js';
 import { builtinSchedule, parseSchedule, readThenTransition } from '../../analyzer/schedule.js';
-import { loadBundle, writeReports } from '../../cli/report.js';
+import { loadBundle, register as reportCmds, writeReports } from '../../cli/report.js';
 import { importFiles } from '../../recorder/import/index.js';
 import { minimigProfile } from '../../recorder/probes/minimig.js';
 import { minimigDir, prepareMinimig } from '../../recorder/targets/minimig.js';
-import { renderDiffText } from '../../reports/diff.js';
+import { renderDiffText, type SessionDiff } from '../../reports/diff.js';
 import { renderHtml } from '../../reports/html.js';
 import type { ChromeTraceEvent } from '../../reports/perfetto.js';
 import { renderSessionSvg } from '../../reports/svg.js';
@@ -17,6 +17,7 @@ import { layoutTimeline } from '../../reports/timeline.js';
 import type { SessionBundle } from '../../analyzer/compare.js';
 import { checkChromeTraceFile, perfettoText } from '../helpers/chrome-trace.js';
 import { tempStore } from '../helpers/db.js';
+import { runCommand } from '../helpers/cli.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
 
 // The reports of the analyzer issue's replays, checked against their events.
@@ -108,6 +109,17 @@ describe('reports of a real replay', () => {
     // The same interleaving with another outcome: one paired row, nothing left apart.
     expect(text).toContain('\n  setup -> active inside q1: manifested (active, no ram) -> benign (setup)\n');
     expect(text).toMatch(/Findings only in A:\n {2}\(none\)\nFindings only in B:\n {2}\(none\)/);
+  });
+
+  it('diff --json: the same pairing as data', async () => {
+    const r = await runCommand(reportCmds, ['diff', String(unpatched.session.id), String(patched.session.id), '--json', '--db', db.path]);
+    expect(r.code, r.err).toBeUndefined();
+    const d = JSON.parse(r.out) as SessionDiff;
+    expect(d.pairs.map((p) => [p.a.identity, p.a.outcome.class, p.b.outcome.class, p.changed])).toEqual([
+      [{ reader: 'main', readPoint: 'read', transition: 'setup -> active', query: 1 }, 'manifested', 'benign', true],
+    ]);
+    expect([d.onlyA, d.onlyB]).toEqual([[], []]);
+    expect([d.a.verdict.kind, d.b.verdict.kind]).toEqual(['reproduced', 'not-reproduced']);
   });
 
   it("writes the demo's files, with the paired row in diff.txt and diff.html", async () => {
