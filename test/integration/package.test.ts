@@ -10,7 +10,7 @@
  * as the other tests use it.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withoutSweeps } from '../helpers/processes.js';
@@ -75,6 +75,10 @@ describe('the npm package', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/4\. replay LP#1994002 on both builds\n {2}session \d+: manifested;[^\n]*\n[^\n]*\n {2}session \d+: benign;/);
     expect(existsSync(join(work, 'out', 'report.html'))).toBe(true);
+    // The diff of the two replays pairs the one interleaving: its outcome changed, one row (as report-real.test.ts words it).
+    const row = 'setup -> active inside q1: manifested (active, no ram) -> benign (setup)';
+    expect(readFileSync(join(work, 'out', 'diff.txt'), 'utf8')).toContain(`\n  ${row}\n`);
+    expect(readFileSync(join(work, 'out', 'diff.html'), 'utf8')).toContain(`<td class="pair">${row.replace(/>/g, '&gt;')}</td>`);
 
     // Built once, from the package's own source, into $XDG_CACHE_HOME/migrace/minimig/<source hash>/.
     const builds = readdirSync(join(xdg, 'migrace', 'minimig')).filter((d) => !d.startsWith('.'));
