@@ -146,15 +146,38 @@ describe('what decides a read', () => {
   });
 
   it('-O2: a stop before the load is no read, <optimized out> is reported, and an untouched reply stays a query window', () => {
-    const t = parse('minimig-O2-lp-style.txt');
+    const src = text('minimig-O2-lp-style.txt');
+    const t = parse('minimig-O2-lp-style.txt', src);
     expect(of(t, 'read')).toEqual([]);
     expect(of(t, 'publish')).toEqual([]);
-    expect(t.warnings.some((w) => /<optimized out>/.test(w.reason))).toBe(true);
+    // At gdb's answer, naming the print it answers.
+    expect(t.warnings.filter((w) => /optimized out/.test(w.reason))).toEqual([{
+      line: lineOf(src, /^\$1 = <optimized out>$/), text: 'p state',
+      reason: 'state is <optimized out> here: the build kept no value for it, nothing is read from it',
+    }]);
     // old_state=old_state@entry=1: the entry value is the argument.
     expect(of(t, 'transition').map((x) => x.e.data.new.name)).toEqual(['setup', 'active', 'completed']);
     const a = analyzeImport(t);
     expect(a.findings.map((f) => f.class)).toEqual(['window-only']);
     expect(a.findings[0].reply?.has_ram).toBe(true);
+  });
+
+  it('a print gdb never answered is a warning at the print\'s line, at the end of a cut transcript or before the next command', () => {
+    const src = text('minimig-unpatched.gdb.txt');
+    const lines = src.split('\n');
+    const at = lineOf(src, /^p state$/);
+    expect(lines[at]).toBe('$1 = 1');
+    const unanswered = { line: at, text: 'p state', reason: 'a print with no answer after it (the transcript is cut here?): nothing taken from it' };
+    const noAnswer = (x: GdbTranscript) => x.warnings.filter((w) => /no answer/.test(w.reason));
+    // Cut right after the print: the stop stays a note, no read is made of it.
+    const cut = parse('cut', `${lines.slice(0, at).join('\n')}\n`);
+    expect(noAnswer(cut)).toEqual([unanswered]);
+    expect(of(cut, 'read')).toEqual([]);
+    // The answer alone left out: the next command (a print of the same state, answered) shows it.
+    const gap = parse('gap', lines.filter((_, i) => i !== at).join('\n'));
+    expect(noAnswer(gap)).toEqual([unanswered]);
+    expect(of(gap, 'read').map((r) => [r.line, r.e.data.value.name])).toEqual([[lineOf(src, /hit Breakpoint 2, fill_source_migration_info/), 'setup'], [expect.any(Number), 'completed']]);
+    expect(noAnswer(parse('whole', src))).toEqual([]);
   });
 
   it('a line number no C file has (a mangled paste) is no line: the breakpoint\'s own line places the stop', () => {
