@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { MigraceError, messageOf } from '../trace/errors.js';
 import { storageError, TraceStore } from '../trace/store.js';
-import { cleanText } from '../reports/safe-text.js';
+import { cleanText, printableJson } from '../reports/safe-text.js';
 
 /** Options every command that touches the trace database takes. */
 export interface DbOptions {
@@ -70,8 +70,9 @@ export function warningsOnly(text: string): void {
   if (text.startsWith('migrace: ')) progress(text);
 }
 
+/** Valid JSON whose strings (labels, notes, replies from a trace) cannot steer a terminal: C1 and bidi controls escaped. */
 export function printJson(value: unknown): void {
-  out(JSON.stringify(value, null, 2));
+  out(printableJson(value, 2));
 }
 
 let debug = false;

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { writeJsonWithArray } from '../../cli/json-out.js';
 import { register as registerEvents } from '../../cli/events.js';
 import { register as registerExport } from '../../cli/export.js';
+import { register as registerSessions } from '../../cli/sessions.js';
 import { runCommand } from '../helpers/cli.js';
 import { tempStore } from '../helpers/db.js';
 
@@ -46,6 +47,23 @@ describe('events --json and export through the CLI', () => {
       const bad = await runCommand(registerExport, ['export', String(id), '-o', join(t.dir, 'no', 'such', 'dir.json'), '--db', t.path]);
       expect(bad.code).toBe(1);
       expect(bad.err).toMatch(/^migrace: cannot write .*dir\.json: ENOENT/);
+    } finally {
+      t.cleanup();
+    }
+  });
+});
+
+describe('--json of labels from a trace', () => {
+  it('escapes bidi and C1 controls, so the JSON parses back the same but cannot reorder or steer a terminal', async () => {
+    const t = tempStore('migrace-json-bidi');
+    try {
+      const label = 'fix\u202eevil\u009b31m';
+      const id = t.store.importSession(JSON.parse(readFileSync('samples/sessions/minimig-lp1994002-unpatched.json', 'utf8')));
+      t.store.updateSession(id, { label });
+      const r = await runCommand(registerSessions, ['sessions', '--json', '--db', t.path]);
+      expect(r.out).not.toMatch(/[\u202e\u009b]/);
+      expect(r.out).toContain('fix\\u202eevil\\u009b31m');
+      expect((JSON.parse(r.out) as Array<{ label: string }>)[0]!.label).toBe(label);
     } finally {
       t.cleanup();
     }
