@@ -10,8 +10,9 @@ import {
 /**
  * The MigrationStatus names read from each binary's MigrationStatus_lookup,
  * against the enum its source declares (test/fixtures/status: qapi
- * excerpts of each version; minimig.c for minimig). A binary that is not on
- * this machine skips with where it was looked for.
+ * excerpts of each version, and 11.1.3's own schema introspection, whose
+ * source is not to be had here; minimig.c for minimig). A binary that is
+ * not on this machine skips with where it was looked for.
  */
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -23,6 +24,34 @@ function qapiEnum(file: string): string[] {
   const data = /'data':\s*\[([^\]]*)\]/.exec(text);
   if (!data) throw new Error(`${file}: no 'data' list`);
   return [...data[1].matchAll(/'([^']+)'/g)].map((m) => m[1]);
+}
+
+/**
+ * The members of MigrationStatus in a captured query-qmp-schema excerpt:
+ * query-migrate's return type, its status member's type, that enum's
+ * members (the names of non-builtin types are masked numbers).
+ */
+function schemaEnum(file: string): string[] {
+  const lines = readFileSync(join(STATUS_FIX, file), 'utf8').split('\n');
+  const entries = lines.flatMap((l, i) => {
+    if (l.trim() === '' || l.startsWith('#')) return [];
+    try {
+      return [JSON.parse(l) as { name: string; 'ret-type'?: string; members?: Array<{ name: string; type?: string }> }];
+    } catch (e) {
+      throw new Error(`${file}:${i + 1}: not a JSON schema entry (${(e as Error).message})`);
+    }
+  });
+  const byName = new Map(entries.map((e) => [e.name, e]));
+  const entry = (name: string | undefined, what: string) => {
+    const e = name === undefined ? undefined : byName.get(name);
+    if (!e) throw new Error(`${file}: no entry for ${what} (${name ?? 'unnamed'})`);
+    return e;
+  };
+  const info = entry(entry('query-migrate', 'the command query-migrate')['ret-type'], "query-migrate's ret-type");
+  const status = info.members?.find((m) => m.name === 'status');
+  const members = entry(status?.type, "the status member's type").members;
+  if (!members) throw new Error(`${file}: the status type has no members`);
+  return members.map((m) => m.name);
 }
 
 /** minimig's enum, MIGRATION_STATUS_X = N, in the source the binary was built from. */
@@ -41,6 +70,14 @@ function fetched(version: string): { path: string } | { skip: string } {
   return existsSync(path) ? { path } : { skip: `no QEMU ${version} at ${path} (fetch it, or set MIGRACE_QEMU_${version.replace(/\./g, '_')})` };
 }
 
+/** The sid chroot's QEMU (samples/sid-chroot.sh): its ELF data is read here on the host; it runs only inside. */
+function sidChroot(): { path: string } | { skip: string } {
+  const env = process.env.MIGRACE_QEMU_11_1_3;
+  const cache = process.env.MIGRACE_QEMU_CACHE ?? join(ROOT, 'samples/.cache');
+  const path = env ?? join(cache, 'sid-chroot/root/usr/bin/qemu-system-x86_64');
+  return existsSync(path) ? { path } : { skip: `no QEMU 11.1.3 at ${path} (bash samples/sid-chroot.sh build; .ci/install does; or set MIGRACE_QEMU_11_1_3)` };
+}
+
 const BINARIES: Array<{ label: string; where: { path: string } | { skip: string }; source: () => string[] }> = [
   { label: 'QEMU 5.2 (bullseye)', where: fetched('5.2'), source: () => qapiEnum('qemu-5.2.0.MigrationStatus.qapi') },
   {
@@ -49,7 +86,7 @@ const BINARIES: Array<{ label: string; where: { path: string } | { skip: string 
     source: () => qapiEnum('qemu-7.2.0.MigrationStatus.qapi'),
   },
   { label: 'QEMU 10.0.2 (bookworm-backports)', where: fetched('10.0.2'), source: () => qapiEnum('qemu-10.0.2.MigrationStatus.qapi') },
-  { label: 'QEMU 11.1.3 (sid)', where: fetched('11.1.3'), source: () => qapiEnum('qemu-11.1.MigrationStatus.qapi') },
+  { label: 'QEMU 11.1.3 (sid)', where: sidChroot(), source: () => schemaEnum('qemu-11.1.3.MigrationStatus.qmp-schema') },
   ...['minimig', 'minimig-patched'].map((b) => {
     const path = join(ROOT, 'samples/minimig', b);
     return { label: b, where: existsSync(path) ? { path } : { skip: `${path} is not built (npm run build)` }, source: minimigEnum };
@@ -73,7 +110,7 @@ describe('MigrationStatus names read from the binary equal the source-level enum
     expect(tableIdMatching(qapiEnum('qemu-5.2.0.MigrationStatus.qapi'))).toBe('4.2');
     expect(tableIdMatching(qapiEnum('qemu-7.2.0.MigrationStatus.qapi'))).toBe('4.2');
     expect(tableIdMatching(qapiEnum('qemu-10.0.2.MigrationStatus.qapi'))).toBe('9.1');
-    expect(tableIdMatching(qapiEnum('qemu-11.1.MigrationStatus.qapi'))).toBe('11.0');
+    expect(tableIdMatching(schemaEnum('qemu-11.1.3.MigrationStatus.qmp-schema'))).toBe('11.0');
     expect(STATUS_TABLES['11.0'].map((n, i) => `${n}${i}`).slice(9)).toEqual([
       'postcopy-recover9', 'completed10', 'failing11', 'failed12', 'colo13', 'pre-switchover14', 'device15', 'wait-unplug16',
     ]);
