@@ -1,9 +1,12 @@
 /**
  * samples/sid-chroot.sh leaves nothing mounted and nothing running, whatever
  * way it ends: a registry that does not serve sid (exit 3, the reason, no
- * half-built chroot), a command that fails inside, and a SIGINT while a
- * command runs inside with /proc, /sys and /dev mounted. The last two need
- * the chroot .ci/install builds; they skip, saying so, without it.
+ * half-built chroot: it fails before mounting), and, with /proc, /sys and
+ * /dev mounted, a command that fails inside, `false`, a command killed by
+ * a signal, and a SIGINT while a command runs. The ones inside need the
+ * chroot .ci/install builds; they skip, saying so, without it. Mounts are
+ * read from /proc/self/mountinfo (this process's mount namespace, the one
+ * the script mounts in).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync } from 'node:fs';
@@ -24,12 +27,27 @@ const cannotBuild = !isRoot ? 'needs root' : !hasDebootstrap ? 'needs debootstra
 const cannotRun = cannotBuild ?? (built ? null : 'no sid chroot built (bash samples/sid-chroot.sh build; .ci/install does)');
 if (cannotRun) console.warn(`[sid-chroot] some tests skipped: ${cannotRun}`);
 
-/** Mount points at or below `dir`, from the kernel's own list. */
+/** Mount points at or below `dir`: field 5 of mountinfo, whose blanks and backslashes are octal escapes. */
 function mountsBelow(dir: string): string[] {
   const real = realpathSync(dir);
-  return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m): m is string => Boolean(m))
+  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4]).filter((m): m is string => Boolean(m))
+    .map((m) => m.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
     .filter((m) => m === real || m.startsWith(`${real}/`));
 }
+
+/** `sid-chroot.sh run -- CMD...`: its status and stderr; the chroot is still there afterwards, nothing mounted in it. */
+function runInside(cmd: string[]): { status: number | null; stderr: string } {
+  const r = spawnSync('bash', [SCRIPT, 'run', '--', ...cmd], { encoding: 'utf8', timeout: 120_000 });
+  if (r.error) throw r.error;
+  expect(mountsBelow(join(CACHE, 'sid-chroot', 'root'))).toEqual([]);
+  // A failed command is not a failed build: the chroot stays.
+  expect(existsSync(join(CACHE, 'sid-chroot', '.complete'))).toBe(true);
+  expect(existsSync(join(CACHE, 'sid-chroot', 'root', 'usr', 'bin', 'qemu-system-x86_64'))).toBe(true);
+  return { status: r.status, stderr: r.stderr };
+}
+
+/** A command that first checks /proc, /sys and /dev are mounted inside (exit 9 if not), then does `then`. */
+const afterMounts = (then: string): string[] => ['sh', '-c', `for d in /proc /sys /dev; do mountpoint -q "$d" || exit 9; done; ${then}`];
 
 /** Processes whose root directory is `root`. */
 function processesInside(root: string): number[] {
@@ -56,9 +74,18 @@ describe('samples/sid-chroot.sh', () => {
   });
 
   it.skipIf(cannotRun !== null)('a command that fails inside: its exit status, everything unmounted', () => {
-    const r = spawnSync('bash', [SCRIPT, 'run', '--', 'sh', '-c', 'test -r /proc/self/status && test -c /dev/null && exit 7'], { encoding: 'utf8', timeout: 120_000 });
+    const r = runInside(afterMounts('test -r /proc/self/status && test -c /dev/null && exit 7'));
     expect(r.status, r.stderr).toBe(7);
-    expect(mountsBelow(join(CACHE, 'sid-chroot', 'root'))).toEqual([]);
+  });
+
+  it.skipIf(cannotRun !== null)('false inside, after the mounts: exit 1, everything unmounted', () => {
+    const r = runInside(afterMounts('exec false'));
+    expect(r.status, r.stderr).toBe(1);
+  });
+
+  it.skipIf(cannotRun !== null)('a command killed by a signal inside: 128 + the signal, everything unmounted', () => {
+    const r = runInside(afterMounts('kill -KILL $$'));
+    expect(r.status, r.stderr).toBe(137);
   });
 
   it.skipIf(cannotRun !== null)('SIGINT while a command runs inside: the command ends, everything is unmounted, exit 130', async () => {
