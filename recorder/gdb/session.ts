@@ -19,6 +19,7 @@ import { readFileSync } from 'node:fs';
 import { procStartTime, tracerPid } from '../../trace/proc.js';
 import { execa } from 'execa';
 import { MigraceError } from '../../trace/errors.js';
+import { gdbDebugDirOptions } from '../debug-dirs.js';
 import { ledgerAddProcess, ledgerRemoveProcess } from '../ledger.js';
 import { dieWithParent, findProgram, isAlive, track, waitGone } from '../reaper.js';
 import { sleep } from '../../trace/async.js';
@@ -458,7 +459,7 @@ type Listener = (e: GdbEvent) => void;
 
 function spawnGdb(path: string, env: Record<string, string>, cwd: string | undefined) {
   // SIGTERM when migrace dies: gdb quits as on Ctrl-D, killing what it ran and detaching from what it attached to.
-  const cmd = dieWithParent(path, ['--interpreter=mi3', '-nx', '-q'], 'TERM');
+  const cmd = dieWithParent(path, ['--interpreter=mi3', '-nx', '-q', ...gdbDebugDirOptions()], 'TERM');
   return execa(cmd.file, cmd.args, {
     stdin: 'pipe',
     stdout: 'pipe',

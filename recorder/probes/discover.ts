@@ -147,7 +147,10 @@ export async function discoverProfile(binary: string, opts: DiscoverOptions = {}
   const elf = await readElfInfo(path);
   const report = headerLines(elf);
   const cacheDir = opts.cacheDir ?? defaultCacheDir();
-  const cacheFile = elf.buildId ? join(cacheDir, `${elf.buildId}.json`) : null;
+  // Keyed by whether debug info is found too: the same build-id stripped and with its debug
+  // file (installed later, or found only under MIGRACE_DEBUG_FILE_DIRECTORY) gives other probes.
+  const withDebug = elf.hasDebugInfo || elf.separateDebugFile !== null;
+  const cacheFile = elf.buildId ? join(cacheDir, `${elf.buildId}${withDebug ? '.debug' : ''}.json`) : null;
 
   if (cacheFile && elf.buildId) {
     const { profile, problem } = opts.refresh ? { profile: null, problem: null } : readCache(cacheFile, elf.buildId);

@@ -3,6 +3,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { dirname, join } from 'node:path';
 import { MigraceError } from '../../trace/errors.js';
+import { debugFileDirectories } from '../debug-dirs.js';
 
 /**
  * An x86-64 ELF file's layout, parsed here rather than through readelf so
@@ -17,7 +18,8 @@ import { MigraceError } from '../../trace/errors.js';
  *   loadElfLayout reads the whole file for elf-image.ts;
  * - where gdb finds a separate debug file: the build-id directory, then the
  *   `.gnu_debuglink` name beside the binary, in `.debug/`, and under the
- *   global debug directory (gdb's own order), with the CRC gdb checks.
+ *   global debug directories (gdb's own order; debug-dirs.ts says which),
+ *   with the CRC gdb checks.
  */
 export interface ElfInfo {
   path: string;
@@ -71,8 +73,6 @@ export const ELF = {
 } as const;
 /** Section tables this large are not something a compiler wrote. */
 const MAX_SECTIONS = 65535;
-/** gdb's default global debug directory (`show debug-file-directory`). */
-const GLOBAL_DEBUG_DIR = '/usr/lib/debug';
 
 /** Bytes at a file offset: a file handle for the headers only, a buffer for the whole file. */
 interface Reader {
@@ -308,18 +308,21 @@ export function parseDebugLink(section: Buffer): { file: string; crc: number } |
 
 /**
  * Where gdb would find the debug file, in gdb's order: the build-id
- * directory, then the debuglink name next to the binary, in its `.debug/`,
- * and under the global debug directory. A debuglink file whose CRC does not
- * match is skipped, as gdb skips it.
+ * directory of each global debug directory, then the debuglink name next
+ * to the binary, in its `.debug/`, and under each global debug directory.
+ * A debuglink file whose CRC does not match is skipped, as gdb skips it.
  */
 function findSeparateDebugFile(path: string, buildId: string | null, link: { file: string; crc: number } | null): string | null {
+  const globals = debugFileDirectories();
   if (buildId && buildId.length > 2) {
-    const byId = join(GLOBAL_DEBUG_DIR, '.build-id', buildId.slice(0, 2), `${buildId.slice(2)}.debug`);
-    if (existsSync(byId)) return byId;
+    for (const g of globals) {
+      const byId = join(g, '.build-id', buildId.slice(0, 2), `${buildId.slice(2)}.debug`);
+      if (existsSync(byId)) return byId;
+    }
   }
   if (!link) return null;
   const dir = dirname(path);
-  for (const candidate of [join(dir, link.file), join(dir, '.debug', link.file), join(GLOBAL_DEBUG_DIR, dir, link.file)]) {
+  for (const candidate of [join(dir, link.file), join(dir, '.debug', link.file), ...globals.map((g) => join(g, dir, link.file))]) {
     if (candidate === path || !existsSync(candidate)) continue;
     if (crc32(readFileSync(candidate)) >>> 0 === link.crc) return candidate;
   }

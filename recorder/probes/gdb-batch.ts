@@ -1,5 +1,6 @@
 import { execa } from 'execa';
 import { MigraceError } from '../../trace/errors.js';
+import { gdbDebugDirOptions } from '../debug-dirs.js';
 import { track } from '../reaper.js';
 
 /**
@@ -75,7 +76,8 @@ async function runGdb(binary: string, script: GdbStep[], opts: GdbOptions): Prom
     // Disassembly needs the symbol table only: never DWARF, whose names can mean a clone.
     ...(opts.withDebugInfo ? [] : ['--readnever']),
     // Never reach for the network or run scripts shipped next to the binary.
-    '-iex', 'set debuginfod enabled off', '-iex', 'set auto-load no', '-iex', 'set width 0', '-iex', 'set height 0'];
+    '-iex', 'set debuginfod enabled off', '-iex', 'set auto-load no', '-iex', 'set width 0', '-iex', 'set height 0',
+    ...gdbDebugDirOptions()];
   for (const s of script) {
     args.push('-ex', `echo @@migrace ${s.marker}\\n`);
     for (const c of s.commands) args.push('-ex', c);

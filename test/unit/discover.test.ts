@@ -8,6 +8,7 @@ import { decideStatusNames, type StatusDecision } from '../../recorder/probes/st
 import { discoverProfile, loadProfileFile, parseProfileText, parseVersionOutput } from '../../recorder/probes/discover.js';
 import { parseDisasmLine, parseDisassembly, parseOperand } from '../../recorder/probes/disasm.js';
 import { buildIdFromNotes, parseDebugLink, readElfInfo } from '../../recorder/probes/elf.js';
+import { DEBUG_DIR_VARIABLE, debugFileDirectories, gdbDebugDirOptions } from '../../recorder/debug-dirs.js';
 import type { ElfSymbol } from '../../recorder/probes/elf-image.js';
 import { cloneBase, FunctionTable } from '../../recorder/probes/functions.js';
 import { ProfileSchema } from '../../recorder/probes/profile.js';
@@ -601,6 +602,37 @@ describe('ELF build-id and debug info', () => {
     expect(good).toMatchObject({ debugLink: 'linked.debug', separateDebugFile: dbg, hasDebugInfo: false });
     const bad = await readElfInfo(write('mislinked.elf', elf({ debugLink: { file: 'linked.debug', crc: 1 } })));
     expect(bad).toMatchObject({ debugLink: 'linked.debug', separateDebugFile: null });
+  });
+
+  it('finds the debug file by build-id under MIGRACE_DEBUG_FILE_DIRECTORY, before the debuglink; refuses a bad value by name', async () => {
+    const id = 'd9541fd67c4ea37f9ca7fca0f5096f32b3b7e7e0';
+    const dirs = [join(tmp, 'dbg-a'), join(tmp, 'dbg-b')];
+    mkdirSync(join(dirs[1], '.build-id', id.slice(0, 2)), { recursive: true });
+    mkdirSync(dirs[0], { recursive: true });
+    const byId = join(dirs[1], '.build-id', id.slice(0, 2), `${id.slice(2)}.debug`);
+    writeFileSync(byId, 'the debug file');
+    const bin = write('by-id.elf', elf({ debug: false }));
+    const before = process.env[DEBUG_DIR_VARIABLE];
+    try {
+      delete process.env[DEBUG_DIR_VARIABLE];
+      expect(debugFileDirectories()).toEqual(['/usr/lib/debug']);
+      expect(gdbDebugDirOptions()).toEqual([]);
+      expect((await readElfInfo(bin)).separateDebugFile).toBeNull();
+      process.env[DEBUG_DIR_VARIABLE] = dirs.join(':');
+      expect(await readElfInfo(bin)).toMatchObject({ separateDebugFile: byId, debugLink: null, hasDebugInfo: false });
+      expect(gdbDebugDirOptions()).toEqual(['-iex', `set debug-file-directory ${dirs.join(':')}`]);
+      process.env[DEBUG_DIR_VARIABLE] = `${dirs[0]}:debug`;
+      await expect(readElfInfo(bin)).rejects.toMatchObject({
+        code: 'USAGE', message: `MIGRACE_DEBUG_FILE_DIRECTORY=${dirs[0]}:debug: debug is not an absolute path (a colon-separated list of directories, like gdb's debug-file-directory)`,
+      });
+      process.env[DEBUG_DIR_VARIABLE] = join(tmp, 'nowhere');
+      expect(() => gdbDebugDirOptions()).toThrow(`MIGRACE_DEBUG_FILE_DIRECTORY=${join(tmp, 'nowhere')}: ${join(tmp, 'nowhere')} is not a directory`);
+      process.env[DEBUG_DIR_VARIABLE] = `${dirs[0]}:`;
+      expect(() => debugFileDirectories()).toThrow(/: an empty entry is not an absolute path/);
+    } finally {
+      if (before === undefined) delete process.env[DEBUG_DIR_VARIABLE];
+      else process.env[DEBUG_DIR_VARIABLE] = before;
+    }
   });
 
   it('ignores notes that are not the GNU build-id', () => {
