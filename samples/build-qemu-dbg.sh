@@ -17,8 +17,11 @@
 #   split/qemu-system-x86_64.debug       its debug file (objcopy --only-keep-debug):
 #                                        gdb loads it on its own, from beside the binary
 #   debug-file-directory/.build-id/NN/REST.debug
-#                                        the same file in debuginfod's layout, for
-#                                        `set debug-file-directory`
+#                                        the same file in the build-id layout of
+#                                        /usr/lib/debug (Debian's -dbgsym packages), for
+#                                        `set debug-file-directory` (MIGRACE_DEBUG_FILE_DIRECTORY)
+#   build-id-only/qemu-system-x86_64     stripped (--strip-all) with no .gnu_debuglink:
+#                                        its debug file is found only by build-id there
 #   src/                                 the source and build tree (file:line resolve here)
 # Run it with `-L /usr/share/seabios -L /usr/share/qemu` (bookworm's firmware):
 # the dfsg tarball has no firmware blobs. Building only the qemu-system-x86_64
@@ -45,16 +48,31 @@ main() {
   SRC="$DEST/src/qemu"
   BIN="$DEST/qemu-system-x86_64"
   SPLIT="$DEST/split/qemu-system-x86_64"
+  BY_ID="$DEST/build-id-only/qemu-system-x86_64"
   STAMP="$DEST/.complete"
 
-  done_already() { [ -f "$STAMP" ] && [ -x "$BIN" ] && [ -x "$SPLIT" ]; }
+  built() { [ -f "$STAMP" ] && [ -x "$BIN" ] && [ -x "$SPLIT" ]; }
+  done_already() { built && [ -x "$BY_ID" ]; }
+  # From the unstripped binary (a fraction of a second): written aside and
+  # renamed, so a reader never sees half of it.
+  make_build_id_only() {
+    mkdir -p "$DEST/build-id-only"
+    objcopy --strip-all "$BIN" "$BY_ID.tmp.$$"
+    mv "$BY_ID.tmp.$$" "$BY_ID"
+  }
 
   case "${1:-}" in
     '') ;;
     --cached-only)
-      done_already || { say "not built yet in $DEST: run bash samples/build-qemu-dbg.sh (minutes; .ci/install does)"; exit 4; } ;;
+      built || { say "not built yet in $DEST: run bash samples/build-qemu-dbg.sh (minutes; .ci/install does)"; exit 4; } ;;
     *) say "usage: build-qemu-dbg.sh [--cached-only]"; exit 2 ;;
   esac
+  # A build made before build-id-only/ existed gets it without a rebuild;
+  # nothing else in it is touched.
+  if built && [ ! -x "$BY_ID" ]; then
+    cache_lock "$DEST"
+    [ -x "$BY_ID" ] || { need_tools objcopy; say "stripped copy without a debuglink"; make_build_id_only; }
+  fi
   answer_cached "$DEST" "$BIN"
 
   # Build-dependencies (.ci/install installs them): Debian's list minus every
@@ -109,8 +127,8 @@ main() {
   say "ninja -C build qemu-system-x86_64 (minutes: the README has the times)"
   ninja -C "$SRC/build" ${MIGRACE_NINJA_JOBS:+-j "$MIGRACE_NINJA_JOBS"} qemu-system-x86_64 >"$DEST/ninja.log" 2>&1 || { tail -n 30 "$DEST/ninja.log" | sed 's/^/  /' >&2; fail "the build failed (log: $DEST/ninja.log)"; }
 
-  say "debug file and stripped copy"
-  rm -rf "$DEST/split" "$DEST/debug-file-directory"
+  say "debug file and stripped copies"
+  rm -rf "$DEST/split" "$DEST/debug-file-directory" "$DEST/build-id-only"
   mkdir -p "$DEST/split"
   cp "$SRC/build/qemu-system-x86_64" "$BIN.tmp"
   mv "$BIN.tmp" "$BIN"
@@ -121,6 +139,7 @@ main() {
   [ -n "$build_id" ] || fail "the build has no GNU build-id note"
   mkdir -p "$DEST/debug-file-directory/.build-id/${build_id:0:2}"
   ln "$SPLIT.debug" "$DEST/debug-file-directory/.build-id/${build_id:0:2}/${build_id:2}.debug"
+  make_build_id_only
 
   "$BIN" -L /usr/share/seabios -L /usr/share/qemu -version >"$DEST/version.txt" 2>&1 || { sed 's/^/  /' "$DEST/version.txt" >&2; fail "the built binary does not run"; }
   say "$(head -n 1 "$DEST/version.txt") (build-id $build_id)"

@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DEBUG_DIR_VARIABLE } from '../../recorder/debug-dirs.js';
 import { extractedTreeEnv } from '../../recorder/targets/qemu.js';
 
 /**
@@ -16,20 +17,21 @@ import { extractedTreeEnv } from '../../recorder/targets/qemu.js';
  *   (samples/sid-chroot.sh); 5.2 and 10.0.2 come from samples/fetch-qemu.sh
  *   (a cold fetch takes seconds); the -O2 -g builds of 5.2 only from the
  *   cache samples/build-qemu-dbg.sh fills (a build takes minutes: .ci/install
- *   runs it, a test never does).
+ *   runs it, a test never does): unstripped, stripped with a debuglink, and
+ *   stripped without one (its debug file found by build-id only).
  * - qemuBuilds() / qemuBuild(name): the answers, computed once per process.
  *   MIGRACE_TEST_QEMU=11.1,5.2 limits the builds a run uses (the chroot runs
  *   only its own); the others skip, saying so.
  * - bookwormQemu() / bullseyeQemu(): the two builds by their old names.
  */
 
-export type BuildName = '5.2' | '7.2' | '10.0.2' | '11.1' | '5.2-dbg' | '5.2-dbg-split';
+export type BuildName = '5.2' | '7.2' | '10.0.2' | '11.1' | '5.2-dbg' | '5.2-dbg-split' | '5.2-dbg-build-id';
 
 export interface BuildSpec {
   name: BuildName;
   label: string;
   variant: 'patched' | 'unpatched';
-  /** stripped: Debian's binary; full: unstripped -O2 -g; separate: stripped plus a debug file. */
+  /** stripped: Debian's binary; full: unstripped -O2 -g; separate: stripped plus a debug file (by debuglink or build-id). */
   debug: 'stripped' | 'full' | 'separate';
   /** The transitions of one undisturbed precopy migration, by name. */
   transitions: Array<[string, string]>;
@@ -44,7 +46,11 @@ export interface QemuBuild extends BuildSpec {
   args: string[];
   /** The first line of `-version`. */
   version: string;
-  /** separate: the private debug-file-directory holding .build-id/NN/REST.debug. */
+  /**
+   * The debug-file-directory holding .build-id/NN/REST.debug, for the build
+   * with no debuglink: MIGRACE_DEBUG_FILE_DIRECTORY must name it while the
+   * build is used (withDebugFileDirectory).
+   */
   debugFileDirectory?: string;
 }
 
@@ -72,6 +78,7 @@ export const BUILDS: readonly BuildSpec[] = [
     known: { buildId: '19082c1198d23ae45c6960a77fdc889301dfb4de', read: '*qmp_query_migrate+228', publishes: ['+428'], stateOffset: 0x310 } },
   { name: '5.2-dbg', label: 'bullseye 5.2 built -O2 -g (unpatched)', variant: 'unpatched', debug: 'full', transitions: PRECOPY, known: null },
   { name: '5.2-dbg-split', label: 'bullseye 5.2 built -O2 -g, separate debug file (unpatched)', variant: 'unpatched', debug: 'separate', transitions: PRECOPY, known: null },
+  { name: '5.2-dbg-build-id', label: 'bullseye 5.2 built -O2 -g, no debuglink, debug file by build-id (unpatched)', variant: 'unpatched', debug: 'separate', transitions: PRECOPY, known: null },
 ];
 
 /** The first line of `-version`, or why it does not run. */
@@ -111,14 +118,17 @@ function locate(spec: BuildSpec): QemuAvailability {
       break;
     }
     case '5.2-dbg':
-    case '5.2-dbg-split': {
+    case '5.2-dbg-split':
+    case '5.2-dbg-build-id': {
       const r = fromScript(DBG_SCRIPT, ['--cached-only'], 'the -O2 -g build of QEMU 5.2', 30_000);
       if ('skip' in r) {
         found = r;
       } else if (spec.name === '5.2-dbg') {
         found = { path: r.path, env: {}, args: FIRMWARE_ARGS };
+      } else if (spec.name === '5.2-dbg-split') {
+        found = { path: join(dirname(r.path), 'split', 'qemu-system-x86_64'), env: {}, args: FIRMWARE_ARGS };
       } else {
-        found = { path: join(dirname(r.path), 'split', 'qemu-system-x86_64'), env: {}, args: FIRMWARE_ARGS,
+        found = { path: join(dirname(r.path), 'build-id-only', 'qemu-system-x86_64'), env: {}, args: FIRMWARE_ARGS,
           debugFileDirectory: join(dirname(r.path), 'debug-file-directory') };
       }
       break;
@@ -159,6 +169,23 @@ export type QemuBinary = { path: string; env: Record<string, string> } | { skip:
 function binary(name: BuildName): QemuBinary {
   const b = qemuBuild(name);
   return isAvailable(b) ? { path: b.path, env: b.env } : { skip: b.skip };
+}
+
+/**
+ * `fn` with MIGRACE_DEBUG_FILE_DIRECTORY naming the build's debug-file-directory
+ * when it has one (the build with no debuglink), as a user with unpacked
+ * -dbgsym files sets it; restored afterwards.
+ */
+export async function withDebugFileDirectory<T>(b: QemuBuild, fn: () => Promise<T>): Promise<T> {
+  if (!b.debugFileDirectory) return fn();
+  const before = process.env[DEBUG_DIR_VARIABLE];
+  process.env[DEBUG_DIR_VARIABLE] = b.debugFileDirectory;
+  try {
+    return await fn();
+  } finally {
+    if (before === undefined) delete process.env[DEBUG_DIR_VARIABLE];
+    else process.env[DEBUG_DIR_VARIABLE] = before;
+  }
 }
 
 export function bookwormQemu(): QemuBinary {
