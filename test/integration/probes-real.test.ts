@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -12,7 +12,8 @@ import { ProfileSchema, type Profile } from '../../recorder/probes/profile.js';
 import { probesCommandOutput } from '../../recorder/probes/report.js';
 import { track, untrack, waitGone } from '../../recorder/reaper.js';
 import { STATUS_TABLES } from '../../trace/status.js';
-import { BUILDS, bookwormQemu, bullseyeQemu, qemuBuild } from '../helpers/qemu-binaries.js';
+import { BUILDS, bookwormQemu, bullseyeQemu, isAvailable, qemuBuild, withDebugFileDirectory } from '../helpers/qemu-binaries.js';
+import { gdbDebugDirOptions } from '../../recorder/debug-dirs.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
 import { lockBinaryForProbes } from '../../recorder/probe-lock.js';
 
@@ -147,7 +148,9 @@ async function underGdb<T>(
   // gdb's breakpoints would not fire where another test's uprobes are on this binary: take the lock migrace takes.
   const unlock = await lockBinaryForProbes(binary, 'gdb');
   // Shorter than the test timeout, so the cleanup below always runs.
-  const gdb = execa('gdb', ['-batch', '-nx', '-q', '-x', script, '--args', binary, ...args], { reject: false, stdin: 'ignore', timeout: 40_000, env: { LC_ALL: 'C' } });
+  // Where migrace's own gdb looks for debug files (MIGRACE_DEBUG_FILE_DIRECTORY), this one looks too.
+  const gdb = execa('gdb', ['-batch', '-nx', '-q', ...gdbDebugDirOptions(), '-x', script, '--args', binary, ...args],
+    { reject: false, stdin: 'ignore', timeout: 40_000, env: { LC_ALL: 'C' } });
   const gdbPid = gdb.pid!;
   track(gdbPid, 'gdb (probes-real)');
   try {
@@ -482,6 +485,61 @@ describe('QEMU 5.2 built from Debian\'s source with -O2 -g: unstripped, with a s
     // The switch read on migration.c:1059 (docs/qemu-facts.md), in fill_source_migration_info inlined into qmp_query_migrate.
     expect(full.profile.read_points[0].source).toBe('../migration/migration.c:1059 in fill_source_migration_info (inlined into qmp_query_migrate)');
     expect(full.profile.read_points.every((r) => r.source !== null)).toBe(true);
+  });
+
+  const byId = qemuBuild('5.2-dbg-build-id');
+  const byIdSkip = skip ?? ('skip' in byId ? byId.skip : null);
+  it.skipIf(byIdSkip !== null)(`no debuglink: found by build-id under MIGRACE_DEBUG_FILE_DIRECTORY, the debuglink build's profile, the --strip-debug build's probes; without it, refused${byIdSkip ? ` (skipped: ${byIdSkip})` : ''}`, async () => {
+    if (!isAvailable(byId) || !byId.debugFileDirectory) throw new Error('no build-id-only build');
+    const stripped = join(tmp, 'qemu-5.2-dbg.strip-debug.by-id');
+    execFileSync('strip', ['--strip-debug', '-o', stripped, unstripped]);
+    const plain = await discoverProfile(stripped, { cacheDir: mkdtempSync(join(tmp, 'dbg-cache-')) });
+    const split = await discoverProfile(linked, { cacheDir: mkdtempSync(join(tmp, 'dbg-cache-')) });
+    const cacheDir = mkdtempSync(join(tmp, 'by-id-cache-'));
+    const found = await withDebugFileDirectory(byId, () => discoverProfile(byId.path, { cacheDir }));
+    console.log(`[probes] 5.2 -O2 -g by build-id: ${found.ms.toFixed(0)} ms, ${found.profile.read_points.length} read points`);
+    const id = found.elf.buildId!;
+    const debugFile = join(byId.debugFileDirectory, '.build-id', id.slice(0, 2), `${id.slice(2)}.debug`);
+    expect(found.elf).toMatchObject({ debugLink: null, hasDebugInfo: false, separateDebugFile: debugFile });
+    expect(found.report).toContain(`ELF x86-64 PIE, debug info in ${debugFile}`);
+    const { binary: _a, ...a } = found.profile;
+    const { binary: _b, ...b } = split.profile;
+    expect(a).toEqual(b);
+    const placement = (p: Profile) => ({
+      probes: p.probes.map((x) => [x.name, x.locations]),
+      read_points: p.read_points.map((r) => [r.pc, r.instruction, r.access, r.location, r.value]),
+      state_offset: p.state_offset, variant: p.variant,
+    });
+    expect(placement(found.profile)).toEqual(placement(plain.profile));
+    expect(probe(found.profile, 'transition').values).toEqual({ addr: 'state', old: 'old_state', new: 'new_state' });
+    expect(found.cacheFile).toBe(join(cacheDir, `${id}.debug.json`));
+
+    // Without the directory: --strip-all left no symbol of these functions (a self-built QEMU exports none).
+    const err = await discoverProfile(byId.path, { cacheDir }).then(() => null, (e: unknown) => e);
+    expect(err).toMatchObject({ code: 'PROBES', message: expect.stringMatching(/symbol migrate_set_state and symbol qmp_query_migrate not found/) });
+    expect(existsSync(join(cacheDir, `${id}.json`))).toBe(false);
+
+    // gdb itself finds the lines of migrate_set_state only with the directory.
+    const infoLine = (extra: string[]) => {
+      const r = spawnSync('gdb', ['-batch', '-nx', '-q', '-iex', 'set debuginfod enabled off', ...extra, '-ex', 'info line migrate_set_state', byId.path],
+        { encoding: 'utf8', timeout: 60_000 });
+      return `${r.stdout}${r.stderr}`;
+    };
+    expect(infoLine(['-iex', `set debug-file-directory ${byId.debugFileDirectory}`])).toMatch(/^Line 1662 of "\.\.\/migration\/migration\.c" starts at address/m);
+    expect(infoLine([])).toMatch(/No symbol table is loaded|Function "migrate_set_state" not defined/);
+  });
+
+  it.skipIf(byIdSkip !== null)('no debuglink, by build-id: the read probe, the state address and every read point hold in a live process', async () => {
+    if (!isAvailable(byId)) return;
+    await withDebugFileDirectory(byId, async () => {
+      const { profile } = await discoverProfile(byId.path, { cacheDir: join(tmp, 'dbg-live-by-id') });
+      expect(probe(profile, 'transition').values).toEqual({ addr: 'state', old: 'old_state', new: 'new_state' });
+      const { hits, stdout } = await queryOnceUnderGdb(profile, byId.path, {}, 'dbg-by-id');
+      const reads = hits.filter((h) => h.probe === 'read');
+      expect(reads, stdout).toHaveLength(1);
+      expect(reads[0].values).toMatchObject({ value: 0, state: 0 });
+      await readPointsWithoutMigration(byId.path, {}, 'dbg-by-id');
+    });
   });
 
   for (const [label, rel] of [['unstripped', 'qemu-system-x86_64'], ['.gnu_debuglink', 'split/qemu-system-x86_64']] as const) {
