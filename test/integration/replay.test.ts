@@ -41,8 +41,11 @@ async function runReplay(store: TraceStore, launch: Launch, scenario: string): P
   return replay({ store, target, profile, schedule: builtinSchedule(scenario), label: scenario });
 }
 
+const q52 = qemu('5.2');
 const q72 = qemu('7.2');
 const q100 = qemu('10.0.2');
+// The system QEMU inside the sid chroot only (samples/sid-chroot.sh test runs this file with MIGRACE_TEST_QEMU=11.1).
+const q111 = qemu('11.1');
 
 // The same schedule, every time, on each build: the outcome issue #4 promises.
 const cases = [
@@ -123,6 +126,29 @@ describe('replay: the step into completed, found on each build (#11)', () => {
     }
   });
 
+  if (q52.skip) console.warn(`skipping QEMU 5.2: ${q52.skip}`);
+  it.skipIf(q52.skip !== null)('Debian QEMU 5.2 (unpatched): active -> completed, manifested: the re-read publishes completed, a whole completed reply libvirt accepts', async () => {
+    const db = tempStore();
+    try {
+      const r = await runReplay(db.store, q52.launch, 'into-completed');
+      expect(r.state, r.error ?? '').toBe('complete');
+      expect(writerStep(db.store, r.sessionId)).toBe('active -> completed');
+      // Read active, published completed: the read and the reply disagree, the reply itself does not.
+      expect(r.outcome).toBe('manifested');
+      const events = db.store.events(r.sessionId);
+      const bySeq = new Map(events.map((e) => [e.seq, e]));
+      expect(bySeq.get(r.finding!.read!.seq)).toMatchObject({ kind: 'read', data: { value: { name: 'active' } } });
+      expect(bySeq.get(r.finding!.publish!.seq)).toMatchObject({ kind: 'publish', data: { value: { name: 'completed' } } });
+      const ret = r.reply as Record<string, unknown>;
+      expect(ret.status).toBe('completed');
+      expect(ret).toHaveProperty('ram');
+      expect(ret).toHaveProperty('downtime');
+      expect(r.verdict).toMatchObject({ status: 'completed', has_ram: true, old_libvirt: 'accepts', current_libvirt: 'accepts', shape: null });
+    } finally {
+      db.cleanup();
+    }
+  }, 120_000);
+
   it.skipIf(q72.skip !== null)('Debian QEMU 7.2: active -> completed, an active reply with completed-only fields', async () => {
     const db = tempStore();
     try {
@@ -148,6 +174,21 @@ describe('replay: the step into completed, found on each build (#11)', () => {
       expect(writerStep(db.store, r.sessionId)).toBe('device -> completed');
       expect(r.outcome, r.error ?? '').toBe('infeasible');
       expect(r.reason).toMatch(/^reader \(the read probe with writer's old state \(device\)\) cannot arrive: thread 1 .* waits in \S*(lock|futex)\S* \(.*bql_lock.*\) while writer \(migrate_set_state\(device -> completed\)\) is held; the held thread owns the lock$/);
+      expect(db.store.session(r.sessionId)).toMatchObject({ state: 'complete', meta: { infeasible: r.reason } });
+    } finally {
+      db.cleanup();
+    }
+  }, 120_000);
+
+  if (q111.skip) console.warn(`skipping QEMU 11.1: ${q111.skip}`);
+  it.skipIf(q111.skip !== null)('Debian QEMU 11.1 (sid chroot): device -> completed, infeasible: the main thread waits for the big lock the held writer owns', async () => {
+    const db = tempStore();
+    try {
+      const r = await runReplay(db.store, q111.launch, 'into-completed');
+      expect(writerStep(db.store, r.sessionId)).toBe('device -> completed');
+      expect(r.outcome, r.error ?? '').toBe('infeasible');
+      // No bql_lock frame in 11.1's stack: the main loop takes the big lock straight through qemu_mutex_lock_impl.
+      expect(r.reason).toMatch(/^reader \(the read probe with writer's old state \(device\)\) cannot arrive: thread 1 "qemu-system-x86" waits in qemu_mutex_lock_impl \(.*pthread_mutex_lock <- qemu_mutex_lock_impl <- main_loop_wait <- .*\) while writer \(migrate_set_state\(device -> completed\)\) is held; the held thread owns the lock$/);
       expect(db.store.session(r.sessionId)).toMatchObject({ state: 'complete', meta: { infeasible: r.reason } });
     } finally {
       db.cleanup();
