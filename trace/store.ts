@@ -3,7 +3,7 @@ import Database from 'better-sqlite3';
 import { accessSync, closeSync, constants, existsSync, openSync, readdirSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { MigraceError, messageOf } from './errors.js';
-import { eventFromRow, type EventRow } from './event-row.js';
+import { EVENT_COLUMNS, eventFromRow, type EventRow } from './event-row.js';
 import { ownStartTime, processIsAlive } from './proc.js';
 import {
   NewSessionSchema, SessionExportSchema, SessionSchema, TargetSchema, ThreadSchema,
@@ -671,9 +671,7 @@ export class TraceStore {
    * cannot serve a second iteration.
    */
   *iterateEvents(sessionId: number): Generator<TraceEvent> {
-    const stmt = this.db.prepare(
-      `SELECT seq, t_ns, wall, thread, kind, probe, pc, func, file, line, data FROM events WHERE session_id = ? ORDER BY seq`,
-    );
+    const stmt = this.db.prepare(`SELECT ${EVENT_COLUMNS} FROM events WHERE session_id = ? ORDER BY seq`).raw();
     const where = (): string => `session ${sessionId} in ${this.path}`;
     for (const r of stmt.iterate(sessionId) as IterableIterator<EventRow>) yield eventFromRow(r, where);
   }
