@@ -1,7 +1,8 @@
 import type { EventOf, Session, StateValue, Thread, TraceEvent } from '../trace/schema.js';
 import { normalizeStatusName, statusName, type StatusTable, type StatusTableId } from '../trace/status.js';
 import type { Analysis, Finding, FindingClass, ThreadRef, TransitionRef } from './types.js';
-import { judgeFacts, qemuShape, replyFacts, shapeBaselineFrom, type ReplyJudgement } from './verdict.js';
+import { MigraceError } from '../trace/errors.js';
+import { qemuShape, replyFacts, ReplyShapes, shapeBaselineFrom, type ReplyFacts, type ReplyJudgement } from './verdict.js';
 
 /*
  * Read-then-transition interleavings (docs/architecture.md, "Analysis and verdicts").
@@ -36,7 +37,9 @@ import { judgeFacts, qemuShape, replyFacts, shapeBaselineFrom, type ReplyJudgeme
  * the scan's state and which has one method per event kind and finish() for
  * the end of the trace (close what is open, warnings, proofs by reply, the
  * shape baseline, the findings); findInterleavings, which feeds it the
- * events; classify and toFinding, which turn a kept window into a Finding.
+ * events of an array (a stream, such as the store's rows, feeds the scan
+ * itself: cli/report.ts's Perfetto export does, beside its own first pass);
+ * classify and toFinding, which turn a kept window into a Finding.
  */
 
 type Tid = number | null;
@@ -202,6 +205,14 @@ function replyProves(p: Placed, reply: EventOf<'reply'> | null, table: StatusTab
 }
 
 /** Append to the list a map keeps under `key`. */
+/** A reply as the scan keeps it until the end. */
+interface SeenReply {
+  seq: number;
+  command: string;
+  /** Shared with every reply of the same shape. */
+  facts: ReplyFacts;
+}
+
 function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
   const l = map.get(key);
   if (l) l.push(value);
@@ -211,8 +222,10 @@ function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
 /**
  * The scan's state: one field per thing the header describes, one method
  * per event kind, and finish() for what only the end of the trace decides.
+ * Events must come in seq order; one that goes back is an error, since a
+ * stream cannot be sorted here.
  */
-class InterleavingScan {
+export class InterleavingScan {
   private readonly table: StatusTableId;
   private readonly threadMap = new Map<number, Thread>();
   /** Transitions in effect order; null where one moved to its thread's release (see the header). */
@@ -231,19 +244,25 @@ class InterleavingScan {
   private readonly awaitById = new Map<string, Candidate[]>();
   private readonly awaitByThread = new Map<Tid, Candidate[]>();
   private readonly candidates: Candidate[] = [];
-  private readonly replies: EventOf<'reply'>[] = [];
+  /** Every reply, without its body: what judging it at the end needs (see ReplyShapes). */
+  private readonly replies: SeenReply[] = [];
+  private readonly shapes = new ReplyShapes();
   private reads = 0;
   private publishes = 0;
   private strayPublishes = 0;
   private readonly superseded: number[] = [];
   private readonly truncated: number[] = [];
 
-  constructor(private readonly session: Session, threads: readonly Thread[], private readonly warnings: string[]) {
+  private lastSeq = -Infinity;
+
+  constructor(private readonly session: Session, threads: readonly Thread[], private readonly warnings: string[] = []) {
     this.table = session.target.status_table;
     for (const t of threads) this.threadMap.set(t.tid, t);
   }
 
   event(e: TraceEvent): void {
+    if (e.seq < this.lastSeq) throw new MigraceError('BAD_INPUT', `session ${this.session.id}: event ${e.seq} comes after event ${this.lastSeq}: the analysis needs the events in seq order`);
+    this.lastSeq = e.seq;
     // Holds and releases happen at a probe, not past it; a later transition does prove the earlier swap done.
     if (e.thread !== null && e.kind !== 'hold' && e.kind !== 'release' && e.kind !== 'note') this.lastSeqOf.set(e.thread, e.seq);
     if (this.lastTrans.size && e.kind !== 'transition' && e.kind !== 'hold') this.lastTrans.delete(e.thread);
@@ -331,7 +350,7 @@ class InterleavingScan {
   }
 
   private reply(e: EventOf<'reply'>): void {
-    this.replies.push(e);
+    this.replies.push({ seq: e.seq, command: e.data.command, facts: this.shapes.facts(e.data) });
     const qid = e.data.query;
     let attached = false;
     if (qid !== null) {
@@ -518,7 +537,7 @@ class InterleavingScan {
     return {
       session_id: this.session.id,
       findings,
-      replies: this.replies.map((r) => judged.get(r.seq)!.verdict),
+      replies: this.replies.map((r) => this.shapes.verdict(r.facts, r.command, r.seq)),
       warnings: this.warnings,
     };
   }
@@ -565,18 +584,17 @@ class InterleavingScan {
     }
   }
 
-  /** Every reply judged against the shape of the undisturbed ones: replies a finding explains are not undisturbed. */
+  /**
+   * Replies are judged against the shape of the undisturbed ones (replies a
+   * finding explains are not undisturbed); this sets that baseline and
+   * returns the judgements of the findings' replies by seq.
+   */
   private judgeReplies(): Map<number, ReplyJudgement> {
     const disturbed = new Set<number>();
     for (const c of this.candidates) if (c.reply) disturbed.add(c.reply.seq);
-    const facts = this.replies.map((r) => replyFacts(r.data.body, r.data));
-    const undisturbed: { command: string; facts: ReturnType<typeof replyFacts> }[] = [];
-    this.replies.forEach((r, i) => {
-      if (!disturbed.has(r.seq)) undisturbed.push({ command: r.data.command, facts: facts[i]! });
-    });
-    const baseline = shapeBaselineFrom(undisturbed);
+    this.shapes.setBaseline(shapeBaselineFrom(this.replies.filter((r) => !disturbed.has(r.seq))));
     const judged = new Map<number, ReplyJudgement>();
-    this.replies.forEach((r, i) => judged.set(r.seq, judgeFacts(facts[i]!, r.data.command, r.seq, baseline)));
+    for (const r of this.replies) if (disturbed.has(r.seq)) judged.set(r.seq, this.shapes.judgement(r.facts, r.command, r.seq));
     return judged;
   }
 }

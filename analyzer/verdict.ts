@@ -266,6 +266,56 @@ export function judgeFacts(facts: ReplyFacts, command: string, seq: number | nul
   };
 }
 
+/**
+ * A session's replies judged once per shape. A long recording polls
+ * hundreds of thousands of times with a handful of distinct replies, and
+ * every reply of one shape gets the same verdict but for its seq: keeping
+ * each reply's body until the end, and a verdict text and arrays per reply,
+ * made the analysis of a million events hold 140 MB. facts() reads a reply
+ * as it comes and returns the one facts object of its shape; after
+ * setBaseline(), verdict() and judgement() judge each (shape, command) once
+ * and share its text, arrays and shape check.
+ */
+export class ReplyShapes {
+  private readonly factsByKey = new Map<string, ReplyFacts>();
+  private readonly judged = new Map<ReplyFacts, Map<string, ReplyJudgement>>();
+  private baseline: ShapeBaseline | undefined;
+
+  facts(data: { body: unknown; status: string | null; has_ram: boolean }): ReplyFacts {
+    const f = replyFacts(data.body, data);
+    // The lists hold field names from fixed sets (no commas); the two free texts go last, the first with its length.
+    const st = f.status ?? '';
+    const key = `${f.form} ${f.has_ram} ${f.time_fields} ${f.fields} ${f.ram_missing} ${f.status === null ? -1 : st.length}:${st}${f.error === null ? '' : `:${f.error}`}`;
+    const known = this.factsByKey.get(key);
+    if (known) return known;
+    this.factsByKey.set(key, f);
+    return f;
+  }
+
+  /** The baseline every later judgement is against (judgements made before are dropped). */
+  setBaseline(baseline: ShapeBaseline): void {
+    this.baseline = baseline;
+    this.judged.clear();
+  }
+
+  judgement(facts: ReplyFacts, command: string, seq: number | null): ReplyJudgement {
+    const j = this.shared(facts, command);
+    return { ...j, verdict: { ...j.verdict, reply_seq: seq } };
+  }
+
+  verdict(facts: ReplyFacts, command: string, seq: number | null): Verdict {
+    return { ...this.shared(facts, command).verdict, reply_seq: seq };
+  }
+
+  private shared(facts: ReplyFacts, command: string): ReplyJudgement {
+    let byCommand = this.judged.get(facts);
+    if (!byCommand) this.judged.set(facts, (byCommand = new Map()));
+    let j = byCommand.get(command);
+    if (!j) byCommand.set(command, (j = judgeFacts(facts, command, null, this.baseline)));
+    return j;
+  }
+}
+
 export function judgeReplyDetailed(reply: EventOf<'reply'>, baseline?: ShapeBaseline): ReplyJudgement {
   return judgeReplyData(reply.data, reply.seq, baseline);
 }
