@@ -1,9 +1,11 @@
 import type { Command } from 'commander';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { findInterleavings } from '../analyzer/interleavings.js';
+import { findInterleavings, InterleavingScan } from '../analyzer/interleavings.js';
 import type { SessionBundle } from '../analyzer/compare.js';
+import { PerfettoExport, writePerfetto, type PerfettoSink } from '../reports/perfetto.js';
 import { MigraceError, messageOf } from '../trace/errors.js';
+import type { Session } from '../trace/schema.js';
 import type { TraceStore } from '../trace/store.js';
 import { resolveSession } from './analyze.js';
 import { loadHunt } from '../analyzer/hunt-record.js';
@@ -16,21 +18,42 @@ import { writeFileStreamed } from './json-out.js';
  * 0.6 s of start-up every other command should not pay.
  */
 async function renderers() {
-  const [diff, huntDiff, html, perfetto, svg, text] = await Promise.all([
-    import('../reports/diff.js'), import('../reports/hunt-diff.js'), import('../reports/html.js'), import('../reports/perfetto.js'),
+  const [diff, huntDiff, html, svg, text] = await Promise.all([
+    import('../reports/diff.js'), import('../reports/hunt-diff.js'), import('../reports/html.js'),
     import('../reports/svg.js'), import('../reports/text.js'),
   ]);
-  return { ...diff, ...huntDiff, ...html, ...perfetto, ...svg, ...text };
+  return { ...diff, ...huntDiff, ...html, ...svg, ...text };
+}
+
+/** A stored session as the reports show it: with the database a --finding replay must name (the reports print the command). */
+function reportedSession(store: TraceStore, sid: number): Session {
+  const session = store.session(sid);
+  return { ...session, meta: { ...session.meta, db: store.path } };
 }
 
 /** A session with its analysis, as every renderer takes it. */
 export function loadBundle(store: TraceStore, sid: number): SessionBundle {
-  const session = store.session(sid);
-  // The database a --finding replay must name; the reports print the command.
-  const withDb = { ...session, meta: { ...session.meta, db: store.path } };
+  const session = reportedSession(store, sid);
   const threads = store.threads(sid);
   const events = store.events(sid);
-  return { session: withDb, threads, events, analysis: findInterleavings(session, threads, events) };
+  return { session, threads, events, analysis: findInterleavings(session, threads, events) };
+}
+
+/**
+ * A stored session's Perfetto trace, read from the store twice and never
+ * held: the first pass feeds the analysis and the export's own first pass,
+ * the second writes. writePerfetto of loadBundle's bundle writes the same.
+ */
+export function writeStoredPerfetto(store: TraceStore, sid: number, sink: PerfettoSink): void {
+  const session = reportedSession(store, sid);
+  const threads = store.threads(sid);
+  const scan = new InterleavingScan(session, threads);
+  const x = new PerfettoExport(session, threads);
+  for (const e of store.iterateEvents(sid)) {
+    scan.event(e);
+    x.see(e);
+  }
+  x.write(scan.finish(), store.iterateEvents(sid), sink);
 }
 
 /** A file that could not be written whole is removed: a 0-byte or cut report must not pass for one. */
@@ -56,7 +79,7 @@ function writeStreamed(path: string, produce: (sink: (chunk: string) => void) =>
 
 /** What the demo leaves behind: every rendering of the unpatched replay, and the diff against the patched one. */
 export async function writeReports(store: TraceStore, unpatched: number, patched: number, dir: string): Promise<string[]> {
-  const { renderHtml, renderSessionSvg, renderMarkdown, writePerfetto, renderDiffHtml, renderDiffText } = await renderers();
+  const { renderHtml, renderSessionSvg, renderMarkdown, renderDiffHtml, renderDiffText } = await renderers();
   const a = loadBundle(store, unpatched);
   const b = loadBundle(store, patched);
   return [
@@ -106,14 +129,17 @@ export function register(program: Command): void {
         }
         return;
       }
-      const { renderHtml, renderSessionSvg, writePerfetto, renderText, renderMarkdown } = await renderers();
       const store = openStore(opts, { readonly: true });
       try {
-        const b = loadBundle(store, resolveSession(store, id));
+        const sid = resolveSession(store, id);
+        // Perfetto writes every event, streamed from the store: a million-event session is never loaded for it.
+        if (opts.perfetto) process.stderr.write(`wrote ${writeStreamed(opts.perfetto, (sink) => writeStoredPerfetto(store, sid, sink))}\n`);
+        if (!opts.html && !opts.svg && !opts.text && !opts.markdown) return;
+        const { renderHtml, renderSessionSvg, renderText, renderMarkdown } = await renderers();
+        const b = loadBundle(store, sid);
         const args = [b.session, b.threads, b.events, b.analysis] as const;
         if (opts.html) process.stderr.write(`wrote ${write(opts.html, renderHtml(...args))}\n`);
         if (opts.svg) process.stderr.write(`wrote ${write(opts.svg, renderSessionSvg(...args))}\n`);
-        if (opts.perfetto) process.stderr.write(`wrote ${writeStreamed(opts.perfetto, (sink) => writePerfetto(...args, sink))}\n`);
         if (opts.text) out(renderText(...args, { columns: opts.columns }));
         if (opts.markdown) out(renderMarkdown(...args, { columns: opts.columns }));
       } finally {

@@ -1,6 +1,7 @@
 import type { Session, Thread, TraceEvent } from '../trace/schema.js';
 import type { Analysis } from '../analyzer/types.js';
-import { timelineFacts, type FindingView, type Lane, type TimelineFacts } from './timeline.js';
+import { MigraceError } from '../trace/errors.js';
+import { inSeqOrder, TimelineFactsReader, type FindingView, type Lane, type TimelineFacts } from './timeline.js';
 import { reproduction } from './reproduce.js';
 import { cleanText, printableJson, truncate } from './safe-text.js';
 
@@ -30,10 +31,18 @@ import { cleanText, printableJson, truncate } from './safe-text.js';
  * Times are microseconds since the first event; with no clock (imports) each
  * event is one microsecond after the previous.
  *
+ * Everything the file says before the first event (the clock, the lanes
+ * and their order, which events exist to carry a flow's ends) depends on
+ * the whole session, so the export reads the events twice and holds only
+ * the timeline's columns between the passes (timeline.ts,
+ * TimelineFactsReader): at a million events the command's memory is the
+ * columns, the analysis's state and a chunk, not the events.
+ *
  * Parts: Tracks (pid/tid per lane and their metadata), planFlows (every
  * finding's arrows, numbered), planWindows (where each finding's window opens
- * and closes), PerfettoWriter (the pass over the events: what opens at an
- * event, its own mark, what closes), then writePerfetto.
+ * and closes), PerfettoWriter (the second pass: what opens at an event, its
+ * own mark, what closes), PerfettoExport (the two passes), then writePerfetto
+ * (both passes over an array).
  */
 
 export interface ChromeTraceEvent {
@@ -273,7 +282,7 @@ class PerfettoWriter {
       clock: facts.clock === 'time' ? 'microseconds since the first event' : 'event order (1 us per event; the session has no clock)',
       verdict: str(facts.verdict.sentence, 1000),
       reproduce: str(r.command),
-      events: `${facts.events.length} (every event)`,
+      events: `${facts.count} (every event)`,
     };
     // The schedule to save first, whole: the trace must stand alone like the other reports.
     if (r.schedule) otherData.schedule = `save as ${r.scheduleFile}: ${printableJson(r.schedule)}`;
@@ -281,9 +290,12 @@ class PerfettoWriter {
     for (const m of this.tracks.metadata(session)) this.emit(m);
   }
 
-  event(i: number): void {
+  /** The event at position i of the first pass. */
+  event(i: number, e: TraceEvent): void {
     const facts = this.facts;
-    const e = facts.events[i]!;
+    if (e.seq !== facts.seqAt(i)) {
+      throw new MigraceError('BAD_INPUT', `the events changed between the two passes of the Perfetto export: event ${i + 1} is #${e.seq}, was #${facts.seqAt(i)}`);
+    }
     const lane = facts.laneAt(i);
     const c = facts.clockAt(i);
     const ts = Math.round((facts.clock === 'time' ? c / 1000 : c) * 1000) / 1000;
@@ -295,8 +307,8 @@ class PerfettoWriter {
 
     const flows = this.flows.get(e.seq);
     const slicedQuery = e.kind === 'query-begin' || (e.kind === 'query-end' && this.isOpen(lane, `query:${e.data.query}`));
-    if (flows) this.flowEnds(e, i, lane, ts, flows);
-    else if (!slicedQuery) this.mark(e, i, lane, ts);
+    if (flows) this.flowEnds(e, lane, ts, flows);
+    else if (!slicedQuery) this.mark(e, lane, ts);
 
     // Innermost first: windows that end together close as they nest.
     const ending = [...(this.windows.closes.get(e.seq) ?? [])].sort((x, y) => this.depth(y.lane, y.key) - this.depth(x.lane, x.key));
@@ -314,16 +326,16 @@ class PerfettoWriter {
     this.buf = '';
   }
 
-  private mark(e: TraceEvent, i: number, lane: number, ts: number): void {
+  private mark(e: TraceEvent, lane: number, ts: number): void {
     const verdict = e.kind === 'reply' ? this.facts.replyVerdict(e.seq)?.text ?? null : null;
     this.emit({
-      name: str(this.facts.labelAt(i), 120), ph: 'i', ts, pid: this.tracks.pidOf(lane), tid: this.tracks.tidOf(lane), cat: CAT, s: 't',
+      name: str(this.facts.labelOf(e), 120), ph: 'i', ts, pid: this.tracks.pidOf(lane), tid: this.tracks.tidOf(lane), cat: CAT, s: 't',
       args: eventArgs(e, this.facts.findingsOf(e.seq), verdict),
     });
   }
 
-  private flowEnds(e: TraceEvent, i: number, lane: number, ts: number, flows: FlowEnd[]): void {
-    const name = str(this.facts.labelAt(i), 120);
+  private flowEnds(e: TraceEvent, lane: number, ts: number, flows: FlowEnd[]): void {
+    const name = str(this.facts.labelOf(e), 120);
     const verdict = e.kind === 'reply' ? this.facts.replyVerdict(e.seq)?.text ?? null : null;
     flows.forEach((f, k) => {
       const ev: ChromeTraceEvent = {
@@ -376,13 +388,49 @@ class PerfettoWriter {
   }
 }
 
-/** Write the trace of a session, every event, to `sink` in chunks. Pure but for the sink. */
+/**
+ * The export in its two passes over a session's events in seq order: see()
+ * every event (the first pass: what must be known before the first line),
+ * then write() with the same events again. Between the passes it holds the
+ * timeline's columns, not the events, so a session can come from the store
+ * twice (cli/report.ts, which runs the analysis in the first pass too) as
+ * well as from an array (writePerfetto).
+ */
+export class PerfettoExport {
+  private readonly reader = new TimelineFactsReader();
+
+  constructor(private readonly session: Session, private readonly threads: readonly Thread[]) {}
+
+  see(e: TraceEvent): void {
+    this.reader.see(e);
+  }
+
+  /**
+   * The second pass: the events the first one saw, in the same order, and
+   * no more (events a recording appended since are not in the trace).
+   */
+  write(analysis: Analysis | null, events: Iterable<TraceEvent>, sink: PerfettoSink): void {
+    const facts = this.reader.facts(this.session, this.threads, analysis);
+    const w = new PerfettoWriter(facts, new Tracks(facts.lanes), planFlows(facts), planWindows(facts), sink);
+    w.start(this.session);
+    let i = 0;
+    for (const e of events) {
+      if (i === facts.count) break;
+      w.event(i++, e);
+    }
+    if (i < facts.count) {
+      throw new MigraceError('BAD_INPUT', `the events changed between the two passes of the Perfetto export: ${i} events, were ${facts.count}`);
+    }
+    w.finish();
+  }
+}
+
+/** Write the trace of a session held in memory, every event, to `sink` in chunks. Pure but for the sink. */
 export function writePerfetto(
   session: Session, threads: readonly Thread[], events: readonly TraceEvent[], analysis: Analysis | null, sink: PerfettoSink,
 ): void {
-  const facts = timelineFacts(session, threads, events, analysis);
-  const w = new PerfettoWriter(facts, new Tracks(facts.lanes), planFlows(facts), planWindows(facts), sink);
-  w.start(session);
-  for (let i = 0; i < facts.events.length; i++) w.event(i);
-  w.finish();
+  const sorted = inSeqOrder(events);
+  const x = new PerfettoExport(session, threads);
+  for (const e of sorted) x.see(e);
+  x.write(analysis, sorted, sink);
 }

@@ -1,5 +1,6 @@
 import type { Session, Thread, TraceEvent, EventKind } from '../trace/schema.js';
 import type { Analysis, Finding, FindingClass, ThreadRef, Verdict } from '../analyzer/types.js';
+import { MigraceError } from '../trace/errors.js';
 import { cleanText, truncate } from './safe-text.js';
 import { binTooltip, displayStateName, eventLabel, formatDuration, laneLabel, markTooltip, replyLabel } from './labels.js';
 import { reproduceCommand } from './reproduce.js';
@@ -27,8 +28,11 @@ import { explainFinding, sessionVerdict } from './sentences.js';
  *                the reader lane and an arrow from the crossing into it
  *  7. ticks      keepTicks: time labels that do not overprint each other
  * Then the tooltips (labels.ts) and the verdict sentence (sentences.ts).
- * timelineFacts runs phases 1 to 3 and the finding views only: the reading
- * without the drawing, for exports that write every event (perfetto.ts).
+ * TimelineFactsReader runs phases 1 to 3 and the finding views only: the
+ * reading without the drawing, for exports that write every event
+ * (perfetto.ts). It is fed the events one at a time and keeps only their
+ * columns, so such an export can stream a session from the store twice
+ * instead of holding it.
  * Shared parts live beside it: safe-text.ts (cleaning trace text), labels.ts
  * (names and tooltips), reproduce.ts (the replay command and its schedule),
  * sentences.ts (finding explanations, the verdict), session-meta.ts (what a
@@ -274,16 +278,26 @@ function lowerBound(arr: ArrayLike<number>, v: number): number {
   return lo;
 }
 
+/** The events in seq order: the array itself when it is (the store's always are), else a sorted copy. */
+export function inSeqOrder(events: readonly TraceEvent[]): readonly TraceEvent[] {
+  for (let i = 1; i < events.length; i++) {
+    if (events[i]!.seq <= events[i - 1]!.seq) return [...events].sort((a, b) => a.seq - b.seq);
+  }
+  return events;
+}
+
 /**
- * The events in seq order as typed columns, from one pass over the event
- * objects: on a million events each pass over the objects costs far more
- * than the arithmetic after it. Few typed arrays, too: they count as
+ * The events in seq order as typed columns: what every later phase reads
+ * per event, so that none of them walks the event objects again (on a
+ * million events each pass over the objects costs far more than the
+ * arithmetic after it) and an export that streams the events needs only
+ * these between its two passes. Few typed arrays, too: they count as
  * external memory and a large enough allocation makes V8 collect the whole
- * (event-laden) heap.
+ * (event-laden) heap. Built by ColumnsBuilder.
  */
 class EventColumns {
-  private constructor(
-    readonly sorted: readonly TraceEvent[],
+  constructor(
+    readonly n: number,
     readonly seqs: Float64Array,
     /** ns since the first event, never running backwards; the position once the order clock is chosen. */
     readonly clk: Float64Array,
@@ -292,76 +306,113 @@ class EventColumns {
     readonly kind: Uint8Array,
     /** The thread id of each code. */
     readonly threadOfCode: ReadonlyArray<number | null>,
-    readonly ordered: boolean,
     /** Some event has no clock. */
     readonly clockless: boolean,
     /** The first event's t_ns. */
     readonly t0: number | null,
   ) {}
 
-  /** The columns of `events` in any order (sorted by seq here when they are not). */
+  /** The columns of events already in seq order (inSeqOrder). */
   static of(events: readonly TraceEvent[]): EventColumns {
-    const first = EventColumns.scan(events);
-    return first.ordered ? first : EventColumns.scan([...events].sort((a, b) => a.seq - b.seq));
-  }
-
-  private static scan(evs: readonly TraceEvent[]): EventColumns {
-    const m = evs.length;
-    const seqs = new Float64Array(m);
-    const clk = new Float64Array(m);
-    const tcode = new Int32Array(m);
-    const kind = new Uint8Array(m);
-    const codes = new Map<number, number>();
-    const threadOfCode: Array<number | null> = [null];
-    let ordered = true;
-    let clockless = false;
-    let prev = -Infinity;
-    let lastThread: number | null | undefined;
-    let lastCode = 0;
-    const t0 = m > 0 ? evs[0]!.t_ns : null;
-    let prevClock = 0;
-    for (let i = 0; i < m; i++) {
-      const e = evs[i]!;
-      const sq = e.seq;
-      if (sq <= prev) ordered = false;
-      prev = sq;
-      seqs[i] = sq;
-      const t = e.t_ns;
-      if (t === null || t0 === null) clockless = true;
-      else {
-        // seq order is authoritative; a clock that runs backwards is clamped.
-        const v = t - t0 > prevClock ? t - t0 : prevClock;
-        clk[i] = v;
-        prevClock = v;
-      }
-      const th = e.thread;
-      if (th !== lastThread) {
-        lastThread = th;
-        if (th === null) lastCode = 0;
-        else {
-          let c = codes.get(th);
-          if (c === undefined) {
-            c = threadOfCode.length;
-            codes.set(th, c);
-            threadOfCode.push(th);
-          }
-          lastCode = c;
-        }
-      }
-      tcode[i] = lastCode;
-      kind[i] = kindCode(e.kind);
-    }
-    return new EventColumns(evs, seqs, clk, tcode, kind, threadOfCode, ordered, clockless, t0);
-  }
-
-  get n(): number {
-    return this.sorted.length;
+    const b = new ColumnsBuilder(events.length);
+    for (let i = 0; i < events.length; i++) b.add(events[i]!);
+    return b.build();
   }
 
   /** Position of the event with this seq, or -1. */
   indexOf(seq: number): number {
     const i = lowerBound(this.seqs, seq);
     return i < this.n && this.seqs[i] === seq ? i : -1;
+  }
+}
+
+/**
+ * EventColumns one event at a time, in seq order (an event that goes back
+ * is an error: a stream cannot be sorted afterwards). The columns grow by
+ * doubling when the count was not known up front.
+ */
+class ColumnsBuilder {
+  private n = 0;
+  private seqs: Float64Array;
+  private clk: Float64Array;
+  private tcode: Int32Array;
+  private kind: Uint8Array;
+  private readonly codes = new Map<number, number>();
+  private readonly threadOfCode: Array<number | null> = [null];
+  private clockless = false;
+  private t0: number | null = null;
+  private prevSeq = -Infinity;
+  private prevClock = 0;
+  /** The last event's thread and its code: consecutive events of one thread skip the map. */
+  private lastThread: number | null | undefined = undefined;
+  private lastCode = 0;
+
+  constructor(capacity = 1 << 16) {
+    const c = Math.max(1, capacity);
+    this.seqs = new Float64Array(c);
+    this.clk = new Float64Array(c);
+    this.tcode = new Int32Array(c);
+    this.kind = new Uint8Array(c);
+  }
+
+  add(e: TraceEvent): void {
+    const i = this.n;
+    if (i === this.seqs.length) this.grow();
+    const sq = e.seq;
+    if (sq < this.prevSeq) throw new MigraceError('BAD_INPUT', `event ${sq} comes after event ${this.prevSeq}: the timeline needs the events in seq order`);
+    this.prevSeq = sq;
+    this.seqs[i] = sq;
+    const t = e.t_ns;
+    if (i === 0) this.t0 = t;
+    if (t === null || this.t0 === null) this.clockless = true;
+    else {
+      // seq order is authoritative; a clock that runs backwards is clamped.
+      const v = t - this.t0 > this.prevClock ? t - this.t0 : this.prevClock;
+      this.clk[i] = v;
+      this.prevClock = v;
+    }
+    const th = e.thread;
+    if (th !== this.lastThread) {
+      this.lastThread = th;
+      if (th === null) this.lastCode = 0;
+      else {
+        let c = this.codes.get(th);
+        if (c === undefined) {
+          c = this.threadOfCode.length;
+          this.codes.set(th, c);
+          this.threadOfCode.push(th);
+        }
+        this.lastCode = c;
+      }
+    }
+    this.tcode[i] = this.lastCode;
+    this.kind[i] = kindCode(e.kind);
+    this.n = i + 1;
+  }
+
+  /** The columns so far, trimmed to the events seen (views, not copies). */
+  build(): EventColumns {
+    const n = this.n;
+    return new EventColumns(
+      n, this.seqs.subarray(0, n), this.clk.subarray(0, n), this.tcode.subarray(0, n), this.kind.subarray(0, n),
+      this.threadOfCode, this.clockless, this.t0,
+    );
+  }
+
+  private grow(): void {
+    const c = this.seqs.length * 2;
+    const seqs = new Float64Array(c);
+    seqs.set(this.seqs);
+    this.seqs = seqs;
+    const clk = new Float64Array(c);
+    clk.set(this.clk);
+    this.clk = clk;
+    const tcode = new Int32Array(c);
+    tcode.set(this.tcode);
+    this.tcode = tcode;
+    const kind = new Uint8Array(c);
+    kind.set(this.kind);
+    this.kind = kind;
   }
 }
 
@@ -376,7 +427,7 @@ function chooseClock(cols: EventColumns): { clock: Clock; t0: number | null } {
 }
 
 function tickLabel(cols: EventColumns, clock: Clock, i: number): string {
-  return clock === 'time' ? `t=+${formatDuration(cols.clk[i]!)}` : `#${cols.sorted[i]!.seq}`;
+  return clock === 'time' ? `t=+${formatDuration(cols.clk[i]!)}` : `#${cols.seqs[i]!}`;
 }
 
 // ---------------------------------------------------------------------------
@@ -580,8 +631,8 @@ function selectMarks(
   } else {
     for (let i = 0; i < n; i++) {
       if (!drawn[i]) continue;
-      const e = cols.sorted[i]!;
-      if (e.kind === 'transition' || e.kind === 'hold' || e.kind === 'release' || cites.findingsOfSeq.has(e.seq)) labelled[i] = 1;
+      const k = cols.kind[i]!;
+      if (k === KIND_CODE.transition || k === KIND_CODE.hold || k === KIND_CODE.release || cites.findingsOfSeq.has(cols.seqs[i]!)) labelled[i] = 1;
     }
     // Everything inside a fully drawn finding's window is part of its story.
     for (const f of findings) {
@@ -744,6 +795,8 @@ const labelWidth = (s: string): number => Math.ceil(Array.from(s).length * CHAR_
 
 interface PlacementInput {
   cols: EventColumns;
+  /** In seq order: position i is the columns' i. */
+  events: readonly TraceEvent[];
   clock: Clock;
   lanes: LaneSet;
   sel: Selection;
@@ -794,7 +847,7 @@ class Placement {
       if (brk) {
         const firstIndex = it.type === 'mark' ? it.i : it.from;
         this.breaks.push({
-          afterSeq: this.prevSeqEnd, beforeSeq: cols.sorted[firstIndex]!.seq,
+          afterSeq: this.prevSeqEnd, beforeSeq: cols.seqs[firstIndex]!,
           x0: this.cursor + spacing.base(k) / 2 + 2, x1: x - spacing.base(k) / 2 - 2, gap: spacing.gap(k),
           label: `+${formatDuration(spacing.gap(k))}`,
         });
@@ -813,9 +866,9 @@ class Placement {
   }
 
   private placeMark(i: number, x0: number, tick: boolean): void {
-    const { cols, lanes, sel, cites, table } = this.p;
+    const { cols, events, lanes, sel, cites, table } = this.p;
     const laneRight = this.laneRight;
-    const e = cols.sorted[i]!;
+    const e = events[i]!;
     const lane = lanes.laneAt(i);
     const isLab = sel.labelled[i] === 1;
     const label = markLabel(e, table);
@@ -884,7 +937,7 @@ class Placement {
     });
     const count = to - from + 1;
     const bin: Bin = {
-      fromSeq: cols.sorted[from]!.seq, toSeq: cols.sorted[to]!.seq, fromIndex: from, toIndex: to, count,
+      fromSeq: cols.seqs[from]!, toSeq: cols.seqs[to]!, fromIndex: from, toIndex: to, count,
       x0: x, x1: x + BIN_W, clock0: cols.clk[from]!, clock1: cols.clk[to]!, perLane, kinds, tooltip: '',
     };
     bin.tooltip = binTooltip(bin, lanes.lanes, clock);
@@ -1043,9 +1096,8 @@ interface SessionReading {
   warnings: string[];
 }
 
-function readSession(threads: readonly Thread[], events: readonly TraceEvent[], analysis: Analysis | null): SessionReading {
+function readSession(threads: readonly Thread[], cols: EventColumns, analysis: Analysis | null): SessionReading {
   const warnings: string[] = [];
-  const cols = EventColumns.of(events);
   const { clock, t0 } = chooseClock(cols);
   // Worst first, for the summarization budget.
   const findings = [...(analysis?.findings ?? [])].sort((a, b) => findingRank(a.class) - findingRank(b.class));
@@ -1054,49 +1106,86 @@ function readSession(threads: readonly Thread[], events: readonly TraceEvent[], 
 }
 
 /**
- * The session read as the layout reads it, without drawing anything: for
- * exports that write every event (Perfetto). Events are in seq order and
- * index every per-event value here.
+ * Phases 1 to 3 for exports that write every event (perfetto.ts) and so
+ * read the events twice, never holding them: see() takes the first pass
+ * one event at a time, in seq order, keeping the columns only; facts()
+ * then answers what the second pass asks of each event.
  */
-export interface TimelineFacts {
-  clock: Clock;
-  /** First event's t_ns (time clock), else null. */
-  t0: number | null;
-  lanes: Lane[];
-  /** Worst first; drawnInFull is false (nothing is drawn). */
-  findings: FindingView[];
-  verdict: { kind: VerdictKind; sentence: string };
-  warnings: string[];
-  events: readonly TraceEvent[];
-  /** Per event: ns since the first event (never backwards), or its position without a clock. */
-  clockAt(i: number): number;
-  /** Per event: its lane. */
-  laneAt(i: number): number;
-  /** Findings whose evidence cites an event. */
-  findingsOf(seq: number): readonly string[];
-  /** The verdict beside a finding's reply. */
-  replyVerdict(seq: number): MarkVerdict | null;
-  /** Short label of the event at position i (eventLabel, truncated like a mark's). */
-  labelAt(i: number): string;
-  /** The session has an event with this seq. */
-  has(seq: number): boolean;
+export class TimelineFactsReader {
+  private readonly columns = new ColumnsBuilder();
+
+  see(e: TraceEvent): void {
+    this.columns.add(e);
+  }
+
+  facts(session: Session, threads: readonly Thread[], analysis: Analysis | null): TimelineFacts {
+    return new TimelineFacts(session, readSession(threads, this.columns.build(), analysis), analysis);
+  }
 }
 
-export function timelineFacts(session: Session, threads: readonly Thread[], events: readonly TraceEvent[], analysis: Analysis | null): TimelineFacts {
-  const r = readSession(threads, events, analysis);
-  const views = r.findings.map((f) => findingView(f, session, r.cols, r.lanes, null));
-  const verdicts = replyVerdicts(r.findings);
-  const table = session.target.status_table;
-  return {
-    clock: r.clock, t0: r.t0, lanes: r.lanes.lanes, findings: views, verdict: sessionVerdict(session, views, analysis), warnings: r.warnings,
-    events: r.cols.sorted,
-    clockAt: (i) => r.cols.clk[i]!,
-    laneAt: (i) => r.lanes.laneAt(i),
-    findingsOf: (seq) => r.cites.findingsOfSeq.get(seq) ?? [],
-    replyVerdict: (seq) => verdicts.get(seq) ?? null,
-    labelAt: (i) => markLabel(r.cols.sorted[i]!, table),
-    has: (seq) => r.cols.indexOf(seq) >= 0,
-  };
+/**
+ * The session read as the layout reads it, without drawing anything. Per
+ * event values go by the event's position in seq order in the first pass.
+ */
+export class TimelineFacts {
+  readonly clock: Clock;
+  /** First event's t_ns (time clock), else null. */
+  readonly t0: number | null;
+  readonly lanes: Lane[];
+  /** Worst first; drawnInFull is false (nothing is drawn). */
+  readonly findings: FindingView[];
+  readonly verdict: { kind: VerdictKind; sentence: string };
+  readonly warnings: string[];
+  /** Events the first pass saw. */
+  readonly count: number;
+  private readonly verdicts: Map<number, MarkVerdict>;
+  private readonly table: Session['target']['status_table'];
+
+  constructor(session: Session, private readonly r: SessionReading, analysis: Analysis | null) {
+    this.clock = r.clock;
+    this.t0 = r.t0;
+    this.lanes = r.lanes.lanes;
+    this.findings = r.findings.map((f) => findingView(f, session, r.cols, r.lanes, null));
+    this.verdict = sessionVerdict(session, this.findings, analysis);
+    this.warnings = r.warnings;
+    this.count = r.cols.n;
+    this.verdicts = replyVerdicts(r.findings);
+    this.table = session.target.status_table;
+  }
+
+  /** The seq of the event at position i. */
+  seqAt(i: number): number {
+    return this.r.cols.seqs[i]!;
+  }
+
+  /** ns since the first event (never backwards), or the position without a clock. */
+  clockAt(i: number): number {
+    return this.r.cols.clk[i]!;
+  }
+
+  laneAt(i: number): number {
+    return this.r.lanes.laneAt(i);
+  }
+
+  /** Findings whose evidence cites an event. */
+  findingsOf(seq: number): readonly string[] {
+    return this.r.cites.findingsOfSeq.get(seq) ?? [];
+  }
+
+  /** The verdict beside a finding's reply. */
+  replyVerdict(seq: number): MarkVerdict | null {
+    return this.verdicts.get(seq) ?? null;
+  }
+
+  /** Short label of an event (eventLabel, truncated like a mark's). */
+  labelOf(e: TraceEvent): string {
+    return markLabel(e, this.table);
+  }
+
+  /** The session has an event with this seq. */
+  has(seq: number): boolean {
+    return this.r.cols.indexOf(seq) >= 0;
+  }
 }
 
 /**
@@ -1113,10 +1202,11 @@ export function layoutTimeline(
 ): TimelineLayout {
   const o = { ...DEFAULTS, ...opts };
   const table = session.target.status_table;
-  const { cols, clock, t0, findings, lanes, cites, warnings } = readSession(threads, events, analysis);
+  const sorted = inSeqOrder(events);
+  const { cols, clock, t0, findings, lanes, cites, warnings } = readSession(threads, EventColumns.of(sorted), analysis);
   const sel = selectMarks(cols, findings, cites, o, warnings);
   const spacing = new Spacing(sel.items, cols, clock, sel.labelled, lanes.lanes, o.width);
-  const placement = new Placement({ cols, clock, lanes, sel, spacing, cites, table, findings }).run();
+  const placement = new Placement({ cols, events: sorted, clock, lanes, sel, spacing, cites, table, findings }).run();
 
   const views: FindingView[] = [];
   const bands: Band[] = [];

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { replay } from '../../analyzer/replay.js';
 import { builtinSchedule, parseSchedule, readThenTransition } from '../../analyzer/schedule.js';
-import { loadBundle, register as reportCmds, writeReports } from '../../cli/report.js';
+import { loadBundle, register as reportCmds, writeReports, writeStoredPerfetto } from '../../cli/report.js';
 import { importFiles } from '../../recorder/import/index.js';
 import { minimigProfile } from '../../recorder/probes/minimig.js';
 import { minimigDir, prepareMinimig } from '../../recorder/targets/minimig.js';
@@ -101,6 +101,16 @@ describe('reports of a real replay', () => {
     const inn = trace.traceEvents.filter((e) => (e as { flow_in?: boolean }).flow_in).map((e) => (e as { bind_id?: number }).bind_id);
     expect(out.length).toBe(1);
     expect(inn).toEqual(out);
+  });
+
+  it('streams the same Perfetto trace from the store as from the loaded session, for every kind of session here', () => {
+    for (const b of [unpatched, patched, imported, infeasible]) {
+      const parts: string[] = [];
+      writeStoredPerfetto(db.store, b.session.id, (c) => parts.push(c));
+      expect(parts.join(''), `session ${b.session.id} (${b.session.label})`).toBe(perfettoText(b.session, b.threads, b.events, b.analysis));
+    }
+    // The replays' findings give the traces their flows: the comparison covers them.
+    expect(unpatched.analysis!.findings.length + patched.analysis!.findings.length).toBeGreaterThanOrEqual(2);
   });
 
   it('diffs the unpatched replay against the patched one', () => {

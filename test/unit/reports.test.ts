@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findInterleavings, stateName } from '../../analyzer/interleavings.js';
 import { STATUS_TABLES } from '../../trace/status.js';
-import { BODIES, MAIN, MIG, Trace } from '../helpers/events.js';
+import { BODIES, MAIN, MIG, syntheticPolling, Trace } from '../helpers/events.js';
+import { loadBundle, writeStoredPerfetto } from '../../cli/report.js';
+import { tempStore } from '../helpers/db.js';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
@@ -19,10 +21,10 @@ import { cleanText, printableJson, printableShellWord } from '../../reports/safe
 import { renderSvg, renderSessionSvg } from '../../reports/svg.js';
 import { escapeHtml, renderHtml, REPORT_CSS, REPORT_SCRIPT } from '../../reports/html.js';
 import { escapeMarkdown, renderMarkdown, renderText } from '../../reports/text.js';
-import { writePerfetto, type ChromeTraceEvent } from '../../reports/perfetto.js';
+import { PerfettoExport, writePerfetto, type ChromeTraceEvent } from '../../reports/perfetto.js';
 import { checkChromeTraceFile, perfettoText } from '../helpers/chrome-trace.js';
 import { diffSessions, pairText, renderDiffHtml, renderDiffText } from '../../reports/diff.js';
-import type { TraceEvent } from '../../trace/schema.js';
+import type { Session, Thread, TraceEvent } from '../../trace/schema.js';
 
 interface Win {
   DOMParser: new () => { parseFromString(s: string, type: string): Document };
@@ -688,6 +690,75 @@ describe('perfetto', () => {
     expect(String(check.otherData!.events)).toBe(`${b.events.length} (every event)`);
     expect(chunks.length).toBeGreaterThan(2);
     expect(Math.max(...chunks)).toBeLessThan((1 << 20) + 10_000);
+  });
+
+  describe('streamed from the store', () => {
+    let db: ReturnType<typeof tempStore>;
+    beforeAll(() => { db = tempStore('migrace-perfetto-store'); });
+    afterAll(() => db.cleanup());
+
+    const store = (session: Session, threads: readonly Thread[], events: readonly TraceEvent[]): number => {
+      const { label, origin, target, profile, meta } = session;
+      const id = db.store.createSession({ label, origin, target, profile, meta });
+      db.store.appendBatch(id, threads, events);
+      db.store.finishSession(id, 'complete');
+      return id;
+    };
+    const streamed = (id: number): string => {
+      const parts: string[] = [];
+      writeStoredPerfetto(db.store, id, (c) => parts.push(c));
+      return parts.join('');
+    };
+    const inMemory = (id: number): string => {
+      const b = loadBundle(db.store, id);
+      return perfettoText(b.session, b.threads, b.events, b.analysis);
+    };
+
+    it('writes what writePerfetto writes of the loaded session, flows of every finding included', () => {
+      // Many findings, manifested and benign (a held writer released inside the window), and notes on no thread.
+      const s = syntheticPolling(30_000, { perPhase: 10, raceEvery: 3 });
+      const id = store(s.session, s.threads, s.events);
+      const text = streamed(id);
+      expect(text).toBe(inMemory(id));
+      const findings = loadBundle(db.store, id).analysis!.findings;
+      expect(findings.length).toBe(s.manifested.length + s.benign.length);
+      expect(findings.length).toBeGreaterThan(10);
+      const file = join(tmp, 'stored.json');
+      writeFileSync(file, text);
+      const check = checkChromeTraceFile(file);
+      expect(check.problems).toEqual([]);
+      expect(check.flows).toBe(findings.reduce((n, f) => n + f.crossing.length, 0));
+      expect(check.seqs).toBe(s.events.length);
+    });
+
+    it('writes the same for a session without a clock, with evil text, and with no events', () => {
+      for (const b of [buildLp1994002Bundle({ clock: false }), buildLp1994002Bundle({ evil: true, extraThread: true })]) {
+        const id = store(b.session, b.threads, b.events);
+        expect(loadBundle(db.store, id).analysis!.findings.length).toBe(1);
+        expect(streamed(id)).toBe(inMemory(id));
+      }
+      const empty = store(unpatched.session, unpatched.threads, []);
+      expect(streamed(empty)).toBe(inMemory(empty));
+    });
+
+    it('stops at the events of its first pass and fails when they changed under it', () => {
+      const b = buildLp1994002Bundle({});
+      const second = (events: readonly TraceEvent[]): string => {
+        const x = new PerfettoExport(b.session, b.threads);
+        for (const e of b.events) x.see(e);
+        const parts: string[] = [];
+        x.write(b.analysis, events, (c) => parts.push(c));
+        return parts.join('');
+      };
+      const last = b.events[b.events.length - 1]!;
+      // A recording that went on between the passes: what came after the first is left out.
+      expect(second([...b.events, { ...last, seq: last.seq + 1 }])).toBe(perfettoText(b.session, b.threads, b.events, b.analysis));
+      expect(() => second(b.events.slice(0, -1))).toThrow(/changed between the two passes .*: \d+ events, were \d+/);
+      expect(() => second(b.events.filter((e) => e.seq !== 5))).toThrow(/event 5 is #6, was #5/);
+      const x = new PerfettoExport(b.session, b.threads);
+      x.see(b.events[1]!);
+      expect(() => x.see(b.events[0]!)).toThrow(/event 1 comes after event 2: the timeline needs the events in seq order/);
+    });
   });
 
   it('has a checker that rejects what the importer would not take', () => {
