@@ -310,9 +310,12 @@ class PerfettoWriter {
     if (flows) this.flowEnds(e, lane, ts, flows);
     else if (!slicedQuery) this.mark(e, lane, ts);
 
-    // Innermost first: windows that end together close as they nest.
-    const ending = [...(this.windows.closes.get(e.seq) ?? [])].sort((x, y) => this.depth(y.lane, y.key) - this.depth(x.lane, x.key));
-    for (const w of ending) this.close(w.lane, w.key, ts, { end_seq: e.seq });
+    const ending = this.windows.closes.get(e.seq);
+    if (ending) {
+      // Innermost first: windows that end together close as they nest.
+      const inner = [...ending].sort((x, y) => this.depth(y.lane, y.key) - this.depth(x.lane, x.key));
+      for (const w of inner) this.close(w.lane, w.key, ts, { end_seq: e.seq });
+    }
     if (e.kind === 'release') this.close(lane, 'hold', ts, { release_seq: e.seq });
     if (e.kind === 'query-end') this.close(lane, `query:${e.data.query}`, ts, { end_seq: e.seq });
   }
