@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { MigraceError } from '../trace/errors.js';
+import { zodProblems } from '../trace/zod-problems.js';
 import type { StoredHunt, TraceStore } from '../trace/store.js';
 import { ProbeSchema } from '../recorder/probes/profile.js';
 
@@ -120,8 +121,7 @@ export function loadHunt(store: TraceStore, id: number): HuntView {
   const h = store.hunt(id);
   const data = HuntDataSchema.safeParse(h.data);
   if (!data.success) {
-    const i = data.error.issues[0];
-    throw new MigraceError('DB_FOREIGN', `hunt ${id} in ${store.path} is not a hunt this migrace can read: ${i?.path.join('.')}: ${i?.message}`);
+    throw new MigraceError('DB_FOREIGN', `hunt ${id} in ${store.path} is not a hunt this migrace can read: ${zodProblems(data.error)}`);
   }
   const cells: HuntCell[] = [];
   for (const c of store.huntCells(id)) {
