@@ -8,7 +8,8 @@ import { QmpCommandError, type QmpClient } from '../recorder/qmp.js';
 import type { Profile } from '../recorder/probes/profile.js';
 import { readElfInfo } from '../recorder/probes/elf.js';
 import type { PreparedTarget } from '../recorder/targets/types.js';
-import { connectQmp, endRun, failOnAbort, FINAL, openRun, queryOnce, rootCause, sleep, throwIfRunFailed } from '../recorder/record.js';
+import { connectQmp, endRun, failOnAbort, FINAL, openRun, queryOnce, rootCause, throwIfRunFailed } from '../recorder/record.js';
+import { sleep, withTimeout } from '../trace/async.js';
 import { parseInteger } from '../recorder/values.js';
 import { findInterleavings, sameState, stateName } from './interleavings.js';
 import {
@@ -176,16 +177,6 @@ export async function lockWaitOf(gdb: GdbSession, tid: number): Promise<LockWait
   } finally {
     if (stopped) await gdb.continueThread(tid).catch(() => undefined);
   }
-}
-
-
-/** Reject with `err()` after ms, and leave no timer behind when p settles first. */
-function withTimeout<T>(p: Promise<T>, ms: number, err: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(err()), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
 /**

@@ -1,5 +1,6 @@
 import { accessSync, constants, statSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
+import { sleep } from '../trace/async.js';
 import { processIsAlive, procStartTime } from '../trace/proc.js';
 import { ledgerAddProcess, ledgerRemoveProcess } from './ledger.js';
 
@@ -110,7 +111,7 @@ export async function waitGone(pid: number, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
     if (!isAlive(pid)) return true;
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
   }
   return !isAlive(pid);
 }

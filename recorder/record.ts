@@ -85,8 +85,6 @@ export interface RecordResult {
 /** Statuses a migration does not leave. */
 export const FINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled']);
 
-export { sleep };
-
 /**
  * Abort the run when the caller's signal fires. Returns the listener's
  * removal: `replay --repeat` and the demo run many targets under one
