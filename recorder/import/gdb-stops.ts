@@ -1,5 +1,5 @@
 import { replyFacts } from '../../trace/reply.js';
-import type { NewEvent, StateValue, Thread } from '../../trace/schema.js';
+import { blankLocation, type NewEvent, type StateValue, type Thread } from '../../trace/schema.js';
 import { normalizeStatusName, statusName, statusValue, type StatusTableId } from '../../trace/status.js';
 import { positionOf, printKind, registerOf, sourceKey, type Position, type PrintKind } from './gdb-positions.js';
 import { clip, sourceLine, type ImportedLog, type WarningList } from './merge.js';
@@ -221,7 +221,7 @@ export interface BreakpointDef {
 
 /** An event of the transcript itself (no probe location): queries, replies, notes. */
 export function blank<K extends NewEvent['kind']>(kind: K, thread: number | null, data: Extract<NewEvent, { kind: K }>['data']): NewEvent {
-  return { kind, t_ns: null, wall: null, thread, probe: 'import:gdb', pc: null, func: null, file: null, line: null, data } as NewEvent;
+  return { kind, t_ns: null, wall: null, thread, ...blankLocation(), probe: 'import:gdb', data } as NewEvent;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -556,8 +556,8 @@ function printedTransitions(x: Finalizing): void {
     }
     if (known !== null && known.name !== null && known.name !== v.name) {
       addExtra(x, i, {
-        kind: 'transition', t_ns: null, wall: null, thread: null, probe: `import:gdb (p ${slot.print.expr} at line ${slot.line})`,
-        pc: null, func: null, file: null, line: null, data: { addr: null, old: known, new: v },
+        kind: 'transition', t_ns: null, wall: null, thread: null, ...blankLocation(), probe: `import:gdb (p ${slot.print.expr} at line ${slot.line})`,
+        data: { addr: null, old: known, new: v },
       }, slot.line);
     }
     known = v;

@@ -1,4 +1,4 @@
-import type { NewEvent, Thread } from '../../trace/schema.js';
+import { blankLocation, type NewEvent, type Thread } from '../../trace/schema.js';
 
 /*
  * The shape every post-mortem importer produces, and the merge of a libvirt
@@ -263,7 +263,7 @@ export function mergeOnWallTime(
       if (neighbours.length > 0) {
         ties.push(x.line);
         events.push({
-          kind: 'note', t_ns: null, wall: e.wall, thread: e.thread, probe: 'import:merge', pc: null, func: null, file: null, line: null,
+          kind: 'note', t_ns: null, wall: e.wall, thread: e.thread, ...blankLocation(), probe: 'import:merge',
           data: { text: `order unknown: this transition (line ${x.line} of its log) falls in the same millisecond as libvirt line(s) ${neighbours.map((n) => n.line).join(', ')}; placed by the tie rule (after a query's begin, before its reply)` },
         });
         lines.push(x.line);
