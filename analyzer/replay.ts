@@ -379,7 +379,7 @@ class ReplayRun {
     return ref.of === 'old' ? e.data.old : e.data.new;
   }
 
-  private stateText(v: StateValue | null): string {
+  private stateLabel(v: StateValue | null): string {
     return stateName(v, statusNamesOf(this.opts.profile)) ?? '?';
   }
 
@@ -388,13 +388,13 @@ class ReplayRun {
     const e = role.event;
     const at = role.spec.at !== undefined ? ` ${role.spec.at}` : '';
     let what: string;
-    if (e?.kind === 'transition') what = `migrate_set_state(${this.stateText(e.data.old)} -> ${this.stateText(e.data.new)})`;
+    if (e?.kind === 'transition') what = `migrate_set_state(${this.stateLabel(e.data.old)} -> ${this.stateLabel(e.data.new)})`;
     else if (role.spec.probe === 'transition') what = `migrate_set_state(${w.old ?? '*'} -> ${w.new ?? '*'})`;
     else if (w.value === undefined) what = `the ${role.spec.probe} probe${at}`;
     else if (typeof w.value === 'string') what = `the ${role.spec.probe} probe${at} with value ${w.value}`;
     else {
       const v = this.resolve(w.value);
-      what = `the ${role.spec.probe} probe${at} with ${w.value.role}'s ${w.value.of} state${v ? ` (${this.stateText(v)})` : ''}`;
+      what = `the ${role.spec.probe} probe${at} with ${w.value.role}'s ${w.value.of} state${v ? ` (${this.stateLabel(v)})` : ''}`;
     }
     return `${role.name} (${what})`;
   }
@@ -554,7 +554,7 @@ class ReplayRun {
    * be sampled while the thread is stopped there.
    */
   private async sample(tid: number, e: EventOf<'transition'>, n: number): Promise<void> {
-    const step = `migrate_set_state(${this.stateText(e.data.old)} -> ${this.stateText(e.data.new)})`;
+    const step = `migrate_set_state(${this.stateLabel(e.data.old)} -> ${this.stateLabel(e.data.new)})`;
     this.mark('hold', tid, 'observe', `held at ${step} (seq ${e.seq}) for ${n} undisturbed replies before and after it`);
     const land = (): void => {
       const t = this.heldTransitions.get(tid);
@@ -573,7 +573,7 @@ class ReplayRun {
       this.notify();
     };
     try {
-      if (!(await this.takeSamples(n, this.stateText(e.data.old), step, 'at the entry of'))) {
+      if (!(await this.takeSamples(n, this.stateLabel(e.data.old), step, 'at the entry of'))) {
         await release('the query waits for a lock this thread owns');
         return;
       }
@@ -583,7 +583,7 @@ class ReplayRun {
       await this.runToReturn(tid, step);
       this.mark('hold', tid, 'observe', `held after ${step} returned`);
       const now = await this.live.gdb.evaluate(`*(int*)${e.data.addr ?? this.stateAddress()}`, { thread: tid, frame: 0 });
-      const state = stateName({ value: parseInteger(now), name: null }, this.opts.profile.status_table) ?? this.stateText(e.data.new);
+      const state = stateName({ value: parseInteger(now), name: null }, this.opts.profile.status_table) ?? this.stateLabel(e.data.new);
       await this.takeSamples(n, state, step, 'after');
     } finally {
       await release('replies taken');
@@ -754,7 +754,7 @@ class ReplayRun {
     const fin = this.finalSeen!;
     if (fin.data.addr && fin.data.new.value !== null) await this.waitMemory(fin.data.addr, fin.data.new.value, null, step.timeout_ms);
     await this.settleSamplings();
-    const final = this.stateText(fin.data.new);
+    const final = this.stateLabel(fin.data.new);
     for (let i = 0; i < (this.observing ?? 1); i++) {
       if (i === 0 && this.observing !== null && this.opts.tracer?.wants(final)) this.traceState = final;
       await this.ask();

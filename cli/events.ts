@@ -3,7 +3,7 @@ import type { Thread, TraceEvent } from '../trace/schema.js';
 import { action, dbOption, jsonOption, openStore, out, sessionId, table, type DbOptions } from './common.js';
 import { jsonTarget, writeJsonWithArray } from './json-out.js';
 
-function stateText(v: { value: number | null; name: string | null } | null): string {
+function stateWithNumber(v: { value: number | null; name: string | null } | null): string {
   if (!v) return '?';
   if (v.name && v.value !== null) return `${v.name}(${v.value})`;
   return v.name ?? String(v.value);
@@ -12,9 +12,9 @@ function stateText(v: { value: number | null; name: string | null } | null): str
 /** The values column of the events table: what a maintainer wants to see at a glance. */
 export function describeEvent(e: TraceEvent): string {
   switch (e.kind) {
-    case 'transition': return `${stateText(e.data.old)} -> ${stateText(e.data.new)}${e.data.addr ? ` @${e.data.addr}` : ''}`;
-    case 'read': return `read ${stateText(e.data.value)}`;
-    case 'publish': return `publish ${stateText(e.data.value)}`;
+    case 'transition': return `${stateWithNumber(e.data.old)} -> ${stateWithNumber(e.data.new)}${e.data.addr ? ` @${e.data.addr}` : ''}`;
+    case 'read': return `read ${stateWithNumber(e.data.value)}`;
+    case 'publish': return `publish ${stateWithNumber(e.data.value)}`;
     case 'query-begin': case 'query-end': return `query ${e.data.query}`;
     case 'reply': return `${e.data.command}: status=${e.data.status ?? '(none)'} ram=${e.data.has_ram ? 'yes' : 'no'}`;
     case 'hold': case 'release': return `${e.data.role}: ${e.data.reason}`;

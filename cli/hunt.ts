@@ -10,7 +10,7 @@ import type { Profile } from '../recorder/probes/profile.js';
 import { MigraceError, messageOf } from '../trace/errors.js';
 import type { TraceStore } from '../trace/store.js';
 import { action, dbOption, huntId, jsonOption, openStore, out, parseIntOption, printJson, progress, table, type DbOptions } from './common.js';
-import { addTargetOptions, invocationOf, prepareTarget, type TargetCliOptions } from './record.js';
+import { addTargetOptions, cliInvocation, prepareTarget, type TargetCliOptions } from './record.js';
 import { abortOnSignals } from './signals.js';
 
 /**
@@ -60,7 +60,7 @@ export function register(program: Command): void {
           store, kind: opts.target, scenarios, dynamic: Boolean(opts.dynamic), dynamicBudgetMs: opts.dynamicBudget * 1000,
           queries: opts.queries, cellTimeoutMs: opts.cellTimeout * 1000, blockedAfterMs: 1_500,
           label: opts.label ?? `hunt on ${name}`,
-          invocation: { ...invocationOf('replay', opts, extra) }, gdbPath: opts.gdb, signal: signals.signal, progress,
+          invocation: { ...cliInvocation('replay', opts, extra) }, gdbPath: opts.gdb, signal: signals.signal, progress,
           prepare: async (purpose) => {
             // Discovery speaks once; every run after that uses the cached profile.
             const said = firstPrepare ? progress : undefined;

@@ -54,7 +54,7 @@ export interface Invocation {
   bql_completion: boolean;
 }
 
-export function invocationOf(command: Invocation['command'], opts: TargetCliOptions, extraArgs: readonly string[]): Invocation {
+export function cliInvocation(command: Invocation['command'], opts: TargetCliOptions, extraArgs: readonly string[]): Invocation {
   return {
     command,
     target: opts.target,
@@ -250,7 +250,7 @@ export function register(program: Command): void {
         report(await record({
           store, target, profile, label: opts.label ?? (opts.target === 'qemu' ? `qemu ${profile.qemu_version ?? ''} recording`.replace('  ', ' ') : `${opts.patched ? 'minimig-patched' : 'minimig'} recording`),
           pollMs: opts.pollMs, timeoutMs: opts.timeout * 1000, gdbPath: opts.gdb, progress: say, signal: signals.signal,
-          meta: { invocation: invocationOf('record', opts, extra) }, backend,
+          meta: { invocation: cliInvocation('record', opts, extra) }, backend,
         }), opts.json);
       } finally {
         signals.dispose();

@@ -6,7 +6,7 @@ import { findInterleavings } from '../analyzer/interleavings.js';
 import { explore } from '../analyzer/explore.js';
 import type { TraceStore } from '../trace/store.js';
 import { action, dbOption, jsonOption, openStore, out, parseIntOption, printJson, progress, warningsOnly, sessionId, type DbOptions } from './common.js';
-import { addTargetOptions, ATTACHED_UNDER_GDB, attachedProfile, invocationOf, prepareTarget, type TargetCliOptions } from './record.js';
+import { addTargetOptions, ATTACHED_UNDER_GDB, attachedProfile, cliInvocation, prepareTarget, type TargetCliOptions } from './record.js';
 import { attachedTarget } from '../recorder/record.js';
 import type { PreparedTarget } from '../recorder/targets/types.js';
 import type { Profile } from '../recorder/probes/profile.js';
@@ -150,7 +150,7 @@ export function register(program: Command): void {
             meta: {
               command: ['migrace', 'replay', ...process.argv.slice(3)],
               // Attached, the reproduce line starts the same binary itself (without the driver).
-              invocation: invocationOf('replay', opts.attach !== undefined ? { ...opts, target: 'qemu', qemu: target.binary } : opts, extra),
+              invocation: cliInvocation('replay', opts.attach !== undefined ? { ...opts, target: 'qemu', qemu: target.binary } : opts, extra),
               ...(opts.attach !== undefined && { attached_pid: opts.attach }),
             },
           });

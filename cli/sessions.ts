@@ -17,7 +17,7 @@ export function register(program: Command): void {
         out(table(
           ['ID', 'LABEL', 'ORIGIN', 'TARGET', 'VARIANT', 'STATE', 'EVENTS', 'CREATED'],
           sessions.map((s) => [s.id, s.label, s.origin, s.target.qemu_version ? `${s.target.kind} ${s.target.qemu_version}` : s.target.kind,
-            s.target.variant, stateText(s), s.events, s.created_at]),
+            s.target.variant, sessionStateText(s), s.events, s.created_at]),
         ));
       } finally {
         store.close();
@@ -26,7 +26,7 @@ export function register(program: Command): void {
 }
 
 /** The state as a user needs it: why a session aborted, and that a complete one is missing hits the kernel dropped (uprobe backend). */
-function stateText(s: Session): string {
+function sessionStateText(s: Session): string {
   const state = s.error ? `${s.state}: ${s.error}` : s.state;
   return typeof s.meta.incomplete === 'string' ? `${state}, INCOMPLETE: ${s.meta.incomplete}` : state;
 }

@@ -325,7 +325,7 @@ ${v?.shape ? `<dt>reply shape</dt><dd>${shapeText(v.shape)}</dd>` : ''}
   return parts.join('\n');
 }
 
-function location(e: TraceEvent): string {
+function locationText(e: TraceEvent): string {
   const bits = [
     e.func,
     e.file ? `${e.file}${e.line !== null ? `:${e.line}` : ''}` : e.line !== null ? `line ${e.line}` : null,
@@ -378,7 +378,7 @@ export function eventsHtml(layout: TimelineLayout, prefix: string, maxRows: numb
     const e = m.event;
     const cls = ['kind-' + m.kind, ...(m.findings.length ? ['evidence'] : []), ...m.classes.filter((c) => c === 'crossing' || c === 'spoiled')];
     const time = e.t_ns !== null && t0 !== null ? `+${formatDuration(e.t_ns - t0)}` : '-';
-    rows.push(`<tr id="${escapeHtml(prefix)}ev-${m.seq}" data-seq="${m.seq}" class="${cls.join(' ')}"><td>#${m.seq}</td><td>${time}</td><td>${h(laneLabel(m))}</td><td>${escapeHtml(m.kind)}</td><td>${h(m.label)}${m.findings.length ? ` <small>(${m.findings.map(h).join(', ')})</small>` : ''}</td><td>${h(location(e))}</td><td class="data">${h(dataText(e))}</td></tr>`);
+    rows.push(`<tr id="${escapeHtml(prefix)}ev-${m.seq}" data-seq="${m.seq}" class="${cls.join(' ')}"><td>#${m.seq}</td><td>${time}</td><td>${h(laneLabel(m))}</td><td>${escapeHtml(m.kind)}</td><td>${h(m.label)}${m.findings.length ? ` <small>(${m.findings.map(h).join(', ')})</small>` : ''}</td><td>${h(locationText(e))}</td><td class="data">${h(dataText(e))}</td></tr>`);
   }
   while (bi < bins.length) {
     const b = bins[bi++]!;

@@ -54,7 +54,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
 }
 
 /** The facts of a QMP or HMP reply, from the shape fields found in it. */
-function factsOf(form: ReplyForm, status: string | null, present: Set<string>, ramMissing: string[]): ReplyFacts {
+function factsFromFields(form: ReplyForm, status: string | null, present: Set<string>, ramMissing: string[]): ReplyFacts {
   const fields = SHAPE_FIELDS.filter((f) => present.has(f));
   return { form, status, has_ram: present.has('ram'), time_fields: fields.filter((f) => f !== 'ram'), fields, ram_missing: ramMissing, error: null };
 }
@@ -70,7 +70,7 @@ function qmpFacts(obj: Record<string, unknown>): ReplyFacts {
   const ramMissing = isObject(ram) ? RAM_KEYS.filter((k) => ram[k] === undefined) : [];
   const status = typeof obj['status'] === 'string' ? normalizeReplyStatus(obj['status']) : null;
   const keys = Object.keys(obj).filter((k) => k !== 'blocked-reasons');
-  return factsOf(status === null && keys.length === 0 ? 'empty' : 'qmp', status, present, ramMissing);
+  return factsFromFields(status === null && keys.length === 0 ? 'empty' : 'qmp', status, present, ramMissing);
 }
 
 /*
@@ -109,7 +109,7 @@ function hmpFacts(text: string): ReplyFacts {
     const has = { transferred: /^transferred ram:/m, remaining: /^remaining ram:/m, total: /^total ram:/m };
     ramMissing = RAM_KEYS.filter((k) => !has[k].test(text));
   }
-  return factsOf(status === null && present.size === 0 ? 'empty' : 'hmp', status, present, ramMissing);
+  return factsFromFields(status === null && present.size === 0 ? 'empty' : 'hmp', status, present, ramMissing);
 }
 
 /**

@@ -22,7 +22,7 @@ export class MiParseError extends MigraceError {
 
 export type MiValue = string | MiTuple | MiList;
 
-function describe(v: MiValue | undefined): string {
+function miKind(v: MiValue | undefined): string {
   if (v === undefined) return 'missing';
   if (typeof v === 'string') return 'a string';
   return v.kind === 'tuple' ? 'a tuple' : 'a list';
@@ -65,7 +65,7 @@ export class MiTuple {
 
   private fail(key: string, want: string, got: MiValue | undefined): never {
     throw new MiParseError(
-      `GDB/MI field "${key}": expected ${want}, found ${describe(got)} (fields: ${this.keys().join(', ') || 'none'})`,
+      `GDB/MI field "${key}": expected ${want}, found ${miKind(got)} (fields: ${this.keys().join(', ') || 'none'})`,
     );
   }
 
@@ -159,7 +159,7 @@ export class MiList {
   /** Every item as a string (`stopped-threads=["1","2"]`). */
   strings(what = 'list'): string[] {
     return this.items.map((v, i) => {
-      if (typeof v !== 'string') throw new MiParseError(`GDB/MI ${what}[${i}]: expected a string, found ${describe(v)}`);
+      if (typeof v !== 'string') throw new MiParseError(`GDB/MI ${what}[${i}]: expected a string, found ${miKind(v)}`);
       return v;
     });
   }
@@ -167,7 +167,7 @@ export class MiList {
   /** Every item as a tuple, ignoring result names (`stack=[frame={...},...]`). */
   tuples(what = 'list'): MiTuple[] {
     return this.items.map((v, i) => {
-      if (!(v instanceof MiTuple)) throw new MiParseError(`GDB/MI ${what}[${i}]: expected a tuple, found ${describe(v)}`);
+      if (!(v instanceof MiTuple)) throw new MiParseError(`GDB/MI ${what}[${i}]: expected a tuple, found ${miKind(v)}`);
       return v;
     });
   }

@@ -312,7 +312,7 @@ function addExtra(x: Finalizing, at: number, event: NewEvent, line: number): voi
   else x.extra.set(at, [{ event, line }]);
 }
 
-function location(x: FinalizeInput, s: Stop): Pick<NewEvent, 'pc' | 'func' | 'file' | 'line' | 'probe'> {
+function stopLocation(x: FinalizeInput, s: Stop): Pick<NewEvent, 'pc' | 'func' | 'file' | 'line' | 'probe'> {
   const bp = s.bp !== null ? x.bps.get(s.bp) : undefined;
   return {
     probe: s.bp !== null ? `gdb:breakpoint ${s.bp}${bp?.spec ? ` (${bp.spec})` : ''}` : `gdb:${s.kind}`,
@@ -497,7 +497,7 @@ function replyPublishes(x: Finalizing): void {
       const end = i > 0 && x.slots[i - 1].type === 'event' && (x.slots[i - 1] as { event: NewEvent }).event.kind === 'query-end' ? i - 1 : i;
       for (const { stop, slot: at } of reads.values()) {
         const r = stop.releaseSlot !== null && stop.releaseSlot > at && stop.releaseSlot < end ? stop.releaseSlot : end;
-        const loc = location(x, stop);
+        const loc = stopLocation(x, stop);
         addExtra(x, r, {
           kind: 'publish', t_ns: null, wall: null, thread: stop.tid, ...loc,
           probe: `import:gdb (status store, valued by the reply at line ${slot.line})`, pc: null, line: null,
@@ -604,7 +604,7 @@ function toEvents(x: Finalizing, needsHold: Set<Stop>): { events: NewEvent[]; li
       return;
     }
     const s = slot.stop;
-    const loc = location(x, s);
+    const loc = stopLocation(x, s);
     if (slot.type === 'print') {
       const p = slot.print;
       if (!p.used && p.value !== null && p.kind !== 'lookup') {

@@ -239,7 +239,7 @@ export function parseOperand(op: string): Operand {
   return { kind: 'other', text: s };
 }
 
-/** `0x238` for 568, `-0x18` for -24: how gdb prints displacements. */
+/** `0x238` for 568, `-0x18` for -24: how gdb prints addresses and displacements. */
 export function hex(n: number): string {
   return n < 0 ? `-0x${(-n).toString(16)}` : `0x${n.toString(16)}`;
 }

@@ -7,7 +7,7 @@ import { jsonProblem, MigraceError } from '../../trace/errors.js';
 import { analyzeDisassembly, buildProfile, REVISION_NOTE, type Analysis } from './analysis.js';
 import { readElfInfo, type ElfInfo } from './elf.js';
 import { addDebugFacts, gatherCode } from './gather.js';
-import { describeFailure, exitText, spawnFailure, tracked } from './gdb-batch.js';
+import { describeFailure, exitText, spawnErrno, tracked } from './gdb-batch.js';
 import { ProfileSchema, type Profile } from './profile.js';
 import { decideStatusNames, readStatusLookup } from './status-lookup.js';
 
@@ -97,7 +97,7 @@ async function qemuVersion(binary: string, env: Record<string, string | undefine
   const r = await tracked(execa(binary, ['-version'], {
     reject: false, timeout: 15_000, forceKillAfterDelay: 2000, stdin: 'ignore', env: env ?? {}, maxBuffer: 1024 * 1024,
   }), 'qemu -version');
-  const spawnCode = spawnFailure(r);
+  const spawnCode = spawnErrno(r);
   if (spawnCode) return { found: null, failure: `${binary} -version failed: cannot run it: ${spawnCode}${describeFailure(r)}` };
   const found = parseVersionOutput(`${String(r.stdout ?? '')}\n${String(r.stderr ?? '')}`);
   if (found || r.exitCode === 0) return { found, failure: null };
@@ -136,7 +136,7 @@ function writeCache(file: string, dir: string, profile: Profile): string | null 
   }
 }
 
-function headerLines(elf: ElfInfo): string[] {
+function elfLines(elf: ElfInfo): string[] {
   const debug = elf.hasDebugInfo ? 'debug info in the file' : elf.separateDebugFile ? `debug info in ${elf.separateDebugFile}` : 'no debug info (stripped)';
   return [`binary: ${elf.path}`, `build-id: ${elf.buildId ?? 'none'}`, `ELF x86-64 ${elf.type === 'DYN' ? 'PIE' : elf.type}, ${debug}`];
 }
@@ -145,7 +145,7 @@ export async function discoverProfile(binary: string, opts: DiscoverOptions = {}
   const started = performance.now();
   const path = resolve(binary);
   const elf = await readElfInfo(path);
-  const report = headerLines(elf);
+  const report = elfLines(elf);
   const cacheDir = opts.cacheDir ?? defaultCacheDir();
   // Keyed by whether debug info is found too: the same build-id stripped and with its debug
   // file (installed later, or found only under MIGRACE_DEBUG_FILE_DIRECTORY) gives other probes.

@@ -1,3 +1,4 @@
+import { hex } from './disasm.js';
 import type { ElfSymbol, Extent } from './elf-image.js';
 
 /**
@@ -103,8 +104,4 @@ export class FunctionTable {
   hasLocalSymbols(): boolean {
     return this.funcs.some((s) => s.table === 'symtab' && s.binding === 'local');
   }
-}
-
-function hex(n: number): string {
-  return `0x${n.toString(16)}`;
 }

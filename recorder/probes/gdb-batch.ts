@@ -2,6 +2,7 @@ import { execa } from 'execa';
 import { MigraceError } from '../../trace/errors.js';
 import { gdbDebugDirOptions } from '../debug-dirs.js';
 import { track } from '../reaper.js';
+import { hex } from './disasm.js';
 
 /**
  * gdb in batch mode, for discovery: one run answers many questions, each
@@ -42,7 +43,7 @@ interface RunResult {
 }
 
 /** The errno code (ENOENT, EACCES, ...) when the program could not be started at all, else null. */
-export function spawnFailure(r: RunResult): string | null {
+export function spawnErrno(r: RunResult): string | null {
   return r.failed && r.exitCode === undefined && !r.signal && !r.timedOut && typeof r.code === 'string' ? r.code : null;
 }
 
@@ -93,7 +94,7 @@ async function runGdb(binary: string, script: GdbStep[], opts: GdbOptions): Prom
   } catch (e) {
     throw new MigraceError('GDB_ERROR', `gdb failed to start: ${(e as Error).message}`);
   }
-  const spawnCode = spawnFailure(r);
+  const spawnCode = spawnErrno(r);
   if (spawnCode === 'ENOENT') {
     throw new MigraceError('GDB_MISSING', `${gdb} is not installed (apt-get install -y gdb)`);
   }
@@ -130,7 +131,6 @@ export interface Range {
 export async function disassembleRanges(binary: string, ranges: Range[], opts: GdbOptions): Promise<Map<number, string | null>> {
   const out = new Map<number, string | null>();
   if (ranges.length === 0) return out;
-  const hex = (n: number): string => `0x${n.toString(16)}`;
   const said = await runGdb(binary, ranges.map((r) => ({ marker: `code:${hex(r.start)}`, commands: [`disassemble ${hex(r.start)},${hex(r.end)}`] })), { ...opts, withDebugInfo: false });
   for (const r of ranges) {
     const text = said.get(`code:${hex(r.start)}`) ?? '';
@@ -169,7 +169,6 @@ const WHERE = 'python exec("def migrace_where(a):\\n b = gdb.block_for_pc(a)\\n 
   + ' print(\\"@where %s:%d %s\\" % (s.symtab.filename if s.symtab else \\"?\\", s.line, b.function.name if b else \\"?\\"))")';
 
 export async function debugFacts(binary: string, q: DebugQuestions, opts: GdbOptions): Promise<DebugAnswers> {
-  const hex = (n: number): string => `0x${n.toString(16)}`;
   const script: GdbStep[] = [{ marker: 'offset', commands: ['print/x (long)&((MigrationState *)0)->state'] }];
   for (const n of q.names) script.push({ marker: `addr:${n}`, commands: [`print/x (long)&${n}`] });
   for (const n of q.breakpoints) script.push({ marker: `break:${n}`, commands: [`break ${n}`, 'info breakpoints', 'delete'] });

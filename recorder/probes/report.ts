@@ -76,7 +76,7 @@ export function probesJson(result: DiscoveryResult, source: ProbesJson['source']
   };
 }
 
-function pad(s: string, n: number): string {
+function padColumn(s: string, n: number): string {
   return s.length >= n ? `${s} ` : s + ' '.repeat(n - s.length);
 }
 
@@ -84,7 +84,7 @@ export function probesText(j: ProbesJson): string {
   const out: string[] = [];
   const mark = (name: string): string => `${name}=${j.status_names.indexOf(name)}`;
   const field = (k: string, v: string): void => {
-    out.push(`  ${pad(k, 16)}${v}`);
+    out.push(`  ${padColumn(k, 16)}${v}`);
   };
   out.push(`migrace probes ${j.binary}`);
   field('build-id', j.build_id ?? 'none');
@@ -101,7 +101,7 @@ export function probesText(j: ProbesJson): string {
   out.push('probes');
   for (const p of j.probes) {
     const values = Object.entries(p.values).map(([k, v]) => `${k}=${v}`).join(' ');
-    out.push(`  ${pad(p.name === p.role ? p.name : `${p.name} (${p.role})`, 21)}${p.locations[0]}`);
+    out.push(`  ${padColumn(p.name === p.role ? p.name : `${p.name} (${p.role})`, 21)}${p.locations[0]}`);
     for (const loc of p.locations.slice(1)) out.push(`  ${' '.repeat(21)}${loc}`);
     if (values) out.push(`  ${' '.repeat(21)}values: ${values}`);
     for (const why of p.why.split(' | ').filter(Boolean)) out.push(`  ${' '.repeat(21)}why: ${why}`);
@@ -109,7 +109,7 @@ export function probesText(j: ProbesJson): string {
   out.push('');
   out.push(`read points (${j.read_points.length}; listed for the hunt, record places none of them)`);
   for (const r of j.read_points) {
-    out.push(`  ${pad(r.name, 31)}${pad(r.pc, 11)}${r.access.padEnd(8)}${r.instruction}`);
+    out.push(`  ${padColumn(r.name, 31)}${padColumn(r.pc, 11)}${r.access.padEnd(8)}${r.instruction}`);
     out.push(`  ${' '.repeat(31)}stop ${r.location}${r.value ? `, value ${r.value}` : ''}; via ${r.via.join(' > ')}`);
     if (r.source) out.push(`  ${' '.repeat(31)}source ${r.source}`);
   }
