@@ -1,4 +1,4 @@
-import { shellQuote } from '../recorder/gdb/session.js';
+import { shellQuote } from '../trace/shell-quote.js';
 import { CONTROL, type HuntCell, type HuntView } from '../analyzer/hunt-record.js';
 import { escapeHtml, h, htmlPage } from './html.js';
 import { cleanText } from './safe-text.js';

@@ -13,6 +13,7 @@
  *
  * HTML and Markdown escaping happen after cleaning, in html.ts and text.ts.
  */
+import { shellQuote } from '../trace/shell-quote.js';
 
 /**
  * Make trace text safe to show on one line: control characters, bidi
@@ -89,7 +90,7 @@ const ANSI_C_ESCAPE = new RegExp(String.raw`[\\']|${UNSAFE_IN_SHELL}`, 'g');
  */
 export function printableShellWord(s: string): string {
   if (/^[A-Za-z0-9_\/.,:=+@%-]+$/.test(s)) return s;
-  if (!SHELL_UNSAFE.test(s)) return `'${s.replace(/'/g, `'\\''`)}'`;
+  if (!SHELL_UNSAFE.test(s)) return shellQuote(s);
   return `$'${s.replace(ANSI_C_ESCAPE, (c) => {
     if (c === '\\' || c === "'") return `\\${c}`;
     const n = c.charCodeAt(0);

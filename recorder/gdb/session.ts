@@ -23,6 +23,7 @@ import { gdbDebugDirOptions } from '../debug-dirs.js';
 import { ledgerAddProcess, ledgerRemoveProcess } from '../ledger.js';
 import { dieWithParent, findProgram, isAlive, track, waitGone } from '../reaper.js';
 import { sleep } from '../../trace/async.js';
+import { shellQuote } from '../../trace/shell-quote.js';
 import {
   MiParseError,
   MiTuple,
@@ -307,12 +308,6 @@ export function assertShellSafePath(path: string): void {
     throw new MigraceError('BAD_INPUT', `program path ${JSON.stringify(path)} starts with "-": the shell's exec would read it as an option; use ./${path}`);
   }
 }
-
-/** POSIX shell single quoting: gdb hands `set args` to /bin/sh (startup-with-shell). */
-export function shellQuote(arg: string): string {
-  return "'" + arg.replace(/'/g, "'\\''") + "'";
-}
-
 
 /** A process's name (/proc/PID/comm), or null. */
 function readComm(pid: number): string | null {

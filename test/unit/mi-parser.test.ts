@@ -34,7 +34,8 @@ import {
   type MiResultRecord,
   type MiExecRecord,
 } from '../../recorder/gdb/mi-parser.js';
-import { lwpOf, parseBreakpoint, parseThreadInfo, shellQuote } from '../../recorder/gdb/session.js';
+import { lwpOf, parseBreakpoint, parseThreadInfo } from '../../recorder/gdb/session.js';
+import { shellQuote } from '../../trace/shell-quote.js';
 
 const FIXTURES = join(import.meta.dirname, '../fixtures/mi');
 
