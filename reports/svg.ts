@@ -128,8 +128,46 @@ export function renderSvg(layout: TimelineLayout, opts: SvgOptions = {}): string
   }
 }
 
+/** One drawing in progress: what every part of it draws into and reads. */
+interface Drawing {
+  svg: Sel;
+  layout: TimelineLayout;
+  /** Prefix of this drawing's element ids (arrowhead, shapes). */
+  prefix: string;
+  /** The lanes' extent, top to bottom: ticks stand on it, breaks span it. */
+  lanesTop: number;
+  lanesBottom: number;
+}
+
+/** The parts in drawing order: later parts lie on top of earlier ones. */
 function drawSvg(d3n: D3NodeInstance, layout: TimelineLayout, opts: SvgOptions): string {
   const prefix = (opts.idPrefix ?? `mt${layout.session.id}`).replace(/[^A-Za-z0-9_-]/g, '_');
+  const d: Drawing = {
+    svg: drawRoot(d3n, layout, opts, prefix),
+    layout,
+    prefix,
+    lanesTop: layout.top,
+    lanesBottom: layout.top + layout.lanes.reduce((s, l) => s + l.height, 0),
+  };
+  if (opts.header !== false) drawHeader(d);
+  drawLanes(d);
+  drawTicks(d);
+  drawBreaks(d);
+  drawBins(d);
+  drawBands(d);
+  drawArrows(d);
+  drawMarks(d);
+  drawLaneLabels(d);
+  drawLegend(d);
+  // XML serialization, not d3-node's svgString(): the HTML serializer leaves
+  // '<' raw in attribute values and writes &nbsp;, neither of which is XML.
+  // The XML form is also valid inline SVG in HTML.
+  const out = new d3n.window.XMLSerializer().serializeToString(d.svg.node());
+  return opts.standalone ? `<?xml version="1.0" encoding="UTF-8"?>\n${out}\n` : out;
+}
+
+/** The <svg> element with its title, the arrowhead and shapes, and the white background. */
+function drawRoot(d3n: D3NodeInstance, layout: TimelineLayout, opts: SvgOptions, prefix: string): Sel {
   // Without the header the drawing starts just above the tick row.
   const crop = opts.header === false ? 46 : 0;
   const svg = d3n.createSVG(layout.width, layout.height - crop, {
@@ -149,22 +187,26 @@ function drawSvg(d3n: D3NodeInstance, layout: TimelineLayout, opts: SvgOptions):
     .attr('markerWidth', 7).attr('markerHeight', 7).attr('orient', 'auto-start-reverse')
     .append('path').attr('d', 'M0,0L10,5L0,10Z').attr('fill', COLORS.crossing);
   defineShapes(defs, prefix);
-
   svg.append('rect').attr('class', 'background').attr('width', layout.width).attr('height', layout.height).attr('fill', '#fff');
+  return svg;
+}
 
-  // Header: what this is and what happened.
-  const head = opts.header === false ? null : svg.append('g').attr('class', 'header');
-  head?.append('text').attr('x', 10).attr('y', 17).attr('font-size', 13).attr('font-weight', 'bold').attr('fill', COLORS.ink)
+/** What this is and what happened: the title and up to two verdict lines. */
+function drawHeader({ svg, layout }: Drawing): void {
+  const head = svg.append('g').attr('class', 'header');
+  head.append('text').attr('x', 10).attr('y', 17).attr('font-size', 13).attr('font-weight', 'bold').attr('fill', COLORS.ink)
     .text(truncate(t(layout.title), Math.floor((layout.width - 20) / 7.8)));
   const vColor = layout.verdict.kind === 'reproduced' || layout.verdict.kind === 'replies-fail'
     ? COLORS.manifested : layout.verdict.kind === 'not-reproduced' || layout.verdict.kind === 'clean' ? COLORS.benign
       : layout.verdict.kind === 'infeasible' ? COLORS['window-only'] : COLORS.muted;
   const perLine = Math.max(40, Math.floor((layout.width - 20) / CHAR_W));
   wrapWords(t(layout.verdict.sentence), perLine, 2).forEach((line, i) => {
-    head?.append('text').attr('class', 'verdict-line').attr('x', 10).attr('y', 34 + i * 14).attr('fill', vColor).text(line);
+    head.append('text').attr('class', 'verdict-line').attr('x', 10).attr('y', 34 + i * 14).attr('fill', vColor).text(line);
   });
+}
 
-  // Lanes: background and axis here; the names are drawn last, on top.
+/** Lanes: background and axis; the names are drawn last, on top (drawLaneLabels). */
+function drawLanes({ svg, layout }: Drawing): void {
   const lanesG = svg.append('g').attr('class', 'lanes');
   for (const lane of layout.lanes) {
     const g = lanesG.append('g').attr('class', `lane lane-${lane.kind}${lane.role ? ` lane-${lane.role.replace('+', '-')}` : ''}`)
@@ -175,10 +217,10 @@ function drawSvg(d3n: D3NodeInstance, layout: TimelineLayout, opts: SvgOptions):
     g.append('line').attr('x1', layout.gutter).attr('x2', layout.width - 10).attr('y1', lane.y).attr('y2', lane.y)
       .attr('stroke', COLORS.grid).attr('stroke-width', 1);
   }
-  const lanesTop = layout.top;
-  const lanesBottom = layout.top + layout.lanes.reduce((s, l) => s + l.height, 0);
+}
 
-  // Ticks (time or seq at the start and after each break).
+/** Ticks: time or seq at the start and after each break. */
+function drawTicks({ svg, layout, lanesTop }: Drawing): void {
   const ticksG = svg.append('g').attr('class', 'ticks');
   for (const tk of layout.ticks) {
     ticksG.append('line').attr('x1', r1(tk.x)).attr('x2', r1(tk.x)).attr('y1', lanesTop - 6).attr('y2', lanesTop)
@@ -186,8 +228,17 @@ function drawSvg(d3n: D3NodeInstance, layout: TimelineLayout, opts: SvgOptions):
     ticksG.append('text').attr('x', r1(tk.x)).attr('y', lanesTop - 9).attr('font-size', 10).attr('fill', COLORS.muted)
       .attr('text-anchor', 'middle').text(t(tk.label));
   }
+}
 
-  // Breaks: quiet stretches drawn at a fixed width.
+/** A break's edge: a zigzag down the lanes at x. */
+function zigzag(x: number, top: number, bottom: number): string {
+  let d = `M${r1(x)},${top}`;
+  for (let y = top, i = 0; y < bottom; y += 8, i++) d += `L${r1(x + (i % 2 ? -3 : 3))},${Math.min(bottom, y + 8)}`;
+  return d;
+}
+
+/** Breaks: quiet stretches drawn at a fixed width. */
+function drawBreaks({ svg, layout, lanesTop, lanesBottom }: Drawing): void {
   const breaksG = svg.append('g').attr('class', 'breaks');
   for (const b of layout.breaks) {
     const g = breaksG.append('g').attr('class', 'break').attr('data-after-seq', b.afterSeq).attr('data-before-seq', b.beforeSeq);
@@ -195,37 +246,35 @@ function drawSvg(d3n: D3NodeInstance, layout: TimelineLayout, opts: SvgOptions):
     const w = Math.max(4, b.x1 - b.x0);
     g.append('rect').attr('x', r1(b.x0)).attr('y', lanesTop).attr('width', r1(w)).attr('height', lanesBottom - lanesTop)
       .attr('fill', '#eceff3');
-    const zig = (x: number): string => {
-      let d = `M${r1(x)},${lanesTop}`;
-      for (let y = lanesTop, i = 0; y < lanesBottom; y += 8, i++) d += `L${r1(x + (i % 2 ? -3 : 3))},${Math.min(lanesBottom, y + 8)}`;
-      return d;
-    };
-    g.append('path').attr('d', zig(b.x0 + 2)).attr('fill', 'none').attr('stroke', '#9aa0a6');
-    g.append('path').attr('d', zig(b.x0 + w - 2)).attr('fill', 'none').attr('stroke', '#9aa0a6');
+    g.append('path').attr('d', zigzag(b.x0 + 2, lanesTop, lanesBottom)).attr('fill', 'none').attr('stroke', '#9aa0a6');
+    g.append('path').attr('d', zigzag(b.x0 + w - 2, lanesTop, lanesBottom)).attr('fill', 'none').attr('stroke', '#9aa0a6');
     g.append('text').attr('x', r1(b.x0 + w / 2)).attr('y', lanesBottom + 12).attr('font-size', 10).attr('text-anchor', 'middle')
       .attr('fill', COLORS.muted).text(t(b.label));
   }
+}
 
-  // Density bins (summarized sessions).
-  if (layout.bins.length) {
-    const binsG = svg.append('g').attr('class', 'bins');
-    let max = 1;
-    for (const b of layout.bins) for (const c of b.perLane) max = Math.max(max, c);
-    const lmax = Math.log(max + 1);
-    for (const b of layout.bins) {
-      const g = binsG.append('g').attr('class', 'bin').attr('data-from-seq', b.fromSeq).attr('data-to-seq', b.toSeq).attr('data-count', b.count);
-      g.append('title').text(cleanMultiline(b.tooltip));
-      b.perLane.forEach((c, i) => {
-        if (c === 0) return;
-        const lane = layout.lanes[i]!;
-        const h = 4 + 28 * (Math.log(c + 1) / lmax);
-        g.append('rect').attr('x', r1(b.x0)).attr('y', r1(lane.y - h / 2)).attr('width', r1(b.x1 - b.x0)).attr('height', r1(h))
-          .attr('fill', COLORS.bin).attr('fill-opacity', r1(0.25 + 0.6 * (Math.log(c + 1) / lmax)));
-      });
-    }
+/** Density bins, when the session is summarized: one bar per lane, height and opacity on a log scale of the count. */
+function drawBins({ svg, layout }: Drawing): void {
+  if (!layout.bins.length) return;
+  const binsG = svg.append('g').attr('class', 'bins');
+  let max = 1;
+  for (const b of layout.bins) for (const c of b.perLane) max = Math.max(max, c);
+  const lmax = Math.log(max + 1);
+  for (const b of layout.bins) {
+    const g = binsG.append('g').attr('class', 'bin').attr('data-from-seq', b.fromSeq).attr('data-to-seq', b.toSeq).attr('data-count', b.count);
+    g.append('title').text(cleanMultiline(b.tooltip));
+    b.perLane.forEach((c, i) => {
+      if (c === 0) return;
+      const lane = layout.lanes[i]!;
+      const h = 4 + 28 * (Math.log(c + 1) / lmax);
+      g.append('rect').attr('x', r1(b.x0)).attr('y', r1(lane.y - h / 2)).attr('width', r1(b.x1 - b.x0)).attr('height', r1(h))
+        .attr('fill', COLORS.bin).attr('fill-opacity', r1(0.25 + 0.6 * (Math.log(c + 1) / lmax)));
+    });
   }
+}
 
-  // Finding windows.
+/** Finding windows, each labelled on the side its arrows do not come from. */
+function drawBands({ svg, layout }: Drawing): void {
   const bandsG = svg.append('g').attr('class', 'bands');
   for (const b of layout.bands) {
     const color = COLORS[b.cls];
@@ -235,13 +284,14 @@ function drawSvg(d3n: D3NodeInstance, layout: TimelineLayout, opts: SvgOptions):
     g.append('rect').attr('x', r1(b.x0)).attr('y', r1(b.y0)).attr('width', r1(Math.max(2, b.x1 - b.x0))).attr('height', r1(b.y1 - b.y0))
       .attr('rx', 6).attr('fill', bandFill(b.cls)).attr('stroke', color).attr('stroke-width', 1.5)
       .attr('stroke-dasharray', b.approximate ? '4 3' : 'none');
-    // The label goes on the side the arrows do not come from.
     const fromBelow = layout.arrows.some((a) => a.finding === b.finding && a.fromLane > b.lane);
     g.append('text').attr('class', 'band-label').attr('x', r1(b.x0 + 4)).attr('y', r1(fromBelow ? b.y0 - 4 : b.y1 + 10)).attr('font-size', 10)
       .attr('font-weight', 'bold').attr('fill', color).text(truncate(t(b.label), 40));
   }
+}
 
-  // Arrows from the crossing transitions into the windows.
+/** Arrows from the crossing transitions into the windows. */
+function drawArrows({ svg, layout, prefix }: Drawing): void {
   const arrowsG = svg.append('g').attr('class', 'arrows');
   for (const a of layout.arrows) {
     const mx = (a.x1 + a.x2) / 2 + 14;
@@ -254,8 +304,10 @@ function drawSvg(d3n: D3NodeInstance, layout: TimelineLayout, opts: SvgOptions):
       .attr('data-from-lane', a.fromLane).attr('data-to-lane', a.toLane);
     p.append('title').text(t(a.label));
   }
+}
 
-  // Marks.
+/** The events: a shape each, with its label and a reply's verdict. */
+function drawMarks({ svg, layout, prefix }: Drawing): void {
   const marksG = svg.append('g').attr('class', 'marks');
   for (const m of layout.marks) {
     const lane = layout.lanes[m.lane]!;
@@ -279,9 +331,13 @@ function drawSvg(d3n: D3NodeInstance, layout: TimelineLayout, opts: SvgOptions):
         .attr('fill', m.verdict.fails ? COLORS.replyBad : COLORS.replyOk).text(t(m.verdict.text));
     }
   }
+}
 
-  // Lane names last, on an opaque strip: the HTML report keeps this group at
-  // the left edge while the timeline scrolls, so a thread is always named.
+/**
+ * Lane names last, on an opaque strip: the HTML report keeps this group at
+ * the left edge while the timeline scrolls, so a thread is always named.
+ */
+function drawLaneLabels({ svg, layout }: Drawing): void {
   const heads = svg.append('g').attr('class', 'lane-labels');
   for (const lane of layout.lanes) {
     const g = heads.append('g').attr('class', 'lane-head').attr('data-thread', lane.tid === null ? 'client' : String(lane.tid));
@@ -296,25 +352,31 @@ function drawSvg(d3n: D3NodeInstance, layout: TimelineLayout, opts: SvgOptions):
     g.append('text').attr('class', 'lane-role').attr('x', 8).attr('y', lane.y + 13).attr('font-size', 10)
       .attr('fill', lane.role === 'reader' ? COLORS.read : lane.role ? COLORS.crossing : COLORS.muted).text(sub);
   }
+}
 
-  // Legend.
+/** The legend's entries: a label and how its sample is drawn. */
+const LEGEND: ReadonlyArray<[string, (g: Sel) => void]> = [
+  ['transition', (g) => g.append('path').attr('d', 'M0,-6L6,0L0,6L-6,0Z').attr('fill', COLORS.transition)],
+  ['crossing transition', (g) => g.append('path').attr('d', 'M0,-6L6,0L0,6L-6,0Z').attr('fill', COLORS.crossing)],
+  ['read', (g) => g.append('circle').attr('r', 4.5).attr('fill', '#fff').attr('stroke', COLORS.read).attr('stroke-width', 2)],
+  ['publish', (g) => g.append('rect').attr('x', -5).attr('y', -5).attr('width', 10).attr('height', 10).attr('fill', COLORS.publish)],
+  ['query begin/end', (g) => g.append('path').attr('d', 'M4,-7H-1V7H4').attr('fill', 'none').attr('stroke', COLORS.query).attr('stroke-width', 2)],
+  ['reply ok / bad', (g) => {
+    g.append('rect').attr('x', -7).attr('y', -5).attr('width', 7).attr('height', 10).attr('fill', COLORS.replyOk);
+    g.append('rect').attr('x', 0).attr('y', -5).attr('width', 7).attr('height', 10).attr('fill', COLORS.replyBad);
+  }],
+  ['hold / release', (g) => g.append('path').attr('d', 'M-4,-6L6,0L-4,6Z').attr('fill', COLORS.hold)],
+  ['read->publish window', (g) => g.append('rect').attr('x', -7).attr('y', -6).attr('width', 14).attr('height', 12).attr('rx', 3)
+    .attr('fill', bandFill('manifested')).attr('stroke', COLORS.manifested)],
+];
+const LEGEND_BINS: [string, (g: Sel) => void] =
+  ['events (summarized)', (g) => g.append('rect').attr('x', -2).attr('y', -6).attr('width', 4).attr('height', 12).attr('fill', COLORS.bin)];
+
+/** The legend along the bottom; the bins' entry only where the session is summarized. */
+function drawLegend({ svg, layout }: Drawing): void {
   const ly = layout.height - 14;
   const legend = svg.append('g').attr('class', 'legend').attr('font-size', 10).attr('fill', COLORS.muted);
-  const items: Array<[string, (g: Sel) => void]> = [
-    ['transition', (g) => g.append('path').attr('d', 'M0,-6L6,0L0,6L-6,0Z').attr('fill', COLORS.transition)],
-    ['crossing transition', (g) => g.append('path').attr('d', 'M0,-6L6,0L0,6L-6,0Z').attr('fill', COLORS.crossing)],
-    ['read', (g) => g.append('circle').attr('r', 4.5).attr('fill', '#fff').attr('stroke', COLORS.read).attr('stroke-width', 2)],
-    ['publish', (g) => g.append('rect').attr('x', -5).attr('y', -5).attr('width', 10).attr('height', 10).attr('fill', COLORS.publish)],
-    ['query begin/end', (g) => g.append('path').attr('d', 'M4,-7H-1V7H4').attr('fill', 'none').attr('stroke', COLORS.query).attr('stroke-width', 2)],
-    ['reply ok / bad', (g) => {
-      g.append('rect').attr('x', -7).attr('y', -5).attr('width', 7).attr('height', 10).attr('fill', COLORS.replyOk);
-      g.append('rect').attr('x', 0).attr('y', -5).attr('width', 7).attr('height', 10).attr('fill', COLORS.replyBad);
-    }],
-    ['hold / release', (g) => g.append('path').attr('d', 'M-4,-6L6,0L-4,6Z').attr('fill', COLORS.hold)],
-    ['read->publish window', (g) => g.append('rect').attr('x', -7).attr('y', -6).attr('width', 14).attr('height', 12).attr('rx', 3)
-      .attr('fill', bandFill('manifested')).attr('stroke', COLORS.manifested)],
-  ];
-  if (layout.bins.length) items.push(['events (summarized)', (g) => g.append('rect').attr('x', -2).attr('y', -6).attr('width', 4).attr('height', 12).attr('fill', COLORS.bin)]);
+  const items = layout.bins.length ? [...LEGEND, LEGEND_BINS] : LEGEND;
   let lx = 16;
   for (const [label, draw] of items) {
     const g = legend.append('g').attr('transform', `translate(${lx},${ly})`);
@@ -322,12 +384,6 @@ function drawSvg(d3n: D3NodeInstance, layout: TimelineLayout, opts: SvgOptions):
     g.append('text').attr('x', 11).attr('y', 4).text(label);
     lx += 26 + Math.ceil(label.length * 6.2);
   }
-
-  // XML serialization, not d3-node's svgString(): the HTML serializer leaves
-  // '<' raw in attribute values and writes &nbsp;, neither of which is XML.
-  // The XML form is also valid inline SVG in HTML.
-  const out = new d3n.window.XMLSerializer().serializeToString(svg.node());
-  return opts.standalone ? `<?xml version="1.0" encoding="UTF-8"?>\n${out}\n` : out;
 }
 
 /** Layout and render in one call: the standalone SVG file. */
