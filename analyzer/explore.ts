@@ -1,4 +1,5 @@
-import type { Session, Thread, TraceEvent } from '../trace/schema.js';
+import type { EventOf, Session, Thread, TraceEvent } from '../trace/schema.js';
+import type { StatusTable } from '../trace/status.js';
 import { isStatusName, readThenTransition, type Schedule } from './schedule.js';
 import type { ThreadRef } from './types.js';
 import { stateName, threadLabel, threadRef } from './interleavings.js';
@@ -130,165 +131,224 @@ function placementText(p: Placement): string {
   }
 }
 
-export function explore(session: Session, threads: readonly Thread[], events: readonly TraceEvent[]): Exploration {
-  const table = session.target.status_table;
-  const warnings: string[] = [];
-  const threadMap = new Map<number, Thread>();
-  for (const t of threads) threadMap.set(t.tid, t);
+type Transition = RecordedTransition & { tid: Tid };
 
-  const sorted = events.every((e, i) => i === 0 || e.seq > events[i - 1]!.seq) ? events : [...events].sort((a, b) => a.seq - b.seq);
-
-  // One pass: the query windows with the state each read, and the distinct transitions.
-  const wins: Win[] = [];
-  const byId = new Map<string, Win>();
-  const ownQuery = new Map<Tid, Win>();
-  const distinct = new Map<string, RecordedTransition & { tid: Tid }>();
-  let state: string | null = null;
-  let unknownOld = 0;
+/**
+ * The first pass, event by event: the query windows with the state each
+ * read, and the distinct transitions (by old, new and thread).
+ */
+class WindowScan {
+  readonly wins: Win[] = [];
+  private readonly byId = new Map<string, Win>();
+  /** Each thread's open query. */
+  private readonly ownQuery = new Map<Tid, Win>();
+  private readonly distinct = new Map<string, Transition>();
+  /** The state the last transition left. */
+  private state: string | null = null;
+  private unknownOld = 0;
   /** Transitions an import named with something that is not a state name, by pair: their hazards are skipped. */
-  const oddTransitions = new Map<string, number>();
+  private readonly oddTransitions = new Map<string, number>();
 
-  for (const e of sorted) {
+  constructor(private readonly table: StatusTable, private readonly threadMap: ReadonlyMap<number, Thread>) {}
+
+  event(e: TraceEvent): void {
     switch (e.kind) {
-      case 'transition': {
-        const neu = stateName(e.data.new, table);
-        // QEMU trace logs carry the new state only; the previous one is the old.
-        const old = stateName(e.data.old, table) ?? state;
-        if (neu !== null && old !== null && (!isStatusName(old) || !isStatusName(neu))) {
-          const pair = `${old} -> ${neu}`;
-          if (!oddTransitions.has(pair)) oddTransitions.set(pair, e.seq);
-        } else if (neu !== null && old !== null) {
-          const key = `${old}>${neu}@${e.thread ?? '?'}`;
-          if (!distinct.has(key)) {
-            distinct.set(key, { old, new: neu, thread: threadRef(e.thread, threadMap), seq: e.seq, tid: e.thread });
-          }
-        } else {
-          unknownOld++;
-        }
-        if (neu !== null) state = neu;
-        break;
-      }
-      case 'query-begin': {
-        const w: Win = { id: e.data.query, reader: e.thread, anchor: e.seq, read: null, stateAtBegin: state, replyStatus: null };
-        wins.push(w);
-        byId.set(w.id, w);
-        ownQuery.set(e.thread, w);
-        break;
-      }
-      case 'read': {
-        const v = stateName(e.data.value, table);
-        const w = ownQuery.get(e.thread);
-        if (w) {
-          // The first read of a query is the switch read; later ones are re-reads.
-          if (w.read === null) w.read = v;
-        } else {
-          const pw: Win = { id: `read@${e.seq}`, reader: e.thread, anchor: e.seq, read: v, stateAtBegin: state, replyStatus: null };
-          wins.push(pw);
-        }
-        break;
-      }
-      case 'query-end': {
-        const w = ownQuery.get(e.thread);
-        if (w && w.id === e.data.query) ownQuery.delete(e.thread);
-        break;
-      }
-      case 'reply': {
-        const w = e.data.query !== null ? byId.get(e.data.query) : undefined;
-        if (w) w.replyStatus = e.data.status ?? (e.data.body !== null && typeof e.data.body === 'object' && Object.keys(e.data.body).length === 0 ? 'none' : null);
-        break;
-      }
-      default:
-        break;
+      case 'transition': return this.transition(e);
+      case 'query-begin': return this.queryBegin(e);
+      case 'read': return this.read(e);
+      case 'query-end': return this.queryEnd(e);
+      case 'reply': return this.reply(e);
+      default: return;
     }
   }
-  if (unknownOld > 0) warnings.push(`${unknownOld} transition(s) whose old or new state is unknown were left out`);
-  for (const [pair, seq] of oddTransitions) {
-    const bad = pair.split(' -> ').filter((n) => !isStatusName(n));
-    warnings.push(`transition ${pair} (seq ${seq}) and its hazards skipped: ${bad.map((n) => JSON.stringify(n)).join(' and ')} is not a MigrationStatus name`);
+
+  private transition(e: EventOf<'transition'>): void {
+    const neu = stateName(e.data.new, this.table);
+    // QEMU trace logs carry the new state only; the previous one is the old.
+    const old = stateName(e.data.old, this.table) ?? this.state;
+    if (neu !== null && old !== null && (!isStatusName(old) || !isStatusName(neu))) {
+      const pair = `${old} -> ${neu}`;
+      if (!this.oddTransitions.has(pair)) this.oddTransitions.set(pair, e.seq);
+    } else if (neu !== null && old !== null) {
+      const key = `${old}>${neu}@${e.thread ?? '?'}`;
+      if (!this.distinct.has(key)) {
+        this.distinct.set(key, { old, new: neu, thread: threadRef(e.thread, this.threadMap), seq: e.seq, tid: e.thread });
+      }
+    } else {
+      this.unknownOld++;
+    }
+    if (neu !== null) this.state = neu;
   }
 
-  const transitions = [...distinct.values()];
-  const byPair = new Map<string, Hazard[]>();
-  const order: { h: Hazard; anchor: number; seq: number; p: number }[] = [];
-  let examined = 0;
-  let unknownState = 0;
-  const oddReads = new Set<string>();
+  private queryBegin(e: EventOf<'query-begin'>): void {
+    const w: Win = { id: e.data.query, reader: e.thread, anchor: e.seq, read: null, stateAtBegin: this.state, replyStatus: null };
+    this.wins.push(w);
+    this.byId.set(w.id, w);
+    this.ownQuery.set(e.thread, w);
+  }
 
-  for (const w of wins) {
+  private read(e: EventOf<'read'>): void {
+    const v = stateName(e.data.value, this.table);
+    const w = this.ownQuery.get(e.thread);
+    if (w) {
+      // The first read of a query is the switch read; later ones are re-reads.
+      if (w.read === null) w.read = v;
+    } else {
+      this.wins.push({ id: `read@${e.seq}`, reader: e.thread, anchor: e.seq, read: v, stateAtBegin: this.state, replyStatus: null });
+    }
+  }
+
+  private queryEnd(e: EventOf<'query-end'>): void {
+    const w = this.ownQuery.get(e.thread);
+    if (w && w.id === e.data.query) this.ownQuery.delete(e.thread);
+  }
+
+  private reply(e: EventOf<'reply'>): void {
+    const w = e.data.query !== null ? this.byId.get(e.data.query) : undefined;
+    if (w) w.replyStatus = e.data.status ?? (e.data.body !== null && typeof e.data.body === 'object' && Object.keys(e.data.body).length === 0 ? 'none' : null);
+  }
+
+  transitions(): Transition[] {
+    return [...this.distinct.values()];
+  }
+
+  warnings(): string[] {
+    const out: string[] = [];
+    if (this.unknownOld > 0) out.push(`${this.unknownOld} transition(s) whose old or new state is unknown were left out`);
+    for (const [pair, seq] of this.oddTransitions) {
+      const bad = pair.split(' -> ').filter((n) => !isStatusName(n));
+      out.push(`transition ${pair} (seq ${seq}) and its hazards skipped: ${bad.map((n) => JSON.stringify(n)).join(' and ')} is not a MigrationStatus name`);
+    }
+    return out;
+  }
+}
+
+/**
+ * The second pass: every window's state against every transition that can
+ * start from it, each (state, transition) pair modelled once and the
+ * hazards shared by every window that read that state.
+ */
+class HazardPlacer {
+  /** Windows with a known state, examined. */
+  examined = 0;
+  private readonly byPair = new Map<string, Hazard[]>();
+  private readonly order: { h: Hazard; anchor: number; seq: number; p: number }[] = [];
+  private unknownState = 0;
+  private readonly oddReads = new Set<string>();
+
+  constructor(private readonly transitions: readonly Transition[], private readonly threadMap: ReadonlyMap<number, Thread>) {}
+
+  window(w: Win): void {
     const s = w.read ?? w.stateAtBegin ?? w.replyStatus;
     if (s === null) {
-      unknownState++;
-      continue;
+      this.unknownState++;
+      return;
     }
     if (!isStatusName(s)) {
-      oddReads.add(s);
-      continue;
+      this.oddReads.add(s);
+      return;
     }
-    examined++;
-    for (const t of transitions) {
+    this.examined++;
+    for (const t of this.transitions) {
       if (t.old !== s) continue; // migrate_set_state is a CAS: it cannot fire from another state.
       if (w.reader !== null && t.tid !== null && t.tid === w.reader) continue; // the reader's own step is not a race
       // The outcome depends on the read state and the transition only: model each pair once.
       const pairKey = `${s}|${t.old}>${t.new}@${t.tid ?? '?'}`;
-      const known = byPair.get(pairKey);
+      const known = this.byPair.get(pairKey);
       if (known) {
         for (const h of known) h.queries.push(w.id);
         continue;
       }
-      const listed: Hazard[] = [];
-      byPair.set(pairKey, listed);
-      const runs = placements(t.old, t.new).map(([p, steps]) => ({ p, ...runBoth(s, steps) }));
-      const before = runs.find((r) => r.p === 'inside-before-fill')!;
-      const after = runs.find((r) => r.p === 'inside-after-fill')!;
-      const merged = sameReply(before.unpatched, after.unpatched) && sameReply(before.patched, after.patched);
-      const candidates = merged
-        ? runs.filter((r) => r !== after).map((r) => (r === before ? { ...r, p: 'inside' as Placement } : r))
-        : runs;
-      for (const r of candidates) {
-        const u = r.unpatched;
-        const pt = r.patched;
-        if (sameReply(u, pt) && u.consistent && pt.consistent) continue;
-        const affects: ModelVariant[] = [];
-        if (!u.consistent) affects.push('unpatched');
-        if (!pt.consistent) affects.push('patched');
-        const { tid: _tid, ...transition } = t;
-        const reader = threadRef(w.reader, threadMap);
-        const summary =
-          `${threadLabel(t.thread)} moving ${t.old} -> ${t.new} ${placementText(r.p)} of ${threadLabel(reader, false)}'s query ${w.id} (read ${s}): ` +
-          `unpatched ${describeOutcome(u)}; patched ${describeOutcome(pt)}`;
-        const h: Hazard = {
-          id: '',
-          query: w.id,
-          queries: [w.id],
-          reader,
-          read_value: s,
-          transition,
-          placement: r.p,
-          kind: kindOf(u, pt, affects),
-          affects,
-          unpatched: u,
-          patched: pt,
-          schedule: scheduleFor(t, r.p),
-          summary,
-        };
-        listed.push(h);
-        order.push({ h, anchor: w.anchor, seq: t.seq, p: PLACEMENT_ORDER.indexOf(r.p) });
-      }
+      this.byPair.set(pairKey, this.model(w, s, t));
     }
   }
-  if (unknownState > 0) warnings.push(`${unknownState} query window(s) with no read and no known state were skipped`);
-  if (oddReads.size > 0) {
-    warnings.push(`query windows that read ${[...oddReads].map((n) => JSON.stringify(n)).join(', ')} were skipped: not a MigrationStatus name`);
+
+  /** The hazards of one window's read of s crossed by t: the placements whose replies differ between the variants or are malformed. */
+  private model(w: Win, s: string, t: Transition): Hazard[] {
+    const listed: Hazard[] = [];
+    const runs = placements(t.old, t.new).map(([p, steps]) => ({ p, ...runBoth(s, steps) }));
+    const before = runs.find((r) => r.p === 'inside-before-fill')!;
+    const after = runs.find((r) => r.p === 'inside-after-fill')!;
+    const merged = sameReply(before.unpatched, after.unpatched) && sameReply(before.patched, after.patched);
+    const candidates = merged
+      ? runs.filter((r) => r !== after).map((r) => (r === before ? { ...r, p: 'inside' as Placement } : r))
+      : runs;
+    for (const r of candidates) {
+      const u = r.unpatched;
+      const pt = r.patched;
+      if (sameReply(u, pt) && u.consistent && pt.consistent) continue;
+      const h = this.hazard(w, s, t, r.p, u, pt);
+      listed.push(h);
+      this.order.push({ h, anchor: w.anchor, seq: t.seq, p: PLACEMENT_ORDER.indexOf(r.p) });
+    }
+    return listed;
   }
-  if (transitions.length === 0) warnings.push('no transitions recorded: nothing to place');
 
-  order.sort((a, b) => a.anchor - b.anchor || a.seq - b.seq || a.p - b.p);
-  const hazards = order.map((o, i) => {
-    o.h.id = `H${i + 1}`;
-    return o.h;
-  });
+  private hazard(w: Win, s: string, t: Transition, placement: Placement, u: ModelOutcome, pt: ModelOutcome): Hazard {
+    const affects: ModelVariant[] = [];
+    if (!u.consistent) affects.push('unpatched');
+    if (!pt.consistent) affects.push('patched');
+    const { tid: _tid, ...transition } = t;
+    const reader = threadRef(w.reader, this.threadMap);
+    const summary =
+      `${threadLabel(t.thread)} moving ${t.old} -> ${t.new} ${placementText(placement)} of ${threadLabel(reader, false)}'s query ${w.id} (read ${s}): ` +
+      `unpatched ${describeOutcome(u)}; patched ${describeOutcome(pt)}`;
+    return {
+      id: '',
+      query: w.id,
+      queries: [w.id],
+      reader,
+      read_value: s,
+      transition,
+      placement,
+      kind: kindOf(u, pt, affects),
+      affects,
+      unpatched: u,
+      patched: pt,
+      schedule: scheduleFor(t, placement),
+      summary,
+    };
+  }
 
-  return { session_id: session.id, windows: examined, transitions: transitions.map(({ tid: _tid, ...t }) => t), hazards, warnings };
+  /** The hazards in the order of their window, transition and placement, numbered H1, H2, ... */
+  hazards(): Hazard[] {
+    this.order.sort((a, b) => a.anchor - b.anchor || a.seq - b.seq || a.p - b.p);
+    return this.order.map((o, i) => {
+      o.h.id = `H${i + 1}`;
+      return o.h;
+    });
+  }
+
+  warnings(): string[] {
+    const out: string[] = [];
+    if (this.unknownState > 0) out.push(`${this.unknownState} query window(s) with no read and no known state were skipped`);
+    if (this.oddReads.size > 0) {
+      out.push(`query windows that read ${[...this.oddReads].map((n) => JSON.stringify(n)).join(', ')} were skipped: not a MigrationStatus name`);
+    }
+    if (this.transitions.length === 0) out.push('no transitions recorded: nothing to place');
+    return out;
+  }
+}
+
+export function explore(session: Session, threads: readonly Thread[], events: readonly TraceEvent[]): Exploration {
+  const threadMap = new Map<number, Thread>();
+  for (const t of threads) threadMap.set(t.tid, t);
+  const sorted = events.every((e, i) => i === 0 || e.seq > events[i - 1]!.seq) ? events : [...events].sort((a, b) => a.seq - b.seq);
+
+  const scan = new WindowScan(session.target.status_table, threadMap);
+  for (const e of sorted) scan.event(e);
+  const transitions = scan.transitions();
+  const placer = new HazardPlacer(transitions, threadMap);
+  for (const w of scan.wins) placer.window(w);
+  const hazards = placer.hazards();
+
+  return {
+    session_id: session.id,
+    windows: placer.examined,
+    transitions: transitions.map(({ tid: _tid, ...t }) => t),
+    hazards,
+    warnings: [...scan.warnings(), ...placer.warnings()],
+  };
 }
 
 /** The hazard for one transition and placement, if explore listed it. */
