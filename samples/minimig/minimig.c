@@ -142,21 +142,7 @@ typedef struct MigrationState {
 /* migrate-set-capabilities; only the ones minimig implements exist. */
 static bool cap_pause_before_switchover;
 
-/* QEMU's ram_counters: written by the migration thread, read unlocked. */
-typedef struct RamCounters {
-    int64_t transferred;
-    int64_t remaining;
-    int64_t total;
-    int64_t duplicate;
-    int64_t normal;
-    int64_t normal_bytes;
-    int64_t dirty_sync_count;
-    int64_t page_size;
-    int64_t pages_per_second;
-} RamCounters;
-
 static MigrationState current_migration;
-static RamCounters ram_counters;
 
 MigrationState *migrate_get_current(void)
 {
@@ -178,6 +164,13 @@ typedef struct MigrationStats {
     int64_t page_size;
     int64_t pages_per_second;
 } MigrationStats;
+
+/*
+ * QEMU's ram_counters, a MigrationStats as in QEMU 5.2 (migration/ram.c):
+ * written by the migration thread, read unlocked. Its mbps stays unused: the
+ * rate is kept in MigrationState, as in QEMU.
+ */
+static MigrationStats ram_counters;
 
 /* has_status then status keeps info->status at offset 4, as in QEMU builds. */
 typedef struct MigrationInfo {
@@ -737,6 +730,15 @@ static void sb_free(StrBuf *sb)
     sb->len = sb->cap = 0;
 }
 
+/* An optional integer member of a reply body, when it is there; `sep` goes before it. */
+static void sb_int_member(StrBuf *sb, const char **sep, bool has, const char *name, int64_t value)
+{
+    if (has) {
+        sb_printf(sb, "%s\"%s\": %" PRId64, *sep, name, value);
+        *sep = ", ";
+    }
+}
+
 /* The reply body of query-migrate, with QEMU's member names. */
 static void migration_info_to_json(StrBuf *sb, const MigrationInfo *info)
 {
@@ -761,22 +763,10 @@ static void migration_info_to_json(StrBuf *sb, const MigrationInfo *info)
                   r->pages_per_second);
         sep = ", ";
     }
-    if (info->has_total_time) {
-        sb_printf(sb, "%s\"total-time\": %" PRId64, sep, info->total_time);
-        sep = ", ";
-    }
-    if (info->has_expected_downtime) {
-        sb_printf(sb, "%s\"expected-downtime\": %" PRId64, sep, info->expected_downtime);
-        sep = ", ";
-    }
-    if (info->has_downtime) {
-        sb_printf(sb, "%s\"downtime\": %" PRId64, sep, info->downtime);
-        sep = ", ";
-    }
-    if (info->has_setup_time) {
-        sb_printf(sb, "%s\"setup-time\": %" PRId64, sep, info->setup_time);
-        sep = ", ";
-    }
+    sb_int_member(sb, &sep, info->has_total_time, "total-time", info->total_time);
+    sb_int_member(sb, &sep, info->has_expected_downtime, "expected-downtime", info->expected_downtime);
+    sb_int_member(sb, &sep, info->has_downtime, "downtime", info->downtime);
+    sb_int_member(sb, &sep, info->has_setup_time, "setup-time", info->setup_time);
     if (info->has_error_desc) {
         sb_printf(sb, "%s\"error-desc\": ", sep);
         sb_json_string(sb, info->error_desc);
@@ -999,32 +989,51 @@ static bool js_number(JScan *j)
 
 static bool js_value(JScan *j, int depth);
 
-static bool js_array(JScan *j, int depth)
+/* Past a '[' or '{': true, and past the closing one, when the container is empty. */
+static bool js_open_empty(JScan *j, char close)
 {
-    j->p++; /* '[' */
+    j->p++;
     js_ws(j);
-    if (j->p < j->end && *j->p == ']') {
+    if (j->p < j->end && *j->p == close) {
         j->p++;
         return true;
     }
+    return false;
+}
+
+/* After an element of an array or object: 1 past its end, 0 past a ',' (another element follows), -1 on an error. */
+static int js_after_element(JScan *j, char close, const char *what)
+{
+    js_ws(j);
+    if (j->p >= j->end) {
+        js_fail(j, "unterminated %s", what);
+        return -1;
+    }
+    if (*j->p == close) {
+        j->p++;
+        return 1;
+    }
+    if (*j->p != ',') {
+        js_fail(j, "expected ',' or '%c' in %s", close, what);
+        return -1;
+    }
+    j->p++;
+    return 0;
+}
+
+static bool js_array(JScan *j, int depth)
+{
+    if (js_open_empty(j, ']')) return true;
     for (;;) {
         if (!js_value(j, depth + 1)) return false;
-        js_ws(j);
-        if (j->p >= j->end) return js_fail(j, "unterminated array");
-        if (*j->p == ']') { j->p++; return true; }
-        if (*j->p != ',') return js_fail(j, "expected ',' or ']' in array");
-        j->p++;
+        int next = js_after_element(j, ']', "array");
+        if (next != 0) return next > 0;
     }
 }
 
 static bool js_object(JScan *j, int depth)
 {
-    j->p++; /* '{' */
-    js_ws(j);
-    if (j->p < j->end && *j->p == '}') {
-        j->p++;
-        return true;
-    }
+    if (js_open_empty(j, '}')) return true;
     for (;;) {
         js_ws(j);
         if (j->p >= j->end || *j->p != '"') return js_fail(j, "expected a string key in object");
@@ -1033,11 +1042,8 @@ static bool js_object(JScan *j, int depth)
         if (j->p >= j->end || *j->p != ':') return js_fail(j, "expected ':' after key");
         j->p++;
         if (!js_value(j, depth + 1)) return false;
-        js_ws(j);
-        if (j->p >= j->end) return js_fail(j, "unterminated object");
-        if (*j->p == '}') { j->p++; return true; }
-        if (*j->p != ',') return js_fail(j, "expected ',' or '}' in object");
-        j->p++;
+        int next = js_after_element(j, '}', "object");
+        if (next != 0) return next > 0;
     }
 }
 
@@ -1200,6 +1206,18 @@ typedef struct Span {
     size_t len;
 } Span;
 
+/* A response's end: the request's id when it had one, the closing brace; then the line goes out. */
+static void reply_send(Client *c, StrBuf *sb, const Span *id)
+{
+    if (id && id->p) {
+        sb_puts(sb, ", \"id\": ");
+        sb_putn(sb, id->p, id->len);
+    }
+    sb_puts(sb, "}");
+    client_send_line(c, sb);
+    sb_free(sb);
+}
+
 static void reply_return(Client *c, const char *ret_json, const Span *id)
 {
     StrBuf sb = { 0 };
@@ -1207,13 +1225,7 @@ static void reply_return(Client *c, const char *ret_json, const Span *id)
     flush_events();
     sb_puts(&sb, "{\"return\": ");
     sb_puts(&sb, ret_json);
-    if (id && id->p) {
-        sb_puts(&sb, ", \"id\": ");
-        sb_putn(&sb, id->p, id->len);
-    }
-    sb_puts(&sb, "}");
-    client_send_line(c, &sb);
-    sb_free(&sb);
+    reply_send(c, &sb, id);
 }
 
 static void __attribute__((format(printf, 4, 5)))
@@ -1232,13 +1244,7 @@ reply_error(Client *c, const Span *id, const char *cls, const char *fmt, ...)
     sb_puts(&sb, ", \"desc\": ");
     sb_json_string(&sb, desc);
     sb_puts(&sb, "}");
-    if (id && id->p) {
-        sb_puts(&sb, ", \"id\": ");
-        sb_putn(&sb, id->p, id->len);
-    }
-    sb_puts(&sb, "}");
-    client_send_line(c, &sb);
-    sb_free(&sb);
+    reply_send(c, &sb, id);
 }
 
 static void send_greeting(Client *c)
@@ -1489,6 +1495,58 @@ static void qmp_query_migrate_reply(Client *c, const Span *id)
     sb_free(&body);
 }
 
+/*
+ * The commands after capabilities negotiation, found by name as QEMU's
+ * qmp_dispatch() finds them in its command table. check_args() checks the
+ * arguments against `args` first; a command takes none or the first one
+ * (found[0]: migrate's uri, migrate-continue's state, the capabilities).
+ */
+typedef struct QmpCommand {
+    const char *name;
+    const ArgSpec *args;
+    int nargs;
+    void (*fn)(Client *c, const Span *id);
+    void (*fn_arg)(Client *c, const Span *id, const JMember *arg);
+} QmpCommand;
+
+#define MAX_COMMAND_ARGS 5
+
+static void qmp_quit(Client *c, const Span *id)
+{
+    reply_return(c, "{}", id);
+    quit_requested = true;
+}
+
+static const ArgSpec migrate_args[MAX_COMMAND_ARGS] = {
+    { "uri", 's', true }, { "blk", 'b', false }, { "inc", 'b', false },
+    { "detach", 'b', false }, { "resume", 'b', false },
+};
+static const ArgSpec migrate_continue_args[] = { { "state", 's', true } };
+static const ArgSpec migrate_set_capabilities_args[] = { { "capabilities", 'a', true } };
+
+#define COUNT_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static const QmpCommand qmp_commands[] = {
+    { "migrate", migrate_args, COUNT_OF(migrate_args), NULL, qmp_migrate },
+    { "query-migrate", NULL, 0, qmp_query_migrate_reply, NULL },
+    { "migrate-continue", migrate_continue_args, COUNT_OF(migrate_continue_args), NULL, qmp_migrate_continue },
+    { "query-migrate-capabilities", NULL, 0, qmp_query_migrate_capabilities, NULL },
+    { "migrate-set-capabilities", migrate_set_capabilities_args, COUNT_OF(migrate_set_capabilities_args),
+      NULL, qmp_migrate_set_capabilities },
+    { "migrate_cancel", NULL, 0, qmp_migrate_cancel, NULL },
+    { "quit", NULL, 0, qmp_quit, NULL },
+};
+
+static const QmpCommand *qmp_find_command(const char *name)
+{
+    for (int i = 0; i < COUNT_OF(qmp_commands); i++) {
+        if (strcmp(qmp_commands[i].name, name) == 0) {
+            return &qmp_commands[i];
+        }
+    }
+    return NULL;
+}
+
 static void handle_request(Client *c, const char *line, size_t len)
 {
     JScan j = { line, line + len, "" };
@@ -1596,47 +1654,24 @@ static void handle_request(Client *c, const char *line, size_t len)
         return;
     }
 
-    const JMember *found[5];
     if (strcmp(command, "qmp_capabilities") == 0) {
         reply_error(c, &id, "CommandNotFound",
                     "Capabilities negotiation is already complete, command ignored");
-    } else if (strcmp(command, "migrate") == 0) {
-        static const ArgSpec spec[] = {
-            { "uri", 's', true }, { "blk", 'b', false }, { "inc", 'b', false },
-            { "detach", 'b', false }, { "resume", 'b', false },
-        };
-        if (check_args(c, &id, args, nargs, spec, 5, found)) {
-            qmp_migrate(c, &id, found[0]);
-        }
-    } else if (strcmp(command, "query-migrate") == 0) {
-        if (check_args(c, &id, args, nargs, NULL, 0, found)) {
-            qmp_query_migrate_reply(c, &id);
-        }
-    } else if (strcmp(command, "migrate-continue") == 0) {
-        static const ArgSpec spec[] = { { "state", 's', true } };
-        if (check_args(c, &id, args, nargs, spec, 1, found)) {
-            qmp_migrate_continue(c, &id, found[0]);
-        }
-    } else if (strcmp(command, "query-migrate-capabilities") == 0) {
-        if (check_args(c, &id, args, nargs, NULL, 0, found)) {
-            qmp_query_migrate_capabilities(c, &id);
-        }
-    } else if (strcmp(command, "migrate-set-capabilities") == 0) {
-        static const ArgSpec spec[] = { { "capabilities", 'a', true } };
-        if (check_args(c, &id, args, nargs, spec, 1, found)) {
-            qmp_migrate_set_capabilities(c, &id, found[0]);
-        }
-    } else if (strcmp(command, "migrate_cancel") == 0) {
-        if (check_args(c, &id, args, nargs, NULL, 0, found)) {
-            qmp_migrate_cancel(c, &id);
-        }
-    } else if (strcmp(command, "quit") == 0) {
-        if (check_args(c, &id, args, nargs, NULL, 0, found)) {
-            reply_return(c, "{}", &id);
-            quit_requested = true;
-        }
-    } else {
+        return;
+    }
+    const QmpCommand *cmd = qmp_find_command(command);
+    if (!cmd) {
         reply_error(c, &id, "CommandNotFound", "The command %s has not been found", command);
+        return;
+    }
+    const JMember *found[MAX_COMMAND_ARGS];
+    if (!check_args(c, &id, args, nargs, cmd->args, cmd->nargs, found)) {
+        return;
+    }
+    if (cmd->fn_arg) {
+        cmd->fn_arg(c, &id, found[0]);
+    } else {
+        cmd->fn(c, &id);
     }
 }
 
