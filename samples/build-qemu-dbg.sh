@@ -44,14 +44,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 main() {
   SUITE=bullseye
   VERSION='1:5.2+dfsg-11+deb11u3'
-  DEST="${MIGRACE_QEMU_CACHE:-$HERE/.cache}/qemu-5.2-dbg"
+  cache_entry qemu-5.2-dbg
   SRC="$DEST/src/qemu"
   BIN="$DEST/qemu-system-x86_64"
   SPLIT="$DEST/split/qemu-system-x86_64"
   BY_ID="$DEST/build-id-only/qemu-system-x86_64"
-  STAMP="$DEST/.complete"
 
-  built() { [ -f "$STAMP" ] && [ -x "$BIN" ] && [ -x "$SPLIT" ]; }
+  built() { entry_complete "$BIN" "$SPLIT"; }
   done_already() { built && [ -x "$BY_ID" ]; }
   # From the unstripped binary (a fraction of a second): written aside and
   # renamed, so a reader never sees half of it.

@@ -9,6 +9,8 @@
 #   private_apt_init     a private apt state (lists, cache, empty status, one
 #                        sources.list) so the system's apt setup is never touched
 #   apt_private          apt-get / apt-cache with that private state
+#   cache_entry          DEST and STAMP of a cache entry (MIGRACE_QEMU_CACHE or samples/.cache)
+#   entry_complete       the entry's stamp is there and its programs are in place
 #   cache_lock           one flock per cache entry: parallel callers wait, then
 #                        find the finished entry
 #   answer_cached        print the finished entry and exit, or take its lock
@@ -95,6 +97,23 @@ apt_private_update() {
     why=$(grep -A1 '^Err:' "$1/update.log" | sed -n '2{s/^ *//;p}')
     unserved "the registry at ${URI:-?} did not serve $2${why:+: $why}"
   fi
+}
+
+# cache_entry NAME: DEST, the folder of the caller's cached entry NAME (in
+# MIGRACE_QEMU_CACHE, by default samples/.cache beside this file), and STAMP,
+# the file the caller writes last, once the entry is complete.
+cache_entry() {
+  DEST="${MIGRACE_QEMU_CACHE:-$HERE/.cache}/$1"
+  STAMP="$DEST/.complete"
+}
+
+# entry_complete PROGRAM...: STAMP is there and every PROGRAM is executable
+# (what a caller's done_already asks).
+entry_complete() {
+  [ -f "$STAMP" ] || return 1
+  for program in "$@"; do
+    [ -x "$program" ] || return 1
+  done
 }
 
 # cache_lock DIR: hold DIR/.lock on fd 9 until the script exits.

@@ -32,12 +32,11 @@ SUITE=bullseye
 VERSION='7.0.0-3+deb11u3'
 PKGS="libvirt0=$VERSION libvirt-clients=$VERSION libvirt-daemon=$VERSION libvirt-daemon-driver-qemu=$VERSION libyajl2"
 
-DEST="${MIGRACE_QEMU_CACHE:-$HERE/.cache}/libvirt-7.0"
+cache_entry libvirt-7.0
 ROOT="$DEST/root"
 LIBS="$ROOT/usr/lib/x86_64-linux-gnu"
-STAMP="$DEST/.complete"
 
-done_already() { [ -f "$STAMP" ] && [ -x "$ROOT/usr/sbin/libvirtd" ] && [ -x "$ROOT/usr/bin/virsh" ]; }
+done_already() { entry_complete "$ROOT/usr/sbin/libvirtd" "$ROOT/usr/bin/virsh"; }
 
 answer_cached "$DEST" "$ROOT"
 # shellcheck disable=SC2086

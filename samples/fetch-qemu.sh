@@ -48,12 +48,11 @@ build_recipe() {
 [ $# -eq 1 ] || { say "usage: fetch-qemu.sh BUILD (5.2 | 10.0.2)"; exit 2; }
 build_recipe "$1"
 
-DEST="${MIGRACE_QEMU_CACHE:-$HERE/.cache}/$NAME"
+cache_entry "$NAME"
 ROOT="$DEST/root"
 BIN="$ROOT/usr/bin/qemu-system-x86_64"
-STAMP="$DEST/.complete"
 
-done_already() { [ -f "$STAMP" ] && [ -x "$BIN" ]; }
+done_already() { entry_complete "$BIN"; }
 
 answer_cached "$DEST" "$BIN"
 # shellcheck disable=SC2086

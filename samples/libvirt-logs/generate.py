@@ -25,10 +25,11 @@ import os, re, shutil, signal, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
+sys.path.insert(0, os.path.join(ROOT, 'samples'))
 sys.path.insert(0, os.path.join(ROOT, 'samples', 'transcripts'))
-from generate import Gdb, HIT  # noqa: E402
+from generate import Gdb, HIT, cross_the_switch_read  # noqa: E402
+from sample_lib import QEMU52, QEMU72, Q52_LIBS  # noqa: E402
 
-Q52_ROOT = os.path.join(ROOT, 'samples', '.cache', 'qemu-5.2', 'root')
 URI = 'qemu:///system'
 daemons = []
 
@@ -158,19 +159,7 @@ def run(tag, emulator, race):
                 g.cmd(f'break *qmp_query_migrate+{off}')
             job = jobinfo_async()
             g.wait_hit()
-            g.cmd(f'thread {main_id}')
-            g.cmd('p $eax')
-            g.cmd(f'thread {mig_id}')
-            g.cmd('continue &')
-            time.sleep(0.3)
-            g.cmd(f'thread {main_id}')
-            for _ in range(20):
-                if g.value(f'*(int*){addr}') == '4':
-                    break
-                time.sleep(0.2)
-            g.cmd('continue &')
-            g.wait_hit()
-            g.cmd('p $eax')
+            cross_the_switch_read(g, main_id, mig_id, addr, 'eax')
             g.cmd('delete')
             g.cmd('continue &')
             out = job.communicate(timeout=30)[0]
@@ -238,15 +227,14 @@ def keep_job_lines(src, dst, since):
 def main():
     if os.geteuid() != 0:
         sys.exit('needs root (libvirtd, and gdb attaching to the QEMU libvirt started)')
-    run('save-qemu72', '/usr/bin/qemu-system-x86_64', race=False)
-    binary = os.path.join(Q52_ROOT, 'usr', 'bin', 'qemu-system-x86_64')
-    if os.path.exists(binary):
+    run('save-qemu72', QEMU72, race=False)
+    if os.path.exists(QEMU52):
         wrapper_dir = tempfile.mkdtemp(prefix='migrace-q52-')
         os.chmod(wrapper_dir, 0o755)
         wrapper = os.path.join(wrapper_dir, 'qemu-system-x86_64')
         with open(wrapper, 'w') as f:
             f.write('#!/bin/sh\n# libvirt clears the environment: give QEMU 5.2 its libraries here.\n'
-                    f'LD_LIBRARY_PATH={Q52_ROOT}/usr/lib/x86_64-linux-gnu exec {binary} "$@"\n')
+                    f'LD_LIBRARY_PATH={Q52_LIBS} exec {QEMU52} "$@"\n')
         os.chmod(wrapper, 0o755)
         try:
             run('save-qemu52-race', wrapper, race=True)

@@ -7,22 +7,14 @@ sample, samples/.cache/qemu-5.2 (samples/fetch-qemu.sh 5.2). Every QEMU it
 starts is killed before it exits. The 10.1+ ISO-format sample is not made
 here: no such QEMU runs on bookworm (see README.md in this folder).
 """
-import json, os, socket, subprocess, sys, tempfile, time
+import json, os, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from sample_lib import QEMU52, QEMU72, Q52_LIBS, connect_unix, free_port, kill_all  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-QEMU72 = '/usr/bin/qemu-system-x86_64'
-Q52_ROOT = os.path.join(HERE, '..', '.cache', 'qemu-5.2', 'root')
-QEMU52 = os.path.join(Q52_ROOT, 'usr', 'bin', 'qemu-system-x86_64')
 BASE = ['-nodefaults', '-display', 'none', '-S', '-m', '128']
 procs = []
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def spawn(binary, args, env=None):
@@ -34,15 +26,7 @@ def spawn(binary, args, env=None):
 
 class Qmp:
     def __init__(self, path):
-        for _ in range(200):
-            try:
-                self.s = socket.socket(socket.AF_UNIX)
-                self.s.connect(path)
-                break
-            except OSError:
-                time.sleep(0.02)
-        else:
-            raise RuntimeError('no QMP socket at ' + path)
+        self.s = connect_unix(path, tries=200)
         self.f = self.s.makefile('rw')
         json.loads(self.f.readline())
         self.cmd('qmp_capabilities')
@@ -132,15 +116,12 @@ def main():
         migrate_once(QEMU72, os.path.join(tempfile.mkdtemp(), 'src.log'), ['-msg', 'timestamp=on'],
                      dst_log=os.path.join(out, 'qemu72-destination.log'))
         if os.path.exists(QEMU52):
-            env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(Q52_ROOT, 'usr', 'lib', 'x86_64-linux-gnu'))
+            env = dict(os.environ, LD_LIBRARY_PATH=Q52_LIBS)
             migrate_once(QEMU52, os.path.join(out, 'qemu52.log'), [], env)
         else:
             print('no QEMU 5.2 in samples/.cache (run samples/fetch-qemu.sh 5.2); skipped qemu52.log', file=sys.stderr)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill_all(procs)
 
 
 if __name__ == '__main__':

@@ -20,36 +20,17 @@ Run from the repository root after `make -C samples/minimig` and
 samples/fetch-qemu.sh 5.2: python3 samples/transcripts/generate.py
 Every process it starts is killed before it exits.
 """
-import io, json, os, re, shutil, socket, subprocess, sys, tempfile, time
+import io, json, os, re, shutil, subprocess, sys, tempfile, time
 
 import pexpect
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from sample_lib import QEMU52, QEMU72, Q52_LIBS, connect_unix, free_port, kill_all  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
 MINIMIG = os.path.join(ROOT, 'samples', 'minimig')
-Q52_ROOT = os.path.join(ROOT, 'samples', '.cache', 'qemu-5.2', 'root')
-QEMU52 = os.path.join(Q52_ROOT, 'usr', 'bin', 'qemu-system-x86_64')
-QEMU72 = '/usr/bin/qemu-system-x86_64'
 procs = []
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def connect_unix(path, tries=300):
-    for _ in range(tries):
-        try:
-            s = socket.socket(socket.AF_UNIX)
-            s.connect(path)
-            return s
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError('nothing listens on ' + path)
 
 
 class TimedLog(io.StringIO):
@@ -321,6 +302,25 @@ def to_migration_thread(g, p=None, cont='continue &', prompt=True):
     return main_id, m.group(1)
 
 
+def cross_the_switch_read(g, main_id, mig_id, addr, reg):
+    """LP#1994002 by hand on a stripped build: the main thread stopped right after its switch read
+    prints what it loaded (`p $REG`), the migration thread goes on until the state at `addr` is
+    active (4), then the main thread runs to the status store and prints what it stores."""
+    g.cmd(f'thread {main_id}')
+    g.cmd(f'p ${reg}')
+    g.cmd(f'thread {mig_id}')
+    g.cmd('continue &')
+    time.sleep(0.3)
+    g.cmd(f'thread {main_id}')
+    for _ in range(20):
+        if g.value(f'*(int*){addr}') == '4':
+            break
+        time.sleep(0.2)
+    g.cmd('continue &')
+    g.wait_hit()
+    g.cmd(f'p ${reg}')
+
+
 def hmp_query(g, h):
     """What the monitor printed since, pasted; then `info migrate` typed there, and the hit it leads to."""
     out = hmp_output(h)
@@ -356,19 +356,7 @@ def qemu_run(binary, env, version, read_off, reg, pub_offs, out_name):
             g.cmd(f'break *qmp_query_migrate+{off}')
         g.cmd('info threads')
         hmp_query(g, h)
-        g.cmd(f'thread {main_id}')
-        g.cmd(f'p ${reg}')
-        g.cmd(f'thread {mig_id}')
-        g.cmd('continue &')
-        time.sleep(0.3)
-        g.cmd(f'thread {main_id}')
-        for _ in range(20):
-            if g.value(f'*(int*){addr}') == '4':
-                break
-            time.sleep(0.2)
-        g.cmd('continue &')
-        g.wait_hit()
-        g.cmd(f'p ${reg}')
+        cross_the_switch_read(g, main_id, mig_id, addr, reg)
         g.cmd('continue &')
         g.paste(hmp_output(h))
         g.cmd('info threads')
@@ -666,7 +654,7 @@ def minimig_optimized(out_name):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-Q52_ENV = {'LD_LIBRARY_PATH': os.path.join(Q52_ROOT, 'usr', 'lib', 'x86_64-linux-gnu')}
+Q52_ENV = {'LD_LIBRARY_PATH': Q52_LIBS}
 QEMU52_DBG = os.path.join(ROOT, 'samples', '.cache', 'qemu-5.2-dbg', 'qemu-system-x86_64')
 RUNS = {
     'qemu52-dbg-lp': lambda: qemu_lp_style(
@@ -710,10 +698,7 @@ def main():
                 continue
             run()
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill_all(procs)
 
 
 if __name__ == '__main__':
