@@ -69,17 +69,19 @@ export class MiTuple {
     );
   }
 
-  string(key: string): string {
+  /** The first `key`, checked to be the kind `is` accepts (`want` names it in the error). */
+  private typed<T extends MiValue>(key: string, want: string, is: (v: MiValue | undefined) => v is T): T {
     const v = this.get(key);
-    if (typeof v !== 'string') this.fail(key, 'a string', v);
+    if (!is(v)) this.fail(key, want, v);
     return v;
   }
 
+  string(key: string): string {
+    return this.typed(key, 'a string', (v): v is string => typeof v === 'string');
+  }
+
   optString(key: string): string | undefined {
-    const v = this.get(key);
-    if (v === undefined) return undefined;
-    if (typeof v !== 'string') this.fail(key, 'a string', v);
-    return v;
+    return this.has(key) ? this.string(key) : undefined;
   }
 
   /** A decimal integer field (gdb sends every number as a string). */
@@ -94,29 +96,19 @@ export class MiTuple {
   }
 
   tuple(key: string): MiTuple {
-    const v = this.get(key);
-    if (!(v instanceof MiTuple)) this.fail(key, 'a tuple', v);
-    return v;
+    return this.typed(key, 'a tuple', (v): v is MiTuple => v instanceof MiTuple);
   }
 
   optTuple(key: string): MiTuple | undefined {
-    const v = this.get(key);
-    if (v === undefined) return undefined;
-    if (!(v instanceof MiTuple)) this.fail(key, 'a tuple', v);
-    return v;
+    return this.has(key) ? this.tuple(key) : undefined;
   }
 
   list(key: string): MiList {
-    const v = this.get(key);
-    if (!(v instanceof MiList)) this.fail(key, 'a list', v);
-    return v;
+    return this.typed(key, 'a list', (v): v is MiList => v instanceof MiList);
   }
 
   optList(key: string): MiList | undefined {
-    const v = this.get(key);
-    if (v === undefined) return undefined;
-    if (!(v instanceof MiList)) this.fail(key, 'a list', v);
-    return v;
+    return this.has(key) ? this.list(key) : undefined;
   }
 
   /** Plain JSON for logs: a repeated key becomes an array of its values. */
@@ -412,39 +404,40 @@ class LineParser {
     return [key, this.value(depth)] as const;
   }
 
-  tuple(depth: number): MiTuple {
-    this.expect('{');
-    if (this.peek() === 0x7d) {
+  /** Past `open`; true, and past `close` too, when the tuple or list is empty. */
+  private openedEmpty(open: string, close: number): boolean {
+    this.expect(open);
+    if (this.peek() !== close) return false;
+    this.pos++;
+    return true;
+  }
+
+  /** After an element: true past a ',' (another one follows), false past `close`. */
+  private another(close: number, expected: string): boolean {
+    const c = this.peek();
+    if (c === 0x2c || c === close) {
       this.pos++;
-      return new MiTuple([]);
+      return c === 0x2c;
     }
+    return this.fail(expected);
+  }
+
+  tuple(depth: number): MiTuple {
+    if (this.openedEmpty('{', 0x7d)) return new MiTuple([]);
     const entries: Array<readonly [string, MiValue]> = [];
-    for (;;) {
+    do {
       entries.push(this.result(depth));
-      const c = this.peek();
-      if (c === 0x2c) {
-        this.pos++;
-        continue;
-      }
-      if (c === 0x7d) {
-        this.pos++;
-        return new MiTuple(entries);
-      }
-      this.fail("',' or '}'");
-    }
+    } while (this.another(0x7d, "',' or '}'"));
+    return new MiTuple(entries);
   }
 
   list(depth: number): MiList {
-    this.expect('[');
-    if (this.peek() === 0x5d) {
-      this.pos++;
-      return new MiList([], null);
-    }
+    if (this.openedEmpty('[', 0x5d)) return new MiList([], null);
     const c0 = this.peek();
     const ofResults = c0 !== 0x22 && c0 !== 0x7b && c0 !== 0x5b;
     const items: MiValue[] = [];
     const keys: string[] = [];
-    for (;;) {
+    do {
       if (ofResults) {
         const [k, v] = this.result(depth);
         keys.push(k);
@@ -452,17 +445,8 @@ class LineParser {
       } else {
         items.push(this.value(depth));
       }
-      const c = this.peek();
-      if (c === 0x2c) {
-        this.pos++;
-        continue;
-      }
-      if (c === 0x5d) {
-        this.pos++;
-        return new MiList(items, ofResults ? keys : null);
-      }
-      this.fail("',' or ']'");
-    }
+    } while (this.another(0x5d, "',' or ']'"));
+    return new MiList(items, ofResults ? keys : null);
   }
 
   /** `( "," result )*` up to the end of the line. */

@@ -48,10 +48,10 @@ export interface Frame {
   args: Array<{ name: string; value: string }> | null;
 }
 
-export interface BreakpointLocation {
-  /** "1" for a single-location breakpoint, "1.1", "1.2", ... otherwise. */
-  number: string;
+/** Where gdb put a breakpoint or one of its locations, and whether it is enabled. */
+interface BreakpointPlace {
   enabled: boolean;
+  /** An address; a breakpoint's own may be `<MULTIPLE>` or `<PENDING>`. */
   addr: string;
   func: string | null;
   file: string | null;
@@ -59,17 +59,15 @@ export interface BreakpointLocation {
   line: number | null;
 }
 
-export interface Breakpoint {
+export interface BreakpointLocation extends BreakpointPlace {
+  /** "1" for a single-location breakpoint, "1.1", "1.2", ... otherwise. */
+  number: string;
+}
+
+export interface Breakpoint extends BreakpointPlace {
   number: number;
   type: string;
   disp: string;
-  enabled: boolean;
-  /** An address, or `<MULTIPLE>` / `<PENDING>`. */
-  addr: string;
-  func: string | null;
-  file: string | null;
-  fullname: string | null;
-  line: number | null;
   times: number;
   cond: string | null;
   originalLocation: string | null;
@@ -358,9 +356,8 @@ export function parseFrame(t: MiTuple): Frame {
   };
 }
 
-function parseLocation(t: MiTuple, fallbackNumber: string): BreakpointLocation {
+function parsePlace(t: MiTuple): BreakpointPlace {
   return {
-    number: t.optString('number') ?? fallbackNumber,
     enabled: t.optString('enabled') !== 'n',
     addr: t.optString('addr') ?? '',
     func: optStr(t, 'func'),
@@ -370,25 +367,24 @@ function parseLocation(t: MiTuple, fallbackNumber: string): BreakpointLocation {
   };
 }
 
+function parseLocation(t: MiTuple, fallbackNumber: string): BreakpointLocation {
+  return { number: t.optString('number') ?? fallbackNumber, ...parsePlace(t) };
+}
+
 /** A `bkpt={...}` tuple; mi3 nests the locations of a multi-location breakpoint in `locations=[...]`. */
 export function parseBreakpoint(t: MiTuple): Breakpoint {
   const number = t.int('number');
-  const addr = t.optString('addr') ?? '';
+  const place = parsePlace(t);
   const nested = t.optList('locations');
   let locations: BreakpointLocation[];
   if (nested) locations = nested.tuples('locations').map((l, i) => parseLocation(l, `${number}.${i + 1}`));
-  else if (addr === '' || addr === '<PENDING>') locations = [];
+  else if (place.addr === '' || place.addr === '<PENDING>') locations = [];
   else locations = [parseLocation(t, String(number))];
   return {
     number,
     type: t.optString('type') ?? 'breakpoint',
     disp: t.optString('disp') ?? 'keep',
-    enabled: t.optString('enabled') !== 'n',
-    addr,
-    func: optStr(t, 'func'),
-    file: optStr(t, 'file'),
-    fullname: optStr(t, 'fullname'),
-    line: optNum(t, 'line'),
+    ...place,
     times: optNum(t, 'times') ?? 0,
     cond: optStr(t, 'cond'),
     originalLocation: optStr(t, 'original-location'),
