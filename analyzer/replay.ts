@@ -8,7 +8,7 @@ import { QmpCommandError, type QmpClient } from '../recorder/qmp.js';
 import type { Profile } from '../recorder/probes/profile.js';
 import { readElfInfo } from '../recorder/probes/elf.js';
 import type { PreparedTarget } from '../recorder/targets/types.js';
-import { connectQmp, endRun, failOnAbort, FINAL, openRun, queryOnce, rootCause, throwIfRunFailed } from '../recorder/record.js';
+import { connectQmp, endRun, failOnAbort, FINAL, openRun, queryOnce, rootCause, throwIfRunFailed, type SessionRunOptions } from '../recorder/record.js';
 import { sleep, withTimeout } from '../trace/async.js';
 import { parseInteger } from '../recorder/values.js';
 import { findInterleavings, sameState, stateName } from './interleavings.js';
@@ -101,17 +101,8 @@ export interface ReplayResult {
   wallMs: number;
 }
 
-export interface ReplayOptions {
-  store: TraceStore;
-  target: PreparedTarget;
-  profile: Profile;
+export interface ReplayOptions extends SessionRunOptions {
   schedule: Schedule;
-  label: string;
-  gdbPath?: string;
-  pollMs?: number;
-  progress?: (msg: string) => void;
-  signal?: AbortSignal;
-  meta?: Record<string, unknown>;
   /** How long a role may be missing before the lock-wait check (default min(2 s, half its timeout)). */
   blockedAfterMs?: number;
   tracer?: QueryTracer;

@@ -49,19 +49,26 @@ export function chooseBackend(choice: BackendChoice, say?: (m: string) => void, 
   return 'uprobe';
 }
 
-export interface RecordOptions {
+/** What every run that writes a session (a recording, a replay) is given. */
+export interface SessionRunOptions {
   store: TraceStore;
   target: PreparedTarget;
   profile: Profile;
+  /** The session's label. */
   label: string;
-  pollMs?: number;
-  /** How long the whole migration may take. */
-  timeoutMs?: number;
   gdbPath?: string;
   progress?: (msg: string) => void;
   /** Abort (Ctrl-C): the session ends as aborted with everything kept. */
   signal?: AbortSignal;
+  /** Merged into the session's meta. */
   meta?: Record<string, unknown>;
+}
+
+export interface RecordOptions extends SessionRunOptions {
+  /** How often query-migrate is polled (ms). */
+  pollMs?: number;
+  /** How long the whole migration may take. */
+  timeoutMs?: number;
   /** How long to wait for the target's QMP socket (default 15 s). */
   qmpTimeoutMs?: number;
   /** gdb breakpoints over MI (default), handled inside gdb (gdb-fast), or kernel uprobes. */
@@ -354,10 +361,18 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     error = await endRun({ store, sessionId, writer, target, live, qmp }, error);
     unlisten();
   }
+  return recordResult({ sessionId, writer, live, backend, began }, error, queries, lastStatus);
+}
+
+/** What a recording returns: how its session ended, what it stored, what it saw. */
+function recordResult(
+  run: { sessionId: number; writer: SessionWriter; live: RecordingBackend | null; backend: Backend; began: number },
+  error: MigraceError | null, queries: number, lastStatus: string | null,
+): RecordResult {
   return {
-    sessionId, state: error ? 'aborted' : 'complete', error: error?.message ?? null,
-    events: writer.stored, hits: live?.hits ?? 0, queries, wallMs: Date.now() - began, lastStatus,
-    backend, lostEvents: live?.lostEvents ?? 0,
+    sessionId: run.sessionId, state: error ? 'aborted' : 'complete', error: error?.message ?? null,
+    events: run.writer.stored, hits: run.live?.hits ?? 0, queries, wallMs: Date.now() - run.began, lastStatus,
+    backend: run.backend, lostEvents: run.live?.lostEvents ?? 0,
   };
 }
 
@@ -478,9 +493,5 @@ export async function recordAttached(opts: AttachOptions): Promise<RecordResult>
     }
     error = await endRun({ store, sessionId, writer, target, live, qmp }, error);
   }
-  return {
-    sessionId, state: error ? 'aborted' : 'complete', error: error?.message ?? null,
-    events: writer.stored, hits: live?.hits ?? 0, queries, wallMs: Date.now() - began, lastStatus,
-    backend, lostEvents: live?.lostEvents ?? 0,
-  };
+  return recordResult({ sessionId, writer, live, backend, began }, error, queries, lastStatus);
 }
