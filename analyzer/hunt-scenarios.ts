@@ -111,14 +111,28 @@ export interface CellSpec {
   name: string;
 }
 
-function withForcing(s: Scenario, spec: CellSpec, forcing: Step[], description: string): Schedule {
+/**
+ * A cell's schedule: the scenario's drive up to the step the transition came
+ * after; the writer held at migrate_set_state(old -> new), a query, the
+ * reader held right after the read point when it read `old`; `whileHeld`;
+ * the reader released and its reply taken, the writer released; the rest of
+ * the drive.
+ */
+function withForcing(s: Scenario, spec: CellSpec, whileHeld: Step[], description: string): Schedule {
   if (spec.after < 0 || spec.after >= s.drive.length) {
     throw new MigraceError('REPLAY', `cell ${spec.name}: the transition came after drive step ${spec.after} of ${s.name}, which has ${s.drive.length}`);
   }
   const steps: Step[] = [
     { do: 'arm', role: 'writer' },
     ...s.drive.slice(0, spec.after + 1),
-    ...forcing,
+    { do: 'wait-held', role: 'writer', timeout_ms: 30_000 },
+    { do: 'arm', role: 'reader' },
+    { do: 'query' },
+    { do: 'wait-held', role: 'reader', timeout_ms: 15_000 },
+    ...whileHeld,
+    { do: 'release', role: 'reader' },
+    { do: 'wait-reply', timeout_ms: 15_000 },
+    { do: 'release', role: 'writer' },
     ...s.drive.slice(spec.after + 1),
     FINISH,
   ];
@@ -143,29 +157,13 @@ function withForcing(s: Scenario, spec: CellSpec, forcing: Step[], description: 
  */
 export function cellSchedule(s: Scenario, spec: CellSpec): Schedule {
   return withForcing(s, spec, [
-    { do: 'wait-held', role: 'writer', timeout_ms: 30_000 },
-    { do: 'arm', role: 'reader' },
-    { do: 'query' },
-    { do: 'wait-held', role: 'reader', timeout_ms: 15_000 },
     // To migrate_set_state's return and held there: this transition lands, the ones after it wait for the reply.
     { do: 'release', role: 'writer', until: 'return' },
     { do: 'wait-state', equals: { role: 'writer', of: 'new' }, via: 'reader', timeout_ms: 15_000 },
-    { do: 'release', role: 'reader' },
-    { do: 'wait-reply', timeout_ms: 15_000 },
-    { do: 'release', role: 'writer' },
   ], `hunt cell: ${spec.point.name} x ${spec.old} -> ${spec.new} (${s.name}): the reader held after reading ${spec.old}, the writer's transition to ${spec.new} lands, then the reader goes on`);
 }
 
 /** The control of a read point: the same holds, with no transition while the reader is held. */
 export function controlSchedule(s: Scenario, spec: CellSpec): Schedule {
-  return withForcing(s, spec, [
-    { do: 'wait-held', role: 'writer', timeout_ms: 30_000 },
-    { do: 'arm', role: 'reader' },
-    { do: 'query' },
-    { do: 'wait-held', role: 'reader', timeout_ms: 15_000 },
-    { do: 'pause', ms: 50 },
-    { do: 'release', role: 'reader' },
-    { do: 'wait-reply', timeout_ms: 15_000 },
-    { do: 'release', role: 'writer' },
-  ], `hunt control: ${spec.point.name} held after reading ${spec.old} with the writer held before ${spec.old} -> ${spec.new} (${s.name}): holding alone must change nothing`);
+  return withForcing(s, spec, [{ do: 'pause', ms: 50 }], `hunt control: ${spec.point.name} held after reading ${spec.old} with the writer held before ${spec.old} -> ${spec.new} (${s.name}): holding alone must change nothing`);
 }

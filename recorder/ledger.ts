@@ -123,6 +123,19 @@ function isOurDir(path: string): boolean {
   return dirname(path) === ledgerDir() && /^migrace-[\w-]+$/.test(basename(path));
 }
 
+/** Signal each listed process that still lives (the same pid and start time), saying "VERB LABEL PID" in `done` for each. */
+function signalLiving(procs: readonly LedgerProcess[], signal: NodeJS.Signals, verb: string, done: string[]): void {
+  for (const p of procs) {
+    if (!processIsAlive(p.pid, p.start)) continue;
+    try {
+      process.kill(p.pid, signal);
+      done.push(`${verb} ${p.label} ${p.pid}`);
+    } catch {
+      /* gone meanwhile, or not ours to signal */
+    }
+  }
+}
+
 /**
  * Undo what migrace processes that are gone left behind; returns one line
  * per ledger cleaned, for the user.
@@ -141,25 +154,9 @@ export function sweepLeftovers(): string[] {
     if (!d) continue;
     if (d.pid === process.pid || processIsAlive(d.pid, d.start)) continue;
     const done: string[] = [];
-    for (const c of d.children) {
-      if (!processIsAlive(c.pid, c.start)) continue;
-      try {
-        process.kill(c.pid, 'SIGKILL');
-        done.push(`killed ${c.label} ${c.pid}`);
-      } catch {
-        /* gone meanwhile */
-      }
-    }
-    for (const a of d.attached) {
-      // A process gdb attached to can be left in group stop when gdb dies: it must run on.
-      if (!processIsAlive(a.pid, a.start)) continue;
-      try {
-        process.kill(a.pid, 'SIGCONT');
-        done.push(`resumed ${a.label} ${a.pid}`);
-      } catch {
-        /* not ours to signal */
-      }
-    }
+    signalLiving(d.children, 'SIGKILL', 'killed', done);
+    // A process gdb attached to can be left in group stop when gdb dies: it must run on.
+    signalLiving(d.attached, 'SIGCONT', 'resumed', done);
     for (const dir of d.dirs) {
       if (!isOurDir(dir) || !existsSync(dir)) continue;
       rmSync(dir, { recursive: true, force: true });

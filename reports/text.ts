@@ -300,13 +300,16 @@ function textFromLayout(session: Session, layout: TimelineLayout, width: number)
   return `${out.join('\n')}\n`;
 }
 
-/** Plain text for a bug comment. */
-export function renderText(
-  session: Session, threads: readonly Thread[], events: readonly TraceEvent[], analysis: Analysis | null,
-  opts: TextOptions = {},
-): string {
-  return textFromLayout(session, layoutTimeline(session, threads, events, analysis, opts), opts.columns ?? 80);
+/** A renderer of a session's layout at a width, as one of a session: the layout made first. */
+function fromSession(render: (session: Session, layout: TimelineLayout, width: number) => string) {
+  return (
+    session: Session, threads: readonly Thread[], events: readonly TraceEvent[], analysis: Analysis | null,
+    opts: TextOptions = {},
+  ): string => render(session, layoutTimeline(session, threads, events, analysis, opts), opts.columns ?? 80);
 }
+
+/** Plain text for a bug comment. */
+export const renderText = fromSession(textFromLayout);
 
 /** Markdown: escape what would be read as markup, including raw HTML. */
 export function escapeMarkdown(s: string): string {
@@ -359,9 +362,4 @@ function markdownFromLayout(session: Session, layout: TimelineLayout, width: num
 }
 
 /** Markdown for trackers that render it: the diagram and the command in fenced blocks. */
-export function renderMarkdown(
-  session: Session, threads: readonly Thread[], events: readonly TraceEvent[], analysis: Analysis | null,
-  opts: TextOptions = {},
-): string {
-  return markdownFromLayout(session, layoutTimeline(session, threads, events, analysis, opts), opts.columns ?? 80);
-}
+export const renderMarkdown = fromSession(markdownFromLayout);
