@@ -20,7 +20,8 @@ import { ACTIVE_LIKE, judgeFacts, type ShapeCheck } from './verdict.js';
  *               effect when the state still is `old`.
  *
  * `unpatched` is QEMU <= 7.0 and minimig; `patched` is 7.1 and later, which
- * still has the fill re-reads (docs/qemu-facts.md: forced on 7.2, still there in 10.2).
+ * still has the fill re-reads (docs/qemu-facts.md, "The race and the fix":
+ * forced on 7.2; there in 7.2, 10.0.2 and 11.1.3).
  */
 
 export type ModelVariant = 'unpatched' | 'patched';

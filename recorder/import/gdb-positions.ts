@@ -165,9 +165,9 @@ interface ReleaseLines {
 /*
  * fill_source_migration_info() of QEMU 5.2.0, read in its source: switch
  * (s->state) at 1059, the status store at 1104. 6.2.0 has the same function
- * 19 lines further down: docs/qemu-facts.md gives its switch (1078), its SETUP `break`
- * (1086) and its store (1123), each exactly 5.2.0's plus 19; the lines in
- * between are taken to be shifted the same way.
+ * 19 lines further down, every line of it (docs/qemu-facts.md, "Source lines
+ * of fill_source_migration_info()": switch 1078, SETUP `break` 1086, store
+ * 1123). A 6.2 with the read-once fix backported is one line lower still.
  */
 const QEMU_5_2_0: ReleaseLines = {
   release: 'QEMU 5.2.0',

@@ -88,7 +88,7 @@ export const ReadPointSchema = z.object({
   /** Of the instruction, from the function's start. */
   offset: z.number().int().nonnegative(),
   pc: Hex,
-  /** The instruction after it: where the probe stops, and the pc a hardware read watchpoint reports (x86 traps after the load). */
+  /** The instruction after it: where the probe stops, right after the read. */
   next_pc: Hex,
   instruction: z.string().min(1).max(256),
   access: z.enum(['load', 'compare', 'other']),
@@ -98,7 +98,15 @@ export const ReadPointSchema = z.object({
   value: ExpressionSchema.nullable(),
   /** Calls from qmp_query_migrate down to `function`. */
   via: z.array(z.string()).min(1),
-  /** How it was found: `static` (disassembly), `watchpoint` (a hardware read watchpoint during queries). */
+  /**
+   * How it was found: `static`, in the disassembly, is the only kind
+   * discovery writes (the hunt's single-stepped reads are `dynamic` in the
+   * hunt's own data: analyzer/hunt-record.ts). `watchpoint` is still
+   * accepted so that a profile written against the first version of this
+   * schema stays readable; nothing in migrace ever wrote it (hardware
+   * watchpoints do not trigger here: docs/qemu-facts.md), and it only shows
+   * in the read point's `why`.
+   */
   found: z.array(z.enum(['static', 'watchpoint'])).min(1),
   /** Source line and inlined function, from debug info, when there is any. */
   source: z.string().nullable().default(null),

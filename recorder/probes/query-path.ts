@@ -208,7 +208,7 @@ export interface FoundRead {
   path: PathFunction;
   read: StateRead;
   line: DisasmLine;
-  /** The instruction after it: where a probe stops, and the pc a hardware read watchpoint reports. */
+  /** The instruction after it: where a probe stops, right after the read. */
   next: DisasmLine | null;
   /** What holds the value read, at `next`. */
   value: string | null;
