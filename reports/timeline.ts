@@ -326,6 +326,12 @@ class EventColumns {
   }
 }
 
+/** `bigger` holding `a` at its start. */
+function grown<T extends Float64Array | Int32Array | Uint8Array>(a: T, bigger: T): T {
+  bigger.set(a);
+  return bigger;
+}
+
 /**
  * EventColumns one event at a time, in seq order (an event that goes back
  * is an error: a stream cannot be sorted afterwards). The columns grow by
@@ -401,18 +407,10 @@ class ColumnsBuilder {
 
   private grow(): void {
     const c = this.seqs.length * 2;
-    const seqs = new Float64Array(c);
-    seqs.set(this.seqs);
-    this.seqs = seqs;
-    const clk = new Float64Array(c);
-    clk.set(this.clk);
-    this.clk = clk;
-    const tcode = new Int32Array(c);
-    tcode.set(this.tcode);
-    this.tcode = tcode;
-    const kind = new Uint8Array(c);
-    kind.set(this.kind);
-    this.kind = kind;
+    this.seqs = grown(this.seqs, new Float64Array(c));
+    this.clk = grown(this.clk, new Float64Array(c));
+    this.tcode = grown(this.tcode, new Int32Array(c));
+    this.kind = grown(this.kind, new Uint8Array(c));
   }
 }
 
