@@ -56,7 +56,7 @@ const qemu = bookwormQemu();
 describe('migrace SIGKILLed while it records', () => {
   const cases: Array<{ name: string; args: string[]; skip: boolean }> = [
     { name: 'minimig', args: ['--transfer-ms', '20000'], skip: false },
-    { name: 'QEMU 7.2 (a destination QEMU runs outside gdb)', args: ['--target', 'qemu', '--qemu', 'path' in qemu ? qemu.path : '', '--max-bandwidth', '1000000', '--memory', '512'], skip: !('path' in qemu) },
+    { name: 'QEMU 7.2 (a destination QEMU runs outside gdb)', args: ['--target', 'qemu', '--qemu', 'path' in qemu ? qemu.path : '', '--max-bandwidth', '200000', '--memory', '1024'], skip: !('path' in qemu) },
   ];
   for (const c of cases) {
     it.skipIf(c.skip)(`${c.name}: no process outlives it, and the next command cleans up after it and says so`, async () => {

@@ -112,7 +112,7 @@ describe('a signal sent to the target mid-recording is the target\'s, not swallo
   it.skipIf('skip' in qemu)('gdb: kill -TERM the source QEMU: it terminates as QEMU does, and the run says so', async () => {
     if ('skip' in qemu) return;
     const db = join(freshTmp(), 't.db');
-    const run = new CliRun(['record', '--db', db, '--backend', 'gdb', '--target', 'qemu', '--qemu', qemu.path, '--memory', '512', '--max-bandwidth', '2000000', '--timeout', '60'], tmp);
+    const run = new CliRun(['record', '--db', db, '--backend', 'gdb', '--target', 'qemu', '--qemu', qemu.path, '--memory', '1024', '--max-bandwidth', '200000', '--timeout', '60'], tmp);
     await run.waitOutput('migrating to', 90_000);
     await sleep(700);
     const at = Date.now();
@@ -262,7 +262,7 @@ describe.skipIf('skip' in qemu)('the destination QEMU killed mid-migration (#21)
   it('the session says the destination died, and the exit is non-zero', async () => {
     if ('skip' in qemu) return;
     const db = join(freshTmp(), 't.db');
-    const run = new CliRun(['record', '--db', db, '--target', 'qemu', '--qemu', qemu.path, '--memory', '512', '--max-bandwidth', '20000000'], tmp);
+    const run = new CliRun(['record', '--db', db, '--target', 'qemu', '--qemu', qemu.path, '--memory', '1024', '--max-bandwidth', '200000'], tmp);
     await run.waitOutput('migrating to', 90_000);
     await sleep(800);
     run.signal(run.victim('destination')!, 'SIGKILL');
