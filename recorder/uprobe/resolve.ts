@@ -108,9 +108,10 @@ export function parseScope(text: string): Map<string, SymbolHome> {
     const head = /^(?:Scope for [^\n]*\n)?Symbol (\w+) is /.exec(block);
     if (!head) continue;
     const home: SymbolHome = { fbreg: null, regs: [] };
-    const fb = /^Symbol \w+ is (?:a variable |a complex DWARF expression:\s*0: )?(?:at frame base reg \$\w+ offset \d+\+)?DW_OP_fbreg (-?\d+)/m.exec(block.replace(/^Scope for [^\n]*\n/, ''));
+    const body = block.replace(/^Scope for [^\n]*\n/, '');
+    const fb = /^Symbol \w+ is (?:a variable |a complex DWARF expression:\s*0: )?(?:at frame base reg \$\w+ offset \d+\+)?DW_OP_fbreg (-?\d+)/m.exec(body);
     if (fb) home.fbreg = Number(fb[1]);
-    const single = /^Symbol \w+ is a variable in \$(\w+)/m.exec(block.replace(/^Scope for [^\n]*\n/, ''));
+    const single = /^Symbol \w+ is a variable in \$(\w+)/m.exec(body);
     if (single) home.regs.push({ from: 0, to: Number.POSITIVE_INFINITY, reg: single[1]! });
     for (const r of block.matchAll(/Range (0x[0-9a-f]+)-(0x[0-9a-f]+): a variable in \$(\w+)/g)) {
       home.regs.push({ from: Number.parseInt(r[1]!, 16), to: Number.parseInt(r[2]!, 16), reg: r[3]! });
@@ -147,17 +148,22 @@ class Scope {
     if (inReg) {
       const r = REGS[inReg.reg];
       if (!r) throw new Error(`"${name}" is in $${inReg.reg} at ${this.location}, not a register the kernel can fetch`);
-      const size = Number((await this.gdb.evaluate(`sizeof(${this.func}::${name})`)).trim());
-      const whatis = (await this.gdb.cli(`whatis ${this.func}::${name}`)).replace(/^type = /, '').trim();
-      if (whatis.endsWith('*')) return { kind: 'addr', fetch: `%${r.reg}` };
+      const { type, size } = await this.typeOf(name);
+      if (type.endsWith('*')) return { kind: 'addr', fetch: `%${r.reg}` };
       return { kind: 'reg', reg: r.reg, bits: Number.isFinite(size) && size > 0 ? Math.min(size * 8, r.bits) : r.bits };
     }
     const off = home?.fbreg ?? undefined;
     if (off === undefined) throw new Error(`"${name}" is neither in a register at 0x${this.addr.toString(16)} nor a local at ${this.location} whose frame offset gdb knows (an optimized-out variable cannot be fetched)`);
     if (!this.frameBaseOk) throw new Error(`"${name}" lives in the frame of ${this.func}, whose prologue is not the push %rbp; mov %rsp,%rbp the backend reads frames by`);
-    const type = (await this.gdb.evaluate(`sizeof(${this.func}::${name})`)).trim();
-    const whatis = (await this.gdb.cli(`whatis ${this.func}::${name}`)).replace(/^type = /, '').trim();
-    return { kind: 'mem', addr: `${16 + off}(%bp)`, type: whatis, size: Number(type) };
+    const { type, size } = await this.typeOf(name);
+    return { kind: 'mem', addr: `${16 + off}(%bp)`, type, size };
+  }
+
+  /** A local's C type and size, as gdb reads them from the debug info. */
+  private async typeOf(name: string): Promise<{ type: string; size: number }> {
+    const size = Number((await this.gdb.evaluate(`sizeof(${this.func}::${name})`)).trim());
+    const type = (await this.gdb.cli(`whatis ${this.func}::${name}`)).replace(/^type = /, '').trim();
+    return { type, size };
   }
 
   /** sizeof a type gdb named (from the binary's own debug info), or null when gdb cannot size it (void, an incomplete struct). */
