@@ -225,7 +225,9 @@ export function oneLineError(e: MigraceError): MigraceError {
  */
 export async function rootCause(live: RecordingBackend | null, e: unknown): Promise<MigraceError> {
   const err = e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `recording failed: ${messageOf(e)}`, { cause: e });
-  if (!live || ROOT_CAUSES.has(err.code)) return oneLineError(err);
+  if (!live || err === live.failure) return oneLineError(err);
+  // A target's exit seen by a step (the QMP client finds it gone) is second-hand: the backend says how it ended.
+  if (ROOT_CAUSES.has(err.code) && err.code !== 'TARGET_EXITED') return oneLineError(err);
   // Longer than a gdb backend waits for gdb to name the signal, so its report is what is said.
   const until = Date.now() + EXIT_REPORT_MS + 300;
   while (Date.now() < until && !(live.failure && ROOT_CAUSES.has(live.failure.code))) await sleep(20);
