@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { withoutSweeps } from '../helpers/processes.js';
 
 /**
  * Databases a user may hand migrace (#14 defects 8, 9, 16 and the smaller
@@ -35,7 +36,7 @@ async function cli(args: string[], opts: { user?: string } = {}): Promise<Outcom
 /** One line on stderr, no stack trace, no internal error. */
 function oneLine(o: Outcome): string {
   expect(o.stderr).not.toMatch(/^\s+at |internal error|Node\.js v/m);
-  const lines = o.stderr.trim().split('\n').filter((l) => !/cleaned up after/.test(l));
+  const lines = withoutSweeps(o.stderr).trim().split('\n');
   expect(lines, o.stderr).toHaveLength(1);
   return lines[0];
 }
