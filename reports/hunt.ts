@@ -1,7 +1,6 @@
-import { shellQuote } from '../trace/shell-quote.js';
 import { CONTROL, type HuntCell, type HuntView } from '../analyzer/hunt-record.js';
 import { escapeHtml, h, htmlPage } from './html.js';
-import { cleanText } from './safe-text.js';
+import { cleanText, printableShellWord } from './safe-text.js';
 
 /*
  * A hunt's matrix, rendered three ways: plain text for a terminal, Markdown
@@ -35,7 +34,8 @@ export function cellText(c: HuntCell | undefined): string {
 export function replayCommand(v: HuntView, c: HuntCell): string | null {
   if (!c.data.schedule_file) return null;
   const inv = (v.data.options.invocation ?? {}) as Record<string, unknown>;
-  const q = (s: string): string => shellQuote(cleanText(s));
+  // Printable, and still the stored bytes: a path with a control character pastes as $'...\x1b...', never U+FFFD.
+  const q = printableShellWord;
   const words = ['migrace', 'replay', '--schedule', q(c.data.schedule_file)];
   if (v.data.kind === 'minimig') {
     words.push('--target', 'minimig');

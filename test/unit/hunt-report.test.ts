@@ -6,7 +6,7 @@ import { loadHunt, matrixKey, type HuntData } from '../../analyzer/hunt-record.j
 import { staticReadPoints } from '../../analyzer/hunt-readpoints.js';
 import { minimigProfile } from '../../recorder/probes/minimig.js';
 import { minimigDir } from '../../recorder/targets/minimig.js';
-import { cellText, renderHuntHtml, renderHuntMarkdown, renderHuntText } from '../../reports/hunt.js';
+import { cellText, renderHuntHtml, renderHuntMarkdown, renderHuntText, replayCommand } from '../../reports/hunt.js';
 import { SCHEMA_VERSION, TraceStore } from '../../trace/store.js';
 import { tempStore } from '../helpers/db.js';
 
@@ -120,6 +120,16 @@ describe('the matrix rendered', () => {
     expect(t).toContain("replay: migrace replay --schedule '/tmp/it'\\''s here/cell.json' --target minimig --bql-completion");
     expect(t).not.toMatch(/\u001b/);
     expect(cellText(undefined)).toBe('not run');
+  });
+
+  it('the pasted replay command names the stored path, printable: control characters as $\'...\' escapes', () => {
+    const { store, id } = stored();
+    const view = loadHunt(store, id);
+    const cell = view.cells.find((c) => c.data.schedule_file)!;
+    cell.data.schedule_file = '/tmp/a\u001b[31m b/cell.json';
+    const cmd = replayCommand(view, cell)!;
+    expect(cmd).toContain(String.raw`--schedule $'/tmp/a\x1b[31m b/cell.json'`);
+    expect(cmd).not.toMatch(/[\u001b\ufffd]/);
   });
 
   it('Markdown: one table cell per read point x transition, target text escaped', () => {
