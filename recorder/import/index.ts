@@ -7,7 +7,7 @@ import type { TraceStore } from '../../trace/store.js';
 import { GdbTranscriptImport, variantOf } from './gdb-transcript.js';
 import { LibvirtLogImport } from './libvirt-log.js';
 import { readFileLines } from './lines.js';
-import { clip, mergeOnWallTime, wallMicros, wallSpan, type ImportWarning, type ImportedLog } from './merge.js';
+import { clip, mergeOnWallTime, wallMicros, wallSpan, WarningList, type ImportWarning, type ImportedLog } from './merge.js';
 import { CollectedTrace, QemuTraceImport, type QemuTraceProcessInfo, type TraceEventSink } from './qemu-trace.js';
 
 /*
@@ -92,7 +92,7 @@ class SessionOut {
   private batch: TraceEvent[] = [];
   readonly lines = new SourceLines();
   /** Events the clock could not place (see WallClock): warnings for the session's meta. */
-  readonly warnings: ImportWarning[] = [];
+  readonly warnings = new WarningList();
   count = 0;
 
   constructor(private readonly store: TraceStore, private readonly file: string, session: NewSession) {
@@ -103,9 +103,7 @@ class SessionOut {
     let t = this.clock.tNs(event.wall);
     if (t === 'far') {
       t = null;
-      if (this.warnings.length < MAX_META_WARNINGS) {
-        this.warnings.push({ line, text: clip(`${event.kind} at ${event.wall}`), reason: 'more than 104 days after the first timed event of its session (a damaged timestamp?): kept without a time' });
-      }
+      this.warnings.push({ line, text: clip(`${event.kind} at ${event.wall}`), reason: 'more than 104 days after the first timed event of its session (a damaged timestamp?): kept without a time' });
     }
     // Object.assign, not a spread: this runs for every event of a multi-million-line log.
     const e = Object.assign({}, event, { t_ns: t, seq: this.count }) as TraceEvent;
@@ -143,8 +141,8 @@ function importMeta(kind: ImportKind, file: string, opts: ImportOptions, log: { 
       file,
       qemu_log: opts.qemuLog ?? null,
       title: log.title,
-      warning_count: log.warnings.length + (log.unlisted ?? 0) + out.warnings.length,
-      warnings: [...log.warnings.slice(0, MAX_META_WARNINGS), ...out.warnings].slice(0, MAX_META_WARNINGS),
+      warning_count: log.warnings.length + (log.unlisted ?? 0) + out.warnings.items.length + out.warnings.unlisted,
+      warnings: [...log.warnings.slice(0, MAX_META_WARNINGS), ...out.warnings.items.slice(0, MAX_META_WARNINGS)].slice(0, MAX_META_WARNINGS),
       // Which line of the source each event came from, by seq.
       source_lines: out.lines.value,
       ...log.meta,

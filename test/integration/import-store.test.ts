@@ -182,6 +182,19 @@ describe('a failing import leaves no session marked complete', () => {
     expect(begins.slice(1)).toContainEqual(['qemuMonitorIOWrite', 366]);
   });
 
+  it('warnings past what the meta lists are still counted: 1,300 events out of the clock\'s range', async () => {
+    const far = join(dir, 'many-far.log');
+    const lines = ['8629@1700000000.000001:migrate_set_state new state setup'];
+    for (let i = 0; i < 1300; i++) lines.push(`8629@${1900000000 + i}.000001:migrate_set_state new state active`);
+    writeFileSync(far, `${lines.join('\n')}\n`);
+    const [id] = await importFiles(store, 'qemu-trace', [far], { label: 'many-far' });
+    const imp = store.session(id).meta.import as { warning_count: number; warnings: { line: number }[] };
+    expect(store.events(id)).toHaveLength(1301);
+    expect(imp.warning_count).toBe(1300);
+    expect(imp.warnings).toHaveLength(200);
+    expect(imp.warnings[0].line).toBe(2);
+  });
+
   it('a write that fails half-way finishes the session as aborted, with the error', async () => {
     // Every write of threads and events goes through appendBatch (the last batch carries the threads).
     const original = store.appendBatch.bind(store);
