@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -78,11 +79,19 @@ function sidChroot(): { path: string } | { skip: string } {
   return existsSync(path) ? { path } : { skip: `no QEMU 11.1.3 at ${path} (bash samples/sid-chroot.sh build; .ci/install does; or set MIGRACE_QEMU_11_1_3)` };
 }
 
+/** bookworm's QEMU as apt installed it; elsewhere (the sid chroot has 11.1 there) the case is skipped, saying which it found. */
+function installed72(): { path: string } | { skip: string } {
+  const path = '/usr/bin/qemu-system-x86_64';
+  if (!existsSync(path)) return { skip: 'qemu-system-x86 is not installed' };
+  const version = spawnSync('dpkg-query', ['-W', '-f=${Version}', 'qemu-system-x86'], { encoding: 'utf8' }).stdout?.trim() ?? '';
+  return /^1:7\.2[.+]/.test(version) ? { path } : { skip: `${path} is QEMU ${version || '(not from a Debian package)'}, not bookworm's 7.2` };
+}
+
 const BINARIES: Array<{ label: string; where: { path: string } | { skip: string }; source: () => string[] }> = [
   { label: 'QEMU 5.2 (bullseye)', where: fetched('5.2'), source: () => qapiEnum('qemu-5.2.0.MigrationStatus.qapi') },
   {
     label: 'QEMU 7.2 (bookworm)',
-    where: existsSync('/usr/bin/qemu-system-x86_64') ? { path: '/usr/bin/qemu-system-x86_64' } : { skip: 'qemu-system-x86 is not installed' },
+    where: installed72(),
     source: () => qapiEnum('qemu-7.2.0.MigrationStatus.qapi'),
   },
   { label: 'QEMU 10.0.2 (bookworm-backports)', where: fetched('10.0.2'), source: () => qapiEnum('qemu-10.0.2.MigrationStatus.qapi') },
