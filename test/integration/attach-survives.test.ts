@@ -14,6 +14,7 @@ import { TraceStore } from '../../trace/store.js';
 import { tempStore } from '../helpers/db.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
 import { bookwormQemu } from '../helpers/qemu-binaries.js';
+import { sleep } from '../../trace/async.js';
 
 /**
  * A QEMU somebody else runs and migrates, recorded with `record --attach`
@@ -28,7 +29,6 @@ import { bookwormQemu } from '../helpers/qemu-binaries.js';
 
 const run = promisify(execFile);
 const CLI = join(process.cwd(), 'bin', 'migrace.js');
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const bin = bookwormQemu();
 const noUprobes = uprobeUnavailable();
 const skip = 'skip' in bin ? bin.skip : noUprobes;

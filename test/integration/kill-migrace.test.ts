@@ -8,6 +8,7 @@ import { TraceStore } from '../../trace/store.js';
 import { processIsAlive } from '../../trace/proc.js';
 import { descendants, expectNoSurvivors } from '../helpers/processes.js';
 import { bookwormQemu } from '../helpers/qemu-binaries.js';
+import { sleep } from '../../trace/async.js';
 
 /**
  * migrace itself SIGKILLed in the middle of a recording, as `kill -9` or
@@ -18,7 +19,6 @@ import { bookwormQemu } from '../helpers/qemu-binaries.js';
 
 const run = promisify(execFile);
 const CLI = join(process.cwd(), 'bin', 'migrace.js');
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 afterEach(() => expectNoSurvivors());
 

@@ -9,6 +9,7 @@ import { uprobeUnavailable } from '../../recorder/uprobe/tracefs.js';
 import { expectNoSurvivors, withoutSweeps } from '../helpers/processes.js';
 import { bookwormQemu } from '../helpers/qemu-binaries.js';
 import { CliRun, leftovers, sessionFacts, type Victim } from '../kill/harness.js';
+import { sleep } from '../../trace/async.js';
 
 /**
  * What others do to the processes of a run, and what migrace says then
@@ -22,7 +23,6 @@ import { CliRun, leftovers, sessionFacts, type Victim } from '../kill/harness.js
 
 const qemu = bookwormQemu();
 const noUprobes = uprobeUnavailable();
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 afterEach(() => expectNoSurvivors());
 

@@ -8,6 +8,7 @@ import { QmpClient, QmpCommandError, type QmpEvent, type QmpReply } from '../../
 import { track, waitGone } from '../../recorder/reaper.js';
 import { MigraceError } from '../../trace/errors.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
+import { sleep } from '../../trace/async.js';
 
 const MINIMIG_DIR = resolve('samples/minimig');
 
@@ -89,7 +90,6 @@ type Info = {
   downtime?: number;
 };
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Poll query-migrate every 10 ms until `until` holds for a reply. */
 async function pollUntil(c: QmpClient, until: (i: Info) => boolean, limitMs = 10_000): Promise<QmpReply<Info>[]> {

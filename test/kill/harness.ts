@@ -22,6 +22,7 @@ import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { processIsAlive, readProcStat, tracerPid } from '../../trace/proc.js';
 import { TraceStore } from '../../trace/store.js';
+import { sleep } from '../../trace/async.js';
 
 export const CLI = resolve('bin', 'migrace.js');
 
@@ -95,7 +96,6 @@ export interface Exit {
   at: number;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** One `migrace ARGS` process with TMPDIR set to `tmp`. */
 export class CliRun {

@@ -10,6 +10,7 @@ import { uprobeUnavailable } from '../../recorder/uprobe/tracefs.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
 import { bookwormQemu } from '../helpers/qemu-binaries.js';
 import { CLI, CliRun, EventCounter, huntFacts, leftovers, sessionFacts, type Victim } from './harness.js';
+import { sleep } from '../../trace/async.js';
 
 /**
  * The kill matrix (#14), on real gdb, minimig and Debian's QEMU 7.2: each
@@ -37,7 +38,6 @@ import { CLI, CliRun, EventCounter, huntFacts, leftovers, sessionFacts, type Vic
  */
 
 const execFileP = promisify(execFile);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const FULL = process.env.MIGRACE_KILL_MATRIX === 'full';
 const qemu = bookwormQemu();
 const noUprobes = uprobeUnavailable();
