@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate the QEMU trace-log samples by migrating real QEMUs over loopback.
 
-Run from the repository root: python3 samples/trace-logs/generate.py
+Run from the repository root: python3 samples/trace-logs/generate.py [OUT_DIR]
 Needs /usr/bin/qemu-system-x86_64 (Debian bookworm 7.2) and, for the 5.2
 sample, samples/.cache/qemu-5.2 (samples/fetch-qemu.sh 5.2). Every QEMU it
 starts is killed before it exits. The 10.1+ ISO-format sample is not made
@@ -52,13 +52,16 @@ def migrate_once(binary, log, extra, env=None, scenario='ok', trace=('migrate_se
                          '-qmp', f'unix:{sock},server,wait=off', *extra], env)
     q = Qmp(sock)
 
-    def poll_until_done():
+    def poll_until(done, what):
         for _ in range(500):
             r = q.cmd('query-migrate')['return']
-            if r.get('status') in ('completed', 'failed', 'cancelled'):
+            if done(r):
                 return r
             time.sleep(0.01)
-        raise RuntimeError('migration did not finish')
+        raise RuntimeError(f'migration never got {what}')
+
+    def poll_until_done():
+        return poll_until(lambda r: r.get('status') in ('completed', 'failed', 'cancelled'), 'to an end')
 
     def destination():
         # -incoming defer + migrate-incoming: the reply comes once it listens, and no probe
@@ -75,13 +78,18 @@ def migrate_once(binary, log, extra, env=None, scenario='ok', trace=('migrate_se
         q.cmd('migrate', uri=f'tcp:127.0.0.1:{free_port()}')
         poll_until_done()
     if scenario == 'cancel':
-        q.cmd('migrate-set-parameters', **{'max-bandwidth': 1 << 20})
+        # A paused guest's RAM is zero pages, a few bytes each on the wire: at 1 MiB/s its 128 MiB
+        # went in about 0.3 s, so a cancel after a fixed sleep raced the end. At 16 KiB/s it takes
+        # about 20 s, and the cancel comes as soon as the migration is active.
+        q.cmd('migrate-set-parameters', **{'max-bandwidth': 16 << 10})
     port, dst = destination()
     q.cmd('migrate', uri=f'tcp:127.0.0.1:{port}')
     if scenario == 'cancel':
-        time.sleep(0.3)
+        poll_until(lambda r: r.get('status') == 'active', 'active')
         q.cmd('migrate_cancel')
-    poll_until_done()
+    end = poll_until_done()
+    if scenario == 'cancel' and end.get('status') == 'completed':
+        raise RuntimeError('the migration completed before migrate_cancel: the cancel sample would show no cancel')
     q.cmd('quit')
     for p in (src, dst):
         try:
@@ -93,7 +101,8 @@ def migrate_once(binary, log, extra, env=None, scenario='ok', trace=('migrate_se
 
 
 def main():
-    out = HERE
+    # A folder to write to instead of this one (to try the generator without touching the samples).
+    out = sys.argv[1] if len(sys.argv) > 1 else HERE
     try:
         # 7.2 without -msg timestamp=on: bare lines.
         migrate_once(QEMU72, os.path.join(out, 'qemu72-bare.log'), [])
