@@ -221,7 +221,9 @@ export function oneLineError(e: MigraceError): MigraceError {
  * The error to report for a failed run. When gdb dies, the target dies with
  * it and the QMP socket closes; when the target is killed, its socket may
  * close before its exit is reported: whichever pipe is read first, the
- * cause is the death, so wait briefly for it before naming a symptom.
+ * cause is the death, so wait briefly for it before naming a symptom. The
+ * QMP client can see that the target is gone but not how it ended: its
+ * TARGET_EXITED waits for the backend's, which names the signal or code.
  */
 export async function rootCause(live: RecordingBackend | null, e: unknown): Promise<MigraceError> {
   const err = e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `recording failed: ${messageOf(e)}`, { cause: e });
