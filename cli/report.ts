@@ -132,12 +132,16 @@ export function register(program: Command): void {
       const store = openStore(opts, { readonly: true });
       try {
         const sid = resolveSession(store, id);
-        // Perfetto writes every event, streamed from the store: a million-event session is never loaded for it.
-        if (opts.perfetto) process.stderr.write(`wrote ${writeStreamed(opts.perfetto, (sink) => writeStoredPerfetto(store, sid, sink))}\n`);
-        if (!opts.html && !opts.svg && !opts.text && !opts.markdown) return;
+        // Perfetto alone is streamed from the store: a million-event session is never loaded for it. With
+        // another report the session is loaded and analyzed anyway, once, and Perfetto is written from that.
+        if (!opts.html && !opts.svg && !opts.text && !opts.markdown) {
+          process.stderr.write(`wrote ${writeStreamed(opts.perfetto!, (sink) => writeStoredPerfetto(store, sid, sink))}\n`);
+          return;
+        }
         const { renderHtml, renderSessionSvg, renderText, renderMarkdown } = await renderers();
         const b = loadBundle(store, sid);
         const args = [b.session, b.threads, b.events, b.analysis] as const;
+        if (opts.perfetto) process.stderr.write(`wrote ${writeStreamed(opts.perfetto, (sink) => writePerfetto(...args, sink))}\n`);
         if (opts.html) process.stderr.write(`wrote ${write(opts.html, renderHtml(...args))}\n`);
         if (opts.svg) process.stderr.write(`wrote ${write(opts.svg, renderSessionSvg(...args))}\n`);
         if (opts.text) out(renderText(...args, { columns: opts.columns }));

@@ -113,6 +113,22 @@ describe('reports of a real replay', () => {
     expect(unpatched.analysis!.findings.length + patched.analysis!.findings.length).toBeGreaterThanOrEqual(2);
   });
 
+  it('report --perfetto alone (streamed) and with --html (from the loaded session) write the same trace', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'migrace-perfetto-'));
+    try {
+      const sid = String(unpatched.session.id);
+      const alone = await runCommand(reportCmds, ['report', sid, '--perfetto', join(out, 'a.json'), '--db', db.path]);
+      const both = await runCommand(reportCmds, ['report', sid, '--perfetto', join(out, 'b.json'), '--html', join(out, 'b.html'), '--db', db.path]);
+      expect([alone.code, both.code], alone.err + both.err).toEqual([undefined, undefined]);
+      const a = readFileSync(join(out, 'a.json'), 'utf8');
+      expect(a).toBe(perfettoText(unpatched.session, unpatched.threads, unpatched.events, unpatched.analysis));
+      expect(readFileSync(join(out, 'b.json'), 'utf8')).toBe(a);
+      expect(readFileSync(join(out, 'b.html'), 'utf8')).toMatch(/^<!DOCTYPE html>/i);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
   it('diffs the unpatched replay against the patched one', () => {
     const text = renderDiffText(unpatched, patched);
     expect(patched.analysis!.findings.map((f) => f.class)).toEqual(['benign']);
