@@ -73,7 +73,20 @@ export class RunClock {
  */
 export const EXIT_REPORT_MS = 300;
 
-/** The first reason a run cannot go on, and a promise every step races against. */
+/** What ends a run first-hand; anything else (a closed socket, a timeout, the QMP client's view of an exit) may be its symptom. */
+const ROOT_CAUSES: ReadonlySet<string> = new Set(['GDB_EXITED', 'INTERRUPTED', 'TARGET_EXITED', 'TARGET_STOPPED', 'DB_WRITE']);
+
+export function isFirstHand(e: MigraceError): boolean {
+  return ROOT_CAUSES.has(e.code) && !e.secondHand;
+}
+
+/**
+ * The first reason a run cannot go on, and a promise every step races
+ * against. A symptom that came first (a step saw the QMP socket close) gives
+ * way to the cause reported after it (gdb names the signal that killed the
+ * target): the steps have already stopped on the first, and what the run
+ * says and stores is the cause.
+ */
 export class RunFailure {
   private failed: MigraceError | null = null;
   private reject: ((e: MigraceError) => void) | null = null;
@@ -92,7 +105,10 @@ export class RunFailure {
   }
 
   fail(e: MigraceError): void {
-    if (this.failed) return;
+    if (this.failed) {
+      if (!isFirstHand(this.failed) && isFirstHand(e)) this.failed = e;
+      return;
+    }
     this.failed = e;
     this.reject?.(e);
   }

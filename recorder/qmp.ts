@@ -288,6 +288,7 @@ export class QmpClient extends EventEmitter {
         throw new MigraceError(
           'TARGET_EXITED',
           `the target exited before its QMP socket ${path} accepted a connection (waited ${Date.now() - started} ms)`,
+          { secondHand: true },
         );
       }
       const r = await attemptConnect(path);
@@ -516,7 +517,7 @@ export class QmpClient extends EventEmitter {
     } else if (this.closingByUs) {
       reason = new MigraceError('QMP', `QMP connection to ${this.path} was closed by migrace`);
     } else if (this.isAlive && !this.isAlive()) {
-      reason = new MigraceError('TARGET_EXITED', `the target exited; its QMP connection ${this.path} closed`);
+      reason = new MigraceError('TARGET_EXITED', `the target exited; its QMP connection ${this.path} closed`, { secondHand: true });
     } else {
       const tail = this.framer.pending.trim();
       const how = this.socketError ? `failed: ${this.socketError.message}` : 'was closed by the server';

@@ -6,7 +6,7 @@ import { sleep } from '../trace/async.js';
 import { exitOf, readProcStat } from '../trace/proc.js';
 import { uprobeUnavailable } from './uprobe/tracefs.js';
 import { UprobeRecorder } from './uprobe/recorder.js';
-import { EXIT_REPORT_MS, type RecordingBackend } from './backend.js';
+import { EXIT_REPORT_MS, isFirstHand, type RecordingBackend } from './backend.js';
 import { GdbFastTarget } from './gdb-fast.js';
 import { LiveTarget, type LiveOptions } from './live.js';
 import type { Profile } from './probes/profile.js';
@@ -207,9 +207,6 @@ export async function queryOnce(live: RecordingBackend, qmp: QmpClient, queryId:
   return ret;
 }
 
-/** What ends a run first-hand; anything else (a closed socket, a timeout) may be its symptom. */
-const ROOT_CAUSES: ReadonlySet<string> = new Set(['GDB_EXITED', 'INTERRUPTED', 'TARGET_EXITED', 'TARGET_STOPPED', 'DB_WRITE']);
-
 /** A run's error on one line: gdb's and the logs' words can span several, and the error is printed and stored as one. */
 export function oneLineError(e: MigraceError): MigraceError {
   if (!/[\r\n]/.test(e.message)) return e;
@@ -227,14 +224,12 @@ export function oneLineError(e: MigraceError): MigraceError {
  */
 export async function rootCause(live: RecordingBackend | null, e: unknown): Promise<MigraceError> {
   const err = e instanceof MigraceError ? e : new MigraceError('GDB_ERROR', `recording failed: ${messageOf(e)}`, { cause: e });
-  if (!live || err === live.failure) return oneLineError(err);
-  // A target's exit seen by a step (the QMP client finds it gone) is second-hand: the backend says how it ended.
-  if (ROOT_CAUSES.has(err.code) && err.code !== 'TARGET_EXITED') return oneLineError(err);
+  if (!live || isFirstHand(err)) return oneLineError(err);
   // Longer than a gdb backend waits for gdb to name the signal, so its report is what is said.
   const until = Date.now() + EXIT_REPORT_MS + 300;
-  while (Date.now() < until && !(live.failure && ROOT_CAUSES.has(live.failure.code))) await sleep(20);
-  const first = live.failure;
-  return oneLineError(first && ROOT_CAUSES.has(first.code) ? first : err);
+  while (Date.now() < until && !(live.failure && isFirstHand(live.failure))) await sleep(20);
+  const cause = live.failure;
+  return oneLineError(cause && isFirstHand(cause) ? cause : err);
 }
 
 /**

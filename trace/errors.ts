@@ -33,10 +33,16 @@ export type ErrorCode =
 
 export class MigraceError extends Error {
   readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  /**
+   * Seen from outside: the QMP client finds the target gone, but only the
+   * backend that runs the target can say how it ended (a signal, a code).
+   */
+  readonly secondHand: boolean;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; secondHand?: boolean }) {
     super(message, options);
     this.name = 'MigraceError';
     this.code = code;
+    this.secondHand = options?.secondHand ?? false;
   }
 }
 

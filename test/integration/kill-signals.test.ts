@@ -147,6 +147,25 @@ describe('a target killed as it starts is named with how it ended, at once (#7)'
   }
 });
 
+describe('a replay\'s target killed while threads are held is named with how it ended', () => {
+  it('SIGKILL minimig 0-50 ms after the writer is held: the run says minimig exited, never the QMP client\'s view', async () => {
+    for (const afterMs of [0, 10, 25, 50]) {
+      const db = join(freshTmp(), 't.db');
+      const run = new CliRun(['replay', '--scenario', 'lp1994002', '--db', db], tmp);
+      await run.waitOutput(') held (thread');
+      if (afterMs > 0) await sleep(afterMs);
+      run.signal(run.victim('minimig')!, 'SIGKILL');
+      const exit = await run.finished(30_000);
+      expect(exit.code, run.stdout + run.stderr).toBe(1);
+      const { line } = closing(run, 'stdout');
+      // The held reader's query is pending when minimig dies, so the QMP client sees its socket close; what is said is
+      // gdb's report of the death (RunFailure lets it replace a symptom that a step put into the run first).
+      expect(line, `${afterMs} ms`).toMatch(/replay aborted: minimig exited( \((signal SIGKILL|killed by a signal)\))? before the scenario finished$/);
+      await nothingLeft(run);
+    }
+  }, 150_000);
+});
+
 describe('no timer keeps migrace alive after it printed its error (#6)', () => {
   it('gdb SIGKILLed 0-140 ms after the target starts: the exit follows the error line', async () => {
     for (const afterMs of [0, 20, 40, 60, 80, 100, 120, 140]) {
