@@ -1,6 +1,6 @@
 import { CONTROL, type HuntCell, type HuntView } from '../analyzer/hunt-record.js';
 import { escapeHtml, h, htmlPage } from './html.js';
-import { cleanText, printableShellWord } from './safe-text.js';
+import { cleanText, codeSpan, printableShellWord } from './safe-text.js';
 
 /*
  * A hunt's matrix, rendered three ways: plain text for a terminal, Markdown
@@ -193,7 +193,8 @@ export function renderHuntMarkdown(v: HuntView): string {
     ...list('Static and dynamic read points', f.crossCheck),
     ...(f.broken.length ? ['', '**Broken cells**', '', ...f.broken.flatMap((b) => [
       `- ${md(b.lines[0])}`,
-      ...b.lines.slice(1).map((l) => `  - \`${cleanText(l).replace(/`/g, "'")}\``),
+      // A code span as long as it must be: the replay command keeps its backticks, as pasted.
+      ...b.lines.slice(1).map((l) => `  - ${codeSpan(l)}`),
     ])] : []),
     ...list('Infeasible cells', f.infeasible),
     ...list('Cells that timed out or failed', f.timeouts),

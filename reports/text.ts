@@ -2,7 +2,7 @@ import type { Session, Thread, TraceEvent } from '../trace/schema.js';
 import type { Analysis } from '../analyzer/types.js';
 import { layoutTimeline, type Bin, type LayoutOptions, type Mark, type TimelineLayout } from './timeline.js';
 import { reproduction, scheduleJsonLines } from './reproduce.js';
-import { cleanText, truncate, wrapWords } from './safe-text.js';
+import { cleanText, codeSpan, truncate, wrapWords } from './safe-text.js';
 import { statusNamesText } from './labels.js';
 import { infeasibleOf } from './session-meta.js';
 
@@ -316,14 +316,6 @@ export function escapeMarkdown(s: string): string {
   return cleanText(s).replace(/[\\`*_[\]<>|~&#!]/g, (c) => `\\${c}`);
 }
 
-/** A code span that survives backticks inside. */
-export function codeSpan(s: string): string {
-  const text = cleanText(s);
-  const longest = Math.max(0, ...(text.match(/`+/g) ?? []).map((r) => r.length));
-  const ticks = '`'.repeat(longest + 1);
-  const padded = text.startsWith('`') || text.endsWith('`') ? ` ${text} ` : text;
-  return `${ticks}${padded}${ticks}`;
-}
 
 function fence(body: string[], info: string): string[] {
   const longest = Math.max(0, ...body.map((l) => Math.max(0, ...(l.match(/`+/g) ?? []).map((r) => r.length))));

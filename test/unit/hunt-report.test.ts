@@ -130,6 +130,9 @@ describe('the matrix rendered', () => {
     const cmd = replayCommand(view, cell)!;
     expect(cmd).toContain(String.raw`--schedule $'/tmp/a\x1b[31m b/cell.json'`);
     expect(cmd).not.toMatch(/[\u001b\ufffd]/);
+    // Markdown keeps a backtick of the path: the code span is longer than any run of backticks inside.
+    cell.data.schedule_file = '/tmp/a`b/cell.json';
+    expect(renderHuntMarkdown(view)).toContain("  - ``replay: migrace replay --schedule '/tmp/a`b/cell.json' --target minimig");
   });
 
   it('Markdown: one table cell per read point x transition, target text escaped', () => {
