@@ -1,9 +1,9 @@
-import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ElfImage } from '../../recorder/probes/elf-image.js';
 import { decideStatusNames, readStatusLookup } from '../../recorder/probes/status-lookup.js';
+import { isAvailable, qemuBuild } from '../helpers/qemu-binaries.js';
 import {
   knownTableFor, STATUS_TABLES, statusName, statusNamesOf, statusSourceOf, statusValue, tableIdFor, tableIdMatching,
 } from '../../trace/status.js';
@@ -79,12 +79,10 @@ function sidChroot(): { path: string } | { skip: string } {
   return existsSync(path) ? { path } : { skip: `no QEMU 11.1.3 at ${path} (bash samples/sid-chroot.sh build; .ci/install does; or set MIGRACE_QEMU_11_1_3)` };
 }
 
-/** bookworm's QEMU as apt installed it; elsewhere (the sid chroot has 11.1 there) the case is skipped, saying which it found. */
+/** bookworm's QEMU, where the tests find it (elsewhere, as in the sid chroot where /usr/bin has 11.1, skipped saying which). */
 function installed72(): { path: string } | { skip: string } {
-  const path = '/usr/bin/qemu-system-x86_64';
-  if (!existsSync(path)) return { skip: 'qemu-system-x86 is not installed' };
-  const version = spawnSync('dpkg-query', ['-W', '-f=${Version}', 'qemu-system-x86'], { encoding: 'utf8' }).stdout?.trim() ?? '';
-  return /^1:7\.2[.+]/.test(version) ? { path } : { skip: `${path} is QEMU ${version || '(not from a Debian package)'}, not bookworm's 7.2` };
+  const b = qemuBuild('7.2');
+  return isAvailable(b) ? { path: b.path } : { skip: b.skip };
 }
 
 const BINARIES: Array<{ label: string; where: { path: string } | { skip: string }; source: () => string[] }> = [
