@@ -35,7 +35,7 @@ export interface WarningSink {
   push(w: ImportWarning): void;
 }
 
-/** Warnings of one log, the first MAX_LISTED_WARNINGS kept: a hostile file cannot fill memory with them. */
+/** Warnings of one log, the first WarningList.MAX kept: a hostile file cannot fill memory with them. */
 export class WarningList implements WarningSink {
   static readonly MAX = 1000;
   readonly items: ImportWarning[] = [];

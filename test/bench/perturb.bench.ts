@@ -10,6 +10,7 @@ import { uprobeUnavailable } from '../../recorder/uprobe/tracefs.js';
 import { TraceStore } from '../../trace/store.js';
 import { bookwormQemu } from '../helpers/qemu-binaries.js';
 import type { BenchRow } from './store.bench.js';
+import { sleep } from '../../trace/async.js';
 
 /**
  * How much a recorder disturbs the QEMU it records: the latency of
@@ -61,7 +62,7 @@ export async function benchPerturbation(): Promise<BenchRow[]> {
     await qmp.execute('migrate', { uri: dest.uri });
     for (let i = 0; (await qmp.execute<{ status?: string }>('query-migrate')).ret.status !== 'active'; i++) {
       if (i > 500) throw new Error('the migration did not become active within 5 s');
-      await new Promise((r) => setTimeout(r, 10));
+      await sleep(10);
     }
     const base = await latencies(qmp);
     rows.push({ name: `query-migrate p50, QEMU 7.2, no recorder`, baselineMs: base.p50, ms: base.p50, ratio: 1, note: `p99 ${base.p99.toFixed(3)} ms over ${QUERIES} queries` });

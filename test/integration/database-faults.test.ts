@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { withoutSweeps } from '../helpers/processes.js';
+import { sleep } from '../../trace/async.js';
 
 /**
  * Databases a user may hand migrace (#14 defects 8, 9, 16 and the smaller
@@ -153,9 +154,9 @@ describe('a file in rollback mode that another process is writing', () => {
       }
     };
     const deadline = Date.now() + 30_000;
-    while (!opened() && imp.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    while (!opened() && imp.exitCode === null && Date.now() < deadline) await sleep(10);
     expect(imp.exitCode, stderr).toBeNull();
-    await new Promise((r) => setTimeout(r, 700));
+    await sleep(700);
     holder.stdin!.write('commit\n');
     expect(await code, stderr).toBe(0);
     expect(sessionCount(db)).toBe(2);

@@ -11,6 +11,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { fetchUnpatchedQemu } from '../../cli/demo.js';
 import { survivors, waitGone } from '../../recorder/reaper.js';
 import { expectNoSurvivors, withoutSweeps } from '../helpers/processes.js';
+import { sleep } from '../../trace/async.js';
 
 const CLI = join(process.cwd(), 'bin', 'migrace.js');
 const tmp = mkdtempSync(join(tmpdir(), 'migrace-demo-test-'));
@@ -63,7 +64,7 @@ describe('fetching the unpatched QEMU', () => {
     const slow = script('slow-fetch-2.sh', 'exec sleep 30\n');
     const controller = new AbortController();
     const running = rejection(fetchUnpatchedQemu({ script: slow, signal: controller.signal }));
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
     expect(survivors().map((s) => s.label)).toEqual(['fetch-qemu.sh 5.2']);
     controller.abort('SIGINT');
     const e = await running;

@@ -11,6 +11,7 @@ import { assertShellSafePath, GdbSession, type GdbEvent, type GdbSessionOptions,
 import { isAlive, survivors, track, waitGone } from '../../recorder/reaper.js';
 import { MigraceError } from '../../trace/errors.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
+import { sleep } from '../../trace/async.js';
 
 const SOURCE = join(import.meta.dirname, '../fixtures/c/threads.c');
 
@@ -185,7 +186,7 @@ describe.skipIf(!toolsPresent)('GdbSession against real gdb', () => {
     for (let i = 0; i < 100; i++) {
       const ts = await s.threadInfo();
       if (ts.filter((t) => t.name?.startsWith('spinner-')).length === 2) break;
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
     }
     const threads = await s.threadInfo();
     const spinner = threads.find((t) => t.name === 'spinner-1')!;
@@ -204,7 +205,7 @@ describe.skipIf(!toolsPresent)('GdbSession against real gdb', () => {
 
     // Stopped means stopped: its counter does not move.
     const c1 = await s.evaluate('spin_counter[1]', { thread: spinner.id });
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     expect(await s.evaluate('spin_counter[1]', { thread: spinner.id })).toBe(c1);
 
     const mark = s.mark();
@@ -320,7 +321,7 @@ describe.skipIf(!toolsPresent)('GdbSession against real gdb', () => {
     const waiting = s.waitFor(() => false, 30_000, 'something');
     pending.catch(() => undefined);
     waiting.catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
     process.kill(s.gdbPid, 'SIGKILL');
     await expectCode(pending, 'GDB_EXITED', /SIGKILL.*time\.sleep\(30\)/);
     await expectCode(waiting, 'GDB_EXITED', /while waiting for something/);
@@ -346,7 +347,7 @@ describe.skipIf(!toolsPresent)('GdbSession against real gdb', () => {
     const child = spawn(prog, ['spin'], { stdio: 'ignore' });
     const untrack = track(child.pid!, 'test spinner');
     try {
-      await new Promise((r) => setTimeout(r, 200));
+      await sleep(200);
       const s = await open();
       await s.setNonStop();
       const mark = s.mark();
@@ -372,7 +373,7 @@ describe.skipIf(!toolsPresent)('GdbSession against real gdb', () => {
       expect(isAlive(child.pid!)).toBe(true);
       let state = procState(child.pid!);
       for (let i = 0; i < 50 && state === 'T'; i++) {
-        await new Promise((r) => setTimeout(r, 20));
+        await sleep(20);
         state = procState(child.pid!);
       }
       expect(state).not.toBe('T');

@@ -17,6 +17,7 @@ import type { HuntDiff } from '../../reports/hunt-diff.js';
 import { TraceStore } from '../../trace/store.js';
 import { runCommand } from '../helpers/cli.js';
 import { alive, descendants, expectNoSurvivors } from '../helpers/processes.js';
+import { sleep } from '../../trace/async.js';
 
 /*
  * migrace hunt on the bundled target, with real gdb: no built-in scenario,
@@ -252,12 +253,12 @@ describe('hunt on minimig', () => {
     child.stdout.resume();
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
     const deadline = Date.now() + 120_000;
-    while (!/\[2\/\d+\]/.test(err) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    while (!/\[2\/\d+\]/.test(err) && Date.now() < deadline) await sleep(100);
     const before = descendants(child.pid!);
     child.kill('SIGINT');
     expect(await exited).toBe(130);
     expect(err).toMatch(/hunt 1 interrupted: \d+ cells stored/);
-    for (let i = 0; i < 30 && alive(before).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 30 && alive(before).length > 0; i++) await sleep(100);
     expect(alive(before)).toEqual([]);
     const store = TraceStore.open(db, { readonly: true });
     try {

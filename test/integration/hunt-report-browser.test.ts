@@ -11,6 +11,7 @@ import { register as reportCmds } from '../../cli/report.js';
 import { TraceStore } from '../../trace/store.js';
 import { runCommand } from '../helpers/cli.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
+import { sleep } from '../../trace/async.js';
 
 /*
  * The HTML matrix of a real minimig hunt, opened from disk in Debian's
@@ -53,7 +54,7 @@ describe.skipIf(!existsSync(CHROMIUM))('the hunt matrix in chromium', () => {
   afterAll(async () => {
     await context?.close();
     const naming = (): string[] => execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' }).split('\n').filter((l) => profile && l.includes(profile) && !l.includes('ps -eo'));
-    for (let i = 0; i < 100 && naming().length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 100 && naming().length > 0; i++) await sleep(100);
     expect(naming()).toEqual([]);
     rmSync(dir, { recursive: true, force: true });
   });

@@ -14,6 +14,7 @@ import { lockBinaryForProbes, probeLockPath } from '../../recorder/probe-lock.js
 import { uprobeUnavailable } from '../../recorder/uprobe/tracefs.js';
 import { TraceStore } from '../../trace/store.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
+import { sleep } from '../../trace/async.js';
 
 const CLI = join(process.cwd(), 'bin', 'migrace.js');
 const MINIMIG = resolve('samples/minimig/minimig');
@@ -29,7 +30,7 @@ async function waitingRecord(args: string[]): Promise<{ child: ChildProcess; exi
   child.stderr!.on('data', (d) => { stderr += String(d); });
   const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
   const deadline = Date.now() + 30_000;
-  while (!stderr.includes("waiting for another migrace's gdb breakpoints") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  while (!stderr.includes("waiting for another migrace's gdb breakpoints") && Date.now() < deadline) await sleep(50);
   return { child, exit, get stderr() { return stderr; } };
 }
 
@@ -43,7 +44,7 @@ describe.skipIf(noUprobes !== null)('the probe lock', () => {
     try {
       expect(run.stderr).toContain(`waiting for another migrace's gdb breakpoints on ${MINIMIG}`);
       // Still waiting two seconds later: no kernel probe of its own is defined yet.
-      await new Promise((r) => setTimeout(r, 2000));
+      await sleep(2000);
       expect(child.exitCode).toBeNull();
       expect(readFileSync('/sys/kernel/tracing/uprobe_events', 'utf8')).not.toContain(`:migrace_${child.pid}/`);
     } finally {

@@ -16,6 +16,7 @@ import { BUILDS, bookwormQemu, bullseyeQemu, isAvailable, qemuBuild, withDebugFi
 import { gdbDebugDirOptions } from '../../recorder/debug-dirs.js';
 import { expectNoSurvivors } from '../helpers/processes.js';
 import { lockBinaryForProbes } from '../../recorder/probe-lock.js';
+import { sleep } from '../../trace/async.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'migrace-probes-real-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -100,7 +101,7 @@ async function withQmp<T>(path: string, fn: (cmd: Qmp) => Promise<T>): Promise<T
   const deadline = Date.now() + 30_000;
   while (!existsSync(path)) {
     if (Date.now() > deadline) throw new Error(`no QMP socket at ${path}`);
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
   const sock = createConnection(path);
   // The target closes the socket on quit; that is not an error here.
@@ -183,7 +184,7 @@ async function migrateAndQuery(cmd: Qmp): Promise<string[]> {
     const r = (await cmd('query-migrate')) as { return?: { status?: string } };
     seen.push(r.return?.status ?? '?');
     if (r.return?.status === 'completed') break;
-    await new Promise((res) => setTimeout(res, 25));
+    await sleep(25);
   }
   await cmd('quit');
   return seen;

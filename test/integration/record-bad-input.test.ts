@@ -10,6 +10,7 @@ import { tempStore } from '../helpers/db.js';
 import { expectNoSurvivors, withoutSweeps } from '../helpers/processes.js';
 import { bookwormQemu } from '../helpers/qemu-binaries.js';
 import { HITS_PER_ROUND, recordStress } from '../helpers/stress.js';
+import { sleep } from '../../trace/async.js';
 
 /**
  * What `record` does when the recording cannot be what was asked for, run
@@ -121,11 +122,11 @@ describe.skipIf(noUprobes !== null)('a ring buffer that fills', () => {
       let stopped: number[] = [];
       for (let i = 0; i < 500 && stopped.length === 0; i++) {
         stopped = readerPids();
-        await new Promise((r) => setTimeout(r, 5));
+        await sleep(5);
       }
       expect(stopped.length).toBe(1);
       process.kill(stopped[0], 'SIGSTOP');
-      await new Promise((r) => setTimeout(r, 500));
+      await sleep(500);
       process.kill(stopped[0], 'SIGCONT');
       const r = await run;
       expect(r.state, r.error ?? '').toBe('complete');

@@ -7,6 +7,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { buildLp1994002Bundle, EVIL, EVIL_SCRIPT, type Bundle } from '../bench/reports.bench.js';
 import { renderHtml } from '../../reports/html.js';
 import { renderDiffHtml } from '../../reports/diff.js';
+import { sleep } from '../../trace/async.js';
 
 /*
  * The reports in a real browser, opened from disk: nothing but the file
@@ -105,7 +106,7 @@ describe.skipIf(!hasChromium)('reports in chromium', () => {
     expect(profileDir).not.toBeNull();
     // The browser's helpers exit shortly after it; give them a moment.
     const left = (): string[] => [...processesNaming(profileDir!), ...alive(crashpad).map((p) => `${p} chrome_crashpad_handler`)];
-    for (let i = 0; i < 100 && left().length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 100 && left().length > 0; i++) await sleep(100);
     expect(left()).toEqual([]);
   });
 

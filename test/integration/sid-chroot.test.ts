@@ -13,6 +13,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realp
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { sleep } from '../../trace/async.js';
 
 const SCRIPT = join(process.cwd(), 'samples', 'sid-chroot.sh');
 // Where the scripts cache their builds (samples/fetch-qemu.sh and the others honour the same variable).
@@ -98,7 +99,7 @@ describe('samples/sid-chroot.sh', () => {
     const deadline = Date.now() + 60_000;
     while (!(mountsBelow(root).length === 3 && processesInside(root).length > 0)) {
       if (Date.now() > deadline) throw new Error(`the chroot never came up: mounts ${JSON.stringify(mountsBelow(root))}, ${stderr}`);
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
     expect(mountsBelow(root).map((m) => m.slice(root.length)).sort()).toEqual(['/dev', '/proc', '/sys']);
     const inside = processesInside(root);

@@ -13,6 +13,7 @@ import type { ElfSymbol } from '../../recorder/probes/elf-image.js';
 import { cloneBase, FunctionTable } from '../../recorder/probes/functions.js';
 import { ProfileSchema } from '../../recorder/probes/profile.js';
 import { isAlive, survivors, waitGone } from '../../recorder/reaper.js';
+import { sleep } from '../../trace/async.js';
 
 const FIX = join(import.meta.dirname, '../fixtures/disasm');
 const tmp = mkdtempSync(join(tmpdir(), 'migrace-discover-unit-'));
@@ -688,7 +689,7 @@ describe('discovery runs gdb and -version as registered children', () => {
     let seen: { pid: number; label: string } | undefined;
     for (let i = 0; i < 100 && !seen; i++) {
       seen = survivors().find((s) => s.label === 'gdb (probe discovery)');
-      if (!seen) await new Promise((r) => setTimeout(r, 10));
+      if (!seen) await sleep(10);
     }
     expect(seen).toBeDefined();
     const e = await running;
