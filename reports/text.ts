@@ -316,7 +316,6 @@ export function escapeMarkdown(s: string): string {
   return cleanText(s).replace(/[\\`*_[\]<>|~&#!]/g, (c) => `\\${c}`);
 }
 
-
 function fence(body: string[], info: string): string[] {
   const longest = Math.max(0, ...body.map((l) => Math.max(0, ...(l.match(/`+/g) ?? []).map((r) => r.length))));
   const f = '`'.repeat(Math.max(3, longest + 1));
