@@ -11,7 +11,7 @@ import { minimigDir, prepareMinimig } from '../../recorder/targets/minimig.js';
 import type { Thread, TraceEvent } from '../../trace/schema.js';
 import { TraceStore } from '../../trace/store.js';
 import { tempStore } from '../helpers/db.js';
-import { expectNoSurvivors } from '../helpers/processes.js';
+import { expectNoSurvivors, withoutSweeps } from '../helpers/processes.js';
 
 const run = promisify(execFile);
 const CLI = join(process.cwd(), 'bin', 'migrace.js');
@@ -155,14 +155,14 @@ describe('record: bad input and failures', () => {
     try {
       const missing = await run('node', [CLI, 'record', '--db', db.path, '--binary', '/nonexistent/minimig']).catch((e) => e);
       expect(missing.code).toBe(1);
-      expect(missing.stderr).toMatch(/^migrace: minimig binary not found: \/nonexistent\/minimig/);
+      expect(withoutSweeps(missing.stderr)).toMatch(/^migrace: minimig binary not found: \/nonexistent\/minimig/);
       expect(missing.stdout).toBe('');
       expect(missing.stderr).not.toMatch(/\n\s+at /);
       // A gdb that is not there is a usage mistake, said before the database opens: no session is left.
       const before = db.store.listSessions().length;
       const nogdb = await run('node', [CLI, 'record', '--db', db.path, '--gdb', '/nonexistent/gdb']).catch((e) => e);
       expect(nogdb.code).toBe(2);
-      expect(nogdb.stderr).toMatch(/^migrace: --gdb \/nonexistent\/gdb is not an executable program \(install the Debian package gdb, or give the path of a gdb\)\n$/m);
+      expect(withoutSweeps(nogdb.stderr)).toMatch(/^migrace: --gdb \/nonexistent\/gdb is not an executable program \(install the Debian package gdb, or give the path of a gdb\)\n$/m);
       expect(db.store.listSessions()).toHaveLength(before);
     } finally {
       db.cleanup();
@@ -176,10 +176,10 @@ describe('record: bad input and failures', () => {
       writeFileSync(foreign, 'my notes, not a database\n');
       const r = await run('node', [CLI, 'record', '--db', foreign]).catch((e) => e);
       expect(r.code).toBe(1);
-      expect(r.stderr.trim()).toBe(`migrace: ${foreign} is not a migrace trace database (not an SQLite file); refusing to touch it`);
+      expect(withoutSweeps(r.stderr).trim()).toBe(`migrace: ${foreign} is not a migrace trace database (not an SQLite file); refusing to touch it`);
       const r2 = await run('node', [CLI, 'record', '--db', '/proc/migrace.db']).catch((e) => e);
       expect(r2.code).toBe(1);
-      expect(r2.stderr).toMatch(/^migrace: cannot open trace database \/proc\/migrace\.db/);
+      expect(withoutSweeps(r2.stderr)).toMatch(/^migrace: cannot open trace database \/proc\/migrace\.db/);
     } finally {
       db.cleanup();
     }
